@@ -1,0 +1,1 @@
+"""reliable-smtp: send transactional email and know exactly what happened to every message."""

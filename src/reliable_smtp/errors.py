@@ -1,0 +1,289 @@
+"""Every error reliable-smtp raises, in one tree.
+
+::
+
+    ReliableSMTPError                         base of everything below
+    ├── ConfigurationError (ValueError)        settings or arguments that cannot work; raised at
+    │                                          construction, before any I/O
+    ├── InvalidMessageError (ValueError)       the message cannot be sent as it is; nothing was sent
+    │   └── InvalidAddressError                a malformed, unsafe or refused address
+    ├── TransportClosedError (RuntimeError)    the mailer or transport was used after close()
+    └── DeliveryError                          the message did not reach every recipient
+        ├── TransientError                     4xx or a broken link before the final dot;
+        │   │                                  retried, raised once retries are exhausted
+        │   ├── ConnectionFailedError (ConnectionError)   refused, reset, dropped before the dot
+        │   ├── SMTPTimeoutError (TimeoutError)           no reply in time, before the dot
+        │   └── ThrottledError                 rate limit, reputation throttle or quota
+        ├── PermanentError                     5xx: bad mailbox, too big, policy; never retried
+        │   └── ProtocolError                  a garbled reply, or a command the server did not
+        │                                      understand
+        ├── AuthOrConfigError                  credentials, TLS or sender identity; never retried
+        └── AmbiguousDeliveryError             the link broke after the final dot: the server may
+                                               have the message; not retried by default
+
+Every :class:`DeliveryError` carries the SMTP facts - ``code``, ``enhanced_code``,
+``text``, ``phase``, ``recipient`` - plus ``outcome``, a one-line ``explanation``
+with the usual fix, and ``result``: the :class:`~reliable_smtp.SendResult` that
+says which recipients did get the message. ``AmbiguousDeliveryError`` is
+deliberately *not* a ``ConnectionError``: code that retries every
+``ConnectionError`` would send the message twice.
+
+Foreign exceptions (aiosmtplib, ``OSError``, ``ssl.SSLError``, subprocess
+failures) are translated to this tree at one boundary per transport, always with
+``raise ... from exc``. :func:`error_for` picks the class for a verdict.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .replies import Outcome, Phase, Reply, Verdict
+
+if TYPE_CHECKING:
+    from .result import SendResult
+
+__all__ = [
+    "AmbiguousDeliveryError",
+    "AuthOrConfigError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "DeliveryError",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "PermanentError",
+    "ProtocolError",
+    "ReliableSMTPError",
+    "SMTPTimeoutError",
+    "ThrottledError",
+    "TransientError",
+    "TransportClosedError",
+    "error_for",
+]
+
+
+class ReliableSMTPError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigurationError(ReliableSMTPError, ValueError):
+    """Settings or constructor arguments that cannot work. Raised before any I/O.
+
+    ``setting`` names the argument or ``RELIABLE_SMTP_*`` variable to change.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class InvalidMessageError(ReliableSMTPError, ValueError):
+    """The message cannot be sent as it is (no recipients, header injection, ...).
+
+    Raised before anything reaches a server.
+    """
+
+
+class InvalidAddressError(InvalidMessageError):
+    """An address is malformed, unsafe (CR, LF, NUL) or refused by the recipient policy.
+
+    ``address`` is the offending address (as given); ``reason`` says why.
+    """
+
+    def __init__(self, message: str, *, address: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+        self.reason = reason or message
+
+
+class TransportClosedError(ReliableSMTPError, RuntimeError):
+    """A mailer or transport was used after ``close()``/``aclose()``."""
+
+
+class DeliveryError(ReliableSMTPError):
+    """The message was not accepted for every recipient.
+
+    Attributes (``None`` where they do not apply):
+
+    * ``code``, ``enhanced_code``, ``text`` - the server's reply;
+    * ``phase`` - where it happened (:class:`~reliable_smtp.Phase`);
+    * ``recipient`` - the recipient it concerns, for a per-recipient failure;
+    * ``outcome`` - the :class:`~reliable_smtp.Outcome` class;
+    * ``explanation`` - what it means and what to do about it;
+    * ``retryable`` - whether retrying soon may succeed;
+    * ``result`` - the :class:`~reliable_smtp.SendResult` with every recipient's
+      status and every attempt (set by the mailer);
+    * ``server`` - which server answered, when known.
+    """
+
+    default_outcome = Outcome.PERMANENT
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        reply: Reply | None = None,
+        phase: Phase | None = None,
+        recipient: str | None = None,
+        explanation: str = "",
+        outcome: Outcome | None = None,
+        retryable: bool = False,
+        delay_hint: float | None = None,
+        server: str | None = None,
+        result: SendResult | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.reply = reply
+        self.phase = phase
+        self.recipient = recipient
+        self.explanation = explanation
+        self.outcome = outcome if outcome is not None else self.default_outcome
+        self.retryable = retryable
+        self.delay_hint = delay_hint
+        self.server = server
+        self.result = result
+
+    @property
+    def code(self) -> int | None:
+        return self.reply.code if self.reply else None
+
+    @property
+    def enhanced_code(self) -> str | None:
+        return self.reply.enhanced_code if self.reply else None
+
+    @property
+    def text(self) -> str | None:
+        return self.reply.text if self.reply else None
+
+    def __str__(self) -> str:
+        facts = []
+        if self.reply is not None:
+            facts.append(f"server replied {self.reply}")
+        if self.phase is not None:
+            facts.append(f"phase {self.phase.value}")
+        if self.recipient is not None:
+            facts.append(f"recipient {self.recipient}")
+        if self.server:
+            facts.append(f"server {self.server}")
+        text = self.summary
+        if facts:
+            text += f" ({'; '.join(facts)})"
+        if self.explanation:
+            text += f": {self.explanation}"
+        if self.result is not None:
+            text += f" [{self.result.summary()}]"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the SMTP facts across pickling (multiprocessing, task queues).
+        return (_rebuild, (type(self), self.summary, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[DeliveryError], summary: str, state: dict[str, object]) -> DeliveryError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, summary)
+    error.__dict__.update(state)
+    return error
+
+
+class TransientError(DeliveryError):
+    """A temporary failure (4xx, or a broken link before the final dot). Retried."""
+
+    default_outcome = Outcome.TRANSIENT
+
+
+class ConnectionFailedError(TransientError, ConnectionError):
+    """The connection was refused, reset or dropped before the final dot. Nothing was delivered."""
+
+
+class SMTPTimeoutError(TransientError, TimeoutError):
+    """The server did not answer in time, before the final dot. Nothing was delivered."""
+
+
+class ThrottledError(TransientError):
+    """A rate limit, reputation throttle or quota. Retried after a longer wait, if at all.
+
+    ``retryable`` is False for quotas that clear only in hours (for example
+    ``550 5.4.5 Daily user sending quota exceeded``).
+    """
+
+    default_outcome = Outcome.THROTTLED
+
+
+class PermanentError(DeliveryError):
+    """The server refused for good: unknown mailbox, message too big, policy. Never retried."""
+
+
+class ProtocolError(PermanentError):
+    """A reply that is not SMTP (no code, a code outside 2xx-5xx, a truncated reply), or a
+    5.5.x reply to a command the server did not understand."""
+
+
+class AuthOrConfigError(DeliveryError):
+    """Credentials, TLS settings or the sender identity are wrong. Never retried.
+
+    ``setting`` names the setting to fix, when it is known.
+    """
+
+    default_outcome = Outcome.AUTH_OR_CONFIG
+
+    def __init__(self, summary: str, *, setting: str | None = None, **kwargs: object) -> None:
+        super().__init__(summary, **kwargs)  # type: ignore[arg-type]
+        self.setting = setting
+
+
+class AmbiguousDeliveryError(DeliveryError):
+    """The link broke, or the reply timed out, after the final dot.
+
+    The server may have accepted the message. It is not resent unless the retry
+    policy says ``retry_ambiguous=True``; then it is resent with the same Message-ID.
+    """
+
+    default_outcome = Outcome.AMBIGUOUS
+
+
+_CLASS_FOR_OUTCOME: dict[Outcome, type[DeliveryError]] = {
+    Outcome.TRANSIENT: TransientError,
+    Outcome.THROTTLED: ThrottledError,
+    Outcome.PERMANENT: PermanentError,
+    Outcome.AUTH_OR_CONFIG: AuthOrConfigError,
+    Outcome.AMBIGUOUS: AmbiguousDeliveryError,
+}
+
+
+def error_for(
+    verdict: Verdict,
+    summary: str,
+    *,
+    reply: Reply | None = None,
+    phase: Phase | None = None,
+    recipient: str | None = None,
+    server: str | None = None,
+    connection_lost: bool = False,
+    timed_out: bool = False,
+) -> DeliveryError:
+    """Build the most specific error for ``verdict``.
+
+    ``connection_lost``/``timed_out`` select :class:`ConnectionFailedError` /
+    :class:`SMTPTimeoutError` for transient failures that had no reply.
+    """
+    cls: type[DeliveryError]
+    if verdict.outcome is Outcome.TRANSIENT and timed_out:
+        cls = SMTPTimeoutError
+    elif verdict.outcome is Outcome.TRANSIENT and connection_lost:
+        cls = ConnectionFailedError
+    elif verdict.outcome is Outcome.SENT:
+        raise ValueError("a SENT verdict is not an error")
+    else:
+        cls = _CLASS_FOR_OUTCOME[verdict.outcome]
+    return cls(
+        summary,
+        reply=reply,
+        phase=phase,
+        recipient=recipient,
+        explanation=verdict.explanation,
+        outcome=verdict.outcome,
+        retryable=verdict.retry_in_process,
+        delay_hint=verdict.delay_hint,
+        server=server,
+    )

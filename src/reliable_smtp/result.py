@@ -1,0 +1,141 @@
+"""What happened to a message: per recipient, per transaction, per send.
+
+* :class:`RecipientStatus` - one recipient's outcome and the reply that decided it;
+* :class:`DeliveryReport` - what a transport returns for one transaction;
+* :class:`Attempt` - one try of the retry loop, for the record;
+* :class:`SendResult` - everything the caller learns from ``send()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .envelope import Envelope
+from .replies import Outcome, Phase, Reply
+
+__all__ = ["Attempt", "DeliveryReport", "RecipientStatus", "SendResult"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientStatus:
+    """One recipient's outcome.
+
+    ``reply`` is the server reply that decided it (the RCPT refusal, or the reply
+    to the final dot), ``None`` when there was none (a lost connection, or a
+    recipient never contacted). ``server`` names the transport that delivered or
+    refused it.
+    """
+
+    recipient: str
+    outcome: Outcome
+    phase: Phase
+    reply: Reply | None = None
+    explanation: str = ""
+    server: str = ""
+    attempts: int = 1
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.SENT
+
+
+def _frozen(mapping: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryReport:
+    """A transport's account of one transaction: a status for every envelope recipient."""
+
+    recipients: Mapping[str, RecipientStatus]
+    server: str = ""
+    final_reply: Reply | None = None
+    """The reply to the final dot, when the transaction got that far."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipients", _frozen(self.recipients))
+
+    @classmethod
+    def all_sent(
+        cls, envelope: Envelope, *, reply: Reply | None = None, server: str = ""
+    ) -> DeliveryReport:
+        """Every recipient accepted: the report of a transport that cannot fail per recipient."""
+        reply = reply or Reply(250, "2.0.0", "OK")
+        return cls(
+            recipients={
+                r: RecipientStatus(
+                    recipient=r,
+                    outcome=Outcome.SENT,
+                    phase=Phase.DATA_END,
+                    reply=reply,
+                    explanation="accepted",
+                    server=server,
+                )
+                for r in envelope.recipients
+            },
+            server=server,
+            final_reply=reply,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try at delivering to the recipients still pending."""
+
+    number: int
+    started_at: float
+    """Wall-clock time (``time.time()``) when the attempt began."""
+    duration: float
+    recipients: tuple[str, ...]
+    outcome: Outcome
+    phase: Phase | None = None
+    reply: Reply | None = None
+    error: str | None = None
+    delay_after: float | None = None
+    """The backoff waited after this attempt, if another followed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """Everything known about one message after ``send()``.
+
+    ``recipients`` maps every envelope recipient to its final status;
+    ``accepted``/``rejected`` list them; ``attempts`` records every try.
+    """
+
+    message_id: str
+    envelope: Envelope
+    recipients: Mapping[str, RecipientStatus]
+    attempts: tuple[Attempt, ...] = ()
+    elapsed: float = 0.0
+    server: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipients", _frozen(self.recipients))
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """Recipients the server took responsibility for."""
+        return tuple(r for r, s in self.recipients.items() if s.outcome is Outcome.SENT)
+
+    @property
+    def rejected(self) -> tuple[str, ...]:
+        """Recipients that did not get the message, or may not have (ambiguous)."""
+        return tuple(r for r, s in self.recipients.items() if s.outcome is not Outcome.SENT)
+
+    @property
+    def ok(self) -> bool:
+        """True when every recipient was accepted."""
+        return not self.rejected
+
+    def summary(self) -> str:
+        """One line: how many accepted, how many not, after how many attempts."""
+        counts: dict[str, int] = {}
+        for status in self.recipients.values():
+            counts[status.outcome.value] = counts.get(status.outcome.value, 0) + 1
+        parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+        attempts = len(self.attempts)
+        return f"{self.message_id}: {parts} after {attempts} attempt{'s' * (attempts != 1)}"
