@@ -70,8 +70,7 @@ class Envelope:
         for recipient in self.recipients:
             if not recipient or "@" not in recipient:
                 raise InvalidAddressError(
-                    f"envelope recipient {recipient!r} is not an address of the form "
-                    "local@domain",
+                    f"envelope recipient {recipient!r} is not an address of the form local@domain",
                     address=recipient,
                     reason="not local@domain",
                 )

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from .envelope import Envelope
-from .replies import Outcome, Phase, Reply
+from .replies import Outcome, Phase, Reply, Verdict
+
+if TYPE_CHECKING:
+    from .errors import DeliveryError
 
 __all__ = ["Attempt", "DeliveryReport", "RecipientStatus", "SendResult"]
 
@@ -34,11 +38,57 @@ class RecipientStatus:
     reply: Reply | None = None
     explanation: str = ""
     server: str = ""
+    retryable: bool = False
+    """Whether a new attempt soon may succeed (transient, not a quota)."""
+    split: bool = False
+    """Refused only because the transaction had too many recipients: resend now."""
+    delay_hint: float | None = None
+    """Seconds the server asked us to wait, when it said so."""
     attempts: int = 1
+    """How many attempts included this recipient."""
 
     @property
     def accepted(self) -> bool:
         return self.outcome is Outcome.SENT
+
+    @classmethod
+    def from_verdict(
+        cls,
+        recipient: str,
+        verdict: Verdict,
+        *,
+        phase: Phase,
+        reply: Reply | None = None,
+        server: str = "",
+    ) -> RecipientStatus:
+        """The status a reply's verdict gives ``recipient``."""
+        return cls(
+            recipient=recipient,
+            outcome=verdict.outcome,
+            phase=phase,
+            reply=reply,
+            explanation=verdict.explanation,
+            server=server,
+            retryable=verdict.retry_in_process,
+            split=verdict.split,
+            delay_hint=verdict.delay_hint,
+        )
+
+    @classmethod
+    def from_error(
+        cls, recipient: str, error: DeliveryError, *, server: str = ""
+    ) -> RecipientStatus:
+        """The status of ``recipient`` when the whole transaction failed with ``error``."""
+        return cls(
+            recipient=recipient,
+            outcome=error.outcome,
+            phase=error.phase or Phase.CONNECT,
+            reply=error.reply,
+            explanation=error.explanation or error.summary,
+            server=server or error.server or "",
+            retryable=error.retryable,
+            delay_hint=error.delay_hint,
+        )
 
 
 def _frozen(mapping: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:

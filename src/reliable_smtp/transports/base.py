@@ -44,6 +44,9 @@ class Transport(abc.ABC):
         """Release connections and resources. Closing twice is fine."""
         self._closed = True
 
+    def _after_fork(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called in a child process after ``fork``: forget (never close) inherited connections."""
+
     @property
     def closed(self) -> bool:
         return self._closed

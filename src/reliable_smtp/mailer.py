@@ -1,0 +1,507 @@
+"""The facade applications use: :class:`AsyncMailer` and its synchronous twin :class:`Mailer`.
+
+A send goes: render the message once -> derive the envelope (Bcc included,
+deduplicated) -> try the transport -> keep every recipient's status -> retry
+only the recipients still pending, as the :class:`~reliable_smtp.RetryPolicy`
+allows -> return a :class:`~reliable_smtp.SendResult`, or raise the last
+classified :class:`~reliable_smtp.DeliveryError` carrying that result.
+
+Time (``clock``, ``sleep``) and randomness (``rng``) are injected so tests never
+wait for real backoff.
+
+:class:`Mailer` runs the same async core on one private event-loop thread (an
+anyio blocking portal): started on first use, shared by every calling thread,
+re-created in a child process after ``fork``, stopped by ``close()``. It never
+calls ``asyncio.run()`` per send, so connections stay warm between sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import replace
+from email.message import EmailMessage
+from functools import partial
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from .envelope import Envelope
+from .errors import (
+    DeliveryError,
+    ReliableSMTPError,
+    TransportClosedError,
+    error_for,
+)
+from .message import Message, render
+from .replies import Outcome, Phase, Verdict
+from .result import Attempt, RecipientStatus, SendResult
+from .retry import RetryPolicy
+from .transports.base import Transport
+
+__all__ = ["AsyncMailer", "Mailer", "SendOutcome"]
+
+logger = logging.getLogger("reliable_smtp")
+
+T = TypeVar("T")
+AnyMessage: TypeAlias = "Message | EmailMessage"
+SendOutcome: TypeAlias = "SendResult | ReliableSMTPError"
+"""What ``send_many`` returns per message: the result, or the error that send() would raise."""
+
+
+class _PendingRecipients(Exception):  # noqa: N818 - a control-flow signal for tenacity, not an error
+    """Raised inside the retry loop when some recipients are worth another attempt."""
+
+    def __init__(self, statuses: list[RecipientStatus]) -> None:
+        super().__init__(f"{len(statuses)} recipients pending")
+        self.statuses = statuses
+
+
+class AsyncMailer:
+    """Send messages through a transport, with retries and a per-recipient account.
+
+    ``retry`` defaults to :class:`~reliable_smtp.RetryPolicy()`. ``sleep``,
+    ``clock`` (monotonic seconds) and ``rng`` replace ``asyncio.sleep``,
+    ``time.monotonic`` and ``random`` - for tests. ``message_id_domain`` is the
+    right-hand side of generated Message-IDs (default: the sender's domain).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        message_id_domain: str | None = None,
+    ) -> None:
+        if not isinstance(transport, Transport):
+            raise TypeError(
+                f"transport must be a reliable_smtp Transport, got {type(transport).__name__}"
+            )
+        self.transport = transport
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._sleep = sleep or asyncio.sleep
+        self._clock = clock or time.monotonic
+        self._rng = rng or random.Random()
+        self._message_id_domain = message_id_domain
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, **settings: Any) -> AsyncMailer:
+        """A mailer configured from ``RELIABLE_SMTP_*`` variables (and ``.env``).
+
+        Keyword arguments override the environment; see
+        :class:`~reliable_smtp.MailerSettings` for the names.
+        """
+        from .settings import MailerSettings
+
+        config = MailerSettings(**settings)
+        return cls(config.build_transport(), retry=config.retry_policy())
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, message: AnyMessage, *, envelope: Envelope | None = None) -> SendResult:
+        """Send one message; return its result when every recipient accepted it.
+
+        Raises :class:`~reliable_smtp.InvalidMessageError` before anything is
+        sent if the message is malformed, or a :class:`~reliable_smtp.DeliveryError`
+        (with ``.result``) when any recipient did not get it. ``envelope``
+        overrides the one derived from the message (MAIL FROM / RCPT TO).
+        """
+        if self._closed:
+            raise TransportClosedError("this mailer is closed; create a new one to send")
+        rendered = render(message, domain=self._message_id_domain)
+        if envelope is None:
+            envelope = Envelope.build(rendered.sender, rendered.recipients)
+        return await self._deliver(envelope, rendered.content, rendered.message_id)
+
+    async def send_many(
+        self,
+        messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
+        *,
+        concurrency: int = 4,
+    ) -> list[SendOutcome]:
+        """Send every message; return, in order, a result or an error for each.
+
+        One message's failure never stops the others. At most ``concurrency``
+        sends are in flight, and messages are pulled from the (async) iterable as
+        slots free up, so a generator of any length is consumed lazily.
+        """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+        results: dict[int, SendOutcome] = {}
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(index: int, message: AnyMessage) -> None:
+            try:
+                results[index] = await self.send(message)
+            except ReliableSMTPError as error:
+                results[index] = error
+            finally:
+                slots.release()
+
+        index = 0
+        async for message in _aiter(messages):
+            await slots.acquire()
+            task = asyncio.create_task(one(index, message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            index += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+        return [results[i] for i in range(index)]
+
+    async def aclose(self) -> None:
+        """Close the transport (QUIT on open connections). Closing twice is fine."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> AsyncMailer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the retry loop ------------------------------------------------------------------
+
+    async def _deliver(self, envelope: Envelope, content: bytes, message_id: str) -> SendResult:
+        policy = self.retry
+        started = self._clock()
+        statuses: dict[str, RecipientStatus] = {}
+        tries: dict[str, int] = dict.fromkeys(envelope.recipients, 0)
+        attempts: list[Attempt] = []
+        pending: list[str] = list(envelope.recipients)
+        last_error: DeliveryError | None = None
+
+        async def attempt_once() -> None:
+            nonlocal last_error, pending
+            targets = envelope.only(pending)
+            begun, begun_wall = self._clock(), time.time()
+            last_error = None
+            try:
+                report = await self.transport.deliver(targets, content)
+                fresh = dict(report.recipients)
+            except DeliveryError as error:
+                last_error = error
+                fresh = {
+                    r: RecipientStatus.from_error(r, error, server=self.transport.name)
+                    for r in targets.recipients
+                }
+            for recipient in targets.recipients:
+                tries[recipient] += 1
+                status = fresh.get(recipient) or _missing_status(recipient, self.transport.name)
+                statuses[recipient] = replace(status, attempts=tries[recipient])
+            attempts.append(
+                _attempt_record(
+                    len(attempts) + 1, begun_wall, self._clock() - begun, targets, fresh, last_error
+                )
+            )
+            pending = [r for r in targets.recipients if policy.should_retry(statuses[r])]
+            _log_attempt(message_id, attempts[-1], pending)
+            if pending:
+                raise _PendingRecipients([statuses[r] for r in pending])
+
+        def wait(state: RetryCallState) -> float:
+            signal = state.outcome.exception() if state.outcome else None
+            if not isinstance(signal, _PendingRecipients):
+                return 0.0
+            delay = policy.wait_before_next(state.attempt_number, signal.statuses, rng=self._rng)
+            attempts[-1] = replace(attempts[-1], delay_after=delay)
+            return delay
+
+        def stop(state: RetryCallState) -> bool:
+            upcoming = state.upcoming_sleep or 0.0
+            halt = policy.should_stop(state.attempt_number, self._clock() - started, upcoming)
+            if halt:
+                attempts[-1] = replace(attempts[-1], delay_after=None)
+            return halt
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_PendingRecipients),
+            wait=wait,
+            stop=stop,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await attempt_once()
+        except _PendingRecipients:
+            pass  # gave up: the statuses say why
+
+        result = SendResult(
+            message_id=message_id,
+            envelope=envelope,
+            recipients={r: statuses[r] for r in envelope.recipients},
+            attempts=tuple(attempts),
+            elapsed=self._clock() - started,
+            server=self.transport.name,
+        )
+        if result.ok:
+            return result
+        raise _final_error(result, last_error)
+
+
+def _missing_status(recipient: str, server: str) -> RecipientStatus:
+    # A transport that forgets a recipient breaks the contract; never count it as sent.
+    return RecipientStatus(
+        recipient=recipient,
+        outcome=Outcome.PERMANENT,
+        phase=Phase.DATA_END,
+        explanation="the transport returned no status for this recipient (a transport bug)",
+        server=server,
+    )
+
+
+def _attempt_record(
+    number: int,
+    started_at: float,
+    duration: float,
+    targets: Envelope,
+    fresh: dict[str, RecipientStatus],
+    error: DeliveryError | None,
+) -> Attempt:
+    failing = [s for s in fresh.values() if s.outcome is not Outcome.SENT]
+    first = failing[0] if failing else next(iter(fresh.values()), None)
+    if not failing:
+        outcome = Outcome.SENT
+    elif error is not None:
+        outcome = error.outcome
+    else:
+        outcome = first.outcome if first else Outcome.PERMANENT
+    return Attempt(
+        number=number,
+        started_at=started_at,
+        duration=duration,
+        recipients=targets.recipients,
+        outcome=outcome,
+        phase=error.phase if error is not None else (first.phase if first else None),
+        reply=error.reply if error is not None else (first.reply if first else None),
+        error=str(error) if error is not None else None,
+    )
+
+
+def _log_attempt(message_id: str, attempt: Attempt, pending: list[str]) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    reply = attempt.reply
+    logger.info(
+        "send %s attempt %d: %s%s",
+        message_id,
+        attempt.number,
+        attempt.outcome.value,
+        f" ({len(pending)} pending)" if pending else "",
+        extra={
+            "message_id": message_id,
+            "attempt": attempt.number,
+            "outcome": attempt.outcome.value,
+            "phase": attempt.phase.value if attempt.phase else None,
+            "code": reply.code if reply else None,
+            "enhanced_code": reply.enhanced_code if reply else None,
+            "pending": len(pending),
+        },
+    )
+
+
+def _final_error(result: SendResult, last_error: DeliveryError | None) -> DeliveryError:
+    """The error ``send()`` raises: the last classified failure, carrying ``result``."""
+    failed = [result.recipients[r] for r in result.rejected]
+    total = len(result.recipients)
+    if last_error is not None and all(s.reply == last_error.reply for s in failed):
+        # The whole last attempt failed the same way (connect, AUTH, MAIL...): that error
+        # is the story; give it the result.
+        last_error.result = result
+        return last_error
+    first = failed[0]
+    summary = (
+        f"message {result.message_id} was not delivered to {len(failed)} of {total} "
+        f"recipient{'s' * (total != 1)}"
+    )
+    verdict = Verdict(
+        outcome=first.outcome,
+        explanation=first.explanation,
+        retry_in_process=first.retryable,
+        delay_hint=first.delay_hint,
+    )
+    if first.outcome is Outcome.SENT:  # pragma: no cover - guarded by result.ok
+        raise AssertionError("a sent recipient is not a failure")
+    error = error_for(
+        verdict,
+        summary,
+        reply=first.reply,
+        phase=first.phase,
+        recipient=first.recipient,
+        server=first.server or None,
+    )
+    error.result = result
+    return error
+
+
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> Any:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class _PortalThread:
+    """One event loop in a daemon thread, reached through an anyio blocking portal.
+
+    A daemon thread, unlike anyio's ``start_blocking_portal``, never keeps the
+    interpreter from exiting when a mailer was not closed.
+    """
+
+    def __init__(self) -> None:
+        ready: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve, backend="asyncio")
+            except BaseException as exc:  # pragma: no cover - start-up failure
+                if not ready.done():
+                    ready.set_exception(exc)
+
+        self.thread = threading.Thread(target=run, name="reliable-smtp-mailer", daemon=True)
+        self.thread.start()
+        self.portal = ready.result(timeout=30)
+        self.pid = os.getpid()
+
+    def call(self, func: Callable[[], Awaitable[T]]) -> T:
+        return self.portal.call(func)
+
+    def stop(self) -> None:
+        self.portal.call(self.portal.stop)
+        self.thread.join(timeout=30)
+
+
+class Mailer:
+    """The synchronous mailer: the same methods as :class:`AsyncMailer`, blocking.
+
+    Safe to share between threads and to call from code running inside another
+    event loop's thread (it never touches the caller's loop). Use it as a context
+    manager, or call :meth:`close` - that sends QUIT and stops the private loop.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        message_id_domain: str | None = None,
+    ) -> None:
+        self._async = AsyncMailer(
+            transport,
+            retry=retry,
+            sleep=sleep,
+            clock=clock,
+            rng=rng,
+            message_id_domain=message_id_domain,
+        )
+        self._runner: _PortalThread | None = None
+        self._guard = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, **settings: Any) -> Mailer:
+        """A mailer configured from ``RELIABLE_SMTP_*`` variables.
+
+        See :meth:`AsyncMailer.from_env`.
+        """
+        from .settings import MailerSettings
+
+        config = MailerSettings(**settings)
+        return cls(config.build_transport(), retry=config.retry_policy())
+
+    @property
+    def transport(self) -> Transport:
+        return self._async.transport
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._async.retry
+
+    def _run(self, func: Callable[[], Awaitable[T]]) -> T:
+        return self._portal().call(func)
+
+    def _portal(self) -> _PortalThread:
+        if self._runner is not None and self._runner.pid != os.getpid():
+            # We are a forked child: the parent's loop thread does not exist here and its
+            # connections belong to the parent. Start afresh, without touching them.
+            self._guard = threading.Lock()
+            self._runner = None
+            self.transport._after_fork()
+        with self._guard:
+            if self._closed:
+                raise TransportClosedError("this mailer is closed; create a new one to send")
+            if self._runner is None:
+                self._runner = _PortalThread()
+            return self._runner
+
+    def send(self, message: AnyMessage, *, envelope: Envelope | None = None) -> SendResult:
+        """Send one message; see :meth:`AsyncMailer.send`."""
+        return self._run(partial(self._async.send, message, envelope=envelope))
+
+    def send_many(
+        self, messages: Iterable[AnyMessage], *, concurrency: int = 4
+    ) -> list[SendOutcome]:
+        """Send every message; see :meth:`AsyncMailer.send_many`."""
+        return self._run(partial(self._async.send_many, messages, concurrency=concurrency))
+
+    def close(self) -> None:
+        """Close the transport and stop the private event loop. Closing twice is fine."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if runner is not None and runner.pid != os.getpid():
+            # Inherited across fork: the connections are the parent's; just forget them.
+            self.transport._after_fork()
+            runner = None
+        if runner is None:
+            runner = _PortalThread()
+        try:
+            runner.call(self._async.aclose)
+        finally:
+            runner.stop()
+
+    def __enter__(self) -> Mailer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,183 @@
+"""Configuration from the environment: ``RELIABLE_SMTP_*`` variables and ``.env``.
+
+:class:`MailerSettings` reads the variables once, validates them, and builds the
+transport and retry policy; the rest of the library never reads the
+environment. Keyword arguments beat environment variables, which beat the
+``.env`` file, which beats the defaults. Invalid values raise
+:class:`~reliable_smtp.ConfigurationError` naming the variable and the fix.
+The password is a ``SecretStr``: it never appears in ``repr()`` or errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+from .retry import RetryPolicy
+from .transports.base import Transport
+from .transports.smtp import DEFAULT_PORTS, SMTPTransport, TLSMode
+
+__all__ = ["ENV_PREFIX", "MailerSettings"]
+
+ENV_PREFIX = "RELIABLE_SMTP_"
+
+TransportName = Literal["smtp", "sendmail", "file", "memory"]
+
+
+class MailerSettings(BaseSettings):
+    """Every setting, with its ``RELIABLE_SMTP_<NAME>`` environment variable.
+
+    ``MailerSettings(host="smtp.example.com")`` overrides ``RELIABLE_SMTP_HOST``;
+    ``MailerSettings(_env_file=None)`` ignores ``.env``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    transport: TransportName = Field(
+        default="smtp", description="Which transport: smtp, sendmail, file or memory."
+    )
+    host: str = Field(default="localhost", description="SMTP server host name or address.")
+    port: int | None = Field(
+        default=None,
+        description="SMTP port; default 587 (starttls), 465 (implicit), 25 (none).",
+    )
+    tls: TLSMode = Field(
+        default=TLSMode.STARTTLS,
+        description="starttls (required STARTTLS), implicit (SMTPS), or none (trusted relay).",
+    )
+    username: str | None = Field(default=None, description="AUTH user name.")
+    password: SecretStr | None = Field(default=None, description="AUTH password (kept secret).")
+    timeout: float = Field(default=60.0, description="Seconds to wait for each command reply.")
+    connect_timeout: float = Field(
+        default=30.0, description="Seconds for TCP connect, TLS handshake and greeting."
+    )
+    data_timeout: float = Field(
+        default=600.0, description="Seconds to wait for the reply to the final dot."
+    )
+    local_hostname: str | None = Field(default=None, description="Name sent in EHLO.")
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
+    sendmail_path: Path = Field(
+        default=Path("/usr/sbin/sendmail"), description="sendmail binary (transport=sendmail)."
+    )
+    file_directory: Path | None = Field(
+        default=None, description="Directory for .eml files (transport=file)."
+    )
+    retry_attempts: int = Field(default=5, description="Tries per message, the first included.")
+    retry_deadline: float = Field(
+        default=120.0, description="Seconds after which no new try starts."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _lower_tls(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("timeout", "connect_timeout", "data_timeout", "retry_deadline")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not value > 0 or value == float("inf"):
+            raise ValueError("must be a positive number of seconds (every wait is bounded)")
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 < value < 65536:
+            raise ValueError("must be between 1 and 65535")
+        return value
+
+    @field_validator("retry_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 (1 means no retry)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MailerSettings:
+        if self.transport == "smtp":
+            port = self.port or DEFAULT_PORTS[self.tls]
+            if self.tls is TLSMode.STARTTLS and port == 465:
+                raise ValueError(
+                    "port 465 speaks implicit TLS: set RELIABLE_SMTP_TLS=implicit, "
+                    "or use RELIABLE_SMTP_PORT=587 with STARTTLS"
+                )
+            if self.tls is TLSMode.IMPLICIT and port in (25, 587):
+                raise ValueError(
+                    f"port {port} expects STARTTLS: set RELIABLE_SMTP_TLS=starttls, "
+                    "or use RELIABLE_SMTP_PORT=465 with implicit TLS"
+                )
+            if self.password is not None and self.username is None:
+                raise ValueError(
+                    "RELIABLE_SMTP_PASSWORD is set but RELIABLE_SMTP_USERNAME is not: set both"
+                )
+        if self.transport == "file" and self.file_directory is None:
+            raise ValueError(
+                "transport=file needs RELIABLE_SMTP_FILE_DIRECTORY (where to write .eml files)"
+            )
+        return self
+
+    # -- building ------------------------------------------------------------------------
+
+    def build_transport(self) -> Transport:
+        """The transport these settings describe."""
+        if self.transport == "sendmail":
+            from .transports.sendmail import SendmailTransport
+
+            return SendmailTransport(str(self.sendmail_path), timeout=self.timeout)
+        if self.transport == "file":
+            from .transports.file import FileTransport
+
+            assert self.file_directory is not None  # checked by _consistent
+            return FileTransport(self.file_directory)
+        if self.transport == "memory":
+            from .transports.memory import MemoryTransport
+
+            return MemoryTransport()
+        return SMTPTransport(
+            self.host,
+            self.port,
+            tls=self.tls,
+            username=self.username,
+            password=self.password,
+            ca_file=self.ca_file,
+            local_hostname=self.local_hostname,
+            connect_timeout=self.connect_timeout,
+            command_timeout=self.timeout,
+            data_timeout=self.data_timeout,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy these settings describe (other fields keep their defaults)."""
+        return RetryPolicy(attempts=self.retry_attempts, deadline=self.retry_deadline)
+
+
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    lines = []
+    first: str | None = None
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if field:
+            variable = f"{ENV_PREFIX}{field.upper()}"
+            first = first or variable
+            message = f"{variable}: {message}"
+        lines.append(message)
+    return ConfigurationError("invalid mail settings:\n  " + "\n  ".join(lines), setting=first)

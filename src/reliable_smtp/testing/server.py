@@ -1,0 +1,501 @@
+"""A real SMTP server on 127.0.0.1 for tests, examples and development.
+
+:class:`LocalSMTPServer` runs aiosmtpd in a thread of its own (its own event
+loop), so a synchronous :class:`~reliable_smtp.Mailer` and an async test can
+both talk to it over a real socket. It binds a free port, can speak STARTTLS or
+implicit TLS with a throw-away certificate authority (trustme), can require
+AUTH, records every message it accepts, and can be scripted to misbehave at
+any point of the dialogue: a chosen reply, a dropped connection, or a hang until
+the client gives up.
+
+Needs the ``testing`` extra: ``pip install 'reliable-smtp[testing]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+try:
+    import trustme
+    from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "reliable_smtp.testing needs aiosmtpd and trustme: "
+        "install them with `pip install 'reliable-smtp[testing]'`"
+    ) from exc
+
+__all__ = ["Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
+
+ServerTLS = Literal["none", "starttls", "implicit"]
+
+#: Commands a fault can target. ``GREETING`` is the 220 banner; ``DATA_END`` is
+#: the reply to the final dot (after the server has received the whole message).
+Command = Literal[
+    "GREETING", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "DATA_END", "RSET", "NOOP"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message the server accepted (or received before a scripted fault after the dot)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    content: bytes
+    mail_options: tuple[str, ...]
+    connection: int
+    """Which connection (1, 2, ...) carried it."""
+
+    @property
+    def message(self) -> Any:
+        """The message parsed with ``email.policy.default`` (an ``EmailMessage``)."""
+        import email
+        import email.policy
+
+        return email.message_from_bytes(self.content, policy=email.policy.default)
+
+
+@dataclass(slots=True)
+class Fault:
+    """One scripted misbehaviour. Built by :meth:`LocalSMTPServer.script`."""
+
+    command: str
+    reply: str | None = None
+    disconnect: bool = False
+    hang: bool = False
+    recipient: str | None = None
+    times: int | None = 1
+    """How many times it fires; ``None`` means every time."""
+    fired: int = field(default=0)
+
+    def matches(self, command: str, arg: str) -> bool:
+        if self.command != command:
+            return False
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return self.recipient is None or f"<{self.recipient.lower()}>" in arg.lower()
+
+
+class _ScriptedSMTP(_AiosmtpdSMTP):
+    """aiosmtpd's SMTP with a hook in front of every command for scripted faults."""
+
+    def __init__(self, owner: LocalSMTPServer, number: int, **kwargs: Any) -> None:
+        super().__init__(owner._handler, **kwargs)
+        self._owner = owner
+        self._number = number
+        self._greeted = False
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._owner._open.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._owner._open.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: Any) -> None:
+        if not self._greeted:
+            self._greeted = True
+            fault = self._owner._take_fault("GREETING", "")
+            if fault is not None:
+                await self._apply(fault)
+                return
+        await super().push(status)
+
+    async def _apply(self, fault: Fault) -> bool:
+        """Act out ``fault``; return True when the command must not run normally."""
+        if fault.hang:
+            await self._owner._released.wait()
+            return True
+        if fault.disconnect:
+            self._close_now()
+            return True
+        if fault.reply is not None:
+            await super().push(fault.reply)
+            if fault.reply.startswith("421"):
+                self._close_now()
+            return True
+        return False
+
+    def _close_now(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+
+    async def _scripted(self, command: str, arg: str | None, run: Any) -> None:
+        self._owner._log_command(self._number, command, arg)
+        fault = self._owner._take_fault(command, arg or "")
+        if fault is not None and await self._apply(fault):
+            return
+        await run(arg)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self._scripted("EHLO", arg, super().smtp_EHLO)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self._scripted("STARTTLS", arg, super().smtp_STARTTLS)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        # The AUTH line carries credentials: log the mechanism only.
+        await self._scripted(
+            "AUTH", (arg or "").split(" ")[0], lambda _a: super(_ScriptedSMTP, self).smtp_AUTH(arg)
+        )
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await self._scripted("MAIL", arg, super().smtp_MAIL)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        await self._scripted("RCPT", arg, super().smtp_RCPT)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await self._scripted("DATA", arg, super().smtp_DATA)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        await self._scripted("RSET", arg, super().smtp_RSET)
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self._scripted("NOOP", arg, super().smtp_NOOP)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self._owner._log_command(self._number, "QUIT", arg)
+        await super().smtp_QUIT(arg)
+
+
+class _Handler:
+    """aiosmtpd handler: records accepted messages and acts out DATA_END faults."""
+
+    def __init__(self, owner: LocalSMTPServer) -> None:
+        self._owner = owner
+
+    async def handle_DATA(self, server: _ScriptedSMTP, session: Any, envelope: Any) -> str:
+        received = ReceivedMessage(
+            sender=envelope.mail_from or "",
+            recipients=tuple(envelope.rcpt_tos),
+            content=bytes(envelope.original_content or b""),
+            mail_options=tuple(envelope.mail_options),
+            connection=server._number,
+        )
+        fault = self._owner._take_fault("DATA_END", "")
+        if fault is not None and fault.reply is not None and fault.reply[0] != "2":
+            # The server refused after the dot: it does not have the message.
+            return fault.reply
+        # Any other outcome (accepted, or the link breaks before the reply) means
+        # the server has the message: that is what makes the post-dot gap ambiguous.
+        self._owner._record(received)
+        if fault is not None and (fault.hang or fault.disconnect):
+            await server._apply(fault)
+            # aiosmtpd would push a reply after we return; there is nobody to read it.
+            raise asyncio.CancelledError
+        return fault.reply if fault is not None and fault.reply else "250 2.0.0 OK: queued"
+
+
+class LocalSMTPServer:
+    """A real SMTP server on 127.0.0.1, in a thread of its own.
+
+    ::
+
+        with LocalSMTPServer(tls="starttls", auth={"app": "secret"}) as server:
+            transport = SMTPTransport("127.0.0.1", server.port, tls="starttls",
+                                      ssl_context=server.client_ssl_context(),
+                                      username="app", password="secret")
+            ...
+            server.messages[0].recipients
+
+    ``tls``: ``"none"``, ``"starttls"`` (STARTTLS offered and required before
+    MAIL) or ``"implicit"`` (TLS from the first byte, like port 465).
+    ``auth``: username -> password; when given, AUTH PLAIN/LOGIN is required.
+    ``size_limit``: advertised SIZE (0 = none). ``smtputf8``: advertise SMTPUTF8.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: ServerTLS = "none",
+        auth: Mapping[str, str] | None = None,
+        size_limit: int = 33_554_432,
+        smtputf8: bool = True,
+        hostname: str = "localhost",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if tls not in ("none", "starttls", "implicit"):
+            raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
+        self.tls: ServerTLS = tls
+        self._credentials = dict(auth or {})
+        self._size_limit = size_limit
+        self._smtputf8 = smtputf8
+        self.hostname = hostname
+        self.host = host
+        self._requested_port = port
+        self.port = 0
+        self._handler = _Handler(self)
+        self._lock = threading.Lock()
+        self._messages: list[ReceivedMessage] = []
+        self._commands: list[tuple[int, str, str]] = []
+        self._faults: list[Fault] = []
+        self._connections = 0
+        self._open: set[_ScriptedSMTP] = set()
+        self._auth_attempts = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._released = asyncio.Event()
+        self._ca = trustme.CA()
+        self._server_cert = self._ca.issue_cert(hostname, "127.0.0.1", "localhost")
+        self._tmp = tempfile.TemporaryDirectory(prefix="reliable-smtp-server-")
+        self.ca_file = Path(self._tmp.name) / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+
+    # -- what the tests read -------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Messages received so far (a copy)."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def commands(self) -> list[tuple[int, str, str]]:
+        """Every command seen, as ``(connection, COMMAND, argument)``; AUTH without credentials."""
+        with self._lock:
+            return list(self._commands)
+
+    @property
+    def connections(self) -> int:
+        """How many connections were opened to the server."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def auth_attempts(self) -> int:
+        with self._lock:
+            return self._auth_attempts
+
+    def deliveries_to(self, recipient: str) -> int:
+        """How many copies ``recipient`` received (to check "never twice")."""
+        return sum(recipient in m.recipients for m in self.messages)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this server's throw-away CA (verification stays on)."""
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def script(
+        self,
+        command: Command,
+        reply: str | None = None,
+        *,
+        disconnect: bool = False,
+        hang: bool = False,
+        recipient: str | None = None,
+        times: int | None = 1,
+    ) -> Fault:
+        """Make the server misbehave at ``command``.
+
+        Exactly one of ``reply`` (a full reply line such as ``"451 4.7.1 Try later"``;
+        a 421 also closes the connection), ``disconnect`` (close without replying) or
+        ``hang`` (never reply; released when the server stops). ``recipient`` limits
+        an RCPT fault to one address. ``times``: how often it fires (``None``: always).
+        Faults fire in the order they were scripted.
+        """
+        if sum((reply is not None, disconnect, hang)) != 1:
+            raise ValueError("give exactly one of reply=, disconnect=True or hang=True")
+        fault = Fault(
+            command, reply=reply, disconnect=disconnect, hang=hang, recipient=recipient, times=times
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def drop_connections(self) -> None:
+        """Close every open client connection without a word, as an idle timeout or a
+        restart would. Waits until they are closed."""
+        loop = self._loop
+        if loop is None:
+            return
+        done = threading.Event()
+
+        def close_all() -> None:
+            for protocol in list(self._open):
+                protocol._close_now()
+            done.set()
+
+        loop.call_soon_threadsafe(close_all)
+        done.wait(timeout=5)
+
+    def clear(self) -> None:
+        """Forget received messages, commands and faults."""
+        with self._lock:
+            self._messages.clear()
+            self._commands.clear()
+            self._faults.clear()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> LocalSMTPServer:
+        if self._thread is not None:
+            return self
+        # aiosmtpd logs a deprecation notice on every successful AUTH and a warning
+        # for AUTH over implicit TLS; neither helps anyone reading test output.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, errors), name="reliable-smtp-local-server", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(timeout=10):
+            raise RuntimeError("the local SMTP server did not start within 10 s")
+        if errors:
+            raise RuntimeError(f"the local SMTP server could not start: {errors[0]}") from errors[0]
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            loop.call_soon_threadsafe(self._stop_in_loop)
+        thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalSMTPServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        scheme = {"none": "smtp+plain", "starttls": "smtp", "implicit": "smtps"}[self.tls]
+        return f"{scheme}://{self.host}:{self.port}"
+
+    # -- internals (server thread) -------------------------------------------------------
+
+    def _run(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._released = asyncio.Event()
+            self._server = loop.run_until_complete(self._serve())
+            self.port = self._server.sockets[0].getsockname()[1]
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _server_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._server_cert.configure_cert(context)
+        return context
+
+    async def _serve(self) -> asyncio.base_events.Server:
+        tls_context = self._server_ssl_context() if self.tls != "none" else None
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _ScriptedSMTP:
+            with self._lock:
+                self._connections += 1
+                number = self._connections
+            with warnings.catch_warnings():
+                # "Requiring AUTH while not requiring TLS": with implicit TLS it is encrypted.
+                warnings.simplefilter("ignore", UserWarning)
+                return self._new_protocol(number, tls_context, loop)
+
+        return await loop.create_server(
+            factory,
+            self.host,
+            self._requested_port,
+            ssl=tls_context if self.tls == "implicit" else None,
+        )
+
+    def _new_protocol(
+        self, number: int, tls_context: ssl.SSLContext | None, loop: asyncio.AbstractEventLoop
+    ) -> _ScriptedSMTP:
+        return _ScriptedSMTP(
+            self,
+            number,
+            hostname=self.hostname,
+            data_size_limit=self._size_limit or None,
+            enable_SMTPUTF8=self._smtputf8,
+            tls_context=tls_context if self.tls == "starttls" else None,
+            require_starttls=self.tls == "starttls",
+            authenticator=self._authenticate if self._credentials else None,
+            auth_required=bool(self._credentials),
+            # With implicit TLS the whole connection is encrypted, but aiosmtpd
+            # only knows about STARTTLS: tell it not to wait for one.
+            auth_require_tls=self.tls == "starttls",
+            loop=loop,
+        )
+
+    def _stop_in_loop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.call_later(0.05, loop.stop)
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        with self._lock:
+            self._auth_attempts += 1
+        if isinstance(auth_data, LoginPassword):
+            username = auth_data.login.decode("utf-8", "replace")
+            password = auth_data.password.decode("utf-8", "replace")
+            if self._credentials.get(username) == password:
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    def _take_fault(self, command: str, arg: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(command, arg):
+                    fault.fired += 1
+                    return fault
+        return None
+
+    def _log_command(self, connection: int, command: str, arg: str | None) -> None:
+        with self._lock:
+            self._commands.append((connection, command, arg or ""))
+
+    def _record(self, message: ReceivedMessage) -> None:
+        with self._lock:
+            self._messages.append(message)
+
+    def commands_named(self, name: str) -> Iterator[tuple[int, str, str]]:
+        """The logged commands called ``name`` (``"RSET"``, ``"MAIL"``...)."""
+        return (c for c in self.commands if c[1] == name)
