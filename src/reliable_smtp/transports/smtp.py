@@ -640,6 +640,8 @@ def translate_error(
             f"the server does not support what the message needs: {exc}",
             phase=phase,
             server=server,
+            explanation="this server lacks an extension the message needs (e.g. SMTPUTF8 for "
+            "non-ASCII addresses): use ASCII addresses or another server",
         )
     ssl_error = _find(exc, ssl.SSLError)
     if ssl_error is not None:
@@ -684,4 +686,5 @@ def translate_error(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=phase,
         server=server,
+        explanation="an error the library did not expect; please report it",
     )

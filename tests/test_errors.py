@@ -1,0 +1,213 @@
+"""The error tree and the one boundary that translates foreign exceptions into it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import ssl
+
+import aiosmtplib
+import aiosmtplib.errors
+import pytest
+
+from reliable_smtp import errors
+from reliable_smtp.errors import (
+    AmbiguousDeliveryError,
+    AuthOrConfigError,
+    ConfigurationError,
+    ConnectionFailedError,
+    DeliveryError,
+    InvalidAddressError,
+    InvalidMessageError,
+    PermanentError,
+    ProtocolError,
+    ReliableSMTPError,
+    SMTPTimeoutError,
+    ThrottledError,
+    TransientError,
+    TransportClosedError,
+    error_for,
+)
+from reliable_smtp.replies import Outcome, Phase, Reply, Verdict
+from reliable_smtp.transports.smtp import translate_error
+
+
+def aiosmtplib_exception_classes() -> list[type[BaseException]]:
+    return sorted(
+        (
+            cls
+            for _, cls in inspect.getmembers(aiosmtplib.errors, inspect.isclass)
+            if issubclass(cls, BaseException) and cls.__module__ == "aiosmtplib.errors"
+        ),
+        key=lambda cls: cls.__name__,
+    )
+
+
+def instance_of(cls: type[BaseException]) -> BaseException:
+    """A plausible instance of every aiosmtplib exception, whatever its signature."""
+    if cls is aiosmtplib.SMTPRecipientsRefused:
+        return cls([aiosmtplib.SMTPRecipientRefused(550, "5.1.1 no such user", "b@example.org")])
+    if cls is aiosmtplib.SMTPRecipientRefused:
+        return cls(550, "5.1.1 no such user", "b@example.org")
+    if cls is aiosmtplib.SMTPSenderRefused:
+        return cls(553, "5.7.1 sender rejected", "a@example.com")
+    if issubclass(cls, aiosmtplib.SMTPResponseException):
+        return cls(451, "4.3.0 try again")
+    return cls("something happened")
+
+
+def test_there_are_aiosmtplib_classes_to_check() -> None:
+    names = {cls.__name__ for cls in aiosmtplib_exception_classes()}
+    assert {"SMTPException", "SMTPServerDisconnected", "SMTPDataError"} <= names
+
+
+@pytest.mark.parametrize("cls", aiosmtplib_exception_classes(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("phase", [Phase.CONNECT, Phase.RCPT, Phase.DATA_END])
+def test_every_aiosmtplib_exception_is_mapped(cls: type[BaseException], phase: Phase) -> None:
+    error = translate_error(instance_of(cls), phase, server="smtp://mx:587")
+    assert isinstance(error, DeliveryError)
+    # The catch-all ("unexpected ...") means the class was not really mapped.
+    assert not str(error).startswith("unexpected"), f"{cls.__name__} fell through"
+    assert error.phase is not None
+    assert error.explanation
+
+
+@pytest.mark.parametrize(
+    ("exc", "phase", "expected"),
+    [
+        (ConnectionRefusedError(111, "refused"), Phase.CONNECT, ConnectionFailedError),
+        (ConnectionResetError(104, "reset"), Phase.RCPT, ConnectionFailedError),
+        (ConnectionResetError(104, "reset"), Phase.DATA_END, AmbiguousDeliveryError),
+        (TimeoutError(), Phase.MAIL, SMTPTimeoutError),
+        (asyncio.TimeoutError(), Phase.DATA_END, AmbiguousDeliveryError),
+        (aiosmtplib.SMTPReadTimeoutError("slow"), Phase.DATA_END, AmbiguousDeliveryError),
+        (aiosmtplib.SMTPServerDisconnected("gone"), Phase.DATA, ConnectionFailedError),
+        (
+            ssl.SSLCertVerificationError(1, "certificate verify failed"),
+            Phase.TLS,
+            AuthOrConfigError,
+        ),
+        (
+            ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+            Phase.CONNECT,
+            AuthOrConfigError,
+        ),
+        (
+            aiosmtplib.SMTPResponseException(-1, "Malformed SMTP response line: xyz"),
+            Phase.MAIL,
+            ProtocolError,
+        ),
+        (
+            aiosmtplib.SMTPException("STARTTLS extension not supported by server."),
+            Phase.TLS,
+            AuthOrConfigError,
+        ),
+        (UnicodeEncodeError("ascii", "jörg", 1, 2, "no"), Phase.RCPT, ProtocolError),
+    ],
+)
+def test_foreign_exceptions_map_to_the_most_specific_class(
+    exc: BaseException, phase: Phase, expected: type[DeliveryError]
+) -> None:
+    error = translate_error(exc, phase)
+    assert type(error) is expected
+
+
+def test_ssl_error_wrapped_by_aiosmtplib_is_found() -> None:
+    inner = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    outer = aiosmtplib.SMTPConnectError("Error connecting to x on port 465")
+    outer.__cause__ = inner
+    error = translate_error(outer, Phase.CONNECT)
+    assert isinstance(error, AuthOrConfigError)
+    assert "starttls" in str(error).lower()
+
+
+def test_builtin_bases_let_ordinary_except_clauses_work() -> None:
+    assert issubclass(ConnectionFailedError, ConnectionError)
+    assert issubclass(SMTPTimeoutError, TimeoutError)
+    assert issubclass(InvalidMessageError, ValueError)
+    assert issubclass(ConfigurationError, ValueError)
+    assert issubclass(TransportClosedError, RuntimeError)
+    # Deliberately not a ConnectionError: retrying it blindly would duplicate mail.
+    assert not issubclass(AmbiguousDeliveryError, ConnectionError)
+    for cls in (
+        TransientError,
+        ThrottledError,
+        PermanentError,
+        AuthOrConfigError,
+        AmbiguousDeliveryError,
+        InvalidAddressError,
+    ):
+        assert issubclass(cls, ReliableSMTPError)
+
+
+def test_the_docstring_tree_names_every_public_error() -> None:
+    assert errors.__doc__ is not None
+    for name in errors.__all__:
+        if name[0].isupper():
+            assert name in errors.__doc__, name
+
+
+@pytest.mark.parametrize(
+    ("outcome", "cls"),
+    [
+        (Outcome.TRANSIENT, TransientError),
+        (Outcome.THROTTLED, ThrottledError),
+        (Outcome.PERMANENT, PermanentError),
+        (Outcome.AUTH_OR_CONFIG, AuthOrConfigError),
+        (Outcome.AMBIGUOUS, AmbiguousDeliveryError),
+    ],
+)
+def test_error_for_picks_the_class_of_the_outcome(
+    outcome: Outcome, cls: type[DeliveryError]
+) -> None:
+    error = error_for(Verdict(outcome=outcome, explanation="why"), "it failed")
+    assert type(error) is cls
+    assert error.outcome is outcome
+
+
+def test_error_for_sent_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="SENT"):
+        error_for(Verdict(outcome=Outcome.SENT, explanation="ok"), "no")
+
+
+def test_error_text_carries_the_smtp_facts() -> None:
+    error = PermanentError(
+        "not delivered",
+        reply=Reply(550, "5.1.1", "<bob@example.org>: Recipient address rejected"),
+        phase=Phase.RCPT,
+        recipient="bob@example.org",
+        explanation="the mailbox does not exist",
+        server="smtp://mx:587",
+    )
+    text = str(error)
+    for fact in (
+        "550",
+        "5.1.1",
+        "Recipient address rejected",
+        "rcpt",
+        "bob@example.org",
+        "smtp://mx:587",
+        "does not exist",
+    ):
+        assert fact in text
+    assert (error.code, error.enhanced_code, error.recipient) == (550, "5.1.1", "bob@example.org")
+
+
+def test_delivery_errors_survive_pickling() -> None:
+    error = ThrottledError(
+        "slow down",
+        reply=Reply(421, "4.7.0", "Try again later"),
+        phase=Phase.MAIL,
+        explanation="throttled",
+        retryable=True,
+        delay_hint=30.0,
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ThrottledError
+    assert (copy.code, copy.phase, copy.delay_hint, str(copy)) == (
+        421,
+        Phase.MAIL,
+        30.0,
+        str(error),
+    )
