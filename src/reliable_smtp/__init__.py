@@ -1,1 +1,101 @@
-"""reliable-smtp: send transactional email and know exactly what happened to every message."""
+"""reliable-smtp: send transactional email and know exactly what happened to every message.
+
+::
+
+    from reliable_smtp import Mailer, Message, SMTPTransport
+
+    with Mailer(SMTPTransport("smtp.example.com", username="app", password="...")) as mailer:
+        result = mailer.send(Message(sender="App <no-reply@example.com>",
+                                     to=["alice@example.org"], subject="Your code",
+                                     text="123456"))
+        result.accepted                      # who has it
+        result.recipients["alice@example.org"].reply   # what the server said
+
+This module is the one list of public names; implementation modules are free to
+change. Test helpers live in :mod:`reliable_smtp.testing`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .envelope import Envelope
+from .errors import (
+    AmbiguousDeliveryError,
+    AuthOrConfigError,
+    ConfigurationError,
+    ConnectionFailedError,
+    DeliveryError,
+    InvalidAddressError,
+    InvalidMessageError,
+    PermanentError,
+    ProtocolError,
+    ReliableSMTPError,
+    SMTPTimeoutError,
+    ThrottledError,
+    TransientError,
+    TransportClosedError,
+)
+from .mailer import AsyncMailer, Mailer, SendOutcome
+from .message import Attachment, Message, RenderedMessage, render
+from .replies import Outcome, Phase, Reply, Verdict, classify, explain
+from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
+from .retry import RetryPolicy
+from .settings import MailerSettings
+from .transports.base import Transport
+from .transports.file import FileTransport
+from .transports.memory import MemoryTransport, SentMessage
+from .transports.mock import MockTransport
+from .transports.sendmail import SendmailTransport
+from .transports.smtp import SMTPTransport, TLSMode
+
+try:
+    __version__ = version("reliable-smtp")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AmbiguousDeliveryError",
+    "AsyncMailer",
+    "Attachment",
+    "Attempt",
+    "AuthOrConfigError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "DeliveryError",
+    "DeliveryReport",
+    "Envelope",
+    "FileTransport",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "Mailer",
+    "MailerSettings",
+    "MemoryTransport",
+    "Message",
+    "MockTransport",
+    "Outcome",
+    "PermanentError",
+    "Phase",
+    "ProtocolError",
+    "RecipientStatus",
+    "ReliableSMTPError",
+    "RenderedMessage",
+    "Reply",
+    "RetryPolicy",
+    "SMTPTimeoutError",
+    "SMTPTransport",
+    "SendOutcome",
+    "SendResult",
+    "SendmailTransport",
+    "SentMessage",
+    "TLSMode",
+    "ThrottledError",
+    "TransientError",
+    "Transport",
+    "TransportClosedError",
+    "Verdict",
+    "__version__",
+    "classify",
+    "explain",
+    "render",
+]
