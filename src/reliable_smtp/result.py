@@ -181,6 +181,15 @@ class SendResult:
         """True when every recipient was accepted."""
         return not self.rejected
 
+    def describe(self) -> str:
+        """Several lines for people: the summary, then each recipient and its reply."""
+        lines = [self.summary()]
+        for recipient, status in self.recipients.items():
+            reply = f" - {status.reply}" if status.reply is not None else ""
+            why = "" if status.accepted else f" ({status.explanation})"
+            lines.append(f"  {recipient}: {status.outcome.value}{reply}{why}")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         """One line: how many accepted, how many not, after how many attempts."""
         counts: dict[str, int] = {}
