@@ -17,6 +17,7 @@ import asyncio
 import math
 import os
 import ssl
+from dataclasses import replace
 from enum import Enum
 
 import aiosmtplib
@@ -24,6 +25,7 @@ from aiosmtplib.response import SMTPResponse
 
 from ..envelope import Envelope
 from ..errors import (
+    AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
@@ -31,7 +33,15 @@ from ..errors import (
     ProtocolError,
     error_for,
 )
-from ..replies import Phase, Reply, Verdict, classify, classify_connection_loss
+from ..replies import (
+    Outcome,
+    Phase,
+    Reply,
+    Verdict,
+    classify,
+    classify_connection_loss,
+    classify_tls_failure,
+)
 from ..result import DeliveryReport, RecipientStatus
 from ._wire import BodyNotSentError, send_body
 from .base import Transport
@@ -544,39 +554,19 @@ class _StaleConnectionError(Exception):
 
 # -- the error boundary ------------------------------------------------------------------
 
-_TLS_HINTS: tuple[tuple[str, str], ...] = (
-    (
-        "wrong version number",
-        "the server did not answer with TLS: this port probably expects STARTTLS "
-        "(use tls='starttls', port 587) or plain SMTP; implicit TLS is port 465",
-    ),
-    (
-        "certificate verify failed",
-        "the server's certificate did not verify: check the host name, or give the CA "
-        "that signed it (ca_file=); never disable verification in production",
-    ),
-    (
-        "unsupported protocol",
-        "no TLS version in common with the server: check minimum_tls_version",
-    ),
-)
 
-
-def _tls_error(exc: BaseException, phase: Phase, server: str | None) -> DeliveryError:
-    reason = str(exc)
-    for marker, explanation in _TLS_HINTS:
-        if marker in reason.lower():
-            return AuthOrConfigError(
-                f"TLS failed: {reason}",
-                phase=Phase.TLS,
-                server=server,
-                setting="tls",
-                explanation=explanation,
-            )
-    verdict = classify_connection_loss(Phase.TLS, timed_out=False)
-    return error_for(
-        verdict, f"TLS failed: {reason}", phase=Phase.TLS, server=server, connection_lost=True
+def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
+    verdict = classify_tls_failure(str(exc))
+    error = error_for(
+        verdict,
+        f"TLS failed: {exc}",
+        phase=Phase.TLS,
+        server=server,
+        connection_lost=verdict.outcome is Outcome.TRANSIENT,
     )
+    if isinstance(error, AuthOrConfigError):
+        error.setting = "tls"
+    return error
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -616,6 +606,15 @@ def translate_error(
             )
         return PermanentError("every recipient was refused", phase=Phase.RCPT, server=server)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code < 0 and phase is Phase.DATA_END:
+            # The server has the whole message and answered nonsense: it may have kept it.
+            return AmbiguousDeliveryError(
+                f"the server answered the final dot with something that is not SMTP: {exc.message}",
+                phase=phase,
+                server=server,
+                explanation="the server may or may not have accepted the message; "
+                "not resent automatically, to avoid a duplicate",
+            )
         if exc.code < 0:
             return ProtocolError(
                 f"the server sent a reply that is not SMTP {where}: {exc.message}",
@@ -645,19 +644,33 @@ def translate_error(
         )
     ssl_error = _find(exc, ssl.SSLError)
     if ssl_error is not None:
-        return _tls_error(ssl_error, phase, server)
+        return _tls_error(ssl_error, server)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
         verdict = classify_connection_loss(phase, timed_out=True)
-        return error_for(
+        error = error_for(
             verdict,
             f"no reply from the server in time {where}",
             phase=phase,
             server=server,
             timed_out=True,
         )
+        if "ready message" in str(exc):
+            # TCP connected but no "220" came: typical of a STARTTLS/plain client talking
+            # to an implicit-TLS port, where the server waits for a TLS hello.
+            error.explanation = (
+                "connected, but the server sent no greeting: if this port expects implicit "
+                "TLS (usually 465) use tls='implicit'; otherwise the server is overloaded"
+            )
+        return error
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
         verdict = classify_connection_loss(phase, timed_out=False)
         detail = str(exc) or type(exc).__name__
+        if _find(exc, ConnectionRefusedError) is not None:
+            verdict = replace(
+                verdict,
+                explanation="connection refused: nothing listens on that host and port; check "
+                "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs",
+            )
         return error_for(
             verdict,
             f"connection problem {where}: {detail}",
