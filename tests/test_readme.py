@@ -34,4 +34,4 @@ def test_ci_runs_the_readme_test_command() -> None:
 @pytest.mark.parametrize("snippet", blocks("python"), ids=lambda s: s.splitlines()[0][:50])
 def test_python_snippets_run(snippet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env from the developer's directory
-    exec(compile(snippet, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
+    exec(compile(snippet, "README.md", "exec"), {"__name__": "readme"})

@@ -43,3 +43,33 @@ async def test_body_and_final_reply_are_read_separately(server: LocalSMTPServer)
         after = await transport.deliver(envelope, b"Subject: x\r\n\r\nbody\r\n")
     assert before.recipients["b@example.org"].outcome is Outcome.TRANSIENT
     assert after.recipients["b@example.org"].outcome is Outcome.AMBIGUOUS
+
+
+async def test_exchange_reads_several_replies_from_one_segment_and_restores_the_protocol(
+    server: LocalSMTPServer,
+) -> None:
+    # Pipelining's hard case: replies that arrive together must all be read, in order
+    # (aiosmtplib's own reader would keep only the first).
+    from reliable_smtp.transports._wire import Exchange
+
+    transport = relay_transport(server)
+    async with transport:
+        await transport.deliver(Envelope.build("a@example.com", ["b@example.org"]), b"x\r\n")
+        pool = transport._connection_pool()
+        lease = await pool.acquire()
+        smtp = lease.connection
+        protocol = smtp.protocol
+        before = {
+            name: getattr(protocol, name)
+            for name in ("data_received", "eof_received", "connection_lost")
+        }
+        with Exchange(smtp) as wire:
+            wire.write(b"NOOP\r\nNOOP\r\nNOOP\r\n")
+            codes = [(await wire.read(timeout=5)).code for _ in range(3)]
+            assert not wire.leftover
+        assert codes == [250, 250, 250]
+        for name, method in before.items():
+            assert getattr(protocol, name) == method
+        # aiosmtplib's own command path works again afterwards.
+        assert (await smtp.noop()).code == 250
+        await pool.release(lease, reusable=True)

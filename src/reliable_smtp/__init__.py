@@ -37,6 +37,7 @@ from .errors import (
     TransportClosedError,
 )
 from .mailer import AsyncMailer, Mailer, SendOutcome
+from .ratelimit import RateLimit
 from .message import Attachment, Message, RenderedMessage, render
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
 from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
@@ -77,6 +78,7 @@ __all__ = [
     "PermanentError",
     "Phase",
     "ProtocolError",
+    "RateLimit",
     "RecipientStatus",
     "ReliableSMTPError",
     "RenderedMessage",

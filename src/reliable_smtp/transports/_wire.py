@@ -1,33 +1,54 @@
 """The one place that reaches below aiosmtplib's public command API.
 
-aiosmtplib's ``SMTP.data()`` writes DATA, waits for 354, writes the body and
-waits for the final reply as one call, raising the same exception for a refused
-DATA command and for a connection lost after the final dot. Those two cases
-mean opposite things: before the dot nothing was delivered (safe to retry);
-after it the server may have the message (ambiguous). So the SMTP transport
-sends ``DATA`` with the public ``execute_command`` and then, here, writes the
-body and reads the final reply itself, with its own (long) timeout.
+aiosmtplib is used for everything about a connection - connect, TLS, EHLO,
+AUTH, RSET, NOOP, QUIT - but not for the mail transaction itself, for two
+reasons it cannot serve (see the reference, section B.1 and C.2):
 
-Written against aiosmtplib 5.1.3 (``SMTPProtocol.write`` and
-``SMTPProtocol.read_response``); ``tests/test_wire.py`` fails if an upgrade
-changes what this relies on. ``pyproject.toml`` pins ``aiosmtplib<6``.
+* its ``data()`` raises the same exception for a refused DATA command and for a
+  link lost after the final dot, yet those mean opposite things (nothing was
+  delivered / the server may have the message);
+* it never pipelines, and its protocol drops a reply that arrives while an
+  earlier one is still waiting to be picked up, so PIPELINING (RFC 2920) cannot
+  be layered on top of it.
+
+So for the length of one transaction :class:`Exchange` owns the connection's
+incoming bytes: it shadows the protocol instance's ``data_received``,
+``eof_received`` and ``connection_lost`` (restoring them afterwards), writes
+commands to the transport itself, and parses replies from its own buffer - any
+number of them, in order, each with its own timeout. Errors are raised as
+aiosmtplib's own exception classes so the transport's single error boundary
+(``translate_error``) handles them like any other.
+
+Written against aiosmtplib 5.1.3 (``SMTP.protocol``, ``SMTPProtocol.transport``,
+the three protocol callbacks). ``pyproject.toml`` pins ``aiosmtplib<6`` and
+``tests/test_wire.py`` fails if an upgrade changes what this relies on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from types import TracebackType
+from typing import Any
 
-from aiosmtplib import SMTP, SMTPServerDisconnected
+from aiosmtplib import (
+    SMTP,
+    SMTPReadTimeoutError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+)
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["BodyNotSentError", "dot_stuff", "send_body"]
+__all__ = ["Exchange", "dot_stuff"]
+
+# RFC 5321 §4.5.3.1.5 allows 512-octet reply lines; servers exceed it, aiosmtplib
+# accepts up to 8 KiB a line and 32 KiB a reply. So do we.
+MAX_LINE = 8192
+MAX_REPLY = 4 * MAX_LINE
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
-
-
-class BodyNotSentError(Exception):
-    """The body could not even be handed to the socket: the server has nothing."""
+_SHADOWED = ("data_received", "eof_received", "connection_lost")
 
 
 def dot_stuff(content: bytes) -> bytes:
@@ -39,20 +60,128 @@ def dot_stuff(content: bytes) -> bytes:
     return body + b".\r\n"
 
 
-async def send_body(smtp: SMTP, content: bytes, *, timeout: float) -> SMTPResponse:
-    """Write the message body and the final dot; return the server's final reply.
+class Exchange:
+    """Write commands and read replies on an aiosmtplib connection, pipelined or not.
 
-    Call only after DATA was answered with 354. Raises :class:`BodyNotSentError` when
-    the connection was already gone (nothing sent); any exception after that is
-    from the post-dot window and must be treated as ambiguous.
+    Use as a context manager around one transaction::
+
+        with Exchange(smtp) as wire:
+            wire.write(b"MAIL FROM:<a@x>\\r\\nRCPT TO:<b@y>\\r\\nDATA\\r\\n")
+            mail, rcpt, data = [await wire.read(timeout=60) for _ in range(3)]
     """
-    protocol = smtp.protocol
-    if protocol is None or not smtp.is_connected:
-        raise BodyNotSentError("connection lost before the message body was sent")
-    try:
-        protocol.write(dot_stuff(content))
-    except SMTPServerDisconnected as exc:
-        raise BodyNotSentError(str(exc)) from exc
-    # No await between write() and read_response(): aiosmtplib 5.1.3 discards data
-    # that arrives while no reply is pending, and read_response() marks one pending.
-    return await protocol.read_response(timeout=timeout)
+
+    def __init__(self, smtp: SMTP) -> None:
+        protocol = smtp.protocol
+        if protocol is None or not smtp.is_connected:
+            raise SMTPServerDisconnected("Server not connected")
+        self._smtp = smtp
+        self._protocol: Any = protocol
+        self._buffer = bytearray()
+        self._lost: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- ownership of the incoming bytes -------------------------------------------------
+
+    def __enter__(self) -> Exchange:
+        protocol = self._protocol
+        original_connection_lost = protocol.connection_lost
+
+        def data_received(data: bytes) -> None:
+            self._buffer.extend(data)
+            self._wake()
+
+        def eof_received() -> bool:
+            self._lost = self._lost or SMTPServerDisconnected("Unexpected EOF received")
+            self._wake()
+            return False  # let the transport close, as aiosmtplib does
+
+        def connection_lost(exc: Exception | None) -> None:
+            if self._lost is None:
+                self._lost = SMTPServerDisconnected("Connection lost")
+                if exc is not None:
+                    self._lost.__cause__ = exc
+            self._wake()
+            original_connection_lost(exc)
+
+        protocol.data_received = data_received
+        protocol.eof_received = eof_received
+        protocol.connection_lost = connection_lost
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for name in _SHADOWED:
+            self._protocol.__dict__.pop(name, None)
+
+    @property
+    def leftover(self) -> bool:
+        """True when unread bytes remain: the dialogue is out of step; drop the connection."""
+        return bool(self._buffer)
+
+    def close_connection(self) -> None:
+        """Drop the connection without QUIT (after a 421, or when out of step)."""
+        self._smtp.close()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- writing and reading -------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` on the socket. Raises if the connection is already gone."""
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise SMTPServerDisconnected("Connection lost")
+        transport.write(data)
+
+    async def read(self, *, timeout: float) -> SMTPResponse:
+        """The next reply, waiting at most ``timeout`` seconds for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            reply = self._parse()
+            if reply is not None:
+                return reply
+            if self._lost is not None:
+                raise self._lost
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SMTPReadTimeoutError("Timed out waiting for server response")
+            self._waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(self._waiter, remaining)
+            except asyncio.TimeoutError:
+                raise SMTPReadTimeoutError("Timed out waiting for server response") from None
+            finally:
+                self._waiter = None
+
+    def _parse(self) -> SMTPResponse | None:
+        """Take one complete (possibly multi-line) reply off the buffer, if there is one."""
+        buffer = self._buffer
+        offset = 0
+        code = -1
+        lines: list[bytes] = []
+        while True:
+            end = buffer.find(b"\n", offset)
+            if end == -1:
+                if len(buffer) - offset > MAX_LINE or len(buffer) > MAX_REPLY:
+                    raise SMTPResponseException(-1, "Response too long")
+                return None
+            line = bytes(buffer[offset : end + 1])
+            offset = end + 1
+            if len(line) > MAX_LINE:
+                raise SMTPResponseException(-1, "Response too long")
+            if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                raise SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+            code = int(line[:3])
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                del buffer[:offset]
+                text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+                return SMTPResponse(code, text)

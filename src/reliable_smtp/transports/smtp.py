@@ -14,9 +14,12 @@ it is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from enum import Enum
 
@@ -31,8 +34,10 @@ from ..errors import (
     DeliveryError,
     PermanentError,
     ProtocolError,
+    TransientError,
     error_for,
 )
+from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
 from ..replies import (
     Outcome,
     Phase,
@@ -43,10 +48,13 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport, RecipientStatus
-from ._wire import BodyNotSentError, send_body
+from ._wire import Exchange, dot_stuff
 from .base import Transport
+from .pool import ConnectionPool, Lease, PoolTimeoutError
 
 __all__ = ["SMTPTransport", "TLSMode", "translate_error"]
+
+logger = logging.getLogger("reliable_smtp")
 
 
 class TLSMode(str, Enum):
@@ -91,6 +99,12 @@ def _check_timeout(name: str, value: float) -> float:
     return float(value)
 
 
+def _check_count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
+    return value
+
+
 class SMTPTransport(Transport):
     """Submit mail to an SMTP server (STARTTLS on 587, implicit TLS on 465, or plain).
 
@@ -122,6 +136,15 @@ class SMTPTransport(Transport):
         connect_timeout: float = 30.0,
         command_timeout: float = 60.0,
         data_timeout: float = 600.0,
+        max_connections: int = 1,
+        max_messages_per_connection: int = 100,
+        idle_timeout: float = 60.0,
+        check_after: float = 5.0,
+        pool_timeout: float = 60.0,
+        pipelining: bool = True,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         try:
             self.tls = TLSMode(tls)
@@ -177,9 +200,26 @@ class SMTPTransport(Transport):
         self.data_timeout = _check_timeout("data_timeout", data_timeout)
         scheme = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
         self.name = f"{scheme[self.tls]}://{host}:{port}"
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self.max_connections = _check_count("max_connections", max_connections)
+        self.max_messages_per_connection = _check_count(
+            "max_messages_per_connection", max_messages_per_connection
+        )
+        self.idle_timeout = _check_timeout("idle_timeout", idle_timeout)
+        self.check_after = _check_timeout("check_after", check_after)
+        self.pool_timeout = _check_timeout("pool_timeout", pool_timeout)
+        self.pipelining = bool(pipelining)
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(
+                f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}",
+                setting="rate_limit",
+            )
+        self.rate_limit = rate_limit or RateLimit()
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or asyncio.sleep
+        self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._adaptive: AdaptiveRate | None = None
+        self._transport_bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         user = f" user={self.username!r}" if self.username else ""
@@ -189,44 +229,157 @@ class SMTPTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         self._check_open()
-        async with self._connection_lock():
-            # A reused connection may have been closed by the server while idle (its
-            # 421 is never read: aiosmtplib discards unsolicited data). Nothing of this
-            # message was sent then, so one immediate retry on a fresh connection is safe.
-            reused = self._smtp is not None and self._smtp.is_connected
+        pool = self._connection_pool()
+        # A pooled connection may have been closed by the server while idle (its 421 is
+        # never read: aiosmtplib discards unsolicited data). Nothing of this message was
+        # sent then, so the transport moves on to another connection at once. Each pass
+        # either returns, raises, or retires one stale connection; a fresh one is never
+        # stale, so this ends.
+        for _ in range(self.max_connections + 1):
+            lease = await self._acquire(pool)
+            reusable = False
             try:
-                return await self._deliver_once(envelope, content)
+                await self._respect_rate_limit(lease)
+                report = await self._transaction(lease.connection, envelope, content)
+                lease.messages += 1
+                reusable = self._reusable(lease.connection)
+                self._observe(report)
+                return report
             except _StaleConnectionError as stale:
-                if not reused:
+                if not lease.reused:
                     raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
-            try:
-                return await self._deliver_once(envelope, content)
-            except _StaleConnectionError as stale:
-                raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
+            except DeliveryError as error:
+                # A refusal the transaction handled (it reset or dropped the connection).
+                reusable = self._reusable(lease.connection)
+                self._observe_error(error)
+                raise
+            finally:
+                await pool.release(lease, reusable=reusable)
+        raise AssertionError("unreachable: a fresh connection cannot be stale")  # pragma: no cover
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None and smtp.is_connected:
-            try:
-                await smtp.quit(timeout=min(self.command_timeout, 5.0))
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                smtp.close()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pool_loop is asyncio.get_running_loop():
+            await pool.aclose()
 
-    # -- connection ----------------------------------------------------------------------
+    # -- connections ---------------------------------------------------------------------
 
-    def _connection_lock(self) -> asyncio.Lock:
+    def _connection_pool(self) -> ConnectionPool[aiosmtplib.SMTP]:
         loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            # A lock belongs to one event loop; a transport reused on a new loop (a new
-            # sync portal after fork, a new asyncio.run) starts with a new lock and
-            # without the old loop's connection.
-            self._lock = asyncio.Lock()
-            self._lock_loop = loop
-            self._smtp = None
-        return self._lock
+        if self._pool is None or self._pool_loop is not loop:
+            # A pool belongs to one event loop; a transport reused on a new loop (a new
+            # sync portal after fork, a new asyncio.run) starts with a new, empty pool.
+            self._pool = ConnectionPool(
+                size=self.max_connections,
+                max_messages=self.max_messages_per_connection,
+                idle_timeout=self.idle_timeout,
+                check_after=self.check_after,
+                acquire_timeout=self.pool_timeout,
+                open=self._connect,
+                check=self._noop,
+                close=self._quit,
+                alive=lambda smtp: smtp.is_connected,
+                clock=self._clock,
+            )
+            self._pool_loop = loop
+            now = self._clock()
+            self._transport_bucket = None
+            self._adaptive = AdaptiveRate(
+                self.rate_limit.per_transport,
+                factor=self.rate_limit.throttle_factor,
+                cooldown=self.rate_limit.cooldown,
+            )
+            if self.rate_limit.per_transport is not None:
+                self._transport_bucket = TokenBucket(
+                    self.rate_limit.per_transport, capacity=self.rate_limit.burst, now=now
+                )
+        return self._pool
+
+    async def _acquire(self, pool: ConnectionPool[aiosmtplib.SMTP]) -> Lease[aiosmtplib.SMTP]:
+        try:
+            return await pool.acquire()
+        except PoolTimeoutError as exc:
+            raise TransientError(
+                f"no free connection: {exc}",
+                phase=Phase.CONNECT,
+                server=self.name,
+                explanation="every pooled connection stayed busy; raise max_connections or "
+                "pool_timeout, or send less at once (concurrency)",
+                retryable=True,
+            ) from exc
+
+    async def _noop(self, smtp: aiosmtplib.SMTP) -> bool:
+        """Health check for a connection that sat idle: NOOP must answer 250."""
+        try:
+            response = await smtp.execute_command(b"NOOP", timeout=self.command_timeout)
+        except Exception:
+            return False
+        return response.code == 250
+
+    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        if not smtp.is_connected:
+            smtp.close()
+            return
+        try:
+            await smtp.quit(timeout=min(self.command_timeout, 5.0))
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            smtp.close()
+
+    @staticmethod
+    def _reusable(smtp: aiosmtplib.SMTP) -> bool:
+        return smtp.is_connected
+
+    def _after_fork(self) -> None:
+        # The parent's sockets are not ours to use: forget them without QUIT.
+        self._pool = None
+        self._pool_loop = None
+
+    # -- rate limits ---------------------------------------------------------------------
+
+    async def _respect_rate_limit(self, lease: Lease[aiosmtplib.SMTP]) -> None:
+        limit = self.rate_limit
+        now = self._clock()
+        wait = 0.0
+        if limit.per_connection is not None:
+            bucket = lease.state.get("bucket")
+            if not isinstance(bucket, TokenBucket):
+                bucket = TokenBucket(limit.per_connection, capacity=limit.burst, now=now)
+                lease.state["bucket"] = bucket
+            wait = bucket.reserve(now)
+        if self._adaptive is not None:
+            rate = self._adaptive.current(now)
+            if rate is not None:
+                if self._transport_bucket is None:
+                    self._transport_bucket = TokenBucket(rate, capacity=limit.burst, now=now)
+                elif self._transport_bucket.rate != rate:
+                    self._transport_bucket.set_rate(rate, now)
+                wait = max(wait, self._transport_bucket.reserve(now))
+            self._adaptive.note_sent(now + wait)
+        if wait > 0:
+            await self._sleep(wait)
+
+    def _observe(self, report: DeliveryReport) -> None:
+        if any(s.outcome is Outcome.THROTTLED for s in report.recipients.values()):
+            self._throttled()
+
+    def _observe_error(self, error: DeliveryError) -> None:
+        if error.outcome is Outcome.THROTTLED:
+            self._throttled()
+
+    def _throttled(self) -> None:
+        if self._adaptive is not None:
+            rate = self._adaptive.on_throttled(self._clock())
+            logger.info(
+                "%s is throttling: sending slowed to %.3g messages/s",
+                self.name,
+                rate,
+                extra={"server": self.name, "rate": rate},
+            )
+
+    # -- opening a connection ------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -332,42 +485,7 @@ class SMTPTransport(Transport):
                 ),
             )
 
-    async def _ensure_connection(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
-            return self._smtp
-        self._smtp = None
-        self._smtp = await self._connect()
-        return self._smtp
-
-    def _drop_connection(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
-
-    def _after_fork(self) -> None:
-        # The parent's sockets are not ours to use: forget them without QUIT.
-        self._smtp = None
-        self._lock = None
-        self._lock_loop = None
-
     # -- one transaction -----------------------------------------------------------------
-
-    async def _deliver_once(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        smtp = await self._ensure_connection()
-        try:
-            report = await self._transaction(smtp, envelope, content)
-        except (DeliveryError, _StaleConnectionError):
-            # A refusal the transaction handled (it reset or dropped the connection).
-            if not smtp.is_connected:
-                self._smtp = None
-            raise
-        except BaseException:
-            # Unknown state (cancelled, foreign error): never reuse it.
-            self._drop_connection()
-            raise
-        if not smtp.is_connected:
-            self._smtp = None
-        return report
 
     def _mail_options(self, smtp: aiosmtplib.SMTP, envelope: Envelope, content: bytes) -> list[str]:
         options: list[str] = []
@@ -398,122 +516,162 @@ class SMTPTransport(Transport):
             options.append(f"SIZE={len(content)}")
         return options
 
-    async def _command(self, smtp: aiosmtplib.SMTP, phase: Phase, *args: bytes) -> SMTPResponse:
-        try:
-            return await smtp.execute_command(*args, timeout=self.command_timeout)
-        except Exception as exc:
-            raise translate_error(exc, phase, server=self.name) from exc
-
     async def _transaction(
         self, smtp: aiosmtplib.SMTP, envelope: Envelope, content: bytes
     ) -> DeliveryReport:
         options = self._mail_options(smtp, envelope, content)
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        mail_args = [b"MAIL", f"FROM:<{envelope.sender}>".encode(encoding)]
-        mail_args += [o.encode("ascii") for o in options]
+        mail = (
+            b" ".join(
+                [f"MAIL FROM:<{envelope.sender}>".encode(encoding)]
+                + [o.encode("ascii") for o in options]
+            )
+            + b"\r\n"
+        )
+        rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
+        pipelined = self.pipelining and smtp.supports_extension("pipelining")
         try:
-            response = await smtp.execute_command(*mail_args, timeout=self.command_timeout)
+            wire = Exchange(smtp)
         except aiosmtplib.SMTPServerDisconnected as exc:
-            # The first command on a reused connection found it closed: nothing sent.
-            self._drop_connection()
             raise _StaleConnectionError(exc) from exc
-        except Exception as exc:
-            self._drop_connection()
-            raise translate_error(exc, Phase.MAIL, server=self.name) from exc
-        if response.code not in (250, 251):
-            error = self._reply_error(response, Phase.MAIL, "the server refused the sender")
+        clean = True
+        try:
+            with wire:
+                try:
+                    report = await self._dialogue(wire, envelope, content, mail, rcpts, pipelined)
+                finally:
+                    clean = not wire.leftover
+        except DeliveryError:
+            # A refusal the dialogue handled (the sender was refused): reset and go on.
+            if clean and smtp.is_connected:
+                await self._reset(smtp)
+            else:
+                smtp.close()
+            raise
+        except BaseException:
+            # Stale, cancelled, or an error the dialogue did not handle: never reuse it.
+            smtp.close()
+            raise
+        if not clean:
+            smtp.close()  # the server said more than it was asked: out of step
+        elif report.final_reply is None and smtp.is_connected:
             await self._reset(smtp)
-            raise error
+        return report
 
+    async def _dialogue(
+        self,
+        wire: Exchange,
+        envelope: Envelope,
+        content: bytes,
+        mail: bytes,
+        rcpts: list[bytes],
+        pipelined: bool,
+    ) -> DeliveryReport:
+        """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
+
+        Every reply is checked individually either way (RFC 2920 §3.1).
+        """
+        timeout = self.command_timeout
+        phase = Phase.MAIL
         statuses: dict[str, RecipientStatus] = {}
         accepted: list[str] = []
-        for index, recipient in enumerate(envelope.recipients):
+        try:
+            # MAIL: a closed connection here is stale, nothing was sent.
             try:
-                response = await self._command(
-                    smtp, Phase.RCPT, b"RCPT", f"TO:<{recipient}>".encode(encoding)
-                )
-            except DeliveryError as failure:
-                # The link broke mid-envelope: no DATA was sent, so nobody got anything.
-                return self._fail_accepted(
-                    envelope, statuses, [*accepted, *envelope.recipients[index:]], failure
-                )
-            reply = Reply.from_server(response.code, response.message)
-            if response.code in (250, 251, 252):
-                accepted.append(recipient)
-                continue
-            statuses[recipient] = self._status(
-                recipient, classify(reply, Phase.RCPT), Phase.RCPT, reply
-            )
-            if response.code == 421:
-                # The server is closing: the remaining recipients were never tried and
-                # the accepted ones never got DATA. All of them are simply pending.
-                for other in [*envelope.recipients[index + 1 :], *accepted]:
-                    statuses[other] = self._status(
-                        other, classify(reply, Phase.RCPT), Phase.RCPT, reply
-                    )
-                self._drop_connection()
+                wire.write(mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail)
+                mail_reply = await wire.read(timeout=timeout)
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                raise _StaleConnectionError(exc) from exc
+            mail_ok = mail_reply.code in (250, 251)
+            if not mail_ok and not pipelined:
+                raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
+            if mail_reply.code == 421:
+                wire.close_connection()
+                raise self._reply_error(mail_reply, Phase.MAIL, "the server closed the connection")
+
+            phase = Phase.RCPT
+            for index, recipient in enumerate(envelope.recipients):
+                if not pipelined:
+                    wire.write(rcpts[index])
+                response = await wire.read(timeout=timeout)
+                if response.code in (250, 251, 252):
+                    accepted.append(recipient)
+                    continue
+                reply = Reply.from_server(response.code, response.message)
+                verdict = classify(reply, Phase.RCPT)
+                statuses[recipient] = self._status(recipient, verdict, Phase.RCPT, reply)
+                if response.code == 421:
+                    # The server is closing: later recipients were never answered and the
+                    # accepted ones never got DATA. All of them are simply pending.
+                    for other in [*envelope.recipients[index + 1 :], *accepted]:
+                        statuses[other] = self._status(other, verdict, Phase.RCPT, reply)
+                    wire.close_connection()
+                    return self._report(envelope, statuses)
+
+            phase = Phase.DATA
+            if pipelined:
+                data_reply = await wire.read(timeout=timeout)
+            elif accepted:
+                wire.write(b"DATA\r\n")
+                data_reply = await wire.read(timeout=timeout)
+            else:
+                return self._report(envelope, statuses)
+            if not mail_ok:
+                # Pipelined: MAIL failed, so RCPT and DATA failed with it. If the server
+                # nevertheless said 354, an empty message ends the DATA phase (RFC 2920).
+                if data_reply.code == 354:
+                    wire.write(b".\r\n")
+                    await wire.read(timeout=timeout)
+                raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
+            if data_reply.code != 354:
+                reply = Reply.from_server(data_reply.code, data_reply.message)
+                verdict = classify(reply, Phase.DATA)
+                for recipient in accepted:
+                    statuses[recipient] = self._status(recipient, verdict, Phase.DATA, reply)
+                if data_reply.code == 421:
+                    wire.close_connection()
+                return self._report(envelope, statuses)
+            if not accepted:
+                # Pipelined DATA was accepted although every RCPT failed: send an empty
+                # message so the server leaves the DATA state; it must not deliver it.
+                wire.write(b".\r\n")
+                await wire.read(timeout=timeout)
                 return self._report(envelope, statuses)
 
-        if not accepted:
-            await self._reset(smtp)
-            return self._report(envelope, statuses)
-
-        try:
-            response = await self._command(smtp, Phase.DATA, b"DATA")
-        except DeliveryError as failure:
-            return self._fail_accepted(envelope, statuses, accepted, failure)
-        if response.code != 354:
-            reply = Reply.from_server(response.code, response.message)
-            verdict = classify(reply, Phase.DATA)
-            for recipient in accepted:
-                statuses[recipient] = self._status(recipient, verdict, Phase.DATA, reply)
-            await self._reset(smtp)
-            return self._report(envelope, statuses)
-
-        try:
-            response = await send_body(smtp, content, timeout=self.data_timeout)
-        except BodyNotSentError as exc:
-            lost = translate_error(
-                aiosmtplib.SMTPServerDisconnected(str(exc)), Phase.DATA, server=self.name
-            )
-            return self._fail_accepted(envelope, statuses, accepted, lost)
+            phase = Phase.DATA  # until the body is handed to the socket
+            wire.write(dot_stuff(content))
+            phase = Phase.DATA_END
+            final = await wire.read(timeout=self.data_timeout)
+        except (DeliveryError, _StaleConnectionError):
+            raise
         except Exception as exc:
-            lost = translate_error(exc, Phase.DATA_END, server=self.name)
-            return self._fail_accepted(envelope, statuses, accepted, lost)
+            failure = translate_error(exc, phase, server=self.name)
+            wire.close_connection()
+            if phase is Phase.MAIL:
+                raise failure from exc
+            # The link failed after RCPT began: every recipient not yet refused shares it.
+            for recipient in envelope.recipients:
+                if recipient not in statuses or recipient in accepted:
+                    statuses[recipient] = self._status_from_error(recipient, failure)
+            return self._report(envelope, statuses)
 
-        reply = Reply.from_server(response.code, response.message)
+        reply = Reply.from_server(final.code, final.message)
         verdict = classify(reply, Phase.DATA_END)
         for recipient in accepted:
             statuses[recipient] = self._status(recipient, verdict, Phase.DATA_END, reply)
-        if response.code == 421:
-            self._drop_connection()
+        if final.code == 421:
+            wire.close_connection()
         return self._report(envelope, statuses, final_reply=reply)
 
-    def _fail_accepted(
-        self,
-        envelope: Envelope,
-        statuses: dict[str, RecipientStatus],
-        accepted: list[str],
-        failure: DeliveryError,
-    ) -> DeliveryReport:
-        """The link failed after RCPT: every accepted recipient shares ``failure``."""
-        self._drop_connection()
-        for recipient in accepted:
-            statuses[recipient] = self._status_from_error(recipient, failure)
-        return self._report(envelope, statuses)
-
     async def _reset(self, smtp: aiosmtplib.SMTP) -> None:
-        """RSET after a failed transaction; drop the connection if even that fails."""
-        if not smtp.is_connected:
-            self._drop_connection()
-            return
+        """RSET after a transaction that did not end in a final reply; drop on any trouble."""
         try:
             response = await smtp.execute_command(b"RSET", timeout=self.command_timeout)
         except Exception:
-            self._drop_connection()
+            smtp.close()
             return
         if response.code != 250:
-            self._drop_connection()
+            smtp.close()
 
     # -- building results ----------------------------------------------------------------
 

@@ -1,0 +1,209 @@
+"""Rate limits: token buckets, and a transport rate that backs off when throttled.
+
+This module owns :class:`RateLimit` (the user's setting, an immutable value),
+the token-bucket arithmetic (:func:`refill`, :func:`wait_for_token`) as pure
+functions, :class:`TokenBucket` (the small mutable holder a connection or a
+transport keeps) and :class:`AdaptiveRate` (the feedback rule below). Time is
+always passed in; nothing here sleeps or reads a clock.
+
+**The throttling rule.** When a server answers THROTTLED (a 4.7.x rate limit,
+"too many messages", "try again later"), the transport's rate drops to
+``throttle_factor`` (default one half) of the rate it was actually sending at
+over the last 10 seconds - or of its configured limit, whichever is lower -
+but never below one message a minute. After every ``cooldown`` seconds (default
+60) without another throttling reply, the rate doubles, until it is back at the
+configured limit (or unlimited, when none was configured).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+__all__ = ["AdaptiveRate", "RateLimit", "TokenBucket", "refill", "wait_for_token"]
+
+#: The lowest rate throttling feedback may push a transport to: one message a minute.
+FLOOR_RATE = 1.0 / 60.0
+#: How far back the "rate actually sent at" is measured.
+WINDOW = 10.0
+
+
+def _check_rate(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"RateLimit.{name} must be messages per second (a number), got {value!r}",
+            setting=name,
+        )
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(
+            f"RateLimit.{name} must be a positive, finite number of messages per second, "
+            f"got {value!r} (use None for no limit, RateLimit.per_minute() for slow rates)",
+            setting=name,
+        )
+    if value < 1 / 86_400:
+        raise ConfigurationError(
+            f"RateLimit.{name}={value!r} is less than one message a day: that cannot be "
+            "what you mean (rates are messages per second; see RateLimit.per_minute())",
+            setting=name,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """How fast a transport may send, in messages per second.
+
+    ``RateLimit(per_connection=2)`` - at most 2 messages/s on each connection;
+    ``RateLimit.per_minute(per_transport=30)`` - Microsoft 365's 30 messages a
+    minute across all connections. ``burst`` messages may go back to back after
+    a quiet period.
+    """
+
+    per_connection: float | None = None
+    per_transport: float | None = None
+    burst: int = 1
+    throttle_factor: float = 0.5
+    """On a throttling reply, the rate is multiplied by this (0 < factor < 1)."""
+    cooldown: float = 60.0
+    """Seconds without throttling after which a lowered rate doubles again."""
+
+    def __post_init__(self) -> None:
+        _check_rate("per_connection", self.per_connection)
+        _check_rate("per_transport", self.per_transport)
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ConfigurationError(
+                f"RateLimit.burst must be a whole number of messages >= 1, got {self.burst!r}",
+                setting="burst",
+            )
+        if not 0 < self.throttle_factor < 1:
+            raise ConfigurationError(
+                f"RateLimit.throttle_factor must be between 0 and 1, got {self.throttle_factor!r}",
+                setting="throttle_factor",
+            )
+        if not (self.cooldown > 0 and math.isfinite(self.cooldown)):
+            raise ConfigurationError(
+                f"RateLimit.cooldown must be a positive number of seconds, got {self.cooldown!r}",
+                setting="cooldown",
+            )
+
+    @classmethod
+    def per_minute(
+        cls,
+        *,
+        per_connection: float | None = None,
+        per_transport: float | None = None,
+        burst: int = 1,
+    ) -> RateLimit:
+        """The same limits given in messages per minute."""
+        return cls(
+            per_connection=per_connection / 60 if per_connection is not None else None,
+            per_transport=per_transport / 60 if per_transport is not None else None,
+            burst=burst,
+        )
+
+
+def refill(tokens: float, *, capacity: float, rate: float, elapsed: float) -> float:
+    """Tokens in a bucket after ``elapsed`` seconds of refilling at ``rate`` per second."""
+    return min(capacity, tokens + max(0.0, elapsed) * rate)
+
+
+def wait_for_token(tokens: float, *, rate: float) -> float:
+    """Seconds until the bucket holds a whole token (0 when it already does)."""
+    return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+
+
+class TokenBucket:
+    """A token bucket that hands out reservations: ``reserve(now)`` returns how long to wait.
+
+    Reserving takes the token at once - the bucket may go into debt - so
+    concurrent callers are served first come, first served, without a lock.
+    """
+
+    __slots__ = ("_tokens", "_updated", "capacity", "rate")
+
+    def __init__(self, rate: float, *, capacity: int = 1, now: float) -> None:
+        self.rate = rate
+        self.capacity = float(capacity)
+        self._tokens = float(capacity)
+        self._updated = now
+
+    def reserve(self, now: float) -> float:
+        """Take one token; return the seconds to wait before using it."""
+        self._tokens = refill(
+            self._tokens, capacity=self.capacity, rate=self.rate, elapsed=now - self._updated
+        )
+        self._updated = now
+        wait = wait_for_token(self._tokens, rate=self.rate)
+        self._tokens -= 1.0
+        return wait
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Change the rate from ``now`` on (tokens earned so far are kept)."""
+        self._tokens = refill(
+            self._tokens, capacity=self.capacity, rate=self.rate, elapsed=now - self._updated
+        )
+        self._updated = now
+        self.rate = rate
+
+
+class AdaptiveRate:
+    """The transport-wide rate: the configured limit, lowered while the server throttles.
+
+    See the module docstring for the rule. ``current(now)`` is ``None`` when
+    there is no limit at all.
+    """
+
+    __slots__ = ("_configured", "_cooldown", "_factor", "_lowered", "_sent", "_since")
+
+    def __init__(self, configured: float | None, *, factor: float = 0.5, cooldown: float = 60.0):
+        self._configured = configured
+        self._factor = factor
+        self._cooldown = cooldown
+        self._lowered: float | None = None
+        self._since = 0.0
+        self._sent: deque[float] = deque()
+
+    def note_sent(self, now: float) -> None:
+        """Record a message handed to the server (to measure the rate actually used)."""
+        self._sent.append(now)
+        while self._sent and self._sent[0] < now - WINDOW:
+            self._sent.popleft()
+
+    def observed(self, now: float) -> float:
+        """Messages per second sent over the last :data:`WINDOW` seconds."""
+        recent = sum(1 for t in self._sent if t >= now - WINDOW)
+        return recent / WINDOW
+
+    def on_throttled(self, now: float) -> float:
+        """Lower the rate after a throttling reply; return the new rate."""
+        base = self.current(now)
+        observed = self.observed(now)
+        if observed > 0:
+            base = min(base, observed) if base is not None else observed
+        if base is None:
+            base = 1.0  # nothing measured, nothing configured: start from 1 message/s
+        self._lowered = max(FLOOR_RATE, base * self._factor)
+        self._since = now
+        return self._lowered
+
+    def current(self, now: float) -> float | None:
+        """The rate in force at ``now``: lowered and recovering, or the configured one."""
+        if self._lowered is None:
+            return self._configured
+        steps = int((now - self._since) // self._cooldown)
+        if steps <= 0:
+            return self._lowered
+        recovered = self._lowered * (2.0**steps)
+        if self._configured is not None:
+            if recovered < self._configured:
+                return recovered
+        elif recovered <= 4 * max(self.observed(now), FLOOR_RATE):
+            # No configured limit: recover until the rate is clearly not binding (well
+            # above what we actually send), then drop it.
+            return recovered
+        self._lowered = None
+        return self._configured

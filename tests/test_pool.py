@@ -1,0 +1,172 @@
+"""ConnectionPool with fake connections and a fake clock: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from reliable_smtp.testing import FakeClock
+from reliable_smtp.transports.pool import ConnectionPool, PoolTimeoutError
+
+
+@dataclass
+class FakeConnection:
+    number: int
+    open: bool = True
+    healthy: bool = True
+    closed_by_pool: bool = False
+
+
+@dataclass
+class Factory:
+    made: list[FakeConnection] = field(default_factory=list)
+    checks: int = 0
+    fail_next_open: bool = False
+
+    async def open(self) -> FakeConnection:
+        if self.fail_next_open:
+            self.fail_next_open = False
+            raise ConnectionRefusedError("nope")
+        connection = FakeConnection(len(self.made) + 1)
+        self.made.append(connection)
+        return connection
+
+    async def check(self, connection: FakeConnection) -> bool:
+        self.checks += 1
+        return connection.healthy
+
+    async def close(self, connection: FakeConnection) -> None:
+        connection.open = False
+        connection.closed_by_pool = True
+
+
+def make_pool(
+    factory: Factory, clock: FakeClock, **options: object
+) -> ConnectionPool[FakeConnection]:
+    settings: dict[str, object] = {
+        "size": 2,
+        "max_messages": 3,
+        "idle_timeout": 60.0,
+        "check_after": 5.0,
+        "acquire_timeout": 0.2,
+        **options,
+    }
+    return ConnectionPool(
+        open=factory.open,
+        check=factory.check,
+        close=factory.close,
+        alive=lambda c: c.open,
+        clock=clock,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+async def test_reuses_the_warmest_connection() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock)
+    first = await pool.acquire()
+    await pool.release(first, reusable=True)
+    again = await pool.acquire()
+    assert again.connection is first.connection
+    assert again.reused
+    assert pool.opened == 1
+
+
+async def test_at_most_size_connections_and_waiting_is_bounded() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock)
+    a, b = await pool.acquire(), await pool.acquire()
+    with pytest.raises(PoolTimeoutError, match="2 connection"):
+        await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.release(a, reusable=True)
+    c = await waiter
+    assert c.connection is a.connection
+    await pool.release(b, reusable=True)
+    await pool.release(c, reusable=True)
+    assert pool.opened == 2
+
+
+async def test_retired_after_max_messages() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, max_messages=2)
+    lease = await pool.acquire()
+    lease.messages = 2
+    await pool.release(lease, reusable=True)
+    assert lease.connection.closed_by_pool
+    fresh = await pool.acquire()
+    assert fresh.connection is not lease.connection
+
+
+async def test_idle_too_long_is_closed_not_reused() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, idle_timeout=30.0)
+    lease = await pool.acquire()
+    await pool.release(lease, reusable=True)
+    clock.advance(31.0)
+    fresh = await pool.acquire()
+    assert lease.connection.closed_by_pool
+    assert fresh.connection is not lease.connection
+    assert factory.checks == 0
+
+
+async def test_checked_with_noop_after_sitting_idle() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, check_after=5.0)
+    lease = await pool.acquire()
+    await pool.release(lease, reusable=True)
+    clock.advance(1.0)
+    quick = await pool.acquire()
+    assert factory.checks == 0  # recently used: no check
+    await pool.release(quick, reusable=True)
+    clock.advance(10.0)
+    quick.connection.healthy = False
+    replaced = await pool.acquire()
+    assert factory.checks == 1
+    assert replaced.connection is not quick.connection
+    assert quick.connection.closed_by_pool
+
+
+async def test_dead_or_unusable_connections_are_replaced() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock)
+    lease = await pool.acquire()
+    await pool.release(lease, reusable=False)
+    assert lease.connection.closed_by_pool
+    other = await pool.acquire()
+    other.connection.open = False  # the server went away while it was idle
+    await pool.release(other, reusable=True)
+    third = await pool.acquire()
+    assert third.connection.number == 3
+
+
+async def test_a_failed_open_gives_the_slot_back() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=1)
+    factory.fail_next_open = True
+    with pytest.raises(ConnectionRefusedError):
+        await pool.acquire()
+    lease = await pool.acquire()  # the slot was released: no PoolTimeoutError
+    assert lease.connection.number == 1
+
+
+async def test_aclose_closes_idle_and_later_released_connections() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock)
+    a, b = await pool.acquire(), await pool.acquire()
+    await pool.release(a, reusable=True)
+    await pool.aclose()
+    assert a.connection.closed_by_pool
+    await pool.release(b, reusable=True)
+    assert b.connection.closed_by_pool
+
+
+async def test_double_release_is_a_bug() -> None:
+    pool = make_pool(Factory(), FakeClock())
+    lease = await pool.acquire()
+    await pool.release(lease, reusable=True)
+    with pytest.raises(RuntimeError, match="already released"):
+        await pool.release(lease, reusable=True)
