@@ -201,3 +201,14 @@ def test_unclosed_mailer_does_not_block_interpreter_exit(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_stream_yields_in_order_and_stops_cleanly(server: LocalSMTPServer) -> None:
+    server.script("RCPT", "550 5.1.1 no such user", recipient="u1@example.org")
+    with Mailer(relay_transport(server)) as mailer:
+        outcomes = mailer.stream((message(f"u{i}@example.org") for i in range(5)), concurrency=2)
+        first, second = next(outcomes), next(outcomes)
+        outcomes.close()  # stop early: nothing left running
+        assert isinstance(first, SendResult)
+        assert isinstance(second, PermanentError)
+        assert mailer.send(message("after@example.org")).ok

@@ -23,7 +23,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from concurrent.futures import Future
 from dataclasses import replace
 from email.message import EmailMessage
@@ -136,32 +144,46 @@ class AsyncMailer:
 
         One message's failure never stops the others. At most ``concurrency``
         sends are in flight, and messages are pulled from the (async) iterable as
-        slots free up, so a generator of any length is consumed lazily.
+        slots free up, so a generator of any length is consumed lazily. For very
+        large batches use :meth:`stream`, which does not keep every result.
+        """
+        return [outcome async for outcome in self.stream(messages, concurrency=concurrency)]
+
+    async def stream(
+        self,
+        messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
+        *,
+        concurrency: int = 4,
+    ) -> AsyncGenerator[SendOutcome, None]:
+        """Send every message, yielding each one's result or error in order as it is known.
+
+        Memory stays flat however many messages there are: at most ``concurrency``
+        sends are in flight and at most ``4 * concurrency`` messages are held
+        (sent or waiting for an earlier one to finish). Stopping the iteration
+        cancels the sends not yet finished.
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
-        results: dict[int, SendOutcome] = {}
         slots = asyncio.Semaphore(concurrency)
-        tasks: set[asyncio.Task[None]] = set()
+        window: deque[asyncio.Task[SendOutcome]] = deque()
 
-        async def one(index: int, message: AnyMessage) -> None:
-            try:
-                results[index] = await self.send(message)
-            except ReliableSMTPError as error:
-                results[index] = error
-            finally:
-                slots.release()
+        async def outcome(message: AnyMessage) -> SendOutcome:
+            async with slots:
+                try:
+                    return await self.send(message)
+                except ReliableSMTPError as error:
+                    return error
 
-        index = 0
-        async for message in _aiter(messages):
-            await slots.acquire()
-            task = asyncio.create_task(one(index, message))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            index += 1
-        if tasks:
-            await asyncio.gather(*tasks)
-        return [results[i] for i in range(index)]
+        try:
+            async for message in _aiter(messages):
+                window.append(asyncio.create_task(outcome(message)))
+                if len(window) >= 4 * concurrency:
+                    yield await window.popleft()
+            while window:
+                yield await window.popleft()
+        finally:
+            for task in window:
+                task.cancel()
 
     async def aclose(self) -> None:
         """Close the transport (QUIT on open connections). Closing twice is fine."""
@@ -476,6 +498,21 @@ class Mailer:
     ) -> list[SendOutcome]:
         """Send every message; see :meth:`AsyncMailer.send_many`."""
         return self._run(partial(self._async.send_many, messages, concurrency=concurrency))
+
+    def stream(
+        self, messages: Iterable[AnyMessage], *, concurrency: int = 4
+    ) -> Iterator[SendOutcome]:
+        """Yield each message's result or error in order; see :meth:`AsyncMailer.stream`."""
+        runner = self._portal()
+        outcomes = self._async.stream(messages, concurrency=concurrency)
+        try:
+            while True:
+                try:
+                    yield runner.call(outcomes.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            runner.call(outcomes.aclose)
 
     def close(self) -> None:
         """Close the transport and stop the private event loop. Closing twice is fine."""
