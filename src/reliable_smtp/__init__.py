@@ -37,8 +37,8 @@ from .errors import (
     TransportClosedError,
 )
 from .mailer import AsyncMailer, Mailer, SendOutcome
-from .ratelimit import RateLimit
 from .message import Attachment, Message, RenderedMessage, render
+from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
 from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
 from .retry import RetryPolicy
@@ -49,6 +49,7 @@ from .transports.memory import MemoryTransport, SentMessage
 from .transports.mock import MockTransport
 from .transports.sendmail import SendmailTransport
 from .transports.smtp import SMTPTransport, TLSMode
+from .validation import AddressProblem, RecipientCheck, RecipientPolicy, RecipientsRejectedError
 
 try:
     __version__ = version("reliable-smtp")
@@ -56,6 +57,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "AddressProblem",
     "AmbiguousDeliveryError",
     "AsyncMailer",
     "Attachment",
@@ -79,7 +81,10 @@ __all__ = [
     "Phase",
     "ProtocolError",
     "RateLimit",
+    "RecipientCheck",
+    "RecipientPolicy",
     "RecipientStatus",
+    "RecipientsRejectedError",
     "ReliableSMTPError",
     "RenderedMessage",
     "Reply",

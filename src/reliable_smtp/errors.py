@@ -7,6 +7,8 @@
     │                                          construction, before any I/O
     ├── InvalidMessageError (ValueError)       the message cannot be sent as it is; nothing was sent
     │   └── InvalidAddressError                a malformed, unsafe or refused address
+    │       └── RecipientsRejectedError        every address the RecipientPolicy refused, and why
+    │                                          (defined in reliable_smtp.validation)
     ├── TransportClosedError (RuntimeError)    the mailer or transport was used after close()
     └── DeliveryError                          the message did not reach every recipient
         ├── TransientError                     4xx or a broken link before the final dot;
@@ -63,6 +65,20 @@ __all__ = [
 
 class ReliableSMTPError(Exception):
     """Base class of every error this library raises."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructors defeat Exception's default pickling; keep the facts
+        # across processes (multiprocessing, task queues) by restoring args and attributes.
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild(
+    cls: type[ReliableSMTPError], args: tuple[object, ...], state: dict[str, object]
+) -> ReliableSMTPError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(ReliableSMTPError, ValueError):
@@ -173,17 +189,6 @@ class DeliveryError(ReliableSMTPError):
         if self.result is not None:
             text += f" [{self.result.summary()}]"
         return text
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keep the SMTP facts across pickling (multiprocessing, task queues).
-        return (_rebuild, (type(self), self.summary, self.__dict__.copy()))
-
-
-def _rebuild(cls: type[DeliveryError], summary: str, state: dict[str, object]) -> DeliveryError:
-    error = cls.__new__(cls)
-    Exception.__init__(error, summary)
-    error.__dict__.update(state)
-    return error
 
 
 class TransientError(DeliveryError):

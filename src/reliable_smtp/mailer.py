@@ -31,10 +31,12 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
 )
 from concurrent.futures import Future
 from dataclasses import replace
 from email.message import EmailMessage
+from enum import Enum
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
@@ -55,6 +57,7 @@ from .replies import Outcome, Phase, Verdict
 from .result import Attempt, RecipientStatus, SendResult
 from .retry import RetryPolicy
 from .transports.base import Transport
+from .validation import RecipientPolicy
 
 __all__ = ["AsyncMailer", "Mailer", "SendOutcome"]
 
@@ -64,6 +67,23 @@ T = TypeVar("T")
 AnyMessage: TypeAlias = "Message | EmailMessage"
 SendOutcome: TypeAlias = "SendResult | ReliableSMTPError"
 """What ``send_many`` returns per message: the result, or the error that send() would raise."""
+
+
+class _Default(Enum):
+    """Sentinel type: "argument not given, use the default" (``None`` means "off")."""
+
+    DEFAULT = "default"
+
+
+DEFAULT = _Default.DEFAULT
+
+
+def _chunks(items: tuple[str, ...], size: int | None) -> Iterator[tuple[str, ...]]:
+    if not size or len(items) <= size:
+        yield items
+        return
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class _PendingRecipients(Exception):  # noqa: N818 - a control-flow signal for tenacity, not an error
@@ -81,6 +101,10 @@ class AsyncMailer:
     ``clock`` (monotonic seconds) and ``rng`` replace ``asyncio.sleep``,
     ``time.monotonic`` and ``random`` - for tests. ``message_id_domain`` is the
     right-hand side of generated Message-IDs (default: the sender's domain).
+    ``recipient_policy`` checks every address before anything is sent (default:
+    :class:`~reliable_smtp.RecipientPolicy()` - syntax, IDNA, deduplication, at
+    most 100 recipients per transaction); ``None`` turns the checks off (e.g. for
+    ``dev@localhost``, which email-validator refuses).
     """
 
     def __init__(
@@ -92,6 +116,7 @@ class AsyncMailer:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
+        recipient_policy: RecipientPolicy | _Default | None = DEFAULT,
     ) -> None:
         if not isinstance(transport, Transport):
             raise TypeError(
@@ -103,6 +128,9 @@ class AsyncMailer:
         self._clock = clock or time.monotonic
         self._rng = rng or random.Random()
         self._message_id_domain = message_id_domain
+        self.recipient_policy: RecipientPolicy | None = (
+            RecipientPolicy() if recipient_policy is DEFAULT else recipient_policy
+        )
         self._closed = False
 
     @classmethod
@@ -132,7 +160,18 @@ class AsyncMailer:
         rendered = render(message, domain=self._message_id_domain)
         if envelope is None:
             envelope = Envelope.build(rendered.sender, rendered.recipients)
-        return await self._deliver(envelope, rendered.content, rendered.message_id)
+        refused: dict[str, RecipientStatus] = {}
+        chunk_size: int | None = None
+        policy = self.recipient_policy
+        if policy is not None:
+            # Raises RecipientsRejectedError (nothing sent) unless the policy skips.
+            checked = await policy.acheck(envelope.sender, envelope.recipients)
+            envelope = checked.envelope()
+            refused = checked.refused_statuses(server="recipient-policy")
+            chunk_size = policy.max_recipients_per_transaction
+        return await self._deliver(
+            envelope, rendered.content, rendered.message_id, refused=refused, chunk_size=chunk_size
+        )
 
     async def send_many(
         self,
@@ -205,7 +244,15 @@ class AsyncMailer:
 
     # -- the retry loop ------------------------------------------------------------------
 
-    async def _deliver(self, envelope: Envelope, content: bytes, message_id: str) -> SendResult:
+    async def _deliver(
+        self,
+        envelope: Envelope,
+        content: bytes,
+        message_id: str,
+        *,
+        refused: Mapping[str, RecipientStatus],
+        chunk_size: int | None,
+    ) -> SendResult:
         policy = self.retry
         started = self._clock()
         statuses: dict[str, RecipientStatus] = {}
@@ -219,15 +266,20 @@ class AsyncMailer:
             targets = envelope.only(pending)
             begun, begun_wall = self._clock(), time.time()
             last_error = None
-            try:
-                report = await self.transport.deliver(targets, content)
-                fresh = dict(report.recipients)
-            except DeliveryError as error:
-                last_error = error
-                fresh = {
-                    r: RecipientStatus.from_error(r, error, server=self.transport.name)
-                    for r in targets.recipients
-                }
+            fresh: dict[str, RecipientStatus] = {}
+            # Servers must take 100 recipients per transaction (RFC 5321 §4.5.3.1.8);
+            # the policy may ask for fewer. Each chunk is its own transaction.
+            for chunk in _chunks(targets.recipients, chunk_size):
+                part = targets.only(chunk)
+                try:
+                    report = await self.transport.deliver(part, content)
+                    fresh.update(report.recipients)
+                except DeliveryError as error:
+                    last_error = error
+                    fresh.update(
+                        (r, RecipientStatus.from_error(r, error, server=self.transport.name))
+                        for r in part.recipients
+                    )
             for recipient in targets.recipients:
                 tries[recipient] += 1
                 status = fresh.get(recipient) or _missing_status(recipient, self.transport.name)
@@ -274,7 +326,7 @@ class AsyncMailer:
         result = SendResult(
             message_id=message_id,
             envelope=envelope,
-            recipients={r: statuses[r] for r in envelope.recipients},
+            recipients={**{r: statuses[r] for r in envelope.recipients}, **refused},
             attempts=tuple(attempts),
             elapsed=self._clock() - started,
             server=self.transport.name,
@@ -440,6 +492,7 @@ class Mailer:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
+        recipient_policy: RecipientPolicy | _Default | None = DEFAULT,
     ) -> None:
         self._async = AsyncMailer(
             transport,
@@ -448,6 +501,7 @@ class Mailer:
             clock=clock,
             rng=rng,
             message_id_domain=message_id_domain,
+            recipient_policy=recipient_policy,
         )
         self._runner: _PortalThread | None = None
         self._guard = threading.Lock()

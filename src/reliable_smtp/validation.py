@@ -195,10 +195,6 @@ class RecipientsRejectedError(InvalidAddressError):
         super().__init__(_summarize(listed), address=listed[0].address, reason=listed[0].reason)
         self.problems = listed
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # InvalidAddressError's keyword-only arguments defeat Exception's default pickling.
-        return (type(self), (self.problems,))
-
 
 def _summarize(problems: tuple[AddressProblem, ...]) -> str:
     recipients = sum(p.role == "recipient" for p in problems)
