@@ -32,6 +32,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from concurrent.futures import Future
 from dataclasses import replace
@@ -290,7 +291,7 @@ class AsyncMailer:
                 )
             )
             pending = [r for r in targets.recipients if policy.should_retry(statuses[r])]
-            _log_attempt(message_id, attempts[-1], pending)
+            _log_event("send", message_id, attempts[-1], pending=pending)
             if pending:
                 raise _PendingRecipients([statuses[r] for r in pending])
 
@@ -301,6 +302,11 @@ class AsyncMailer:
             delay = policy.wait_before_next(state.attempt_number, signal.statuses, rng=self._rng)
             attempts[-1] = replace(attempts[-1], delay_after=delay)
             return delay
+
+        def before_sleep(state: RetryCallState) -> None:
+            _log_event(
+                "retry", message_id, attempts[-1], pending=pending, delay=attempts[-1].delay_after
+            )
 
         def stop(state: RetryCallState) -> bool:
             upcoming = state.upcoming_sleep or 0.0
@@ -314,6 +320,7 @@ class AsyncMailer:
             wait=wait,
             stop=stop,
             sleep=self._sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
@@ -333,6 +340,9 @@ class AsyncMailer:
         )
         if result.ok:
             return result
+        _log_event(
+            "give_up", message_id, attempts[-1], pending=result.rejected, level=logging.WARNING
+        )
         raise _final_error(result, last_error)
 
 
@@ -375,24 +385,41 @@ def _attempt_record(
     )
 
 
-def _log_attempt(message_id: str, attempt: Attempt, pending: list[str]) -> None:
-    if not logger.isEnabledFor(logging.INFO):
+def _log_event(
+    event: str,
+    message_id: str,
+    attempt: Attempt,
+    *,
+    pending: Sequence[str] = (),
+    delay: float | None = None,
+    level: int = logging.INFO,
+) -> None:
+    """One structured record per send attempt, retry and give-up (fields in ``extra``)."""
+    if not logger.isEnabledFor(level):
         return
     reply = attempt.reply
-    logger.info(
-        "send %s attempt %d: %s%s",
+    failing = pending[0] if pending else None
+    logger.log(
+        level,
+        "%s %s attempt %d: %s%s%s",
+        event,
         message_id,
         attempt.number,
         attempt.outcome.value,
-        f" ({len(pending)} pending)" if pending else "",
+        f", {len(pending)} recipient(s) pending" if pending else "",
+        f", next try in {delay:.3g} s" if delay is not None else "",
         extra={
+            "event": event,
             "message_id": message_id,
             "attempt": attempt.number,
             "outcome": attempt.outcome.value,
             "phase": attempt.phase.value if attempt.phase else None,
             "code": reply.code if reply else None,
             "enhanced_code": reply.enhanced_code if reply else None,
+            "recipient": failing,
+            "recipients": attempt.recipients,
             "pending": len(pending),
+            "delay": delay,
         },
     )
 

@@ -27,7 +27,9 @@ the three protocol callbacks). ``pyproject.toml`` pins ``aiosmtplib<6`` and
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from types import TracebackType
 from typing import Any
 
@@ -39,7 +41,27 @@ from aiosmtplib import (
 )
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["Exchange", "dot_stuff"]
+__all__ = ["Exchange", "dot_stuff", "transcript", "transcript_line"]
+
+#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged.
+transcript = logging.getLogger("reliable_smtp.transcript")
+
+
+def transcript_line(
+    server: str, direction: str, text: str, *, elapsed: float | None = None
+) -> None:
+    """Log one line of the dialogue (``direction``: ``">"`` client, ``"<"`` server)."""
+    if transcript.isEnabledFor(logging.DEBUG):
+        timing = f" ({elapsed * 1000:.1f} ms)" if elapsed is not None else ""
+        transcript.debug(
+            "%s %s %s%s",
+            server,
+            direction,
+            text,
+            timing,
+            extra={"server": server, "direction": direction, "elapsed": elapsed},
+        )
+
 
 # RFC 5321 §4.5.3.1.5 allows 512-octet reply lines; servers exceed it, aiosmtplib
 # accepts up to 8 KiB a line and 32 KiB a reply. So do we.
@@ -70,7 +92,7 @@ class Exchange:
             mail, rcpt, data = [await wire.read(timeout=60) for _ in range(3)]
     """
 
-    def __init__(self, smtp: SMTP) -> None:
+    def __init__(self, smtp: SMTP, *, server: str = "") -> None:
         protocol = smtp.protocol
         if protocol is None or not smtp.is_connected:
             raise SMTPServerDisconnected("Server not connected")
@@ -79,6 +101,8 @@ class Exchange:
         self._buffer = bytearray()
         self._lost: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._server = server
+        self._written_at = time.monotonic()
 
     # -- ownership of the incoming bytes -------------------------------------------------
 
@@ -132,12 +156,22 @@ class Exchange:
 
     # -- writing and reading -------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` on the socket. Raises if the connection is already gone."""
+    def write(self, data: bytes, *, body: bool = False) -> None:
+        """Queue ``data`` on the socket. Raises if the connection is already gone.
+
+        ``body`` marks message content, which the transcript summarises by size.
+        """
         transport = self._protocol.transport
         if self._lost is not None or transport is None or transport.is_closing():
             raise SMTPServerDisconnected("Connection lost")
         transport.write(data)
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            if body:
+                transcript_line(self._server, ">", f"<message: {len(data)} bytes, then .>")
+            else:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    transcript_line(self._server, ">", line)
 
     async def read(self, *, timeout: float) -> SMTPResponse:
         """The next reply, waiting at most ``timeout`` seconds for it."""
@@ -146,6 +180,13 @@ class Exchange:
         while True:
             reply = self._parse()
             if reply is not None:
+                if transcript.isEnabledFor(logging.DEBUG):
+                    transcript_line(
+                        self._server,
+                        "<",
+                        f"{reply.code} {reply.message}".replace("\n", " / "),
+                        elapsed=time.monotonic() - self._written_at,
+                    )
                 return reply
             if self._lost is not None:
                 raise self._lost

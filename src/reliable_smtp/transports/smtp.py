@@ -48,7 +48,7 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport, RecipientStatus
-from ._wire import Exchange, dot_stuff
+from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolTimeoutError
 
@@ -403,7 +403,14 @@ class SMTPTransport(Transport):
                 start_tls=False,
                 tls_context=self._tls_context() if self.tls is not TLSMode.NONE else None,
             )
-            await smtp.connect(timeout=self.connect_timeout)
+            started = time.monotonic()
+            greeting = await smtp.connect(timeout=self.connect_timeout)
+            transcript_line(
+                self.name,
+                "<",
+                f"{greeting.code} {greeting.message}",
+                elapsed=time.monotonic() - started,
+            )
             try:
                 phase = Phase.EHLO
                 await self._ehlo(smtp)
@@ -422,7 +429,17 @@ class SMTPTransport(Transport):
                                 "only for a trusted local relay"
                             ),
                         )
+                    started = time.monotonic()
+                    transcript_line(self.name, ">", "STARTTLS")
                     await smtp.starttls(timeout=self.connect_timeout)
+                    tls = smtp.get_transport_info("ssl_object")
+                    version = tls.version() if tls is not None else "?"
+                    transcript_line(
+                        self.name,
+                        "<",
+                        f"220 (TLS established: {version})",
+                        elapsed=time.monotonic() - started,
+                    )
                     phase = Phase.EHLO
                     await self._ehlo(smtp)
                 if self.username is not None:
@@ -438,10 +455,17 @@ class SMTPTransport(Transport):
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
+        name = smtp.local_hostname or "localhost"
+        transcript_line(self.name, ">", f"EHLO {name}")
+        started = time.monotonic()
         response = await smtp.execute_command(
-            b"EHLO",
-            (smtp.local_hostname or "localhost").encode("ascii"),
-            timeout=self.command_timeout,
+            b"EHLO", name.encode("ascii"), timeout=self.command_timeout
+        )
+        transcript_line(
+            self.name,
+            "<",
+            f"{response.code} {response.message}".replace("\n", " / "),
+            elapsed=time.monotonic() - started,
         )
         if response.code == 250:
             smtp.last_ehlo_response = response  # parses the extension list
@@ -468,10 +492,21 @@ class SMTPTransport(Transport):
         # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
         # a failure, which multiplies failed logins and gets accounts locked (Gmail:
         # "454 4.7.0 Too many login attempts").
-        if "plain" in methods:
-            await smtp.auth_plain(self.username, password, timeout=self.command_timeout)
-        elif "login" in methods:
-            await smtp.auth_login(self.username, password, timeout=self.command_timeout)
+        started = time.monotonic()
+        if "plain" in methods or "login" in methods:
+            mechanism = "PLAIN" if "plain" in methods else "LOGIN"
+            login = smtp.auth_plain if mechanism == "PLAIN" else smtp.auth_login
+            transcript_line(self.name, ">", f"AUTH {mechanism} <credentials redacted>")
+            try:
+                reply = await login(self.username, password, timeout=self.command_timeout)
+            except aiosmtplib.SMTPResponseException as refused:
+                transcript_line(
+                    self.name,
+                    "<",
+                    f"{refused.code} {refused.message}",
+                    elapsed=time.monotonic() - started,
+                )
+                raise
         else:
             offered = " ".join(methods) or "none"
             raise AuthOrConfigError(
@@ -484,6 +519,9 @@ class SMTPTransport(Transport):
                     "check the TLS mode; for XOAUTH2 use an OAuth2 token provider"
                 ),
             )
+        transcript_line(
+            self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+        )
 
     # -- one transaction -----------------------------------------------------------------
 
@@ -531,7 +569,7 @@ class SMTPTransport(Transport):
         rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
         pipelined = self.pipelining and smtp.supports_extension("pipelining")
         try:
-            wire = Exchange(smtp)
+            wire = Exchange(smtp, server=self.name)
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise _StaleConnectionError(exc) from exc
         clean = True
@@ -639,7 +677,7 @@ class SMTPTransport(Transport):
                 return self._report(envelope, statuses)
 
             phase = Phase.DATA  # until the body is handed to the socket
-            wire.write(dot_stuff(content))
+            wire.write(dot_stuff(content), body=True)
             phase = Phase.DATA_END
             final = await wire.read(timeout=self.data_timeout)
         except (DeliveryError, _StaleConnectionError):
