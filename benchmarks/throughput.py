@@ -41,7 +41,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render import HTML, SENDER, SUBJECT, TEXT  # noqa: E402 - the shared benchmark message
+from render import HTML, SENDER, SUBJECT, TEXT  # the shared benchmark message
 
 HERE = Path(__file__).resolve()
 RECIPIENT = "alice@example.org"
@@ -53,8 +53,9 @@ def reliable_messages(n: int) -> Iterator[object]:
     from reliable_smtp import Message
 
     for i in range(n):
-        yield Message(sender=SENDER, to=[f"user{i}@example.org"], subject=SUBJECT, text=TEXT,
-                      html=HTML)
+        yield Message(
+            sender=SENDER, to=[f"user{i}@example.org"], subject=SUBJECT, text=TEXT, html=HTML
+        )
 
 
 def stdlib_message(i: int) -> EmailMessage:
@@ -73,8 +74,13 @@ async def run_reliable(port: int, n: int, connections: int, pipelining: bool) ->
     from reliable_smtp import AsyncMailer, SendResult, SMTPTransport
 
     transport = SMTPTransport(
-        "127.0.0.1", port, tls="none", max_connections=connections, pipelining=pipelining,
-        max_messages_per_connection=1_000_000, local_hostname="bench.test",
+        "127.0.0.1",
+        port,
+        tls="none",
+        max_connections=connections,
+        pipelining=pipelining,
+        max_messages_per_connection=1_000_000,
+        local_hostname="bench.test",
     )
     sent = 0
     async with AsyncMailer(transport) as mailer:
@@ -86,8 +92,9 @@ async def run_reliable(port: int, n: int, connections: int, pipelining: bool) ->
 async def run_aiosmtplib(port: int, n: int) -> int:
     import aiosmtplib
 
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
-                           local_hostname="bench.test")
+    smtp = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench.test"
+    )
     await smtp.connect()
     sent = 0
     for i in range(n):
@@ -142,16 +149,25 @@ def rss_mb() -> float:
 async def memory_run(port: int, n: int) -> None:
     from reliable_smtp import AsyncMailer, SendResult, SMTPTransport
 
-    transport = SMTPTransport("127.0.0.1", port, tls="none", max_connections=8,
-                              max_messages_per_connection=1_000_000, local_hostname="bench.test")
+    transport = SMTPTransport(
+        "127.0.0.1",
+        port,
+        tls="none",
+        max_connections=8,
+        max_messages_per_connection=1_000_000,
+        local_hostname="bench.test",
+    )
     sent = 0
     started = time.perf_counter()
     async with AsyncMailer(transport) as mailer:
         async for outcome in mailer.stream(reliable_messages(n), concurrency=16):
             sent += isinstance(outcome, SendResult)
             if sent % (n // 10) == 0:
-                print(f"  {sent:>7} sent   RSS {rss_mb():6.1f} MB   "
-                      f"{sent / (time.perf_counter() - started):7.0f} msg/s", flush=True)
+                print(
+                    f"  {sent:>7} sent   RSS {rss_mb():6.1f} MB   "
+                    f"{sent / (time.perf_counter() - started):7.0f} msg/s",
+                    flush=True,
+                )
 
 
 # -- the sink and the latency proxy (subprocesses of the orchestrator) ----------------------
@@ -231,11 +247,15 @@ async def proxy(listen: int, upstream: int, delay: float) -> None:
         queue.put_nowait((loop.time() + delay, b""))
         await sender
 
-    async def session(client_reader: asyncio.StreamReader,
-                      client_writer: asyncio.StreamWriter) -> None:
+    async def session(
+        client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         server_reader, server_writer = await asyncio.open_connection("127.0.0.1", upstream)
-        await asyncio.gather(pipe(client_reader, server_writer),
-                             pipe(server_reader, client_writer), return_exceptions=True)
+        await asyncio.gather(
+            pipe(client_reader, server_writer),
+            pipe(server_reader, client_writer),
+            return_exceptions=True,
+        )
 
     server = await asyncio.start_server(session, "127.0.0.1", listen)
     async with server:
@@ -262,7 +282,10 @@ def latency_proxy(upstream: int, rtt_ms: float) -> Iterator[int]:
 def run_variant(variant: str, port: int, n: int) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, str(HERE), "--variant", variant, "--port", str(port), "--n", str(n)],
-        capture_output=True, text=True, check=False, timeout=3600,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{done.stderr}")
@@ -272,20 +295,28 @@ def run_variant(variant: str, port: int, n: int) -> dict[str, float]:
 def report(title: str, results: dict[str, dict[str, float]], n: int) -> None:
     base = results[BASELINE]["messages_per_s"]
     print(f"\n{title} ({n} messages of ~2.4 KB, 1 recipient each)")
-    print(f"{'client':<38}{'msg/s':>9}{'x aiosmtplib':>14}{'CPU µs/msg':>12}{'peak RSS MB':>13}"
-          f"{'sent':>7}")
+    print(
+        f"{'client':<38}{'msg/s':>9}{'x aiosmtplib':>14}{'CPU µs/msg':>12}{'peak RSS MB':>13}"
+        f"{'sent':>7}"
+    )
     for variant, figures in results.items():
-        print(f"{variant:<38}{figures['messages_per_s']:>9.0f}"
-              f"{figures['messages_per_s'] / base:>13.2f}x"
-              f"{figures['cpu_us_per_message']:>12.0f}{figures['peak_rss_mb']:>13.1f}"
-              f"{figures['sent']:>7.0f}")
+        print(
+            f"{variant:<38}{figures['messages_per_s']:>9.0f}"
+            f"{figures['messages_per_s'] / base:>13.2f}x"
+            f"{figures['cpu_us_per_message']:>12.0f}{figures['peak_rss_mb']:>13.1f}"
+            f"{figures['sent']:>7.0f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="messages per client (loopback)")
-    parser.add_argument("--latency-ms", type=float, default=20.0,
-                        help="emulated round trip for the second pass (0 to skip)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="emulated round trip for the second pass (0 to skip)",
+    )
     parser.add_argument("--latency-n", type=int, default=300, help="messages per client there")
     parser.add_argument("--memory", type=int, default=0, help="stream this many messages")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -306,8 +337,10 @@ def main() -> None:
         return
 
     with sink() as (port, sink_name):
-        print(f"sink: {sink_name} on 127.0.0.1:{port}; Python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"sink: {sink_name} on 127.0.0.1:{port}; Python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs"
+        )
         results = {variant: run_variant(variant, port, args.n) for variant in VARIANTS}
         report("Loopback", results, args.n)
         if args.latency_ms > 0:
@@ -318,8 +351,9 @@ def main() -> None:
             one_plain = slow["reliable-smtp 1 conn, no pipelining"]["messages_per_s"]
             eight = slow["reliable-smtp 8 conn, pipelining"]["messages_per_s"]
             print(f"pipelining, 1 connection: {one_pipe / one_plain:.2f}x the non-pipelined rate")
-            print(f"8 connections (pipelining): {eight / one_plain:.2f}x one non-pipelined "
-                  "connection")
+            print(
+                f"8 connections (pipelining): {eight / one_plain:.2f}x one non-pipelined connection"
+            )
         if args.memory:
             print(f"\nStreaming {args.memory} messages through AsyncMailer.stream (8 connections)")
             asyncio.run(memory_run(port, args.memory))
