@@ -1,8 +1,28 @@
-"""Helpers for testing code that sends mail with reliable-smtp.
+"""What your tests need to test an application that sends mail with reliable-smtp.
 
-* :class:`FakeClock` - inject as ``clock=``/``sleep=`` so retries take no time;
+No network, no monkeypatching: hand the application's mailer one of these.
+
+* :class:`Outbox` - a transport that keeps every message, with assertion helpers
+  (``find``, ``one``, ``assert_sent``, ``assert_nothing_sent``) and parsed access
+  (:class:`OutboxMessage`: ``text``, ``html``, ``attachments``, ``headers``...);
+* :class:`ScriptedTransport` - replays a script of server behaviour, one entry per
+  delivery: :func:`accept`, :func:`reply` (to the whole transaction or to one
+  recipient), :func:`disconnect` and :func:`timeout` (before or after the final
+  dot); it reports exactly what :class:`~reliable_smtp.SMTPTransport` would;
+* :func:`no_retry_waits` - a mailer retries without waiting, inside a ``with``
+  block; :func:`recorded_waits` - it waits on a :class:`FakeClock` instead, which
+  records every wait;
+* :class:`FakeClock` - a clock that moves only when something sleeps on it
+  (``clock=fake, sleep=fake.sleep``);
+* :func:`check_transport` / :func:`check_transport_sync` - the conformance check
+  for your own :class:`~reliable_smtp.Transport` subclass;
 * :class:`LocalSMTPServer` - a real SMTP server on 127.0.0.1 (TLS, AUTH, scripted
-  faults); needs the ``testing`` extra: ``pip install 'reliable-smtp[testing]'``.
+  replies, drops and hangs); it needs the ``testing`` extra:
+  ``pip install 'reliable-smtp[testing]'``, and is imported only when used.
+
+With pytest, the ``reliable_smtp`` plugin (installed with the package) provides
+the fixtures ``smtp_outbox``, ``outbox_mailer``, ``async_outbox_mailer`` and
+``smtp_server``; see :mod:`reliable_smtp.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -10,19 +30,70 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .clock import FakeClock
+from .conformance import (
+    CONTRACT_RULES,
+    TransportContractError,
+    TransportFactory,
+    check_transport,
+    check_transport_sync,
+)
+from .outbox import Outbox, OutboxAttachment, OutboxMessage, TextMatch
+from .scripted import (
+    ScriptedCall,
+    ScriptedTransport,
+    ScriptEntry,
+    ScriptError,
+    ScriptStep,
+    accept,
+    disconnect,
+    reply,
+    timeout,
+)
+from .waits import no_retry_waits, recorded_waits
 
 if TYPE_CHECKING:
     from .server import Fault, LocalSMTPServer, ReceivedMessage, ServerTLS
 
-__all__ = ["FakeClock", "Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
+__all__ = [
+    "CONTRACT_RULES",
+    "FakeClock",
+    "Fault",
+    "LocalSMTPServer",
+    "Outbox",
+    "OutboxAttachment",
+    "OutboxMessage",
+    "ReceivedMessage",
+    "ScriptEntry",
+    "ScriptError",
+    "ScriptStep",
+    "ScriptedCall",
+    "ScriptedTransport",
+    "ServerTLS",
+    "TextMatch",
+    "TransportContractError",
+    "TransportFactory",
+    "accept",
+    "check_transport",
+    "check_transport_sync",
+    "disconnect",
+    "no_retry_waits",
+    "recorded_waits",
+    "reply",
+    "timeout",
+]
 
-_SERVER_NAMES = {"Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"}
+# The server needs aiosmtpd and trustme (the testing extra): import it only when asked,
+# so everything else here works without them.
+_SERVER_NAMES = frozenset({"Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"})
 
 
 def __getattr__(name: str) -> Any:
-    # The server needs aiosmtpd and trustme (the testing extra); import it only when asked.
     if name in _SERVER_NAMES:
         from . import server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -24,6 +24,9 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
 
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self.now!r}, sleeps={self.sleeps!r})"
+
     def advance(self, seconds: float) -> None:
         """Move time forward without a sleep (e.g. to simulate a slow server)."""
         self.now += seconds
