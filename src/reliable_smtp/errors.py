@@ -23,6 +23,9 @@
         └── AmbiguousDeliveryError             the link broke after the final dot: the server may
                                                have the message; not retried by default
 
+One warning: ``InsecureConfigurationWarning`` (a ``UserWarning``) when a setting
+works but exposes secrets, such as a password over plain SMTP to a remote host.
+
 Every :class:`DeliveryError` carries the SMTP facts - ``code``, ``enhanced_code``,
 ``text``, ``phase``, ``recipient`` - plus ``outcome``, a one-line ``explanation``
 with the usual fix, and ``result``: the :class:`~reliable_smtp.SendResult` that
@@ -50,6 +53,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailedError",
     "DeliveryError",
+    "InsecureConfigurationWarning",
     "InvalidAddressError",
     "InvalidMessageError",
     "PermanentError",
@@ -79,6 +83,10 @@ def _rebuild(
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class InsecureConfigurationWarning(UserWarning):
+    """A setting that works but exposes secrets or mail (a password over plain SMTP)."""
 
 
 class ConfigurationError(ReliableSMTPError, ValueError):

@@ -2,24 +2,36 @@
 
 :class:`MailerSettings` reads the variables once, validates them, and builds the
 transport and retry policy; the rest of the library never reads the
-environment. Keyword arguments beat environment variables, which beat the
-``.env`` file, which beats the defaults. Invalid values raise
-:class:`~reliable_smtp.ConfigurationError` naming the variable and the fix.
-The password is a ``SecretStr``: it never appears in ``repr()`` or errors.
+environment. Invalid values raise :class:`~reliable_smtp.ConfigurationError`
+naming the variable and the fix. The password and the URL are ``SecretStr``:
+they never appear in ``repr()`` or errors.
+
+Precedence, highest first:
+
+1. keyword arguments (``MailerSettings(host=...)``, ``Mailer.from_env(host=...)``);
+2. environment variables (``RELIABLE_SMTP_HOST``);
+3. the ``.env`` file in the working directory;
+4. the parts of the URL (``RELIABLE_SMTP_URL`` or ``url=``), wherever it came from:
+   a discrete setting from any of 1-3 overrides that part of the URL, so a URL
+   in ``.env`` can take its password from a secret store's variable;
+5. the defaults.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigurationError
+from .dsn import parse_url
+from .errors import ConfigurationError, InsecureConfigurationWarning
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .transports.base import Transport
-from .transports.smtp import DEFAULT_PORTS, SMTPTransport, TLSMode
+from .transports.smtp import DEFAULT_PORTS, SMTPTransport, TLSMode, is_loopback_host
 
 __all__ = ["ENV_PREFIX", "MailerSettings"]
 
@@ -44,6 +56,11 @@ class MailerSettings(BaseSettings):
         validate_default=True,
     )
 
+    url: SecretStr | None = Field(
+        default=None,
+        description="Everything in one URL, e.g. smtps://user:pass@smtp.example.com:465 "
+        "(schemes: smtp, smtps, smtp+plain, sendmail, file, memory).",
+    )
     transport: TransportName = Field(
         default="smtp", description="Which transport: smtp, sendmail, file or memory."
     )
@@ -73,6 +90,22 @@ class MailerSettings(BaseSettings):
     file_directory: Path | None = Field(
         default=None, description="Directory for .eml files (transport=file)."
     )
+    max_connections: int = Field(default=1, description="SMTP connections kept at most.")
+    max_messages_per_connection: int = Field(
+        default=100, description="Messages sent on one connection before it is renewed."
+    )
+    idle_timeout: float = Field(default=60.0, description="Seconds an idle connection is kept.")
+    pool_timeout: float = Field(default=60.0, description="Seconds to wait for a free connection.")
+    pipelining: bool = Field(default=True, description="Use PIPELINING when the server offers it.")
+    rate_per_second: float | None = Field(
+        default=None, description="Messages per second over all connections."
+    )
+    rate_per_minute: float | None = Field(
+        default=None, description="Messages per minute over all connections."
+    )
+    rate_per_connection: float | None = Field(
+        default=None, description="Messages per second on each connection."
+    )
     retry_attempts: int = Field(default=5, description="Tries per message, the first included.")
     retry_deadline: float = Field(
         default=120.0, description="Seconds after which no new try starts."
@@ -84,16 +117,36 @@ class MailerSettings(BaseSettings):
         except ValidationError as exc:
             raise _configuration_error(exc) from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("url") in (None, ""):
+            return data
+        url = data["url"]
+        text = url.get_secret_value() if isinstance(url, SecretStr) else str(url)
+        # Discrete settings (from arguments, the environment or .env) refine the URL.
+        return {**parse_url(text, variable=f"{ENV_PREFIX}URL"), **data}
+
     @field_validator("tls", mode="before")
     @classmethod
     def _lower_tls(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("timeout", "connect_timeout", "data_timeout", "retry_deadline")
+    @field_validator(
+        "timeout",
+        "connect_timeout",
+        "data_timeout",
+        "retry_deadline",
+        "idle_timeout",
+        "pool_timeout",
+        "rate_per_second",
+        "rate_per_minute",
+        "rate_per_connection",
+    )
     @classmethod
-    def _positive_seconds(cls, value: float) -> float:
-        if not value > 0 or value == float("inf"):
-            raise ValueError("must be a positive number of seconds (every wait is bounded)")
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and (not value > 0 or value == float("inf")):
+            raise ValueError("must be a positive, finite number (every wait is bounded)")
         return value
 
     @field_validator("port")
@@ -103,11 +156,11 @@ class MailerSettings(BaseSettings):
             raise ValueError("must be between 1 and 65535")
         return value
 
-    @field_validator("retry_attempts")
+    @field_validator("retry_attempts", "max_connections", "max_messages_per_connection")
     @classmethod
-    def _attempts(cls, value: int) -> int:
+    def _at_least_one(cls, value: int) -> int:
         if value < 1:
-            raise ValueError("must be at least 1 (1 means no retry)")
+            raise ValueError("must be at least 1")
         return value
 
     @model_validator(mode="after")
@@ -127,6 +180,22 @@ class MailerSettings(BaseSettings):
             if self.password is not None and self.username is None:
                 raise ValueError(
                     "RELIABLE_SMTP_PASSWORD is set but RELIABLE_SMTP_USERNAME is not: set both"
+                )
+            if (
+                self.password is not None
+                and self.tls is TLSMode.NONE
+                and not is_loopback_host(self.host)
+            ):
+                warnings.warn(
+                    f"RELIABLE_SMTP_TLS=none sends the password to {self.host} in clear text; "
+                    "use RELIABLE_SMTP_TLS=starttls (587) or implicit (465) unless this relay "
+                    "is on a network you trust",
+                    InsecureConfigurationWarning,
+                    stacklevel=2,
+                )
+            if self.rate_per_second is not None and self.rate_per_minute is not None:
+                raise ValueError(
+                    "set RELIABLE_SMTP_RATE_PER_SECOND or RELIABLE_SMTP_RATE_PER_MINUTE, not both"
                 )
         if self.transport == "file" and self.file_directory is None:
             raise ValueError(
@@ -162,7 +231,23 @@ class MailerSettings(BaseSettings):
             connect_timeout=self.connect_timeout,
             command_timeout=self.timeout,
             data_timeout=self.data_timeout,
+            max_connections=self.max_connections,
+            max_messages_per_connection=self.max_messages_per_connection,
+            idle_timeout=self.idle_timeout,
+            pool_timeout=self.pool_timeout,
+            pipelining=self.pipelining,
+            rate_limit=self.rate_limit(),
+            warn_insecure=False,  # checked above, with the variable names
         )
+
+    def rate_limit(self) -> RateLimit | None:
+        """The rate limit these settings describe, or ``None``."""
+        per_transport = self.rate_per_second
+        if self.rate_per_minute is not None:
+            per_transport = self.rate_per_minute / 60
+        if per_transport is None and self.rate_per_connection is None:
+            return None
+        return RateLimit(per_transport=per_transport, per_connection=self.rate_per_connection)
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe (other fields keep their defaults)."""

@@ -14,11 +14,13 @@ it is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import os
 import ssl
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from enum import Enum
@@ -32,6 +34,7 @@ from ..errors import (
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
+    InsecureConfigurationWarning,
     PermanentError,
     ProtocolError,
     TransientError,
@@ -99,6 +102,16 @@ def _check_timeout(name: str, value: float) -> float:
     return float(value)
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (where plain SMTP is not overheard)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
@@ -145,6 +158,7 @@ class SMTPTransport(Transport):
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        warn_insecure: bool = True,
     ) -> None:
         try:
             self.tls = TLSMode(tls)
@@ -176,6 +190,18 @@ class SMTPTransport(Transport):
             raise ConfigurationError(
                 "a password was given without a username: set both, or neither",
                 setting="username",
+            )
+        if (
+            secret is not None
+            and self.tls is TLSMode.NONE
+            and warn_insecure
+            and not is_loopback_host(host)
+        ):
+            warnings.warn(
+                f"tls='none' sends the password to {host} in clear text; use tls='starttls' "
+                "(587) or tls='implicit' (465) unless this relay is on a network you trust",
+                InsecureConfigurationWarning,
+                stacklevel=2,
             )
         if ssl_context is not None and (ca_file or client_cert or client_key):
             raise ConfigurationError(
