@@ -263,3 +263,9 @@ def test_from_env_sends_through_the_configured_server(monkeypatch: pytest.Monkey
         with Mailer.from_env() as mailer:
             assert mailer.send(Message(sender="a@example.com", to=["b@example.org"])).ok
     assert len(server.messages) == 1
+
+
+def test_readme_table_lists_every_variable() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for field in MailerSettings.model_fields:
+        assert f"`RELIABLE_SMTP_{field.upper()}`" in readme, field

@@ -551,7 +551,14 @@ class Mailer:
 
     @property
     def retry(self) -> RetryPolicy:
+        """The retry policy; assign a new one to change it (e.g. ``policy.without_waits()``)."""
         return self._async.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(policy).__name__}")
+        self._async.retry = policy
 
     def _run(self, func: Callable[[], Awaitable[T]]) -> T:
         return self._portal().call(func)
