@@ -58,6 +58,7 @@ from .replies import Outcome, Phase, Verdict
 from .result import Attempt, RecipientStatus, SendResult
 from .retry import RetryPolicy
 from .transports.base import Transport
+from .transports.smtp import TokenProvider
 from .validation import RecipientPolicy
 
 __all__ = ["AsyncMailer", "Mailer", "SendOutcome"]
@@ -135,16 +136,16 @@ class AsyncMailer:
         self._closed = False
 
     @classmethod
-    def from_env(cls, **settings: Any) -> AsyncMailer:
+    def from_env(
+        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+    ) -> AsyncMailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables (and ``.env``).
 
         Keyword arguments override the environment; see
         :class:`~reliable_smtp.MailerSettings` for the names.
         """
-        from .settings import MailerSettings
-
-        config = MailerSettings(**settings)
-        return cls(config.build_transport(), retry=config.retry_policy())
+        transport, retry = _configured(oauth_token_provider, settings)
+        return cls(transport, retry=retry)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -346,6 +347,16 @@ class AsyncMailer:
         raise _final_error(result, last_error)
 
 
+def _configured(
+    oauth_token_provider: TokenProvider | None, settings: dict[str, Any]
+) -> tuple[Transport, RetryPolicy]:
+    """Transport and retry policy from ``MailerSettings(**settings)`` (the environment)."""
+    from .settings import MailerSettings  # pydantic-settings only when asked for
+
+    config = MailerSettings(**settings)
+    return config.build_transport(oauth_token_provider=oauth_token_provider), config.retry_policy()
+
+
 def _missing_status(recipient: str, server: str) -> RecipientStatus:
     # A transport that forgets a recipient breaks the contract; never count it as sent.
     return RecipientStatus(
@@ -535,15 +546,15 @@ class Mailer:
         self._closed = False
 
     @classmethod
-    def from_env(cls, **settings: Any) -> Mailer:
+    def from_env(
+        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+    ) -> Mailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables.
 
         See :meth:`AsyncMailer.from_env`.
         """
-        from .settings import MailerSettings
-
-        config = MailerSettings(**settings)
-        return cls(config.build_transport(), retry=config.retry_policy())
+        transport, retry = _configured(oauth_token_provider, settings)
+        return cls(transport, retry=retry)
 
     @property
     def transport(self) -> Transport:

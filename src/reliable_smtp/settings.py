@@ -31,7 +31,13 @@ from .errors import ConfigurationError, InsecureConfigurationWarning
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .transports.base import Transport
-from .transports.smtp import DEFAULT_PORTS, SMTPTransport, TLSMode, is_loopback_host
+from .transports.smtp import (
+    DEFAULT_PORTS,
+    SMTPTransport,
+    TLSMode,
+    TokenProvider,
+    is_loopback_host,
+)
 
 __all__ = ["ENV_PREFIX", "MailerSettings"]
 
@@ -205,8 +211,12 @@ class MailerSettings(BaseSettings):
 
     # -- building ------------------------------------------------------------------------
 
-    def build_transport(self) -> Transport:
-        """The transport these settings describe."""
+    def build_transport(self, *, oauth_token_provider: TokenProvider | None = None) -> Transport:
+        """The transport these settings describe.
+
+        ``oauth_token_provider`` (SMTP only) authenticates with XOAUTH2 instead of a
+        password: a function returning an access token cannot come from the environment.
+        """
         if self.transport == "sendmail":
             from .transports.sendmail import SendmailTransport
 
@@ -238,6 +248,7 @@ class MailerSettings(BaseSettings):
             pipelining=self.pipelining,
             rate_limit=self.rate_limit(),
             warn_insecure=False,  # checked above, with the variable names
+            oauth_token_provider=oauth_token_provider,
         )
 
     def rate_limit(self) -> RateLimit | None:

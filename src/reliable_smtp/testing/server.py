@@ -14,7 +14,9 @@ Needs the ``testing`` extra: ``pip install 'reliable-smtp[testing]'``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import ssl
 import tempfile
@@ -180,6 +182,53 @@ class _Handler:
     def __init__(self, owner: LocalSMTPServer) -> None:
         self._owner = owner
 
+    async def handle_EHLO(
+        self,
+        server: _ScriptedSMTP,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._owner.pipelining:
+            # aiosmtpd reads commands one line at a time, so it copes with pipelined
+            # input; it just never says so.
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def auth_XOAUTH2(self, server: _ScriptedSMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 as Google and Microsoft implement it, error challenge included."""
+        owner = self._owner
+        with owner._lock:
+            owner._auth_attempts += 1
+        if len(args) > 1:
+            initial = args[1].encode("ascii", "replace")
+        else:
+            answer = await server.challenge_auth("")
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=False)
+            initial = answer
+        try:
+            fields = dict(
+                part.split("=", 1)
+                for part in base64.b64decode(initial, validate=True).decode().split("\x01")
+                if "=" in part
+            )
+        except (ValueError, UnicodeDecodeError):
+            return AuthResult(success=False, handled=False)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer.removeprefix("Bearer ")
+        with owner._lock:
+            owner._tokens_seen.append(token)
+        if user in owner._oauth_tokens and owner._oauth_tokens[user] == token:
+            return AuthResult(success=True, auth_data=user)
+        # The error challenge: a JSON status, then the client's empty line, then 535.
+        await server.challenge_auth(
+            json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
+        )
+        return AuthResult(success=False, handled=False)
+
     async def handle_DATA(self, server: _ScriptedSMTP, session: Any, envelope: Any) -> str:
         received = ReceivedMessage(
             sender=envelope.mail_from or "",
@@ -218,6 +267,9 @@ class LocalSMTPServer:
     MAIL) or ``"implicit"`` (TLS from the first byte, like port 465).
     ``auth``: username -> password; when given, AUTH PLAIN/LOGIN is required.
     ``size_limit``: advertised SIZE (0 = none). ``smtputf8``: advertise SMTPUTF8.
+    ``pipelining``: advertise PIPELINING (RFC 2920). ``oauth_tokens``: username ->
+    valid access token for AUTH XOAUTH2 (a wrong token gets the error challenge,
+    then 535).
     """
 
     def __init__(
@@ -227,6 +279,8 @@ class LocalSMTPServer:
         auth: Mapping[str, str] | None = None,
         size_limit: int = 33_554_432,
         smtputf8: bool = True,
+        pipelining: bool = False,
+        oauth_tokens: Mapping[str, str] | None = None,
         hostname: str = "localhost",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -235,6 +289,9 @@ class LocalSMTPServer:
             raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
         self.tls: ServerTLS = tls
         self._credentials = dict(auth or {})
+        self._oauth_tokens = dict(oauth_tokens or {})
+        self._tokens_seen: list[str] = []
+        self.pipelining = pipelining
         self._size_limit = size_limit
         self._smtputf8 = smtputf8
         self.hostname = hostname
@@ -278,6 +335,12 @@ class LocalSMTPServer:
         """How many connections were opened to the server."""
         with self._lock:
             return self._connections
+
+    @property
+    def oauth_tokens_seen(self) -> list[str]:
+        """Every XOAUTH2 access token presented, in order (tests check refreshes)."""
+        with self._lock:
+            return list(self._tokens_seen)
 
     @property
     def auth_attempts(self) -> int:
@@ -451,8 +514,8 @@ class LocalSMTPServer:
             enable_SMTPUTF8=self._smtputf8,
             tls_context=tls_context if self.tls == "starttls" else None,
             require_starttls=self.tls == "starttls",
-            authenticator=self._authenticate if self._credentials else None,
-            auth_required=bool(self._credentials),
+            authenticator=self._authenticate if self._credentials or self._oauth_tokens else None,
+            auth_required=bool(self._credentials or self._oauth_tokens),
             # With implicit TLS the whole connection is encrypted, but aiosmtpd
             # only knows about STARTTLS: tell it not to wait for one.
             auth_require_tls=self.tls == "starttls",

@@ -14,6 +14,7 @@ it is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import logging
 import math
@@ -55,7 +56,7 @@ from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolTimeoutError
 
-__all__ = ["SMTPTransport", "TLSMode", "translate_error"]
+__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "translate_error"]
 
 logger = logging.getLogger("reliable_smtp")
 
@@ -100,6 +101,23 @@ def _check_timeout(name: str, value: float) -> float:
             setting=name,
         )
     return float(value)
+
+
+#: Returns an OAuth2 access token; sync or async. If it accepts ``force_refresh``, it is
+#: called with ``force_refresh=True`` after the server refused the previous token.
+TokenProvider = Callable[..., "str | Awaitable[str]"]
+
+
+def _accepts_keyword(function: object, name: str) -> bool:
+    if function is None:
+        return False
+    try:
+        parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -158,6 +176,7 @@ class SMTPTransport(Transport):
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        oauth_token_provider: TokenProvider | None = None,
         warn_insecure: bool = True,
     ) -> None:
         try:
@@ -186,6 +205,22 @@ class SMTPTransport(Transport):
                 setting="tls",
             )
         secret = _secret_value(password)
+        if oauth_token_provider is not None:
+            if not callable(oauth_token_provider):
+                raise ConfigurationError(
+                    "oauth_token_provider must be a function returning an access token",
+                    setting="oauth_token_provider",
+                )
+            if username is None:
+                raise ConfigurationError(
+                    "XOAUTH2 needs the mailbox as username (e.g. app@example.com)",
+                    setting="username",
+                )
+            if secret is not None:
+                raise ConfigurationError(
+                    "give either password or oauth_token_provider, not both",
+                    setting="password",
+                )
         if secret is not None and username is None:
             raise ConfigurationError(
                 "a password was given without a username: set both, or neither",
@@ -215,6 +250,8 @@ class SMTPTransport(Transport):
         self.port = port
         self.username = username
         self._password = secret
+        self._token_provider = oauth_token_provider
+        self._token_takes_refresh = _accepts_keyword(oauth_token_provider, "force_refresh")
         self._ssl_context = ssl_context
         self._ca_file = os.fspath(ca_file) if ca_file is not None else None
         self._client_cert = os.fspath(client_cert) if client_cert is not None else None
@@ -514,6 +551,9 @@ class SMTPTransport(Transport):
                 setting="tls",
             )
         methods = smtp.server_auth_methods
+        if self._token_provider is not None:
+            await self._authenticate_xoauth2(smtp, methods)
+            return
         password = self._password or ""
         # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
         # a failure, which multiplies failed logins and gets accounts locked (Gmail:
@@ -548,6 +588,75 @@ class SMTPTransport(Transport):
         transcript_line(
             self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
         )
+
+    async def _authenticate_xoauth2(self, smtp: aiosmtplib.SMTP, methods: list[str]) -> None:
+        assert self.username is not None
+        if "xoauth2" not in methods:
+            raise AuthOrConfigError(
+                "the server does not offer AUTH XOAUTH2",
+                phase=Phase.AUTH,
+                server=self.name,
+                setting="oauth_token_provider",
+                explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
+                "password (or app password) with this server, or the provider's OAuth host",
+            )
+        started = time.monotonic()
+        for refresh in (False, True):
+            token = await self._access_token(refresh=refresh)
+            transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
+            try:
+                reply = await smtp.auth_xoauth2(self.username, token, timeout=self.command_timeout)
+            except aiosmtplib.SMTPAuthenticationError as refused:
+                transcript_line(
+                    self.name,
+                    "<",
+                    f"{refused.code} {refused.message}",
+                    elapsed=time.monotonic() - started,
+                )
+                # An expired token is the common case: refresh it once and try once more.
+                # Never more - Gmail answers login loops with "454 4.7.0 Too many login
+                # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
+                if refresh or refused.code != 535:
+                    raise
+                continue
+            transcript_line(
+                self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+            )
+            return
+
+    async def _access_token(self, *, refresh: bool) -> str:
+        provider = self._token_provider
+        assert provider is not None
+        kwargs = {"force_refresh": refresh} if self._token_takes_refresh else {}
+        try:
+            if inspect.iscoroutinefunction(provider):
+                token = await provider(**kwargs)
+            else:
+                # A sync provider (MSAL, google-auth) may do network I/O: not on the loop.
+                token = await asyncio.to_thread(provider, **kwargs)
+                if inspect.isawaitable(token):
+                    token = await token
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise AuthOrConfigError(
+                f"the OAuth2 token provider failed: {type(exc).__name__}: {exc}",
+                phase=Phase.AUTH,
+                server=self.name,
+                setting="oauth_token_provider",
+                explanation="the provider could not get an access token; check its "
+                "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
+                "Google: https://mail.google.com/)",
+            ) from exc
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
+            raise AuthOrConfigError(
+                "the OAuth2 token provider returned no usable access token",
+                phase=Phase.AUTH,
+                server=self.name,
+                setting="oauth_token_provider",
+                explanation="return the access token as a non-empty string",
+            )
+        return token
 
     # -- one transaction -----------------------------------------------------------------
 
