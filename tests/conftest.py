@@ -15,10 +15,14 @@ PASSWORD = "pw-Zebra-7431-secret"
 USERNAME = "app"
 
 
-@pytest.fixture
-def server() -> Iterator[LocalSMTPServer]:
-    """A plain SMTP server without TLS or AUTH (a trusted local relay)."""
-    with LocalSMTPServer() as running:
+@pytest.fixture(params=[False, True], ids=["serial", "pipelined"])
+def server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
+    """A plain SMTP server without TLS or AUTH (a trusted local relay).
+
+    Every test using it runs twice: once one command at a time, once with the
+    server advertising PIPELINING, so MAIL/RCPT/DATA go in one write (RFC 2920).
+    """
+    with LocalSMTPServer(pipelining=request.param) as running:
         yield running
 
 

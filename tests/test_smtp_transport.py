@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import pytest
@@ -227,7 +228,10 @@ async def test_no_recipient_accepted_sends_no_data_and_resets(server: LocalSMTPS
         report = await transport.deliver(ENVELOPE, CONTENT)
         assert report.recipients["b@example.org"].outcome is Outcome.PERMANENT
         names = [c[1] for c in server.commands]
-        assert "DATA" not in names
+        # Serial: no DATA at all. Pipelined: DATA went out with the RCPTs and was refused
+        # (503: no valid recipients); either way no message, and the transaction is reset.
+        assert ("DATA" in names) is server.pipelining
+        assert server.messages == []
         assert names[-1] == "RSET"
         server.clear()
         # The connection was reset, not left mid-transaction: it still works.
@@ -409,3 +413,20 @@ async def test_use_after_close_raises(server: LocalSMTPServer) -> None:
     await transport.aclose()
     with pytest.raises(TransportClosedError):
         await transport.deliver(ENVELOPE, CONTENT)
+
+
+async def test_pipelining_sends_the_envelope_before_reading_any_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reliable_smtp.transcript")
+    envelope = Envelope.build("a@example.com", ["b@example.org", "c@example.org"])
+    for pipelining in (True, False):
+        caplog.clear()
+        with LocalSMTPServer(pipelining=pipelining) as server:
+            async with relay_transport(server) as transport:
+                await transport.deliver(envelope, CONTENT)
+        lines = [r.getMessage().split(" ", 2)[1:] for r in caplog.records]
+        start = next(i for i, line in enumerate(lines) if line[1].startswith("MAIL"))
+        directions = "".join(line[0] for line in lines[start : start + 8])
+        # pipelined: > MAIL > RCPT > RCPT > DATA, then four replies; serial: alternating.
+        assert directions == (">>>><<<<" if pipelining else "><><><><")
