@@ -23,6 +23,7 @@ def readme_testing_section() -> str:
     end = text.index("\n## ", start + 1)
     return text[start:end]
 
+
 # Inner runs skip hypothesis's plugin: its end-of-session summary costs a second per run.
 INI = """
 [pytest]
