@@ -11,6 +11,11 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
+    "from_env.py": [
+        "password         **********",
+        "1 sent after 1 attempt",
+        "server received 1 message(s)",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",
