@@ -73,10 +73,20 @@ _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _SHADOWED = ("data_received", "eof_received", "connection_lost")
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(SMTPReadTimeoutError("Timed out waiting for server response"))
+
+
 def dot_stuff(content: bytes) -> bytes:
     """CRLF-normalise ``content``, double leading dots (RFC 5321 §4.5.2), add the final dot."""
-    body = _LINE_ENDINGS.sub(b"\r\n", content)
-    body = _LEADING_DOT.sub(b"..", body)
+    body = content
+    # The renderer already writes CRLF only; byte counts are far cheaper than a regex.
+    crlf = body.count(b"\r\n")
+    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
+        body = _LINE_ENDINGS.sub(b"\r\n", body)
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
@@ -193,12 +203,14 @@ class Exchange:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise SMTPReadTimeoutError("Timed out waiting for server response")
-            self._waiter = loop.create_future()
+            # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
+            # reply in a task, which costs more than parsing it.
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(remaining, _expire, waiter)
             try:
-                await asyncio.wait_for(self._waiter, remaining)
-            except asyncio.TimeoutError:
-                raise SMTPReadTimeoutError("Timed out waiting for server response") from None
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
 
     def _parse(self) -> SMTPResponse | None:
