@@ -269,3 +269,53 @@ def test_readme_table_lists_every_variable() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for field in MailerSettings.model_fields:
         assert f"`RELIABLE_SMTP_{field.upper()}`" in readme, field
+
+
+def test_fallback_urls_build_a_failover_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reliable_smtp import FailoverTransport
+
+    monkeypatch.setenv("RELIABLE_SMTP_URL", "smtp://app:pw@primary.example.com:587")
+    monkeypatch.setenv(
+        "RELIABLE_SMTP_FALLBACK_URLS",
+        "smtps://b:pw2@backup.example.com:465, sendmail:///usr/sbin/sendmail",
+    )
+    monkeypatch.setenv("RELIABLE_SMTP_TIMEOUT", "7")
+    monkeypatch.setenv("RELIABLE_SMTP_FAILOVER_DOWN_FOR", "45")
+    transport = MailerSettings().build_transport()
+    assert isinstance(transport, FailoverTransport)
+    primary, backup, local = transport.transports
+    assert isinstance(primary, SMTPTransport)
+    assert isinstance(backup, SMTPTransport)
+    assert (primary.host, backup.host, backup.port, backup.tls) == (
+        "primary.example.com",
+        "backup.example.com",
+        465,
+        TLSMode.IMPLICIT,
+    )
+    assert backup.username == "b"
+    assert backup.command_timeout == 7  # shared settings apply to fallbacks too
+    assert isinstance(local, SendmailTransport)
+    assert transport.down_for == 45
+    assert "pw2" not in repr(MailerSettings())
+
+
+def test_bad_fallback_url_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELIABLE_SMTP_FALLBACK_URLS", "ftp://backup.example.com")
+    with pytest.raises(ConfigurationError) as caught:
+        MailerSettings().build_transport()
+    assert caught.value.setting == "RELIABLE_SMTP_FALLBACK_URLS"
+    assert "unknown scheme" in str(caught.value)
+
+
+def test_failover_from_env_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    with LocalSMTPServer() as backup:
+        monkeypatch.setenv("RELIABLE_SMTP_URL", f"smtp+plain://127.0.0.1:{dead_port}")
+        monkeypatch.setenv("RELIABLE_SMTP_FALLBACK_URLS", f"smtp+plain://127.0.0.1:{backup.port}")
+        with Mailer.from_env() as mailer:
+            result = mailer.send(Message(sender="a@example.com", to=["b@example.org"]))
+    assert result.recipients["b@example.org"].server == f"smtp+plain://127.0.0.1:{backup.port}"

@@ -45,6 +45,7 @@ from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
 from .transports.base import Transport
+from .transports.composite import FailoverTransport, RoundRobinTransport
 from .transports.file import FileTransport
 from .transports.memory import MemoryTransport, SentMessage
 from .transports.mock import MockTransport
@@ -69,6 +70,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryReport",
     "Envelope",
+    "FailoverTransport",
     "FileTransport",
     "InsecureConfigurationWarning",
     "InvalidAddressError",
@@ -91,6 +93,7 @@ __all__ = [
     "RenderedMessage",
     "Reply",
     "RetryPolicy",
+    "RoundRobinTransport",
     "SMTPTimeoutError",
     "SMTPTransport",
     "SendOutcome",

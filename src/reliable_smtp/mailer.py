@@ -279,7 +279,12 @@ class AsyncMailer:
                 except DeliveryError as error:
                     last_error = error
                     fresh.update(
-                        (r, RecipientStatus.from_error(r, error, server=self.transport.name))
+                        (
+                            r,
+                            RecipientStatus.from_error(
+                                r, error, server=error.server or self.transport.name
+                            ),
+                        )
                         for r in part.recipients
                     )
             for recipient in targets.recipients:

@@ -45,6 +45,11 @@ ENV_PREFIX = "RELIABLE_SMTP_"
 
 TransportName = Literal["smtp", "sendmail", "file", "memory"]
 
+#: Settings a URL describes: a fallback URL brings its own, never the primary's.
+_CONNECTION_FIELDS = frozenset(
+    {"transport", "host", "port", "tls", "username", "password", "sendmail_path", "file_directory"}
+)
+
 
 class MailerSettings(BaseSettings):
     """Every setting, with its ``RELIABLE_SMTP_<NAME>`` environment variable.
@@ -66,6 +71,13 @@ class MailerSettings(BaseSettings):
         default=None,
         description="Everything in one URL, e.g. smtps://user:pass@smtp.example.com:465 "
         "(schemes: smtp, smtps, smtp+plain, sendmail, file, memory).",
+    )
+    fallback_urls: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated URLs of servers to fail over to, in order of preference.",
+    )
+    failover_down_for: float = Field(
+        default=30.0, description="Seconds a failed server is left alone (with fallbacks)."
     )
     transport: TransportName = Field(
         default="smtp", description="Which transport: smtp, sendmail, file or memory."
@@ -148,6 +160,7 @@ class MailerSettings(BaseSettings):
         "rate_per_second",
         "rate_per_minute",
         "rate_per_connection",
+        "failover_down_for",
     )
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
@@ -214,9 +227,40 @@ class MailerSettings(BaseSettings):
     def build_transport(self, *, oauth_token_provider: TokenProvider | None = None) -> Transport:
         """The transport these settings describe.
 
-        ``oauth_token_provider`` (SMTP only) authenticates with XOAUTH2 instead of a
-        password: a function returning an access token cannot come from the environment.
+        With ``fallback_urls``, a :class:`~reliable_smtp.FailoverTransport` over this
+        server and then each fallback (which share every setting their URL does not
+        set). ``oauth_token_provider`` (SMTP only) authenticates the primary with
+        XOAUTH2 instead of a password: a function cannot come from the environment.
         """
+        primary = self._build_one(oauth_token_provider)
+        if self.fallback_urls is None:
+            return primary
+        from .transports.composite import FailoverTransport
+
+        urls = [u.strip() for u in self.fallback_urls.get_secret_value().split(",") if u.strip()]
+        members = [primary, *(self._fallback(url)._build_one(None) for url in urls)]
+        return FailoverTransport(members, down_for=self.failover_down_for)
+
+    def _fallback(self, url: str) -> MailerSettings:
+        """Settings for one fallback server: its URL, plus our settings it does not set."""
+        shared = self.model_dump(exclude=set(_CONNECTION_FIELDS | {"url", "fallback_urls"}))
+        try:
+            # model_validate, not the constructor: the environment must not override
+            # the fallback URL's host, port or credentials with the primary's.
+            return MailerSettings.model_validate({**shared, "url": url})
+        except ValidationError as exc:
+            error = _configuration_error(exc)
+            raise ConfigurationError(
+                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
+                setting=f"{ENV_PREFIX}FALLBACK_URLS",
+            ) from None
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
+                setting=f"{ENV_PREFIX}FALLBACK_URLS",
+            ) from None
+
+    def _build_one(self, oauth_token_provider: TokenProvider | None) -> Transport:
         if self.transport == "sendmail":
             from .transports.sendmail import SendmailTransport
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
+from typing import TypeVar
 
 from ..envelope import Envelope
 from ..errors import TransportClosedError
 from ..result import DeliveryReport
 
 __all__ = ["Transport"]
+
+_SelfTransport = TypeVar("_SelfTransport", bound="Transport")
 
 
 class Transport(abc.ABC):
@@ -57,7 +60,7 @@ class Transport(abc.ABC):
                 f"{self.name} transport is closed; create a new one (or a new mailer) to send"
             )
 
-    async def __aenter__(self) -> Transport:
+    async def __aenter__(self: _SelfTransport) -> _SelfTransport:
         return self
 
     async def __aexit__(
