@@ -17,6 +17,7 @@ change. Test helpers live in :mod:`reliable_smtp.testing`.
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from .envelope import Envelope
@@ -52,6 +53,10 @@ from .transports.mock import MockTransport
 from .transports.sendmail import SendmailTransport
 from .transports.smtp import SMTPTransport, TLSMode
 from .validation import AddressProblem, RecipientCheck, RecipientPolicy, RecipientsRejectedError
+
+# A library never configures logging; this only keeps Python's last-resort handler from
+# printing our warnings (a give-up per failed send) when the application has no logging set up.
+logging.getLogger("reliable_smtp").addHandler(logging.NullHandler())
 
 try:
     __version__ = version("reliable-smtp")

@@ -62,8 +62,7 @@ from .errors import (
 )
 from .mailer import AsyncMailer, SendOutcome
 from .message import Attachment, Message, render
-from .replies import Outcome, Phase, Reply, Verdict, classify
-from .replies import _likely_phase as likely_phase
+from .replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
 from .result import SendResult
 from .settings import MailerSettings
 from .transports.base import Transport

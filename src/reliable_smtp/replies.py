@@ -95,6 +95,7 @@ __all__ = [
     "classify_connection_loss",
     "classify_tls_failure",
     "explain",
+    "likely_phase",
     "parse_delay_hint",
 ]
 
@@ -1229,7 +1230,7 @@ _LIKELY_PHASE: Mapping[int, Phase] = MappingProxyType(
 _TLS_TEXT = re.compile(r"\b(?:TLS|SSL)\b", re.IGNORECASE)
 
 
-def _likely_phase(reply: Reply) -> Phase:
+def likely_phase(reply: Reply) -> Phase:
     if reply.code == 454 and _TLS_TEXT.search(reply.text):
         return Phase.TLS
     return _LIKELY_PHASE.get(reply.code, Phase.DATA_END)
@@ -1244,7 +1245,7 @@ def explain(reply: Reply, phase: Phase | None = None) -> str:
     for 530 and 555; CONNECT for 220; DATA for 354; DATA_END (the reply to the
     final dot) for everything else.
     """
-    return classify(reply, phase if phase is not None else _likely_phase(reply)).explanation
+    return classify(reply, phase if phase is not None else likely_phase(reply)).explanation
 
 
 # --------------------------------------------------------------------------------------

@@ -986,11 +986,16 @@ def translate_error(
             timed_out=True,
         )
         if "ready message" in str(exc):
-            # TCP connected but no "220" came: typical of a STARTTLS/plain client talking
-            # to an implicit-TLS port, where the server waits for a TLS hello.
+            # TCP connected but no "220" came: typical of a client talking plain text to an
+            # implicit-TLS port, where the server waits for a TLS hello.
+            implicit = (server or "").startswith("smtps://")
             error.explanation = (
-                "connected, but the server sent no greeting: if this port expects implicit "
-                "TLS (usually 465) use tls='implicit'; otherwise the server is overloaded"
+                "the TLS handshake finished but no greeting came: the server is overloaded, "
+                "or this port expects something else (plain or STARTTLS: tls='starttls')"
+                if implicit
+                else "connected, but the server sent no greeting: if this port expects "
+                "implicit TLS (usually 465) use tls='implicit'; otherwise the server is "
+                "overloaded"
             )
         return error
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
