@@ -108,6 +108,22 @@ class DeliveryReport:
         object.__setattr__(self, "recipients", _frozen(self.recipients))
 
     @classmethod
+    def in_envelope_order(
+        cls,
+        envelope: Envelope,
+        statuses: Mapping[str, RecipientStatus],
+        *,
+        server: str = "",
+        final_reply: Reply | None = None,
+    ) -> DeliveryReport:
+        """A report listing ``statuses`` in envelope order (every recipient must have one)."""
+        return cls(
+            recipients={r: statuses[r] for r in envelope.recipients},
+            server=server,
+            final_reply=final_reply,
+        )
+
+    @classmethod
     def all_sent(
         cls, envelope: Envelope, *, reply: Reply | None = None, server: str = ""
     ) -> DeliveryReport:

@@ -384,5 +384,6 @@ class ScriptedTransport(Outbox):
         *,
         final_reply: Reply | None = None,
     ) -> DeliveryReport:
-        ordered = {r: statuses[r] for r in envelope.recipients}
-        return DeliveryReport(recipients=ordered, server=self.name, final_reply=final_reply)
+        return DeliveryReport.in_envelope_order(
+            envelope, statuses, server=self.name, final_reply=final_reply
+        )

@@ -871,8 +871,9 @@ class SMTPTransport(Transport):
         *,
         final_reply: Reply | None = None,
     ) -> DeliveryReport:
-        ordered = {r: statuses[r] for r in envelope.recipients}
-        return DeliveryReport(recipients=ordered, server=self.name, final_reply=final_reply)
+        return DeliveryReport.in_envelope_order(
+            envelope, statuses, server=self.name, final_reply=final_reply
+        )
 
 
 class _StaleConnectionError(Exception):
