@@ -22,6 +22,7 @@ from reliable_smtp.errors import (
 from reliable_smtp.mailer import AsyncMailer
 from reliable_smtp.message import Message
 from reliable_smtp.replies import Outcome, Phase
+from reliable_smtp.result import SendResult
 from reliable_smtp.retry import RetryPolicy
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
@@ -300,3 +301,122 @@ async def test_every_message_ends_delivered_or_in_a_typed_error(
     assert sum(isinstance(o, AmbiguousDeliveryError) for o in outcomes) == 1
     for outcome in outcomes:
         assert not isinstance(outcome, DeliveryError) or outcome.result is not None
+
+
+# -- every phase x every reply class ------------------------------------------------------
+
+PHASE_COMMANDS = ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "DATA_END"]
+
+
+async def outcome_of(m: AsyncMailer, msg: Message) -> SendResult | DeliveryError:
+    """What send() produced: its result, or the error it raised."""
+    try:
+        return await m.send(msg)
+    except DeliveryError as error:
+        return error
+
+
+@pytest.mark.parametrize("command", PHASE_COMMANDS)
+@pytest.mark.parametrize(
+    ("reply", "expected_outcome", "tries"),
+    [
+        ("451 4.3.0 Temporary failure", Outcome.TRANSIENT, 2),
+        ("421 4.3.2 Service not available, closing", Outcome.TRANSIENT, 2),
+        ("554 5.3.0 Permanent failure", Outcome.PERMANENT, 1),
+    ],
+    ids=["451", "421", "554"],
+)
+async def test_each_phase_and_reply_class(
+    server: LocalSMTPServer,
+    clock: FakeClock,
+    command: str,
+    reply: str,
+    expected_outcome: Outcome,
+    tries: int,
+) -> None:
+    # The fault fires once: a transient failure recovers on the second try, a permanent
+    # one is final after the first. Either way nobody gets the message twice.
+    # At RCPT only ann's reply is scripted: bob is accepted in the first transaction,
+    # unless the reply is a 421, which closes the connection for everyone.
+    per_recipient = command == "RCPT" and not reply.startswith("421")
+    server.script(command, reply, recipient="ann@example.org" if command == "RCPT" else None)  # type: ignore[arg-type]
+    async with mailer(server, clock) as m:
+        outcome = await outcome_of(m, message(to=["ann@example.org", "bob@example.org"]))
+    if expected_outcome is Outcome.TRANSIENT:
+        assert isinstance(outcome, SendResult), outcome
+        result = outcome
+        assert result.ok
+    else:
+        assert isinstance(outcome, DeliveryError)
+        assert outcome.outcome is expected_outcome
+        assert outcome.code == int(reply[:3])
+        assert outcome.result is not None
+        result = outcome.result
+        assert result.accepted == (("bob@example.org",) if per_recipient else ())
+    assert len(result.attempts) == tries
+    first = result.attempts[0]
+    assert first.outcome is expected_outcome
+    assert first.reply is not None
+    assert first.reply.code == int(reply[:3])
+    assert_never_twice(server, ["ann@example.org", "bob@example.org"])
+    delivered = 1 if expected_outcome is Outcome.TRANSIENT else 0
+    assert len(server.messages) == delivered + per_recipient
+
+
+@pytest.mark.parametrize("command", ["GREETING", "EHLO", "MAIL", "RCPT", "DATA"])
+async def test_disconnect_before_the_dot_is_retried_safely(
+    server: LocalSMTPServer, clock: FakeClock, command: str
+) -> None:
+    server.script(command, disconnect=True)  # type: ignore[arg-type]
+    async with mailer(server, clock) as m:
+        result = await m.send(message())
+    assert result.ok
+    assert len(result.attempts) == 2
+    assert result.attempts[0].outcome is Outcome.TRANSIENT
+    assert_never_twice(server, RECIPIENTS)
+
+
+@pytest.mark.parametrize("command", ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "DATA_END"])
+async def test_slow_replies_hit_their_timeout(
+    server: LocalSMTPServer, clock: FakeClock, command: str
+) -> None:
+    server.script(command, hang=True)  # type: ignore[arg-type]
+    options = {"connect_timeout": 0.3, "command_timeout": 0.3, "data_timeout": 0.3}
+    async with mailer(server, clock, RetryPolicy(attempts=2), **options) as m:
+        outcome = await outcome_of(m, message(to=["ann@example.org"]))
+    if command == "DATA_END":
+        # Only a silent final dot is ambiguous; it is not retried.
+        assert isinstance(outcome, AmbiguousDeliveryError)
+        assert outcome.result is not None
+        assert len(outcome.result.attempts) == 1
+        return
+    assert isinstance(outcome, SendResult), outcome
+    assert outcome.ok  # the hang fired once; the retry went through
+    assert outcome.attempts[0].outcome is Outcome.TRANSIENT
+    assert_never_twice(server, ["ann@example.org"])
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "tries"),
+    [
+        ("454 4.7.0 Temporary authentication failure", Outcome.TRANSIENT, 2),
+        ("421 4.7.0 Try again later, closing connection", Outcome.THROTTLED, 2),
+        ("535 5.7.8 Username and Password not accepted", Outcome.AUTH_OR_CONFIG, 1),
+        ("534 5.7.9 Application-specific password required", Outcome.AUTH_OR_CONFIG, 1),
+    ],
+)
+async def test_auth_phase_replies(
+    tls_server: LocalSMTPServer, clock: FakeClock, reply: str, expected: Outcome, tries: int
+) -> None:
+    from conftest import tls_transport
+
+    tls_server.script("AUTH", reply)
+    transport = tls_transport(tls_server, clock=clock, sleep=clock.sleep)
+    async with AsyncMailer(transport, clock=clock, sleep=clock.sleep) as m:
+        outcome = await outcome_of(m, message(to=["ann@example.org"]))
+    result = outcome if isinstance(outcome, SendResult) else outcome.result
+    assert result is not None
+    assert len(result.attempts) == tries
+    assert result.attempts[0].outcome is expected
+    assert result.attempts[0].phase is Phase.AUTH
+    assert isinstance(outcome, SendResult) is (tries == 2)
