@@ -61,7 +61,7 @@ from .replies import (
 from .result import SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
-from .transports.smtp import DEFAULT_PORTS, TLSMode, translate_error
+from .transports.smtp import DEFAULT_PORTS, TLSMode, find_cause, translate_error
 
 __all__ = [
     "SLOW_SECONDS",
@@ -342,24 +342,14 @@ def _diagnose(rule: str, error_text: str, target: CheckTarget) -> tuple[str, str
     return cause, hint
 
 
-def _find(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _rule_for(error: DeliveryError, cause: BaseException | None) -> str:
     """The name of the library rule that decided ``error`` (or of a check-only failure)."""
     if error.reply is not None and error.phase is not None:
         return classify(error.reply, error.phase).rule
-    ssl_error = _find(cause, ssl.SSLError)
+    ssl_error = find_cause(cause, ssl.SSLError)
     if ssl_error is not None:
         return classify_tls_failure(str(ssl_error)).rule
-    if _find(cause, ConnectionRefusedError) is not None:
+    if find_cause(cause, ConnectionRefusedError) is not None:
         return "connection-refused"
     if isinstance(error, SMTPTimeoutError):
         return "connect-timeout" if error.phase is Phase.CONNECT else "timeout"
@@ -439,7 +429,7 @@ class _Probe:
         rule = rule or _rule_for(error, cause)
         error_text = str(error.reply) if error.reply is not None else error.summary
         explanation = explanation or error.explanation or None
-        ssl_error = _find(cause, ssl.SSLError)
+        ssl_error = find_cause(cause, ssl.SSLError)
         if explanation and ssl_error is not None:
             # classify_tls_failure() appends the SSL message, which is already the error.
             explanation = explanation.removesuffix(f" ({' '.join(str(ssl_error).split())})")

@@ -901,9 +901,10 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
     return error
 
 
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
     seen: set[int] = set()
-    current: BaseException | None = exc
+    current = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, kind):
             return current
@@ -974,7 +975,7 @@ def translate_error(
             explanation="this server lacks an extension the message needs (e.g. SMTPUTF8 for "
             "non-ASCII addresses): use ASCII addresses or another server",
         )
-    ssl_error = _find(exc, ssl.SSLError)
+    ssl_error = find_cause(exc, ssl.SSLError)
     if ssl_error is not None:
         return _tls_error(ssl_error, server)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
@@ -1002,7 +1003,7 @@ def translate_error(
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
         verdict = classify_connection_loss(phase, timed_out=False)
         detail = str(exc) or type(exc).__name__
-        if _find(exc, ConnectionRefusedError) is not None:
+        if find_cause(exc, ConnectionRefusedError) is not None:
             verdict = replace(
                 verdict,
                 explanation="connection refused: nothing listens on that host and port; check "
