@@ -8,13 +8,20 @@ import pytest
 
 from conftest import relay_transport
 from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import ConfigurationError, DeliveryError, SMTPTimeoutError, TransientError
+from reliable_smtp.errors import (
+    ConfigurationError,
+    DeliveryError,
+    PoolExhaustedError,
+    SMTPTimeoutError,
+    TransientError,
+)
 from reliable_smtp.mailer import AsyncMailer
 from reliable_smtp.message import Message
 from reliable_smtp.ratelimit import RateLimit
 from reliable_smtp.result import SendResult
 from reliable_smtp.retry import RetryPolicy
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
+from reliable_smtp.transports.composite import is_server_failure
 from reliable_smtp.transports.smtp import SMTPTransport
 
 CONTENT = b"Subject: pool\r\n\r\nbody\r\n"
@@ -82,8 +89,10 @@ async def test_waiting_for_a_free_connection_is_bounded(server: LocalSMTPServer)
     transport = relay_transport(server, max_connections=1, pool_timeout=0.1, data_timeout=0.4)
     stuck = asyncio.create_task(transport.deliver(envelope(1), CONTENT))
     await asyncio.sleep(0.05)
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(PoolExhaustedError) as caught:
         await transport.deliver(envelope(2), CONTENT)
+    assert isinstance(caught.value, TransientError)
+    assert not is_server_failure(caught.value)  # a failover must not rest this server
     assert "no free connection" in str(caught.value)
     assert "max_connections" in caught.value.explanation
     report = await stuck  # the stuck one ends ambiguous, not hanging forever

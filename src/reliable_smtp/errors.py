@@ -15,6 +15,7 @@
         │   │                                  retried, raised once retries are exhausted
         │   ├── ConnectionFailedError (ConnectionError)   refused, reset, dropped before the dot
         │   ├── SMTPTimeoutError (TimeoutError)           no reply in time, before the dot
+        │   ├── PoolExhaustedError             every pooled connection stayed busy (local)
         │   └── ThrottledError                 rate limit, reputation throttle or quota
         ├── PermanentError                     5xx: bad mailbox, too big, policy; never retried
         │   └── ProtocolError                  a garbled reply, or a command the server did not
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidAddressError",
     "InvalidMessageError",
     "PermanentError",
+    "PoolExhaustedError",
     "ProtocolError",
     "ReliableSMTPError",
     "SMTPTimeoutError",
@@ -211,6 +213,14 @@ class ConnectionFailedError(TransientError, ConnectionError):
 
 class SMTPTimeoutError(TransientError, TimeoutError):
     """The server did not answer in time, before the final dot. Nothing was delivered."""
+
+
+class PoolExhaustedError(TransientError):
+    """No pooled connection became free in time. Nothing was sent; the server is fine.
+
+    A local condition (too much concurrency for ``max_connections``), so failover
+    transports never count it against the server.
+    """
 
 
 class ThrottledError(TransientError):

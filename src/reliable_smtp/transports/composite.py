@@ -90,6 +90,7 @@ from ..errors import (
     ConfigurationError,
     ConnectionFailedError,
     DeliveryError,
+    PoolExhaustedError,
     SMTPTimeoutError,
 )
 from ..replies import Outcome, Phase, Reply
@@ -117,8 +118,8 @@ def is_server_failure(item: RecipientStatus | DeliveryError, /) -> bool:
     dot. Nothing else.
     """
     outcome = item.outcome
-    if outcome in (Outcome.SENT, Outcome.AMBIGUOUS):
-        return False
+    if outcome in (Outcome.SENT, Outcome.AMBIGUOUS) or isinstance(item, PoolExhaustedError):
+        return False  # a busy local pool says nothing about the server
     reply = item.reply
     if reply is not None and reply.code == 421:
         return True

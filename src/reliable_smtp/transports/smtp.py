@@ -37,8 +37,8 @@ from ..errors import (
     DeliveryError,
     InsecureConfigurationWarning,
     PermanentError,
+    PoolExhaustedError,
     ProtocolError,
-    TransientError,
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
@@ -365,7 +365,7 @@ class SMTPTransport(Transport):
         try:
             return await pool.acquire()
         except PoolTimeoutError as exc:
-            raise TransientError(
+            raise PoolExhaustedError(
                 f"no free connection: {exc}",
                 phase=Phase.CONNECT,
                 server=self.name,
