@@ -41,6 +41,7 @@ failures) are translated to this tree at one boundary per transport, always with
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from .replies import Outcome, Phase, Reply, Verdict
@@ -65,6 +66,7 @@ __all__ = [
     "ThrottledError",
     "TransientError",
     "TransportClosedError",
+    "check_seconds",
     "error_for",
 ]
 
@@ -100,6 +102,23 @@ class ConfigurationError(ReliableSMTPError, ValueError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+def check_seconds(name: str, value: object, *, why: str = "every network wait is bounded") -> float:
+    """``value`` as float seconds, or a :class:`ConfigurationError` naming ``name``.
+
+    One rule for every duration a user sets: a real number, positive and finite.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise ConfigurationError(
+            f"{name} must be a positive, finite number of seconds, got {value!r}: {why}",
+            setting=name,
+        )
+    return float(value)
 
 
 class InvalidMessageError(ReliableSMTPError, ValueError):

@@ -92,6 +92,7 @@ from ..errors import (
     DeliveryError,
     PoolExhaustedError,
     SMTPTimeoutError,
+    check_seconds,
 )
 from ..replies import Outcome, Phase, Reply
 from ..result import DeliveryReport, RecipientStatus
@@ -197,23 +198,18 @@ class _CompositeTransport(Transport):
                     setting="transports",
                 )
             seen.add(id(member))
-        if (
-            isinstance(down_for, bool)
-            or not isinstance(down_for, (int, float))
-            or not (down_for > 0 and math.isfinite(down_for))
-        ):
-            raise ConfigurationError(
-                f"down_for must be a positive, finite number of seconds, got {down_for!r}: "
-                "it is how long a failed server is left alone (30 s by default)",
-                setting="down_for",
-            )
+        down_for = check_seconds(
+            "down_for",
+            down_for,
+            why="it is how long a failed server is left alone (30 s by default)",
+        )
         if not callable(clock):
             raise ConfigurationError(
                 f"clock must be a callable returning monotonic seconds, got {clock!r}",
                 setting="clock",
             )
         self.transports: tuple[Transport, ...] = members
-        self.down_for = float(down_for)
+        self.down_for = down_for
         self._clock = clock
         self._down_until = [-math.inf] * len(members)
         self.name = f"{self._kind}({', '.join(m.name for m in members)})"

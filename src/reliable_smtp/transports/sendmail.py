@@ -45,14 +45,20 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import math
 import os
 import re
 import signal as signal_module
 from collections.abc import Sequence
 
 from ..envelope import Envelope
-from ..errors import AuthOrConfigError, ConfigurationError, DeliveryError, ProtocolError, error_for
+from ..errors import (
+    AuthOrConfigError,
+    ConfigurationError,
+    DeliveryError,
+    ProtocolError,
+    check_seconds,
+    error_for,
+)
 from ..replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
 from ..result import DeliveryReport, RecipientStatus
 from .base import Transport
@@ -354,19 +360,8 @@ class SendmailTransport(Transport):
                 f"SendmailTransport path must be a non-empty path without NUL, got {path!r}",
                 setting="path",
             )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"SendmailTransport timeout must be a finite number of seconds > 0, got "
-                f"{timeout!r}",
-                setting="timeout",
-            )
+        self.timeout = check_seconds("timeout", timeout, why="sendmail is killed after it")
         self.path = path
-        self.timeout = float(timeout)
         self.extra_args = _checked_extra_args(extra_args)
         self.name = f"sendmail:{path}"
 

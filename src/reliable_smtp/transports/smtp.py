@@ -17,7 +17,6 @@ import asyncio
 import inspect
 import ipaddress
 import logging
-import math
 import os
 import ssl
 import time
@@ -39,6 +38,7 @@ from ..errors import (
     PermanentError,
     PoolExhaustedError,
     ProtocolError,
+    check_seconds,
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
@@ -89,18 +89,6 @@ def _secret_value(value: object) -> str | None:
     if isinstance(value, str):
         return value
     raise ConfigurationError("password must be a str or a pydantic SecretStr", setting="password")
-
-
-def _check_timeout(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}", setting=name)
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(
-            f"{name} must be a positive, finite number of seconds, got {value!r}: "
-            "every network wait is bounded",
-            setting=name,
-        )
-    return float(value)
 
 
 #: Returns an OAuth2 access token; sync or async. If it accepts ``force_refresh``, it is
@@ -258,18 +246,18 @@ class SMTPTransport(Transport):
         self._client_key = os.fspath(client_key) if client_key is not None else None
         self._minimum_tls_version = minimum_tls_version
         self.local_hostname = local_hostname
-        self.connect_timeout = _check_timeout("connect_timeout", connect_timeout)
-        self.command_timeout = _check_timeout("command_timeout", command_timeout)
-        self.data_timeout = _check_timeout("data_timeout", data_timeout)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout)
+        self.command_timeout = check_seconds("command_timeout", command_timeout)
+        self.data_timeout = check_seconds("data_timeout", data_timeout)
         scheme = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
         self.name = f"{scheme[self.tls]}://{host}:{port}"
         self.max_connections = _check_count("max_connections", max_connections)
         self.max_messages_per_connection = _check_count(
             "max_messages_per_connection", max_messages_per_connection
         )
-        self.idle_timeout = _check_timeout("idle_timeout", idle_timeout)
-        self.check_after = _check_timeout("check_after", check_after)
-        self.pool_timeout = _check_timeout("pool_timeout", pool_timeout)
+        self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
+        self.check_after = check_seconds("check_after", check_after)
+        self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
         self.pipelining = bool(pipelining)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(
