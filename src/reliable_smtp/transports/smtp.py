@@ -422,12 +422,17 @@ class SMTPTransport(Transport):
 
     def _throttled(self) -> None:
         if self._adaptive is not None:
-            rate = self._adaptive.on_throttled(self._clock())
+            now = self._clock()
+            observed = self._adaptive.observed(now)
+            rate = self._adaptive.on_throttled(now)
             logger.info(
-                "%s is throttling: sending slowed to %.3g messages/s",
+                "%s is throttling: sending slowed to %.3g messages/s (was sending at %.3g/s); "
+                "it doubles again every %g s without throttling",
                 self.name,
                 rate,
-                extra={"server": self.name, "rate": rate},
+                observed,
+                self.rate_limit.cooldown,
+                extra={"server": self.name, "rate": rate, "observed_rate": observed},
             )
 
     # -- opening a connection ------------------------------------------------------------
