@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
 
 import pytest
 
-from reliable_smtp import AuthOrConfigError, ConfigurationError, Mailer, Message, SMTPTransport
+from reliable_smtp import (
+    AuthOrConfigError,
+    ConfigurationError,
+    Mailer,
+    MailerSettings,
+    Message,
+    SMTPTransport,
+)
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.replies import Phase
 from reliable_smtp.testing import LocalSMTPServer
@@ -110,6 +123,7 @@ async def test_failing_provider_is_explained() -> None:
             await smtp.deliver(ENVELOPE, CONTENT)
         await smtp.aclose()
     assert "invalid_client" in str(caught.value)
+    assert "test_failing_provider_is_explained.<locals>.provider failed" in str(caught.value)
     assert caught.value.setting == "oauth_token_provider"
     assert isinstance(caught.value.__cause__, RuntimeError)
 
@@ -135,3 +149,208 @@ def test_provider_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("RELIABLE_SMTP_CA_FILE", str(server.ca_file))
         with Mailer.from_env(oauth_token_provider=lambda: "tok", _env_file=None) as mailer:
             assert mailer.send(Message(sender="app@example.com", to=["b@example.org"])).ok
+
+
+# -- issue 18: the final refusal, a bounded provider ---------------------------------------
+
+
+@pytest.mark.parametrize("takes_refresh", [True, False], ids=["force_refresh", "no-parameter"])
+async def test_a_refreshed_token_refused_again_gets_oauth2_advice(takes_refresh: bool) -> None:
+    calls: list[bool] = []
+
+    def with_refresh(force_refresh: bool = False) -> str:
+        calls.append(force_refresh)
+        return "Scope-Less-Token-2" if force_refresh else "Scope-Less-Token-1"
+
+    def without_refresh() -> str:
+        calls.append(False)
+        return "Scope-Less-Token-1"
+
+    provider = with_refresh if takes_refresh else without_refresh
+    with LocalSMTPServer(tls="starttls", oauth_tokens={"app@example.com": "good"}) as server:
+        smtp = transport(server, provider)
+        with pytest.raises(AuthOrConfigError) as caught:
+            await smtp.deliver(ENVELOPE, CONTENT)
+        await smtp.aclose()
+        assert server.auth_attempts == 2
+        assert server.messages == []
+    error = caught.value
+    text = str(error)
+    assert error.setting == "oauth_token_provider"
+    assert (error.code, error.enhanced_code, error.phase) == (535, "5.7.8", Phase.AUTH)
+    assert error.text is not None
+    assert error.text in text  # the server's own words
+    assert "OAuth2 access token was refused twice" in text
+    assert "https://mail.google.com/" in text  # Gmail's scope
+    assert "SMTP.Send" in text  # Microsoft 365's
+    assert "'app@example.com' is the account the token was issued for" in text
+    assert "SMTP AUTH is enabled for the mailbox" in text
+    assert "password" not in text.lower()
+    assert "Scope-Less-Token" not in text + repr(error.__dict__)
+    if takes_refresh:
+        assert calls == [False, True]
+        assert "before and after a forced refresh" in text
+    else:
+        assert "takes no force_refresh parameter" in text
+        assert "without_refresh" in text
+
+
+@pytest.mark.parametrize("echo", ["token", "sasl"])
+async def test_a_server_echoing_the_token_does_not_put_it_in_the_error(
+    echo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import base64
+
+    caplog.set_level(logging.DEBUG)
+    tokens = ["Echoed-Token-One", "Echoed-Token-Two"]
+
+    def sasl(token: str) -> str:
+        raw = f"user=app@example.com\x01auth=Bearer {token}\x01\x01".encode()
+        return base64.b64encode(raw).decode()
+
+    with LocalSMTPServer(tls="starttls", oauth_tokens={"app@example.com": "good"}) as server:
+        for token in tokens:
+            said = token if echo == "token" else sasl(token)
+            server.script("AUTH", f"535 5.7.8 Invalid credentials: {said}")
+        it = iter(tokens)
+        smtp = transport(server, lambda force_refresh=False: next(it))
+        with pytest.raises(AuthOrConfigError) as caught:
+            await smtp.deliver(ENVELOPE, CONTENT)
+        await smtp.aclose()
+    text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "<token redacted>" in str(caught.value)
+    for token in tokens:
+        assert token not in text
+        assert sasl(token) not in text
+
+
+async def test_a_hung_sync_provider_is_abandoned_after_the_timeout() -> None:
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def hung_provider(force_refresh: bool = False) -> str:
+        threads.append(threading.current_thread())
+        release.wait(5.0)  # the old code waited this out, then logged in
+        return "good"
+
+    with LocalSMTPServer(tls="starttls", oauth_tokens={"app@example.com": "good"}) as server:
+        smtp = SMTPTransport(
+            "127.0.0.1",
+            server.port,
+            ssl_context=server.client_ssl_context(),
+            username="app@example.com",
+            oauth_token_provider=hung_provider,
+            connect_timeout=0.2,  # bounds the provider too, unless oauth_token_timeout is set
+        )
+        try:
+            with pytest.raises(AuthOrConfigError) as caught:
+                await smtp.deliver(ENVELOPE, CONTENT)
+            assert not release.is_set()  # the provider was still running when we gave up
+        finally:
+            release.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            await smtp.aclose()
+        assert server.auth_attempts == 0
+        assert server.messages == []
+    error = caught.value
+    assert error.setting == "oauth_token_provider"
+    assert error.phase is Phase.AUTH
+    assert "hung_provider" in str(error)  # names the provider
+    assert "within 0.2 s" in str(error)
+    assert "RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT" in str(error)
+    assert smtp.oauth_token_timeout == 0.2
+
+
+async def test_a_hung_async_provider_is_cancelled_after_the_timeout() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow_token_endpoint() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    with LocalSMTPServer(tls="starttls", oauth_tokens={"app@example.com": "good"}) as server:
+        smtp = SMTPTransport(
+            "127.0.0.1",
+            server.port,
+            ssl_context=server.client_ssl_context(),
+            username="app@example.com",
+            oauth_token_provider=slow_token_endpoint,
+            oauth_token_timeout=0.1,
+        )
+        with pytest.raises(AuthOrConfigError, match="slow_token_endpoint") as caught:
+            await smtp.deliver(ENVELOPE, CONTENT)
+        await smtp.aclose()
+    await asyncio.wait_for(cancelled.wait(), timeout=5)
+    assert caught.value.setting == "oauth_token_provider"
+    assert "within 0.1 s" in str(caught.value)
+
+
+def test_a_hung_provider_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    # asyncio.to_thread would park the provider in the loop's executor, and both
+    # asyncio.run() and interpreter exit wait for those threads: the process would hang.
+    script = tmp_path / "hang.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, time
+            from reliable_smtp import AuthOrConfigError, SMTPTransport
+            from reliable_smtp.envelope import Envelope
+            from reliable_smtp.testing import LocalSMTPServer
+
+            def provider(force_refresh=False):
+                time.sleep(3600)
+                return "never"
+
+            async def main(server):
+                smtp = SMTPTransport("127.0.0.1", server.port,
+                                     ssl_context=server.client_ssl_context(),
+                                     username="app@example.com", oauth_token_provider=provider,
+                                     oauth_token_timeout=0.2)
+                try:
+                    await smtp.deliver(Envelope.build("app@example.com", ["b@example.org"]),
+                                       b"Subject: x\\r\\n\\r\\nbody\\r\\n")
+                except AuthOrConfigError as error:
+                    print("gave up:", error.setting)
+                await smtp.aclose()
+
+            with LocalSMTPServer(tls="starttls", oauth_tokens={"app@example.com": "t"}) as server:
+                asyncio.run(main(server))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gave up: oauth_token_provider" in done.stdout
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), "10"])
+def test_oauth_token_timeout_must_be_a_positive_number(value: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        SMTPTransport(
+            "smtp.example.com",
+            username="a@example.com",
+            oauth_token_provider=lambda: "t",
+            oauth_token_timeout=value,  # type: ignore[arg-type]
+        )
+    assert caught.value.setting == "oauth_token_timeout"
+
+
+def test_oauth_token_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELIABLE_SMTP_URL", "smtp://app%40example.com@smtp.example.com:587")
+    monkeypatch.setenv("RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT", "7.5")
+    settings = MailerSettings(_env_file=None)
+    built = settings.build_transport(oauth_token_provider=lambda: "t")
+    assert isinstance(built, SMTPTransport)
+    assert built.oauth_token_timeout == 7.5
+    monkeypatch.delenv("RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT")
+    monkeypatch.setenv("RELIABLE_SMTP_CONNECT_TIMEOUT", "12")
+    default = MailerSettings(_env_file=None).build_transport(oauth_token_provider=lambda: "t")
+    assert isinstance(default, SMTPTransport)
+    assert default.oauth_token_timeout == 12.0  # the connect timeout
