@@ -678,8 +678,8 @@ class SMTPTransport(Transport):
                 )
                 if refused.code != 535:
                     # Not "this token is invalid" (454 try later, 534, 530...): the
-                    # generic reply rules say what it is.
-                    raise
+                    # generic reply rules say what it is - from the redacted text.
+                    raise aiosmtplib.SMTPAuthenticationError(refused.code, text) from None
                 # An expired token is the common case: refresh it once and try once more.
                 # Never more - Gmail answers login loops with "454 4.7.0 Too many login
                 # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
