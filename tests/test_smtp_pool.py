@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -218,8 +219,12 @@ def messages_per_second(sent_at: list[float]) -> float:
     ids=["at-the-limit", "below-the-limit", "unlimited"],
 )
 async def test_one_throttle_mid_burst_halves_the_rate_that_was_sent(
-    server: LocalSMTPServer, per_transport: float | None, app_pace: float
+    server: LocalSMTPServer,
+    per_transport: float | None,
+    app_pace: float,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="reliable_smtp")
     clock = FakeClock(1000.0)  # the transport sleeps on it: no real waiting, no wall clock
     limit = RateLimit(per_transport=per_transport)
     sent_at: list[float] = []
@@ -246,6 +251,8 @@ async def test_one_throttle_mid_burst_halves_the_rate_that_was_sent(
     after = messages_per_second(sent_at[1:])
     assert after == pytest.approx(before / 2, rel=0.02)
     assert len(server.messages) == 11
+    said = f"sending slowed to {before / 2:.3g} messages/s (was sending at {before:.3g}/s)"
+    assert said in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -498,11 +498,11 @@ class SMTPTransport(Transport):
             observed = self._adaptive.observed(now)
             rate = self._adaptive.on_throttled(now)
             logger.info(
-                "%s is throttling: sending slowed to %.3g messages/s (was sending at %.3g/s); "
+                "%s is throttling: sending slowed to %.3g messages/s (was sending at %s); "
                 "it doubles again every %g s without throttling",
                 self.name,
                 rate,
-                observed,
+                f"{observed:.3g}/s" if observed > 0 else "an unmeasured rate",
                 self.rate_limit.cooldown,
                 extra={"server": self.name, "rate": rate, "observed_rate": observed},
             )
