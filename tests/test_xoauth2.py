@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import DeliveryError
 from reliable_smtp.replies import Phase
 from reliable_smtp.testing import LocalSMTPServer
+from reliable_smtp.transports.smtp import _error_challenge
 
 ENVELOPE = Envelope.build("app@example.com", ["b@example.org"])
 CONTENT = b"Subject: oauth\r\n\r\nbody\r\n"
@@ -160,7 +162,10 @@ def test_provider_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("takes_refresh", [True, False], ids=["force_refresh", "no-parameter"])
-async def test_a_refreshed_token_refused_again_gets_oauth2_advice(takes_refresh: bool) -> None:
+async def test_a_refreshed_token_refused_again_gets_oauth2_advice(
+    takes_refresh: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     calls: list[bool] = []
 
     def with_refresh(force_refresh: bool = False) -> str:
@@ -190,8 +195,11 @@ async def test_a_refreshed_token_refused_again_gets_oauth2_advice(takes_refresh:
     assert "SMTP.Send" in text  # Microsoft 365's
     assert "'app@example.com' is the account the token was issued for" in text
     assert "SMTP AUTH is enabled for the mailbox" in text
+    # The error challenge (334 + JSON, as Google sends it) says which scope is missing.
+    assert "the server asks for a token with the scope https://mail.google.com/" in text
+    assert '334 {"status": "401"' in caplog.text
     assert "password" not in text.lower()
-    assert "Scope-Less-Token" not in text + repr(error.__dict__)
+    assert "Scope-Less-Token" not in text + repr(error.__dict__) + caplog.text
     if takes_refresh:
         assert calls == [False, True]
         assert "before and after a forced refresh" in text
@@ -205,8 +213,6 @@ async def test_a_refreshed_token_refused_again_gets_oauth2_advice(takes_refresh:
 async def test_a_server_echoing_the_token_does_not_put_it_in_the_error(
     echo: str, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import base64
-
     caplog.set_level(logging.DEBUG)
     tokens = ["Echoed-Token-One", "Echoed-Token-Two"]
 
@@ -226,6 +232,7 @@ async def test_a_server_echoing_the_token_does_not_put_it_in_the_error(
         await smtp.aclose()
     text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
     assert "<token redacted>" in str(caught.value)
+    assert "asks for a token with the scope" not in text  # no challenge, no claim
     for token in tokens:
         assert token not in text
         assert sasl(token) not in text
@@ -348,3 +355,21 @@ def test_oauth_token_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatc
     default = MailerSettings(_env_file=None).build_transport(oauth_token_provider=lambda: "t")
     assert isinstance(default, SMTPTransport)
     assert default.oauth_token_timeout == 12.0  # the connect timeout
+
+
+@pytest.mark.parametrize(
+    ("challenge", "expected"),
+    [
+        (
+            "eyJzdGF0dXMiOiI0MDAiLCJzY29wZSI6Imh0dHBzOi8vbWFpbC5nb29nbGUuY29tLyJ9",
+            {"status": "400", "scope": "https://mail.google.com/"},
+        ),
+        ("", {}),
+        ("not base64!", {}),
+        ("WzEsMl0=", {}),  # JSON, but a list
+        ("//79", {}),  # bytes that are not UTF-8
+        (base64.b64encode(b"[" * 5000).decode(), {}),  # nested deeper than json allows
+    ],
+)
+def test_error_challenges_are_read_or_ignored(challenge: str, expected: dict[str, str]) -> None:
+    assert _error_challenge(challenge) == expected

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import inspect
 import ipaddress
+import json
 import logging
 import os
 import ssl
@@ -141,13 +142,31 @@ async def _call_in_daemon_thread(
     return await future
 
 
+def _xoauth2_response(username: str, token: str) -> str:
+    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64."""
+    raw = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
 def _without_token(text: str, username: str, token: str) -> str:
     """``text`` (a server reply) with the token and the XOAUTH2 string removed, in case
     the server echoes what it was sent."""
-    sasl = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
-    for secret in (base64.b64encode(sasl).decode("ascii"), token):
+    for secret in (_xoauth2_response(username, token), token):
         text = text.replace(secret, "<token redacted>")
     return text
+
+
+def _error_challenge(text: str) -> dict[str, str]:
+    """The JSON a server sends in its 334 challenge when it refuses a token (Google:
+    ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
+    Empty when it is not that."""
+    try:
+        decoded = json.loads(base64.b64decode(text.strip(), validate=True))
+    except (ValueError, RecursionError):  # not base64, not JSON, nested too deep
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(key): str(value) for key, value in decoded.items()}
 
 
 def _accepts_keyword(function: object, name: str) -> bool:
@@ -665,36 +684,56 @@ class SMTPTransport(Transport):
                 explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
                 "password (or app password) with this server, or the provider's OAuth host",
             )
-        started = time.monotonic()
         for refresh in (False, True):
             token = await self._access_token(refresh=refresh)
-            transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
-            try:
-                reply = await smtp.auth_xoauth2(self.username, token, timeout=self.command_timeout)
-            except aiosmtplib.SMTPAuthenticationError as refused:
-                text = _without_token(refused.message, self.username, token)
-                transcript_line(
-                    self.name, "<", f"{refused.code} {text}", elapsed=time.monotonic() - started
-                )
-                if refused.code != 535:
-                    # Not "this token is invalid" (454 try later, 534, 530...): the
-                    # generic reply rules say what it is - from the redacted text.
-                    raise aiosmtplib.SMTPAuthenticationError(refused.code, text) from None
-                # An expired token is the common case: refresh it once and try once more.
-                # Never more - Gmail answers login loops with "454 4.7.0 Too many login
-                # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
-                if not refresh:
-                    continue
-                # Not chained: the error has the reply, and aiosmtplib's exception would
-                # carry the server's text unredacted into every logged traceback.
-                raise self._token_refused_twice(Reply.from_server(refused.code, text)) from None
-            transcript_line(
-                self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
-            )
-            return
+            reply, challenge = await self._xoauth2_exchange(smtp, token)
+            if reply.code == 235:
+                return
+            if reply.code != 535:
+                # Not "this token is invalid" (454 try later, 534, 530...): the generic
+                # reply rules say what it is.
+                raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
+            # An expired token is the common case: refresh it once and try once more.
+            # Never more - Gmail answers login loops with "454 4.7.0 Too many login
+            # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
+            if refresh:
+                raise self._token_refused_twice(reply, challenge)
 
-    def _token_refused_twice(self, reply: Reply) -> AuthOrConfigError:
+    async def _xoauth2_exchange(
+        self, smtp: aiosmtplib.SMTP, token: str
+    ) -> tuple[SMTPResponse, dict[str, str]]:
+        """AUTH XOAUTH2 with the initial response; the final reply (token-free) and the
+        server's error challenge, if it sent one.
+
+        aiosmtplib's ``auth_xoauth2`` does the same but discards the challenge, which
+        is where Google says which scope the token lacks.
+        """
+        assert self.username is not None
+        started = time.monotonic()
+        transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
+        timeout = self.command_timeout
+        initial = _xoauth2_response(self.username, token).encode("ascii")
+        response = await smtp.execute_command(b"AUTH", b"XOAUTH2", initial, timeout=timeout)
+        challenge: dict[str, str] = {}
+        if response.code == 334:
+            challenge = _error_challenge(response.message)
+            transcript_line(self.name, "<", f"334 {json.dumps(challenge) if challenge else ''}")
+            # The refusal comes after the client answers the challenge with an empty line.
+            response = await smtp.execute_command(b"", timeout=timeout)
+        # A server may echo what it was sent: nothing below carries the token.
+        text = _without_token(response.message, self.username, token)
+        transcript_line(
+            self.name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
+        )
+        return SMTPResponse(response.code, text), challenge
+
+    def _token_refused_twice(
+        self, response: SMTPResponse, challenge: Mapping[str, str]
+    ) -> AuthOrConfigError:
         """The final error: an OAuth2 user needs OAuth2 advice, not password advice."""
+        asked = ""
+        if challenge.get("scope"):
+            asked = f"the server asks for a token with the scope {challenge['scope']}; "
         if self._token_takes_refresh:
             summary = "the OAuth2 access token was refused twice, before and after a forced refresh"
             refresh = ""
@@ -707,12 +746,12 @@ class SMTPTransport(Transport):
             )
         return AuthOrConfigError(
             summary,
-            reply=reply,
+            reply=Reply.from_server(response.code, response.message),
             phase=Phase.AUTH,
             server=self.name,
             setting="oauth_token_provider",
             explanation=(
-                "check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
+                f"{asked}check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
                 "https://outlook.office.com/SMTP.Send, or SMTP.SendAsApp for an app-only "
                 f"token), that the username {self.username!r} is the account the token was "
                 "issued for, and that SMTP AUTH is enabled for the mailbox (Microsoft 365: "
