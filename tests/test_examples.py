@@ -16,6 +16,18 @@ EXPECTED = {
         "1 sent after 1 attempt",
         "server received 1 message(s)",
     ],
+    "oauth2.py": [
+        "<SMTPTransport smtp://smtp.gmail.com:587 user='app@example.com'>",
+        "<SMTPTransport smtp://smtp.office365.com:587 user='app@example.com'>",
+        "1 sent after 1 attempt\n  ops@example.org: sent",
+        "token refreshes: 1 (after one refusal)",
+        "tokens asked for: force_refresh=False, force_refresh=True",
+        "Refused: the OAuth2 access token was refused twice, before and after a forced refresh",
+        "setting to fix: oauth_token_provider",
+        "server said:    535 5.7.8",
+        "https://mail.google.com/",
+        "logins tried: 2; messages received in all: 2",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",

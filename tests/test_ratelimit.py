@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reliable_smtp.errors import ConfigurationError
 from reliable_smtp.ratelimit import (
     FLOOR_RATE,
+    WINDOW,
     AdaptiveRate,
     RateLimit,
     TokenBucket,
+    observed_rate,
     refill,
+    throttled_rate,
     wait_for_token,
 )
 
@@ -52,6 +60,7 @@ def test_per_minute() -> None:
     limit = RateLimit.per_minute(per_transport=30, per_connection=6)
     assert limit.per_transport == 0.5
     assert limit.per_connection == 0.1
+    assert RateLimit.per_minute(per_transport=30, cooldown=60.0).cooldown == 60.0
 
 
 @pytest.mark.parametrize(
@@ -106,6 +115,193 @@ def test_unlimited_transport_gets_a_temporary_limit() -> None:
 
 def test_repeated_throttling_never_goes_below_the_floor() -> None:
     rate = AdaptiveRate(1.0)
-    for _ in range(30):
-        rate.on_throttled(0.0)
-    assert rate.current(0.0) == FLOOR_RATE
+    for i in range(30):
+        rate.note_sent(float(i))  # each lowering was tried, and throttled again
+        rate.on_throttled(float(i))
+    assert rate.current(29.0) == FLOOR_RATE
+
+
+# -- the throttling rule over bursts of any length and timing (issue 17) -------------------
+
+FACTORS = st.sampled_from([0.5, 0.25, 0.75, 0.1])
+CONFIGURED = st.one_of(st.none(), st.floats(min_value=0.01, max_value=1000.0))
+#: Steady rates with at least two sends in any WINDOW, even one interval after the last.
+RATES = st.floats(min_value=2 / WINDOW, max_value=5000.0)
+
+
+def expected_rate(configured: float | None, sent_at: float, factor: float) -> float:
+    """The documented rule: factor x the lower of configured and observed, floored, capped."""
+    in_force = sent_at if configured is None else min(configured, sent_at)
+    lowered = max(FLOOR_RATE, factor * in_force)
+    return lowered if configured is None else min(configured, lowered)
+
+
+def bursts(rate: AdaptiveRate, start: float, gaps: list[float]) -> float:
+    """Record sends at ``start`` and then after each gap; return the last send time."""
+    now = start
+    rate.note_sent(now)
+    for gap in gaps:
+        now += gap
+        rate.note_sent(now)
+    return now
+
+
+@pytest.mark.parametrize(
+    ("configured", "burst", "expected"),
+    [(20.0, 4, 10.0), (10.0, 2, 5.0), (100.0, 1, 50.0)],
+)
+def test_a_throttle_after_a_short_burst_halves_the_rate_sent(
+    configured: float, burst: int, expected: float
+) -> None:
+    # The report: `burst` messages at the configured rate, then the next MAIL gets
+    # "451 4.7.1 Rate limit exceeded, slow down". It used to read the burst over a full
+    # 10 s window: 20/s fell to 0.25/s, 10/s to 0.15/s.
+    rate = AdaptiveRate(configured)
+    last = bursts(rate, 1000.0, [1 / configured] * burst)  # the throttled one is sent too
+    assert rate.on_throttled(last) == pytest.approx(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sent_at=RATES,
+    count=st.integers(min_value=2, max_value=3000),
+    reply_after=st.floats(min_value=0.0, max_value=1.0),
+    idle_before=st.one_of(st.none(), st.floats(min_value=WINDOW, max_value=1e6)),
+    start=st.floats(min_value=0.0, max_value=1e6),
+    configured=CONFIGURED,
+    factor=FACTORS,
+)
+def test_a_steady_burst_of_any_length_reads_as_its_own_rate(
+    sent_at: float,
+    count: int,
+    reply_after: float,
+    idle_before: float | None,
+    start: float,
+    configured: float | None,
+    factor: float,
+) -> None:
+    gap = 1 / sent_at
+    rate = AdaptiveRate(configured, factor=factor)
+    if idle_before is not None:  # an earlier burst, long enough ago to be forgotten
+        bursts(rate, start - idle_before - 5.0, [0.01] * 5)
+    last = bursts(rate, start, [gap] * (count - 1))
+    # The throttling reply comes back at most one interval after the last send.
+    now = last + reply_after * gap
+    assert observed_rate(list(rate._sent), now) == pytest.approx(sent_at, rel=1e-6)
+    assert rate.on_throttled(now) == pytest.approx(expected_rate(configured, sent_at, factor))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.floats(min_value=0.0, max_value=WINDOW / 4), max_size=60),
+    reply_after=st.floats(min_value=0.0, max_value=WINDOW / 4),
+    history=st.lists(st.floats(min_value=WINDOW, max_value=1e5), max_size=5),
+    configured=CONFIGURED,
+    factor=FACTORS,
+)
+def test_a_burst_is_never_read_as_slower_than_its_slowest_interval(
+    gaps: list[float],
+    reply_after: float,
+    history: list[float],
+    configured: float | None,
+    factor: float,
+) -> None:
+    start = 1e5 + 10 * WINDOW
+    rate = AdaptiveRate(configured, factor=factor)
+    for ago in history:  # sends from before the window: they must not count
+        rate.note_sent(start - ago - 1.0)
+    last = bursts(rate, start, gaps)
+    now = last + reply_after
+    lowered = rate.on_throttled(now)
+
+    if configured is None:
+        assert lowered >= FLOOR_RATE
+    else:  # never below the floor, never above the configured rate
+        assert lowered >= min(FLOOR_RATE, configured)
+        assert lowered <= configured
+    # Only the sends of the last WINDOW seconds count, however irregular: the rate read
+    # is at least one send per longest interval between them (or since the last one).
+    recent = [start] + [start + sum(gaps[: i + 1]) for i in range(len(gaps))]
+    recent = [t for t in recent if t >= now - WINDOW]
+    intervals = [b - a for a, b in itertools.pairwise(recent)] + [now - recent[-1]]
+    slowest = max(intervals)
+    if slowest > 0:
+        assert lowered >= expected_rate(configured, 1 / slowest, factor) * (1 - 1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sent_at=RATES,
+    count=st.integers(min_value=2, max_value=200),
+    configured=CONFIGURED,
+    factor=FACTORS,
+    cooldown=st.floats(min_value=0.5, max_value=120.0),
+    checks=st.lists(st.floats(min_value=0.0, max_value=5000.0), min_size=1, max_size=20),
+)
+def test_recovery_doubles_every_cooldown_up_to_the_configured_rate(
+    sent_at: float,
+    count: int,
+    configured: float | None,
+    factor: float,
+    cooldown: float,
+    checks: list[float],
+) -> None:
+    rate = AdaptiveRate(configured, factor=factor, cooldown=cooldown)
+    last = bursts(rate, 0.0, [1 / sent_at] * (count - 1))
+    lowered = rate.on_throttled(last)
+    previous = lowered
+    for elapsed in sorted(checks):
+        now = last + elapsed
+        current = rate.current(now)
+        if configured is None:
+            # Unlimited: doubles until it is clearly not binding, then lifted entirely.
+            if current is None:
+                previous = math.inf
+                continue
+        else:
+            assert current is not None
+            steps = min(int((now - last) // cooldown), 200)  # whole cool-downs elapsed
+            expected = min(configured, lowered * 2.0**steps)
+            assert current == pytest.approx(expected, rel=1e-9)
+        assert current >= previous * (1 - 1e-12)  # recovery never lowers the rate
+        previous = current
+
+
+def test_one_throttle_at_the_configured_rate_recovers_after_one_cooldown() -> None:
+    rate = AdaptiveRate(20.0, cooldown=10.0)
+    last = bursts(rate, 0.0, [0.05] * 4)
+    assert rate.on_throttled(last) == pytest.approx(10.0)
+    assert rate.current(last + 9.9) == pytest.approx(10.0)
+    assert rate.current(last + 10.0) == 20.0
+    assert RateLimit().cooldown == 10.0  # the documented default
+
+
+@settings(max_examples=100, deadline=None)
+@given(replies=st.integers(min_value=2, max_value=20), configured=CONFIGURED, factor=FACTORS)
+def test_replies_to_messages_in_flight_lower_the_rate_once(
+    replies: int, configured: float | None, factor: float
+) -> None:
+    # Several connections: messages sent before the first throttling reply are all
+    # answered "slow down" too. They say nothing about the lowered rate.
+    rate = AdaptiveRate(configured, factor=factor)
+    last = bursts(rate, 0.0, [0.01] * 9)
+    first = rate.on_throttled(last + 0.05)
+    for i in range(1, replies):
+        assert rate.on_throttled(last + 0.05 + i * 0.001) == first
+    # Once a message went out at the lowered rate, another throttle lowers it again.
+    rate.note_sent(last + 1.0)
+    again = rate.on_throttled(last + 1.0)
+    floor = FLOOR_RATE if configured is None else min(FLOOR_RATE, configured)
+    assert again == floor or again <= first * factor * (1 + 1e-9)
+
+
+def test_nothing_measured_lowers_the_rate_in_force() -> None:
+    assert observed_rate([], 10.0) is None
+    assert observed_rate([10.0], 10.0) is None  # no time covered yet
+    assert observed_rate([20.0], 10.0) is None  # reserved, not yet sent
+    assert observed_rate([9.5], 10.0) == pytest.approx(2.0)
+    assert throttled_rate(8.0, None) == 4.0
+    assert throttled_rate(None, None) == 0.5  # nothing configured, nothing measured
+    assert throttled_rate(None, 0.001) == FLOOR_RATE
+    # The floor never lifts a rate above what is in force (a configured 1 per 2 minutes).
+    assert throttled_rate(1 / 120, 5.0) == 1 / 120

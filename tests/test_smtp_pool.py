@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -13,6 +14,7 @@ from reliable_smtp.errors import (
     DeliveryError,
     PoolExhaustedError,
     SMTPTimeoutError,
+    ThrottledError,
     TransientError,
 )
 from reliable_smtp.mailer import AsyncMailer
@@ -201,6 +203,56 @@ async def test_throttling_reply_lowers_the_transport_rate(server: LocalSMTPServe
     # Lowered from 10/s to at most 5/s: sends are now at least 0.2 s apart.
     assert clock.sleeps
     assert min(clock.sleeps) >= 0.2 - 1e-9
+
+
+def messages_per_second(sent_at: list[float]) -> float:
+    return (len(sent_at) - 1) / (sent_at[-1] - sent_at[0])
+
+
+@pytest.mark.parametrize(
+    ("per_transport", "app_pace"),
+    [
+        (20.0, 0.0),  # the transport's limit sets the pace (issue 17's report)
+        (100.0, 0.1),  # the application sends at 10/s, well below the limit
+        (None, 0.1),  # no limit configured at all
+    ],
+    ids=["at-the-limit", "below-the-limit", "unlimited"],
+)
+async def test_one_throttle_mid_burst_halves_the_rate_that_was_sent(
+    server: LocalSMTPServer,
+    per_transport: float | None,
+    app_pace: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="reliable_smtp")
+    clock = FakeClock(1000.0)  # the transport sleeps on it: no real waiting, no wall clock
+    limit = RateLimit(per_transport=per_transport)
+    sent_at: list[float] = []
+    async with relay_transport(server, rate_limit=limit, clock=clock, sleep=clock.sleep) as t:
+
+        async def send(i: int) -> None:
+            clock.advance(app_pace)
+            try:
+                await t.deliver(envelope(i), CONTENT)
+            finally:
+                sent_at.append(clock.now)  # only the transport's waits move the clock
+
+        for i in range(4):
+            await send(i)
+        server.script("MAIL", "451 4.7.1 Rate limit exceeded, slow down")
+        with pytest.raises(ThrottledError):
+            await send(4)
+        before = messages_per_second(sent_at)
+        del sent_at[:]
+        for i in range(5, 12):
+            await send(i)
+    # The first message after the throttle may use a token saved while the application
+    # was slower than the limit (burst=1); from then on the pace is half the old one.
+    after = messages_per_second(sent_at[1:])
+    assert after == pytest.approx(before / 2, rel=0.02)
+    assert len(server.messages) == 11
+    said = f"sending slowed to {before / 2:.3g} messages/s (was sending at {before:.3g}/s)"
+    assert said in caplog.text
 
 
 @pytest.mark.parametrize(

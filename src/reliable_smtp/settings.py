@@ -100,6 +100,10 @@ class MailerSettings(BaseSettings):
     data_timeout: float = Field(
         default=600.0, description="Seconds to wait for the reply to the final dot."
     )
+    oauth_token_timeout: float | None = Field(
+        default=None,
+        description="Seconds to wait for the OAuth2 token provider (default: connect_timeout).",
+    )
     local_hostname: str | None = Field(default=None, description="Name sent in EHLO.")
     ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
     sendmail_path: Path = Field(
@@ -154,6 +158,7 @@ class MailerSettings(BaseSettings):
         "timeout",
         "connect_timeout",
         "data_timeout",
+        "oauth_token_timeout",
         "retry_deadline",
         "idle_timeout",
         "pool_timeout",
@@ -293,6 +298,7 @@ class MailerSettings(BaseSettings):
             rate_limit=self.rate_limit(),
             warn_insecure=False,  # checked above, with the variable names
             oauth_token_provider=oauth_token_provider,
+            oauth_token_timeout=self.oauth_token_timeout,
         )
 
     def rate_limit(self) -> RateLimit | None:

@@ -14,14 +14,18 @@ it is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import inspect
 import ipaddress
+import json
 import logging
 import os
 import ssl
+import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from enum import Enum
 
@@ -96,6 +100,75 @@ def _secret_value(value: object) -> str | None:
 TokenProvider = Callable[..., "str | Awaitable[str]"]
 
 
+def provider_name(provider: object) -> str:
+    """``module.qualname`` of a token provider, for errors: never its ``repr()``, which
+    may show bound credentials (a ``functools.partial`` holding a client secret)."""
+    function = getattr(provider, "func", provider)  # functools.partial
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    module = getattr(function, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+async def _call_in_daemon_thread(
+    function: Callable[..., object], kwargs: Mapping[str, object]
+) -> object:
+    """Run a blocking ``function`` in a thread of its own and await its result.
+
+    Not ``asyncio.to_thread``: a provider that hangs would hold one of the loop's
+    executor threads for good, and ``asyncio.run()`` and interpreter exit both wait
+    for those. A daemon thread is simply abandoned once nobody waits for it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[object] = loop.create_future()
+
+    def settle(ok: bool, value: object) -> None:
+        if future.done():  # the caller stopped waiting (timed out, cancelled)
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            assert isinstance(value, BaseException)
+            future.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, object] = (True, function(**kwargs))
+        except Exception as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="reliable-smtp-oauth-token", daemon=True).start()
+    return await future
+
+
+def _xoauth2_response(username: str, token: str) -> str:
+    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64."""
+    raw = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _without_token(text: str, username: str, token: str) -> str:
+    """``text`` (a server reply) with the token and the XOAUTH2 string removed, in case
+    the server echoes what it was sent."""
+    for secret in (_xoauth2_response(username, token), token):
+        text = text.replace(secret, "<token redacted>")
+    return text
+
+
+def _error_challenge(text: str) -> dict[str, str]:
+    """The JSON a server sends in its 334 challenge when it refuses a token (Google:
+    ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
+    Empty when it is not that."""
+    try:
+        decoded = json.loads(base64.b64decode(text.strip(), validate=True))
+    except (ValueError, RecursionError):  # not base64, not JSON, nested too deep
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(key): str(value) for key, value in decoded.items()}
+
+
 def _accepts_keyword(function: object, name: str) -> bool:
     if function is None:
         return False
@@ -135,7 +208,19 @@ class SMTPTransport(Transport):
     Timeouts (seconds, never ``None``): ``connect_timeout`` covers TCP connect,
     the TLS handshake and the greeting; ``command_timeout`` every command reply;
     ``data_timeout`` the reply to the final dot (RFC 5321 §4.5.3.2 asks for 10
-    minutes: a premature timeout there is how duplicates happen).
+    minutes: a premature timeout there is how duplicates happen);
+    ``oauth_token_timeout`` each call of the ``oauth_token_provider`` (default: the
+    connect timeout). A sync provider runs in a thread of its own; a thread cannot
+    be stopped, so after the timeout the send stops waiting and the thread is left
+    to finish (or hang) on its own.
+
+    XOAUTH2: with ``oauth_token_provider`` (sync or async, returning an access
+    token) the transport logs in with ``AUTH XOAUTH2``. When the server refuses the
+    token (535), the provider is called once more - with ``force_refresh=True`` if
+    it takes that parameter - and the login is tried once more; a second refusal is
+    an :class:`~reliable_smtp.AuthOrConfigError` with
+    ``setting="oauth_token_provider"``. Never more: a login loop gets the account
+    locked.
     """
 
     def __init__(
@@ -165,6 +250,7 @@ class SMTPTransport(Transport):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         oauth_token_provider: TokenProvider | None = None,
+        oauth_token_timeout: float | None = None,
         warn_insecure: bool = True,
     ) -> None:
         try:
@@ -249,6 +335,11 @@ class SMTPTransport(Transport):
         self.connect_timeout = check_seconds("connect_timeout", connect_timeout)
         self.command_timeout = check_seconds("command_timeout", command_timeout)
         self.data_timeout = check_seconds("data_timeout", data_timeout)
+        self.oauth_token_timeout = (
+            self.connect_timeout
+            if oauth_token_timeout is None
+            else check_seconds("oauth_token_timeout", oauth_token_timeout)
+        )
         scheme = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
         self.name = f"{scheme[self.tls]}://{host}:{port}"
         self.max_connections = _check_count("max_connections", max_connections)
@@ -422,12 +513,17 @@ class SMTPTransport(Transport):
 
     def _throttled(self) -> None:
         if self._adaptive is not None:
-            rate = self._adaptive.on_throttled(self._clock())
+            now = self._clock()
+            observed = self._adaptive.observed(now)
+            rate = self._adaptive.on_throttled(now)
             logger.info(
-                "%s is throttling: sending slowed to %.3g messages/s",
+                "%s is throttling: sending slowed to %.3g messages/s (was sending at %s); "
+                "it doubles again every %g s without throttling",
                 self.name,
                 rate,
-                extra={"server": self.name, "rate": rate},
+                f"{observed:.3g}/s" if observed > 0 else "an unmeasured rate",
+                self.rate_limit.cooldown,
+                extra={"server": self.name, "rate": rate, "observed_rate": observed},
             )
 
     # -- opening a connection ------------------------------------------------------------
@@ -588,47 +684,114 @@ class SMTPTransport(Transport):
                 explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
                 "password (or app password) with this server, or the provider's OAuth host",
             )
-        started = time.monotonic()
         for refresh in (False, True):
             token = await self._access_token(refresh=refresh)
-            transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
-            try:
-                reply = await smtp.auth_xoauth2(self.username, token, timeout=self.command_timeout)
-            except aiosmtplib.SMTPAuthenticationError as refused:
-                transcript_line(
-                    self.name,
-                    "<",
-                    f"{refused.code} {refused.message}",
-                    elapsed=time.monotonic() - started,
-                )
-                # An expired token is the common case: refresh it once and try once more.
-                # Never more - Gmail answers login loops with "454 4.7.0 Too many login
-                # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
-                if refresh or refused.code != 535:
-                    raise
-                continue
-            transcript_line(
-                self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+            reply, challenge = await self._xoauth2_exchange(smtp, token)
+            if reply.code == 235:
+                return
+            if reply.code != 535:
+                # Not "this token is invalid" (454 try later, 534, 530...): the generic
+                # reply rules say what it is.
+                raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
+            # An expired token is the common case: refresh it once and try once more.
+            # Never more - Gmail answers login loops with "454 4.7.0 Too many login
+            # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
+            if refresh:
+                raise self._token_refused_twice(reply, challenge)
+
+    async def _xoauth2_exchange(
+        self, smtp: aiosmtplib.SMTP, token: str
+    ) -> tuple[SMTPResponse, dict[str, str]]:
+        """AUTH XOAUTH2 with the initial response; the final reply (token-free) and the
+        server's error challenge, if it sent one.
+
+        aiosmtplib's ``auth_xoauth2`` does the same but discards the challenge, which
+        is where Google says which scope the token lacks.
+        """
+        assert self.username is not None
+        started = time.monotonic()
+        transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
+        timeout = self.command_timeout
+        initial = _xoauth2_response(self.username, token).encode("ascii")
+        response = await smtp.execute_command(b"AUTH", b"XOAUTH2", initial, timeout=timeout)
+        challenge: dict[str, str] = {}
+        if response.code == 334:
+            challenge = _error_challenge(response.message)
+            transcript_line(self.name, "<", f"334 {json.dumps(challenge) if challenge else ''}")
+            # The refusal comes after the client answers the challenge with an empty line.
+            response = await smtp.execute_command(b"", timeout=timeout)
+        # A server may echo what it was sent: nothing below carries the token.
+        text = _without_token(response.message, self.username, token)
+        transcript_line(
+            self.name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
+        )
+        return SMTPResponse(response.code, text), challenge
+
+    def _token_refused_twice(
+        self, response: SMTPResponse, challenge: Mapping[str, str]
+    ) -> AuthOrConfigError:
+        """The final error: an OAuth2 user needs OAuth2 advice, not password advice."""
+        asked = ""
+        if challenge.get("scope"):
+            asked = f"the server asks for a token with the scope {challenge['scope']}; "
+        if self._token_takes_refresh:
+            summary = "the OAuth2 access token was refused twice, before and after a forced refresh"
+            refresh = ""
+        else:
+            summary = "the OAuth2 access token was refused twice"
+            refresh = (
+                f"; {provider_name(self._token_provider)} takes no force_refresh parameter, "
+                "so it could not be asked for a new token: accept force_refresh and fetch "
+                "a fresh token when it is True"
             )
-            return
+        return AuthOrConfigError(
+            summary,
+            reply=Reply.from_server(response.code, response.message),
+            phase=Phase.AUTH,
+            server=self.name,
+            setting="oauth_token_provider",
+            explanation=(
+                f"{asked}check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
+                "https://outlook.office.com/SMTP.Send, or SMTP.SendAsApp for an app-only "
+                f"token), that the username {self.username!r} is the account the token was "
+                "issued for, and that SMTP AUTH is enabled for the mailbox (Microsoft 365: "
+                f"for the mailbox and the tenant){refresh}"
+            ),
+        )
 
     async def _access_token(self, *, refresh: bool) -> str:
         provider = self._token_provider
         assert provider is not None
         kwargs = {"force_refresh": refresh} if self._token_takes_refresh else {}
+        # Bounded like every other wait: token providers do network I/O.
+        call = asyncio.ensure_future(self._call_token_provider(provider, kwargs))
+        # A provider that fails after we stopped waiting must not log "never retrieved".
+        call.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            if inspect.iscoroutinefunction(provider):
-                token = await provider(**kwargs)
-            else:
-                # A sync provider (MSAL, google-auth) may do network I/O: not on the loop.
-                token = await asyncio.to_thread(provider, **kwargs)
-                if inspect.isawaitable(token):
-                    token = await token
+            finished, _ = await asyncio.wait({call}, timeout=self.oauth_token_timeout)
+        finally:
+            if not call.done():
+                call.cancel()
+        name = provider_name(provider)
+        if not finished:
+            raise AuthOrConfigError(
+                f"the OAuth2 token provider {name} returned no access token within "
+                f"{self.oauth_token_timeout:g} s",
+                phase=Phase.AUTH,
+                server=self.name,
+                setting="oauth_token_provider",
+                explanation="the provider (its token endpoint) did not answer in time; check "
+                "its network access, or raise oauth_token_timeout "
+                "(RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT) if it is just slow. A sync provider's "
+                "thread cannot be stopped: it is left running",
+            )
+        try:
+            token = call.result()
         except DeliveryError:
             raise
         except Exception as exc:
             raise AuthOrConfigError(
-                f"the OAuth2 token provider failed: {type(exc).__name__}: {exc}",
+                f"the OAuth2 token provider {name} failed: {type(exc).__name__}: {exc}",
                 phase=Phase.AUTH,
                 server=self.name,
                 setting="oauth_token_provider",
@@ -638,12 +801,23 @@ class SMTPTransport(Transport):
             ) from exc
         if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
             raise AuthOrConfigError(
-                "the OAuth2 token provider returned no usable access token",
+                f"the OAuth2 token provider {name} returned no usable access token",
                 phase=Phase.AUTH,
                 server=self.name,
                 setting="oauth_token_provider",
                 explanation="return the access token as a non-empty string",
             )
+        return token
+
+    @staticmethod
+    async def _call_token_provider(provider: TokenProvider, kwargs: Mapping[str, object]) -> object:
+        if inspect.iscoroutinefunction(provider):
+            token: object = await provider(**kwargs)
+        else:
+            # A sync provider (MSAL, google-auth) does network I/O: not on the loop.
+            token = await _call_in_daemon_thread(provider, kwargs)
+        if inspect.isawaitable(token):
+            token = await token
         return token
 
     # -- one transaction -----------------------------------------------------------------
