@@ -41,6 +41,10 @@ class Factory:
         connection.open = False
         connection.closed_by_pool = True
 
+    def drop(self, connection: FakeConnection) -> None:
+        connection.open = False
+        connection.closed_by_pool = True
+
 
 def make_pool(
     factory: Factory, clock: FakeClock, **options: object
@@ -57,6 +61,7 @@ def make_pool(
         open=factory.open,
         check=factory.check,
         close=factory.close,
+        drop=factory.drop,
         alive=lambda c: c.open,
         clock=clock,
         **settings,  # type: ignore[arg-type]

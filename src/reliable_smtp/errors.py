@@ -307,10 +307,15 @@ def error_for(
     """Build the most specific error for ``verdict``.
 
     ``connection_lost``/``timed_out`` select :class:`ConnectionFailedError` /
-    :class:`SMTPTimeoutError` for transient failures that had no reply.
+    :class:`SMTPTimeoutError` for transient failures that had no reply; a permanent
+    verdict with ``protocol_error`` (the server did not understand us, or did not
+    speak SMTP: 500-504, 555, an unexpected 3xx, a code outside 2xx-5xx) is a
+    :class:`ProtocolError`.
     """
     cls: type[DeliveryError]
-    if verdict.outcome is Outcome.TRANSIENT and timed_out:
+    if verdict.outcome is Outcome.PERMANENT and verdict.protocol_error:
+        cls = ProtocolError
+    elif verdict.outcome is Outcome.TRANSIENT and timed_out:
         cls = SMTPTimeoutError
     elif verdict.outcome is Outcome.TRANSIENT and connection_lost:
         cls = ConnectionFailedError
