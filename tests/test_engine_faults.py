@@ -9,10 +9,12 @@ foreign exception, never a connection left open after ``aclose()``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 
@@ -20,14 +22,18 @@ from rawsmtp import Answer, RawSMTPServer, Session, normal, wait_until
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AmbiguousDeliveryError,
+    AuthOrConfigError,
+    DeliveryError,
+    PermanentError,
     ProtocolError,
     ReliableSMTPError,
+    ThrottledError,
     TransientError,
 )
-from reliable_smtp.mailer import AsyncMailer
+from reliable_smtp.mailer import FAILURE_PRECEDENCE, AsyncMailer
 from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.result import DeliveryReport, SendResult
+from reliable_smtp.replies import Outcome, Phase, Reply
+from reliable_smtp.result import DeliveryReport, RecipientStatus, SendResult
 from reliable_smtp.retry import RetryPolicy
 from reliable_smtp.testing import FakeClock
 from reliable_smtp.transports.base import Transport
@@ -417,3 +423,128 @@ async def test_the_default_ehlo_name_is_a_dotted_fqdn_or_the_address_literal(
     async with transport(server, local_hostname=None) as smtp:
         await smtp.deliver(ENVELOPE, CONTENT)
     assert [a for _, verb, a in server.commands if verb == "EHLO"] == [expected]
+
+
+# -- B4: the precedence among failure classes, every mixed combination ------------------
+
+FAILING: dict[Outcome, RecipientStatus] = {
+    Outcome.AMBIGUOUS: RecipientStatus(
+        recipient="", outcome=Outcome.AMBIGUOUS, phase=Phase.DATA_END, explanation="lost"
+    ),
+    Outcome.AUTH_OR_CONFIG: RecipientStatus(
+        recipient="",
+        outcome=Outcome.AUTH_OR_CONFIG,
+        phase=Phase.RCPT,
+        reply=Reply(550, "5.7.1", "Relaying denied"),
+        explanation="relay denied",
+    ),
+    Outcome.THROTTLED: RecipientStatus(
+        recipient="",
+        outcome=Outcome.THROTTLED,
+        phase=Phase.RCPT,
+        reply=Reply(451, "4.7.1", "rate limited"),
+        explanation="throttled",
+        retryable=True,
+    ),
+    Outcome.TRANSIENT: RecipientStatus(
+        recipient="",
+        outcome=Outcome.TRANSIENT,
+        phase=Phase.RCPT,
+        reply=Reply(451, "4.3.0", "local error"),
+        explanation="transient",
+        retryable=True,
+    ),
+    Outcome.PERMANENT: RecipientStatus(
+        recipient="",
+        outcome=Outcome.PERMANENT,
+        phase=Phase.RCPT,
+        reply=Reply(550, "5.1.1", "no such user"),
+        explanation="no such user",
+    ),
+}
+RAISED: dict[Outcome, type[DeliveryError]] = {
+    Outcome.AMBIGUOUS: AmbiguousDeliveryError,
+    Outcome.AUTH_OR_CONFIG: AuthOrConfigError,
+    Outcome.THROTTLED: ThrottledError,
+    Outcome.TRANSIENT: TransientError,
+    Outcome.PERMANENT: PermanentError,
+}
+ORDER = [
+    Outcome.AMBIGUOUS,
+    Outcome.AUTH_OR_CONFIG,
+    Outcome.THROTTLED,
+    Outcome.TRANSIENT,
+    Outcome.PERMANENT,
+]
+MIXES = [
+    (mix, with_sent)
+    for size in range(1, len(ORDER) + 1)
+    for mix in itertools.combinations(ORDER, size)
+    for with_sent in (False, True)
+]
+
+
+class ScriptedTransport(Transport):
+    """Reports, for each recipient, the status its local part names (``transient-1@...``)."""
+
+    name = "scripted://test"
+
+    async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
+        statuses = {}
+        for recipient in envelope.recipients:
+            kind = recipient.split("-", 1)[0]
+            if kind == "sent":
+                status = RecipientStatus(
+                    recipient=recipient, outcome=Outcome.SENT, phase=Phase.DATA_END
+                )
+            else:
+                status = replace(FAILING[Outcome(kind)], recipient=recipient)
+            statuses[recipient] = status
+        return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+
+
+@pytest.mark.parametrize(
+    ("mix", "with_sent"),
+    MIXES,
+    ids=["+".join(o.value for o in mix) + ("+sent" if s else "") for mix, s in MIXES],
+)
+async def test_the_raised_class_follows_the_precedence(
+    mix: tuple[Outcome, ...], with_sent: bool
+) -> None:
+    # Envelope order is the reverse of the precedence: the winner is never simply first.
+    recipients = [f"{o.value}-1@example.org" for o in reversed(mix)]
+    if with_sent:
+        recipients.insert(0, "sent-1@example.org")
+    async with AsyncMailer(
+        ScriptedTransport(), retry=RetryPolicy.never(), recipient_policy=None
+    ) as mailer:
+        with pytest.raises(DeliveryError) as caught:
+            await mailer.send(Message(sender="app@example.com", to=recipients, text="x"))
+    winner = mix[0]  # ``mix`` keeps ORDER's order
+    assert type(caught.value) is RAISED[winner]
+    assert caught.value.outcome is winner
+    assert caught.value.recipient == f"{winner.value}-1@example.org"
+    assert caught.value.result is not None
+    assert caught.value.result.accepted == (("sent-1@example.org",) if with_sent else ())
+
+
+def test_the_documented_precedence_is_the_one_used() -> None:
+    assert tuple(ORDER) == FAILURE_PRECEDENCE
+
+
+async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error() -> None:
+    class Refusing(ScriptedTransport):
+        async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
+            status = RecipientStatus(
+                recipient=envelope.recipients[0],
+                outcome=Outcome.PERMANENT,
+                phase=Phase.RCPT,
+                reply=Reply(500, "5.5.1", "Command unrecognized"),
+            )
+            return DeliveryReport.in_envelope_order(
+                envelope, {envelope.recipients[0]: status}, server=self.name
+            )
+
+    async with AsyncMailer(Refusing(), retry=RetryPolicy.never()) as mailer:
+        with pytest.raises(ProtocolError):
+            await mailer.send(message(1))
