@@ -49,6 +49,8 @@ class Session:
     pipelining: bool = False
     transactions: int = 0
     """Final dots received on this connection so far (before the current one)."""
+    in_transaction: bool = False
+    """A MAIL was accepted and the transaction has not ended."""
     accepted: list[str] = field(default_factory=list)
     """Recipients given a 2xx in the current transaction."""
     message_id: str = ""
@@ -156,7 +158,18 @@ class RawSMTPServer:
             self.commands.append((session.number, name, argument))
             if name == "MAIL":
                 session.accepted = []
-            answer = self.decide(session, name, argument)
+                session.in_transaction = False
+            if name in ("RCPT", "DATA") and not session.in_transaction:
+                # As a real server does: no RCPT or DATA without an accepted MAIL.
+                answer = Answer(reply=b"503 5.5.1 Error: need MAIL command\r\n")
+            elif name == "DATA" and not session.accepted:
+                answer = Answer(reply=b"554 5.5.1 Error: no valid recipients\r\n")
+            else:
+                answer = self.decide(session, name, argument)
+            if name == "MAIL" and answer.reply and answer.reply[:1] == b"2":
+                session.in_transaction = True
+            if name in ("RSET", "DATA_END"):
+                session.in_transaction = False
             if name == "RCPT" and answer.reply and answer.reply[:1] == b"2":
                 match = _PATH.search(argument)
                 session.accepted.append(match.group(1).decode() if match else "")
@@ -172,6 +185,7 @@ class RawSMTPServer:
                 session.message_id = match.group(1).strip(b"<>").decode() if match else ""
                 answer = self.decide(session, "DATA_END", bytes(body))
                 session.transactions += 1
+                session.in_transaction = False
                 keep = answer.keep
                 if keep is None:
                     keep = bool(answer.reply) and answer.reply[:1] == b"2"
