@@ -202,7 +202,10 @@ class AsyncMailer:
         Memory stays flat however many messages there are: at most ``concurrency``
         sends are in flight and at most ``4 * concurrency`` messages are held
         (sent or waiting for an earlier one to finish). Stopping the iteration
-        cancels the sends not yet finished.
+        cancels the sends not yet finished, and waits until they have given their
+        connections back. An exception that is not one of the library's (a bug) is
+        that message's :class:`~reliable_smtp.AmbiguousDeliveryError` - logged with
+        its traceback, kept as ``__cause__`` - and the other messages go on.
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")

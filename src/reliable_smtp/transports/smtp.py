@@ -941,7 +941,7 @@ class _FQDNLookup:
     def __init__(self) -> None:
         self._future: concurrent.futures.Future[str] = concurrent.futures.Future()
         self._future.set_running_or_notify_cancel()  # a running future cannot be cancelled
-        self._waited = False
+        self._deadline: float | None = None
         threading.Thread(target=self._run, name="reliable-smtp-getfqdn", daemon=True).start()
 
     def _run(self) -> None:
@@ -953,12 +953,18 @@ class _FQDNLookup:
     async def result(self, *, timeout: float) -> str | None:
         """The FQDN if it is a usable EHLO name (a dotted domain name), else ``None``.
 
-        Only the first caller waits; later ones take what is there by then.
+        The wait ends ``timeout`` seconds after the *first* call, for every caller:
+        connections opened together agree on the name, and later ones never wait.
         """
-        if not self._future.done() and not self._waited:
-            self._waited = True
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._future)), timeout)
+        if not self._future.done():
+            now = time.monotonic()
+            if self._deadline is None:
+                self._deadline = now + timeout
+            if self._deadline > now:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(self._future)), self._deadline - now
+                    )
         if not self._future.done() or self._future.exception() is not None:
             return None
         name = self._future.result()
