@@ -548,3 +548,31 @@ async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error()
     async with AsyncMailer(Refusing(), retry=RetryPolicy.never()) as mailer:
         with pytest.raises(ProtocolError):
             await mailer.send(message(1))
+
+
+async def test_an_abandoned_stream_waits_for_its_cancelled_sends(
+    serve: Callable[..., object],
+) -> None:
+    def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
+        if verb == "DATA_END" and session.transactions >= 1:
+            return Answer(reply=b"250 Ok\r\n", delay=0.5)
+        return normal(session, verb, argument)
+
+    server: RawSMTPServer = await serve(slow_final)  # type: ignore[misc]
+    mailer = AsyncMailer(transport(server, max_connections=3))
+    stream = mailer.stream([message(i) for i in range(6)], concurrency=3)
+    first = await stream.__anext__()
+    assert isinstance(first, SendResult)
+    await stream.aclose()
+
+    def sends_in_flight() -> list[asyncio.Task[object]]:
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if "stream.<locals>.outcome" in task.get_coro().__qualname__ and not task.done()
+        ]
+
+    # Nothing of the stream runs on behind the caller's back once aclose() returned.
+    assert sends_in_flight() == []
+    await mailer.aclose()
+    assert await wait_until(lambda: server.open == 0, timeout=2.0)

@@ -293,7 +293,7 @@ class AsyncMailer:
                 try:
                     try:
                         report = await self.transport.deliver(part, content)
-                    except (DeliveryError, TransportClosedError):
+                    except ReliableSMTPError:
                         raise
                     except Exception as exc:  # the transport broke its contract
                         raise _unexpected(
