@@ -36,7 +36,11 @@ A.4 has nine classes; :class:`Outcome` has six. The extra ones map as follows:
 * ``OK`` -> :attr:`Outcome.SENT` for every 2xx (251 and 252 too), and for the
   expected intermediate replies (354 to DATA, 334 during AUTH): the command
   succeeded. Only a 2xx in :attr:`Phase.DATA_END` means the message was taken.
-  Any other 3xx is a protocol error.
+  Any other 3xx, and a 2xx to DATA (which expects 354), is a protocol error.
+* After the final dot (:attr:`Phase.DATA_END`) only a valid 2xx, 4xx or 5xx reply
+  decides: anything else (354, 199, 600, ...) is :attr:`Outcome.AMBIGUOUS`, since the
+  server has the whole message and did not refuse it. Before the dot such a reply is
+  a protocol error.
 * ``QUOTA`` -> :attr:`Outcome.THROTTLED` with ``quota=True`` and
   ``retry_in_process=False``: a daily or billing limit clears in hours, so the
   caller should defer the message (and stop sending on that account), not retry now.
@@ -392,6 +396,33 @@ RULES: tuple[Rule, ...] = (
         severities=_SUCCESS,
         outcome=Outcome.SENT,
         explanation="the server accepted the message for delivery",
+    ),
+    Rule(
+        # After the final dot the server has the whole message: a reply that is not a
+        # valid 2xx/4xx/5xx (354, 199, 600, ...) does not say it refused it, so it may
+        # have kept it. Not a protocol error, which would invite a resend (issue 11 B2).
+        name="not-a-final-reply",
+        phases=_phases(Phase.DATA_END),
+        severities=_codes(0, 1, 3, 6, 7, 8, 9),
+        outcome=Outcome.AMBIGUOUS,
+        explanation=(
+            "the server answered the final dot with a reply that is neither success nor "
+            "refusal: it may or may not have accepted the message; not resent "
+            "automatically, to avoid a duplicate"
+        ),
+    ),
+    Rule(
+        # DATA expects 354; a 2xx means the server is out of step (it would read the
+        # message body as commands). Nothing was sent: a protocol error.
+        name="data-without-354",
+        phases=_phases(Phase.DATA),
+        severities=_SUCCESS,
+        outcome=Outcome.PERMANENT,
+        protocol_error=True,
+        explanation=(
+            "the server answered DATA with a success code instead of 354: the dialogue "
+            "is out of step; the message was not sent and the connection is dropped"
+        ),
     ),
     Rule(
         name="accepted",

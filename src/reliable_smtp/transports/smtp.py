@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import inspect
 import ipaddress
 import json
 import logging
 import os
+import re
+import socket
 import ssl
 import threading
 import time
@@ -42,6 +45,7 @@ from ..errors import (
     PermanentError,
     PoolExhaustedError,
     ProtocolError,
+    TransportClosedError,
     check_seconds,
     error_for,
 )
@@ -58,7 +62,7 @@ from ..replies import (
 from ..result import DeliveryReport, RecipientStatus
 from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
-from .pool import ConnectionPool, Lease, PoolTimeoutError
+from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
 __all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "translate_error"]
 
@@ -359,6 +363,7 @@ class SMTPTransport(Transport):
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
+        self._fqdn: _FQDNLookup | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._adaptive: AdaptiveRate | None = None
         self._transport_bucket: TokenBucket | None = None
@@ -374,11 +379,13 @@ class SMTPTransport(Transport):
         pool = self._connection_pool()
         # A pooled connection may have been closed by the server while idle (its 421 is
         # never read: aiosmtplib discards unsolicited data). Nothing of this message was
-        # sent then, so the transport moves on to another connection at once. Each pass
-        # either returns, raises, or retires one stale connection; a fresh one is never
-        # stale, so this ends.
-        for _ in range(self.max_connections + 1):
-            lease = await self._acquire(pool)
+        # sent then, so the dead connection is retired and the message tried once more
+        # on a connection opened for it - never on another idle one, which may be dead
+        # too or put back by a concurrent send. If that fresh connection fails as well,
+        # it is this message's own, classified error.
+        fresh = False
+        while True:
+            lease = await self._acquire(pool, fresh=fresh)
             reusable = False
             try:
                 await self._respect_rate_limit(lease)
@@ -390,6 +397,7 @@ class SMTPTransport(Transport):
             except _StaleConnectionError as stale:
                 if not lease.reused:
                     raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
+                fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
                 reusable = self._reusable(lease.connection)
@@ -397,7 +405,6 @@ class SMTPTransport(Transport):
                 raise
             finally:
                 await pool.release(lease, reusable=reusable)
-        raise AssertionError("unreachable: a fresh connection cannot be stale")  # pragma: no cover
 
     async def aclose(self) -> None:
         if self._closed:
@@ -423,6 +430,7 @@ class SMTPTransport(Transport):
                 open=self._connect,
                 check=self._noop,
                 close=self._quit,
+                drop=self._drop,
                 alive=lambda smtp: smtp.is_connected,
                 clock=self._clock,
             )
@@ -440,9 +448,16 @@ class SMTPTransport(Transport):
                 )
         return self._pool
 
-    async def _acquire(self, pool: ConnectionPool[aiosmtplib.SMTP]) -> Lease[aiosmtplib.SMTP]:
+    async def _acquire(
+        self, pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool = False
+    ) -> Lease[aiosmtplib.SMTP]:
         try:
-            return await pool.acquire()
+            return await pool.acquire(fresh=fresh)
+        except PoolClosedError as exc:
+            raise TransportClosedError(
+                f"{self.name}: the transport was closed while this message waited for a "
+                "connection; nothing was sent"
+            ) from exc
         except PoolTimeoutError as exc:
             raise PoolExhaustedError(
                 f"no free connection: {exc}",
@@ -461,6 +476,11 @@ class SMTPTransport(Transport):
             return False
         return response.code == 250
 
+    @staticmethod
+    def _drop(smtp: aiosmtplib.SMTP) -> None:
+        """Close the socket now, without QUIT (no I/O: safe while being cancelled)."""
+        smtp.close()
+
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
         if not smtp.is_connected:
             smtp.close()
@@ -478,6 +498,7 @@ class SMTPTransport(Transport):
         # The parent's sockets are not ours to use: forget them without QUIT.
         self._pool = None
         self._pool_loop = None
+        self._fqdn = None  # its lookup thread, if still running, stayed in the parent
 
     # -- rate limits ---------------------------------------------------------------------
 
@@ -544,7 +565,9 @@ class SMTPTransport(Transport):
             smtp = aiosmtplib.SMTP(
                 hostname=self.host,
                 port=self.port,
-                local_hostname=self.local_hostname,
+                # Never None: aiosmtplib would resolve getfqdn() itself, unbounded,
+                # before the connect timeout starts. _ehlo() picks the real name.
+                local_hostname=self.local_hostname or "localhost",
                 timeout=self.command_timeout,
                 use_tls=self.tls is TLSMode.IMPLICIT,
                 start_tls=False,
@@ -602,7 +625,8 @@ class SMTPTransport(Transport):
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
-        name = smtp.local_hostname or "localhost"
+        name = await self._ehlo_name(smtp)
+        smtp.local_hostname = name  # aiosmtplib's helo() fallback below reads it
         transcript_line(self.name, ">", f"EHLO {name}")
         started = time.monotonic()
         response = await smtp.execute_command(
@@ -623,6 +647,22 @@ class SMTPTransport(Transport):
             await smtp.helo(timeout=self.command_timeout)
             return
         raise self._reply_error(response, Phase.EHLO, "the server refused EHLO")
+
+    async def _ehlo_name(self, smtp: aiosmtplib.SMTP) -> str:
+        """``local_hostname``, else this host's FQDN if it resolves in time, else an address
+        literal of the connection's own address (RFC 5321 §4.1.4: "[192.0.2.1]").
+
+        aiosmtplib would call ``socket.getfqdn()`` for every connection, before its
+        connect timeout starts and without a bound: a slow resolver stalled every send.
+        Here the lookup runs once per transport, in its own thread, and is waited for at
+        most ``min(connect_timeout, EHLO_NAME_TIMEOUT)`` seconds, once.
+        """
+        if self.local_hostname is not None:
+            return self.local_hostname
+        if self._fqdn is None:
+            self._fqdn = _FQDNLookup()
+        name = await self._fqdn.result(timeout=min(self.connect_timeout, EHLO_NAME_TIMEOUT))
+        return name or _address_literal(smtp)
 
     async def _authenticate(self, smtp: aiosmtplib.SMTP) -> None:
         assert self.username is not None
@@ -904,12 +944,18 @@ class SMTPTransport(Transport):
     ) -> DeliveryReport:
         """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
 
-        Every reply is checked individually either way (RFC 2920 §3.1).
+        Every reply is checked individually either way (RFC 2920 §3.1). The first digit
+        decides (RFC 5321 §4.2.1): any 2xx accepts MAIL and RCPT. A reply that is
+        neither the expected success nor a 4xx/5xx refusal (a 3xx, a code outside
+        2xx-5xx, a 2xx to DATA) means the server is out of step: it is classified
+        (a protocol error before the final dot, ambiguous after it) and the connection
+        is dropped, never reused.
         """
         timeout = self.command_timeout
         phase = Phase.MAIL
         statuses: dict[str, RecipientStatus] = {}
         accepted: list[str] = []
+        out_of_step = False
         try:
             # MAIL: a closed connection here is stale, nothing was sent.
             try:
@@ -917,8 +963,10 @@ class SMTPTransport(Transport):
                 mail_reply = await wire.read(timeout=timeout)
             except aiosmtplib.SMTPServerDisconnected as exc:
                 raise _StaleConnectionError(exc) from exc
-            mail_ok = mail_reply.code in (250, 251)
+            mail_ok = mail_reply.code // 100 == 2
             if not mail_ok and not pipelined:
+                if _out_of_step(mail_reply):
+                    wire.close_connection()
                 raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
             if mail_reply.code == 421:
                 wire.close_connection()
@@ -929,9 +977,10 @@ class SMTPTransport(Transport):
                 if not pipelined:
                     wire.write(rcpts[index])
                 response = await wire.read(timeout=timeout)
-                if response.code in (250, 251, 252):
+                if response.code // 100 == 2:
                     accepted.append(recipient)
                     continue
+                out_of_step = out_of_step or _out_of_step(response)
                 reply = Reply.from_server(response.code, response.message)
                 verdict = classify(reply, Phase.RCPT)
                 statuses[recipient] = self._status(recipient, verdict, Phase.RCPT, reply)
@@ -950,6 +999,8 @@ class SMTPTransport(Transport):
                 wire.write(b"DATA\r\n")
                 data_reply = await wire.read(timeout=timeout)
             else:
+                if out_of_step:
+                    wire.close_connection()
                 return self._report(envelope, statuses)
             if not mail_ok:
                 # Pipelined: MAIL failed, so RCPT and DATA failed with it. If the server
@@ -957,13 +1008,15 @@ class SMTPTransport(Transport):
                 if data_reply.code == 354:
                     wire.write(b".\r\n")
                     await wire.read(timeout=timeout)
+                if out_of_step or _out_of_step(mail_reply):
+                    wire.close_connection()
                 raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
             if data_reply.code != 354:
                 reply = Reply.from_server(data_reply.code, data_reply.message)
                 verdict = classify(reply, Phase.DATA)
                 for recipient in accepted:
                     statuses[recipient] = self._status(recipient, verdict, Phase.DATA, reply)
-                if data_reply.code == 421:
+                if data_reply.code == 421 or out_of_step or data_reply.code // 100 not in (4, 5):
                     wire.close_connection()
                 return self._report(envelope, statuses)
             if not accepted:
@@ -971,6 +1024,8 @@ class SMTPTransport(Transport):
                 # message so the server leaves the DATA state; it must not deliver it.
                 wire.write(b".\r\n")
                 await wire.read(timeout=timeout)
+                if out_of_step:
+                    wire.close_connection()
                 return self._report(envelope, statuses)
 
             phase = Phase.DATA  # until the body is handed to the socket
@@ -994,7 +1049,7 @@ class SMTPTransport(Transport):
         verdict = classify(reply, Phase.DATA_END)
         for recipient in accepted:
             statuses[recipient] = self._status(recipient, verdict, Phase.DATA_END, reply)
-        if final.code == 421:
+        if final.code == 421 or out_of_step or final.code // 100 not in (2, 4, 5):
             wire.close_connection()
         return self._report(envelope, statuses, final_reply=reply)
 
@@ -1036,6 +1091,71 @@ class SMTPTransport(Transport):
         return DeliveryReport.in_envelope_order(
             envelope, statuses, server=self.name, final_reply=final_reply
         )
+
+
+#: The longest the default EHLO name (this host's FQDN) is waited for, once per transport.
+EHLO_NAME_TIMEOUT = 2.0
+
+#: A dotted host name ("app1.example.com"): a bare "localhost" or "vm" is not one (RFC 5321
+#: §4.1.4 wants a resolvable name, or else an address literal).
+_DOMAIN_NAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
+)
+
+
+class _FQDNLookup:
+    """``socket.getfqdn()`` in a daemon thread, started once, waited for with a bound.
+
+    Not ``asyncio.to_thread``: a resolver that hangs would hold a worker of the loop's
+    default executor for as long as it hangs, and the wait could not be abandoned.
+    """
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._future.set_running_or_notify_cancel()  # a running future cannot be cancelled
+        self._deadline: float | None = None
+        threading.Thread(target=self._run, name="reliable-smtp-getfqdn", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(socket.getfqdn())
+        except BaseException as exc:  # pragma: no cover - getfqdn() swallows resolver errors
+            self._future.set_exception(exc)
+
+    async def result(self, *, timeout: float) -> str | None:
+        """The FQDN if it is a usable EHLO name (a dotted domain name), else ``None``.
+
+        The wait ends ``timeout`` seconds after the *first* call, for every caller:
+        connections opened together agree on the name, and later ones never wait.
+        """
+        if not self._future.done():
+            now = time.monotonic()
+            if self._deadline is None:
+                self._deadline = now + timeout
+            if self._deadline > now:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(self._future)), self._deadline - now
+                    )
+        if not self._future.done() or self._future.exception() is not None:
+            return None
+        name = self._future.result()
+        return name if _DOMAIN_NAME.fullmatch(name) else None
+
+
+def _address_literal(smtp: aiosmtplib.SMTP) -> str:
+    """The EHLO name of a client without a domain name: its own address in brackets."""
+    sockname = smtp.get_transport_info("sockname")
+    try:
+        address = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return "localhost"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+def _out_of_step(response: SMTPResponse) -> bool:
+    """A reply that is neither success nor refusal where one of them was due (3xx, 600...)."""
+    return response.code // 100 not in (2, 4, 5)
 
 
 class _StaleConnectionError(Exception):
