@@ -11,6 +11,16 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
+    "fastapi_app.py": [
+        "signup ann: 200 250 2.0.0 OK",
+        "signup gone: 502 permanent 550",
+        "server received: ann@example.org, bob@example.org",
+    ],
+    "flask_app.py": [
+        "signups accepted: 6",
+        "signup gone: 502 {'code': 550, 'error': 'permanent'}",
+        "server received: 6 messages over 2 connections",
+    ],
     "from_env.py": [
         "password         **********",
         "1 sent after 1 attempt",
