@@ -34,6 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Annotated, Any
 
 try:
@@ -152,7 +153,7 @@ MailerDep = Annotated[AsyncMailer, Depends(get_mailer)]
 """``mailer: MailerDep`` in a path operation's parameters gives it the mailer."""
 
 
-def send_later(request: Request, message: Message | Any) -> asyncio.Task[SendOutcome]:
+def send_later(request: Request, message: Message | EmailMessage) -> asyncio.Task[SendOutcome]:
     """Send ``message`` in the background; the application's shutdown waits for it.
 
     The task's result is the :class:`~reliable_smtp.SendResult` or the error

@@ -144,7 +144,7 @@ class ReliableSMTP:
     @property
     def mailer(self) -> Mailer:
         """The current application's mailer (inside an app or request context)."""
-        return self.mailer_for(current_app._get_current_object())  # type: ignore[attr-defined]
+        return self.mailer_for(current_app)
 
     def send(self, message: Message | Any, *, envelope: Envelope | None = None) -> SendResult:
         """Send through the current app's mailer; see :meth:`reliable_smtp.Mailer.send`."""

@@ -41,7 +41,6 @@ from django.core.mail.utils import DNS_NAME
 from django.utils.encoding import force_str
 
 from reliable_smtp import (
-    ConfigurationError,
     DeliveryError,
     Envelope,
     InvalidAddressError,
@@ -91,7 +90,8 @@ class EmailBackend(BaseEmailBackend):
     Same keywords, same settings, same results; what it adds is configured by
     keyword (the names in :data:`RELIABLE_OPTIONS`, plus ``retry`` and
     ``recipient_policy``) or by ``RELIABLE_SMTP_*`` settings. ``connection`` is
-    the open :class:`~reliable_smtp.Mailer` (``None`` when closed).
+    the open :class:`~reliable_smtp.Mailer` (``None`` when closed); ``options`` the
+    :class:`~reliable_smtp.MailerSettings` in force (connection fields included).
 
     Subclass hooks: :meth:`build_transport`, :meth:`build_mailer`,
     :attr:`ssl_context`, :meth:`prep_address`, :meth:`convert`.
@@ -140,7 +140,7 @@ class EmailBackend(BaseEmailBackend):
                 )
         else:
             # A MAILERS entry (Django 6.1+): OPTIONS only, as Django's backend does.
-            from django.core.mail import InvalidMailer  # type: ignore[attr-defined,unused-ignore]
+            from django.core.mail import InvalidMailer
 
             self.host, self.port, self.username, self.password = host, port, username, password
             self.use_tls, self.use_ssl = bool(use_tls), bool(use_ssl)
@@ -240,9 +240,11 @@ class EmailBackend(BaseEmailBackend):
         if self.connection is not None:
             return False
         try:
+            # Loading EMAIL_SSL_CERTFILE/KEYFILE can fail with an OSError: Django
+            # silences those in open() too. Configuration errors are never silenced.
             self.connection = self.build_mailer()
-        except (OSError, ConfigurationError) as error:
-            if isinstance(error, OSError) and self.fail_silently:
+        except OSError:
+            if self.fail_silently:
                 return None
             raise
         return True

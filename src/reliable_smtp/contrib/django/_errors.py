@@ -27,7 +27,6 @@ import smtplib
 from typing import Any
 
 from reliable_smtp import (
-    AmbiguousDeliveryError,
     AuthOrConfigError,
     ConnectionFailedError,
     DeliveryError,
@@ -50,7 +49,9 @@ def _smtplib_class(error: DeliveryError) -> type[smtplib.SMTPException]:
         return smtplib.SMTPRecipientsRefused
     if error.phase in (Phase.DATA, Phase.DATA_END) and error.reply is not None:
         return smtplib.SMTPDataError
-    if isinstance(error, ConnectionFailedError) and not isinstance(error, AmbiguousDeliveryError):
+    if isinstance(error, ConnectionFailedError):
+        # Never an AmbiguousDeliveryError (not a ConnectionFailedError): code that
+        # reconnects and resends on SMTPServerDisconnected must not see one.
         return smtplib.SMTPServerDisconnected
     return smtplib.SMTPException
 
