@@ -45,7 +45,11 @@ from reliable_smtp import (  # noqa: E402
     SendResult,
     TransientError,
 )
-from reliable_smtp.contrib.django import EmailBackend, message_sent  # noqa: E402
+from reliable_smtp.contrib.django import (  # noqa: E402
+    EmailBackend,
+    close_shared_connections,
+    message_sent,
+)
 from reliable_smtp.testing import LocalSMTPServer  # noqa: E402
 
 DJANGO_SMTP = "django.core.mail.backends.smtp.EmailBackend"
@@ -614,6 +618,32 @@ def test_recipient_policy_setting(reliable: LocalSMTPServer) -> None:
     ):
         mail.send_mail("s", "b", "f@example.com", ["x@blocked.example"], fail_silently=True)
     assert reliable.messages == []
+
+
+def test_shared_mailer_keeps_one_connection_warm_across_send_mail_calls(
+    reliable: LocalSMTPServer,
+) -> None:
+    other = LocalSMTPServer().start()
+    try:
+        with override_settings(RELIABLE_SMTP_SHARED=True):
+            for to in ("a@example.org", "b@example.org", "c@example.org"):
+                assert mail.send_mail("s", "b", "f@example.com", [to]) == 1
+            assert mail.send_mail("s", "b", "f@example.com", ["d@example.org"]) == 1
+            with override_settings(EMAIL_PORT=other.port):  # another configuration
+                assert mail.send_mail("s", "b", "f@example.com", ["e@example.org"]) == 1
+        # Four send_mail() calls, one connection, still open (no QUIT yet).
+        assert (reliable.connections, len(reliable.messages)) == (1, 4)
+        assert list(reliable.commands_named("QUIT")) == []
+        assert len(other.messages) == 1
+        close_shared_connections()
+        assert len(list(reliable.commands_named("QUIT"))) == 1
+        assert len(list(other.commands_named("QUIT"))) == 1
+        # Without the setting, each call has its own connection, as with Django's backend.
+        mail.send_mail("s", "b", "f@example.com", ["f@example.org"])
+        assert reliable.connections == 2
+    finally:
+        close_shared_connections()
+        other.stop()
 
 
 @pytest.mark.skipif(not DJANGO_6_1, reason="MAILERS is Django 6.1+")

@@ -33,8 +33,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 
     raise missing_framework("reliable_smtp.contrib.django", "Django", "django") from None
 
-from ._backend import RELIABLE_OPTIONS, EmailBackend
+from ._backend import RELIABLE_OPTIONS, EmailBackend, close_shared_connections
 from ._errors import django_compatible
 from .signals import message_sent
 
-__all__ = ["RELIABLE_OPTIONS", "EmailBackend", "django_compatible", "message_sent"]
+__all__ = [
+    "RELIABLE_OPTIONS",
+    "EmailBackend",
+    "close_shared_connections",
+    "django_compatible",
+    "message_sent",
+]

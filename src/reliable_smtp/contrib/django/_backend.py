@@ -19,11 +19,14 @@ Where the settings come from, highest first:
 that take objects: ``RELIABLE_SMTP_RETRY`` (a :class:`~reliable_smtp.RetryPolicy`,
 overriding ``retry_attempts``/``retry_deadline``) and
 ``RELIABLE_SMTP_RECIPIENT_POLICY`` (a :class:`~reliable_smtp.RecipientPolicy`;
-default ``None``: Django checks address syntax itself).
+default ``None``: Django checks address syntax itself), and one switch:
+``RELIABLE_SMTP_SHARED = True`` (keyword ``shared``) shares one mailer per
+configuration across the process instead of one per open connection.
 """
 
 from __future__ import annotations
 
+import atexit
 import email
 import email.message
 import email.policy
@@ -56,7 +59,7 @@ from reliable_smtp import (
 from ._errors import django_compatible
 from .signals import message_sent
 
-__all__ = ["RELIABLE_OPTIONS", "EmailBackend"]
+__all__ = ["RELIABLE_OPTIONS", "EmailBackend", "close_shared_connections"]
 
 #: What reliable-smtp adds, by keyword (``OPTIONS``) name; the Django setting and the
 #: environment variable are ``RELIABLE_SMTP_`` + the name in upper case.
@@ -79,6 +82,28 @@ RELIABLE_OPTIONS = (
 
 _UNSET: Any = object()
 
+#: With ``RELIABLE_SMTP_SHARED = True``: one mailer per configuration for the whole
+#: process, used by every backend instance, so connections stay warm between
+#: requests and rate limits hold across ``send_mail()`` calls.
+_SHARED: dict[tuple[object, ...], Mailer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def close_shared_connections() -> None:
+    """Close every shared mailer (QUIT); the next send opens new ones.
+
+    Runs at interpreter exit; call it yourself to end the connections sooner
+    (a test's teardown, a worker's shutdown hook).
+    """
+    with _SHARED_LOCK:
+        mailers = list(_SHARED.values())
+        _SHARED.clear()
+    for mailer in mailers:
+        mailer.close()
+
+
+atexit.register(close_shared_connections)
+
 
 def _setting(name: str, default: Any = _UNSET) -> Any:
     return getattr(settings, name, default)
@@ -88,8 +113,8 @@ class EmailBackend(BaseEmailBackend):
     """A drop-in for ``django.core.mail.backends.smtp.EmailBackend``.
 
     Same keywords, same settings, same results; what it adds is configured by
-    keyword (the names in :data:`RELIABLE_OPTIONS`, plus ``retry`` and
-    ``recipient_policy``) or by ``RELIABLE_SMTP_*`` settings. ``connection`` is
+    keyword (the names in :data:`RELIABLE_OPTIONS`, plus ``retry``,
+    ``recipient_policy`` and ``shared``) or by ``RELIABLE_SMTP_*`` settings. ``connection`` is
     the open :class:`~reliable_smtp.Mailer` (``None`` when closed); ``options`` the
     :class:`~reliable_smtp.MailerSettings` in force (connection fields included).
 
@@ -112,6 +137,7 @@ class EmailBackend(BaseEmailBackend):
         *,
         retry: RetryPolicy | None = None,
         recipient_policy: RecipientPolicy | None = _UNSET,
+        shared: bool | None = None,
         **kwargs: Any,
     ) -> None:
         own = {name: kwargs.pop(name) for name in RELIABLE_OPTIONS if name in kwargs}
@@ -160,6 +186,7 @@ class EmailBackend(BaseEmailBackend):
         if recipient_policy is _UNSET:
             recipient_policy = _setting("RELIABLE_SMTP_RECIPIENT_POLICY", None)
         self.recipient_policy = recipient_policy
+        self.shared = bool(_setting("RELIABLE_SMTP_SHARED", False) if shared is None else shared)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -242,7 +269,7 @@ class EmailBackend(BaseEmailBackend):
         try:
             # Loading EMAIL_SSL_CERTFILE/KEYFILE can fail with an OSError: Django
             # silences those in open() too. Configuration errors are never silenced.
-            self.connection = self.build_mailer()
+            self.connection = self._shared_mailer() if self.shared else self.build_mailer()
         except OSError:
             if self.fail_silently:
                 return None
@@ -250,10 +277,37 @@ class EmailBackend(BaseEmailBackend):
         return True
 
     def close(self) -> None:
-        """Close the connection (QUIT); closing a closed backend is fine."""
+        """Close the connection (QUIT); closing a closed backend is fine.
+
+        A shared mailer stays open for the other backend instances (see
+        :func:`close_shared_connections`).
+        """
         mailer, self.connection = self.connection, None
-        if mailer is not None:
+        if mailer is not None and not self.shared:
             mailer.close()
+
+    def _shared_mailer(self) -> Mailer:
+        # Everything that shapes the mailer is in the key: a backend never borrows a
+        # mailer built for another server, account or policy.
+        key = (
+            type(self),
+            self.host,
+            self.port,
+            self.tls_mode,
+            self.username,
+            self.password,
+            self.timeout,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.options.model_dump_json(),
+            self.retry,
+            id(self.recipient_policy),
+        )
+        with _SHARED_LOCK:
+            mailer = _SHARED.get(key)
+            if mailer is None:
+                mailer = _SHARED[key] = self.build_mailer()
+            return mailer
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         """Send the messages in order; return how many every recipient accepted."""
