@@ -478,12 +478,19 @@ def test_tls_and_auth_with_settings(
             RELIABLE_SMTP_RETRY=RetryPolicy().without_waits(),
         ):
             assert mail.send_mail("tls", "b", "f@example.com", ["t@example.org"]) == 1
+            with override_settings(EMAIL_HOST_USER="", EMAIL_HOST_PASSWORD=""):
+                # send_mail's auth_user/auth_password stand in for the settings.
+                sent = mail.send_mail(
+                    "auth", "b", "f@example.com", ["t@example.org"],
+                    auth_user=USER, auth_password=PASSWORD,
+                )  # fmt: skip
+                assert sent == 1
             with override_settings(EMAIL_HOST_PASSWORD="wrong"):
                 with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
                     mail.send_mail("tls", "b", "f@example.com", ["t@example.org"])
                 assert caught.value.smtp_code == 535
                 assert "wrong" not in str(caught.value)
-        assert len(server.messages) == 1
+        assert len(server.messages) == 2
 
 
 def test_subclassing_the_backend(backend: str, smtp: LocalSMTPServer) -> None:
@@ -673,6 +680,28 @@ def test_mailers_options_carry_reliable_settings(smtp: LocalSMTPServer) -> None:
     with override_settings(MAILERS={"default": {"BACKEND": RELIABLE, "OPTIONS": options}}):
         backend = mail.mailers.default
         assert (backend.options.max_connections, backend.options.retry_attempts) == (2, 1)
+
+
+def test_locmem_and_the_pytest_plugin_fixtures_coexist(
+    smtp_server: LocalSMTPServer, smtp_outbox: Any, outbox_mailer: Any
+) -> None:
+    from reliable_smtp import Message
+
+    # Django code under test: the locmem backend, as Django's test runner sets it.
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+        mail.outbox = []
+        mail.send_mail("Django", "b", "f@example.com", ["t@example.org"])
+        assert [m.subject for m in mail.outbox] == ["Django"]
+    # Code that uses a Mailer directly: the plugin's outbox.
+    outbox_mailer.send(Message(sender="f@example.com", to=["t@example.org"], subject="Direct"))
+    smtp_outbox.assert_sent(subject="Direct")
+    # And Django's mail over real SMTP through our backend, to the plugin's server.
+    with override_settings(
+        EMAIL_BACKEND=RELIABLE, EMAIL_HOST="127.0.0.1", EMAIL_PORT=smtp_server.port
+    ):
+        mail.send_mail("Real", "b", "f@example.com", ["t@example.org"])
+    assert [parsed(m)["Subject"] for m in smtp_server.messages] == ["Real"]
+    assert [m.subject for m in mail.outbox] == ["Django"]
 
 
 # -- the project, under Django's own test runner -----------------------------------------
