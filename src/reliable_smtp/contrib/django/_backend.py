@@ -197,11 +197,10 @@ class EmailBackend(BaseEmailBackend):
         return TLSMode.STARTTLS if self.use_tls else TLSMode.NONE
 
     def _reliable_settings(self, given: dict[str, Any]) -> MailerSettings:
-        values = {
-            name: _setting(f"RELIABLE_SMTP_{name.upper()}")
-            for name in RELIABLE_OPTIONS
-            if _setting(f"RELIABLE_SMTP_{name.upper()}") is not _UNSET
+        from_settings = {
+            name: _setting(f"RELIABLE_SMTP_{name.upper()}") for name in RELIABLE_OPTIONS
         }
+        values = {name: value for name, value in from_settings.items() if value is not _UNSET}
         values.update(given)
         # The connection is Django's: pass it explicitly so that no RELIABLE_SMTP_HOST
         # (or _URL) in the environment can redirect the mail.
