@@ -614,6 +614,17 @@ def test_reliable_settings_keyword_beats_django_setting_beats_environment(
         mail.get_connection()
 
 
+def test_a_port_that_contradicts_the_tls_setting_is_refused_with_the_fix(
+    reliable: LocalSMTPServer,
+) -> None:
+    # Django's backend would try STARTTLS on 465 and fail at the first send.
+    with (
+        override_settings(EMAIL_PORT=465, EMAIL_USE_TLS=True),
+        pytest.raises(ConfigurationError, match="implicit"),
+    ):
+        mail.get_connection()
+
+
 def test_recipient_policy_setting(reliable: LocalSMTPServer) -> None:
     from reliable_smtp import RecipientPolicy
 
