@@ -42,6 +42,7 @@ from ..errors import (
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
+from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import (
     Outcome,
     Phase,
@@ -56,7 +57,7 @@ from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolTimeoutError
 
-__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "translate_error"]
+__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "send_credentials", "translate_error"]
 
 logger = logging.getLogger("reliable_smtp")
 
@@ -546,22 +547,7 @@ class SMTPTransport(Transport):
         # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
         # a failure, which multiplies failed logins and gets accounts locked (Gmail:
         # "454 4.7.0 Too many login attempts").
-        started = time.monotonic()
-        if "plain" in methods or "login" in methods:
-            mechanism = "PLAIN" if "plain" in methods else "LOGIN"
-            login = smtp.auth_plain if mechanism == "PLAIN" else smtp.auth_login
-            transcript_line(self.name, ">", f"AUTH {mechanism} <credentials redacted>")
-            try:
-                reply = await login(self.username, password, timeout=self.command_timeout)
-            except aiosmtplib.SMTPResponseException as refused:
-                transcript_line(
-                    self.name,
-                    "<",
-                    f"{refused.code} {refused.message}",
-                    elapsed=time.monotonic() - started,
-                )
-                raise
-        else:
+        if "plain" not in methods and "login" not in methods:
             offered = " ".join(methods) or "none"
             raise AuthOrConfigError(
                 "the server offers no password authentication (AUTH PLAIN or LOGIN)",
@@ -573,8 +559,14 @@ class SMTPTransport(Transport):
                     "check the TLS mode; for XOAUTH2 use an OAuth2 token provider"
                 ),
             )
-        transcript_line(
-            self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+        mechanism = "PLAIN" if "plain" in methods else "LOGIN"
+        await send_credentials(
+            smtp,
+            mechanism,
+            self.username,
+            password,
+            timeout=self.command_timeout,
+            server=self.name,
         )
 
     async def _authenticate_xoauth2(self, smtp: aiosmtplib.SMTP, methods: list[str]) -> None:
@@ -588,28 +580,24 @@ class SMTPTransport(Transport):
                 explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
                 "password (or app password) with this server, or the provider's OAuth host",
             )
-        started = time.monotonic()
         for refresh in (False, True):
             token = await self._access_token(refresh=refresh)
-            transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
             try:
-                reply = await smtp.auth_xoauth2(self.username, token, timeout=self.command_timeout)
-            except aiosmtplib.SMTPAuthenticationError as refused:
-                transcript_line(
-                    self.name,
-                    "<",
-                    f"{refused.code} {refused.message}",
-                    elapsed=time.monotonic() - started,
+                await send_credentials(
+                    smtp,
+                    "XOAUTH2",
+                    self.username,
+                    token,
+                    timeout=self.command_timeout,
+                    server=self.name,
                 )
+            except aiosmtplib.SMTPAuthenticationError as refused:
                 # An expired token is the common case: refresh it once and try once more.
                 # Never more - Gmail answers login loops with "454 4.7.0 Too many login
                 # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
                 if refresh or refused.code != 535:
                     raise
                 continue
-            transcript_line(
-                self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
-            )
             return
 
     async def _access_token(self, *, refresh: bool) -> str:
@@ -870,6 +858,55 @@ class _StaleConnectionError(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+# -- logging in ----------------------------------------------------------------------
+
+_LOGINS = {
+    "PLAIN": aiosmtplib.SMTP.auth_plain,
+    "LOGIN": aiosmtplib.SMTP.auth_login,
+    "XOAUTH2": aiosmtplib.SMTP.auth_xoauth2,
+}
+
+
+async def send_credentials(
+    smtp: aiosmtplib.SMTP,
+    mechanism: str,
+    username: str,
+    secret: str,
+    *,
+    timeout: float,
+    server: str,
+) -> SMTPResponse:
+    """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
+
+    The one way the library sends credentials (the transport and ``reliable-smtp
+    check`` both use it). A server may echo what it received; every form the secret
+    took on the wire is removed from the reply, or from the refusal raised, before
+    anything - transcript, error, check report - sees it (see
+    :mod:`reliable_smtp.redaction`). The refusal is a fresh exception with no chain
+    back to the one that held the echoed secret.
+    """
+    secrets = (
+        SecretForms.for_token(username, secret)
+        if mechanism == "XOAUTH2"
+        else SecretForms.for_password(username, secret)
+    )
+    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
+    started = time.monotonic()
+    refused: aiosmtplib.SMTPResponseException | None = None
+    try:
+        reply = await _LOGINS[mechanism](smtp, username, secret, timeout=timeout)
+    except aiosmtplib.SMTPResponseException as exc:
+        refused = redacted_failure(exc, secrets)
+    elapsed = time.monotonic() - started
+    if refused is not None:
+        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
+        # Raised here, outside the except block, so that the original is not __context__.
+        raise refused
+    reply = redacted_response(reply, secrets)
+    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
+    return reply
 
 
 # -- the error boundary ------------------------------------------------------------------
