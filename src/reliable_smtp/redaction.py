@@ -100,7 +100,7 @@ class SecretForms:
         if not token:
             return cls()
         blob = base64.b64decode(auth_xoauth2_encode(username.encode("utf-8"), token.encode()))
-        return cls.of([*_raw(token), *_encodings(blob)])
+        return cls.of([*_raw(token), *_encodings(token.encode()), *_encodings(blob)])
 
     def __or__(self, other: SecretForms) -> SecretForms:
         return SecretForms(forms=self.forms | other.forms)

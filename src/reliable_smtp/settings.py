@@ -130,10 +130,15 @@ class MailerSettings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
+        failure: ConfigurationError | None = None
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise _configuration_error(exc) from None
+            failure = _configuration_error(exc)
+        if failure is not None:
+            # Raised outside the except block: pydantic's error holds the input (the
+            # URL with its password), and as __context__ it would stay reachable.
+            raise failure
 
     @model_validator(mode="before")
     @classmethod
@@ -244,21 +249,21 @@ class MailerSettings(BaseSettings):
     def _fallback(self, url: str) -> MailerSettings:
         """Settings for one fallback server: its URL, plus our settings it does not set."""
         shared = self.model_dump(exclude=set(_CONNECTION_FIELDS | {"url", "fallback_urls"}))
+        text: str | None = None
         try:
             # model_validate, not the constructor: the environment must not override
             # the fallback URL's host, port or credentials with the primary's.
             return MailerSettings.model_validate({**shared, "url": url})
         except ValidationError as exc:
-            error = _configuration_error(exc)
-            raise ConfigurationError(
-                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
-                setting=f"{ENV_PREFIX}FALLBACK_URLS",
-            ) from None
+            text = str(_configuration_error(exc))
         except ConfigurationError as error:
-            raise ConfigurationError(
-                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
-                setting=f"{ENV_PREFIX}FALLBACK_URLS",
-            ) from None
+            text = str(error)
+        # Raised outside the except blocks, so that neither pydantic's error (which holds
+        # the URL) nor the first ConfigurationError is kept as __context__.
+        raise ConfigurationError(
+            text.replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
+            setting=f"{ENV_PREFIX}FALLBACK_URLS",
+        )
 
     def _build_one(self, oauth_token_provider: TokenProvider | None) -> Transport:
         if self.transport == "sendmail":

@@ -22,7 +22,7 @@ import ssl
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -300,7 +300,9 @@ class LocalSMTPServer:
     ``size_limit``: advertised SIZE (0 = none). ``smtputf8``: advertise SMTPUTF8.
     ``pipelining``: advertise PIPELINING (RFC 2920). ``oauth_tokens``: username ->
     valid access token for AUTH XOAUTH2 (a wrong token gets the error challenge,
-    then 535).
+    then 535). ``auth_mechanisms``: offer only these (``"PLAIN"``, ``"LOGIN"``,
+    ``"XOAUTH2"``). Without ``auth`` or ``oauth_tokens`` AUTH is not advertised, and
+    answered with 502.
     """
 
     def __init__(
@@ -312,6 +314,7 @@ class LocalSMTPServer:
         smtputf8: bool = True,
         pipelining: bool = False,
         oauth_tokens: Mapping[str, str] | None = None,
+        auth_mechanisms: Iterable[str] | None = None,
         hostname: str = "localhost",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -321,6 +324,14 @@ class LocalSMTPServer:
         self.tls: ServerTLS = tls
         self._credentials = dict(auth or {})
         self._oauth_tokens = dict(oauth_tokens or {})
+        offered = {m.upper() for m in auth_mechanisms} if auth_mechanisms is not None else None
+        if offered is not None and not offered <= set(_ALL_AUTH):
+            raise ValueError(f"auth_mechanisms must be among {', '.join(_ALL_AUTH)}")
+        self._auth_excluded = tuple(
+            m
+            for m in _ALL_AUTH
+            if not self.requires_auth or (offered is not None and m not in offered)
+        )
         self._tokens_seen: list[str] = []
         self.pipelining = pipelining
         self._size_limit = size_limit
@@ -573,7 +584,7 @@ class LocalSMTPServer:
             auth_required=bool(self._credentials or self._oauth_tokens),
             # Without credentials nobody can log in: do not advertise AUTH at all (a
             # client that tries anyway gets 502, not a misleading "535 bad password").
-            auth_exclude_mechanism=None if self._credentials or self._oauth_tokens else _ALL_AUTH,
+            auth_exclude_mechanism=self._auth_excluded,
             # With implicit TLS the whole connection is encrypted, but aiosmtpd
             # only knows about STARTTLS: tell it not to wait for one.
             auth_require_tls=self.tls == "starttls",
