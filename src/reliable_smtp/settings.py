@@ -95,7 +95,9 @@ class MailerSettings(BaseSettings):
     password: SecretStr | None = Field(default=None, description="AUTH password (kept secret).")
     timeout: float = Field(default=60.0, description="Seconds to wait for each command reply.")
     connect_timeout: float = Field(
-        default=30.0, description="Seconds for TCP connect, TLS handshake and greeting."
+        default=10.0,
+        description="Seconds for TCP connect, TLS handshake and greeting (each); see the "
+        "README's timeouts table for why 10.",
     )
     data_timeout: float = Field(
         default=600.0, description="Seconds to wait for the reply to the final dot."

@@ -153,7 +153,7 @@ class SMTPTransport(Transport):
         client_key: str | os.PathLike[str] | None = None,
         minimum_tls_version: ssl.TLSVersion | None = ssl.TLSVersion.TLSv1_2,
         local_hostname: str | None = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         command_timeout: float = 60.0,
         data_timeout: float = 600.0,
         max_connections: int = 1,
@@ -268,6 +268,9 @@ class SMTPTransport(Transport):
         self.rate_limit = rate_limit or RateLimit()
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
+        # Whether a connection to this server has ever been fully opened: until one
+        # has, a failure without a reply points at the settings, not at the weather.
+        self._ever_connected = False
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._adaptive: AdaptiveRate | None = None
@@ -503,7 +506,11 @@ class SMTPTransport(Transport):
         except DeliveryError:
             raise
         except Exception as exc:
-            raise translate_error(exc, phase, server=self.name) from exc
+            error = translate_error(exc, phase, server=self.name)
+            if not self._ever_connected:
+                _first_contact(error)
+            raise error from exc
+        self._ever_connected = True
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
@@ -926,6 +933,38 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
     return error
 
 
+#: Phases of opening a connection in which a failure without a reply, on the very first
+#: connection, is almost always a wrong host, port, TLS mode or firewall.
+_FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
+
+
+def _first_contact(error: DeliveryError) -> None:
+    """Mark ``error`` - the first connection ever to this server failed - as not retried.
+
+    A server that has never answered will not start answering within the mailer's
+    retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
+    first try means a setting is wrong, and five tries only hide that for a minute.
+    The class stays what it was (nothing was delivered; a queue may try again later);
+    only the in-process retry is off. A reply from the server (a 421 greeting, a 454
+    for STARTTLS) is the server's own word and keeps its verdict.
+    """
+    if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
+        return
+    if not error.retryable:
+        return  # a certificate or TLS-version mismatch: already final, and says why
+    error.retryable = False
+    cause = error.explanation
+    for suffix in ("; retried", ": retried"):
+        cause = cause.removesuffix(suffix)
+    cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
+    error.explanation = (
+        f"{cause}; no connection to this server has succeeded yet, so this is not retried: "
+        "check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS (587 with "
+        "starttls, 465 with implicit, 25 with none for a local relay); raise "
+        "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+    )
+
+
 def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """The first exception of ``kind`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
     seen: set[int] = set()
@@ -1018,11 +1057,13 @@ def translate_error(
             implicit = (server or "").startswith("smtps://")
             error.explanation = (
                 "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls')"
+                "or this port expects something else (plain or STARTTLS: tls='starttls', "
+                "RELIABLE_SMTP_TLS=starttls)"
                 if implicit
                 else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit'; otherwise the server is "
-                "overloaded"
+                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
+                "otherwise the server is overloaded or slow to greet "
+                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
             )
         return error
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
