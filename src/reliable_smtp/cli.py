@@ -933,6 +933,10 @@ def _devserver_banner(
         facts.append(("AUTH", f"required: user {args.auth[0]!r} (PLAIN or LOGIN)"))
         # The password stays where the user typed it: never printed.
         exports.append(f"RELIABLE_SMTP_USERNAME={args.auth[0]} RELIABLE_SMTP_PASSWORD=...")
+    else:
+        # Without --auth nobody can log in, so AUTH is not advertised (a client that
+        # tries anyway gets 502): leave RELIABLE_SMTP_USERNAME and _PASSWORD unset.
+        facts.append(("AUTH", "not offered (add --auth USER PASSWORD to require a login)"))
     for reply in scripted:
         facts.append(("scripted", f"{reply.command} {reply.label}, every time"))
     if outdir is not None:

@@ -257,8 +257,9 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         ),
         "connect-timeout": (
             "no answer to the connection: the port is blocked or the host is wrong",
-            "check host and port; many networks and cloud providers block outgoing port 25 "
-            "(use 587 or 465); check the firewall; raise --timeout only if the link is slow",
+            "check host and port (RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT); many networks and "
+            "cloud providers block outgoing port 25 (use 587 or 465); check the firewall; "
+            "raise RELIABLE_SMTP_CONNECT_TIMEOUT (--timeout) only if the link is slow",
         ),
         "tls-wrong-port": (
             "this port expects STARTTLS (or plain SMTP), not implicit TLS",
@@ -278,7 +279,8 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "no-greeting": (
             "connected, but the server sent no greeting: the port probably expects implicit TLS",
             "use tls=implicit (RELIABLE_SMTP_TLS, --tls implicit), usually with port 465; "
-            "otherwise the server is overloaded",
+            "otherwise the server is overloaded or slow to greet "
+            "(RELIABLE_SMTP_CONNECT_TIMEOUT, --timeout)",
         ),
         "no-greeting-after-tls": (
             "TLS worked, but the server sent no greeting: it is overloaded, or not an SMTP server",
@@ -299,9 +301,13 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
             "check RELIABLE_SMTP_USERNAME (--username) and the password; Gmail, Outlook and "
             "others need an app password (with 2-step verification) or OAuth2",
         ),
+        "starttls-required": (
+            "the server requires STARTTLS first",
+            "use tls=starttls (RELIABLE_SMTP_TLS, --tls starttls), or tls=implicit with port 465",
+        ),
         "auth-required": (
-            "the server requires STARTTLS or AUTH first",
-            "use tls=starttls or tls=implicit, and set RELIABLE_SMTP_USERNAME and a password",
+            "the server requires a login: credentials are missing",
+            "set RELIABLE_SMTP_USERNAME and a password (--username, --password-env)",
         ),
         "auth-required-m365": (
             "the server requires AUTH before MAIL FROM",
@@ -945,7 +951,10 @@ async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSe
             if offered
             else []
         )
-        probe.skipped("auth", "AUTH", "no username configured", notes=notes)
+        # The transport's rule: no username (unset or empty) means no AUTH is sent.
+        probe.skipped(
+            "auth", "AUTH", "no username configured (unset or empty): no AUTH is sent", notes=notes
+        )
         return
     begun = clock()
     methods = smtp.server_auth_methods

@@ -222,6 +222,9 @@ class _Handler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        if not self._owner.requires_auth:
+            # aiosmtpd advertises AUTH even with no mechanism and nobody to log in.
+            responses[:] = [line for line in responses if not line.startswith("250-AUTH")]
         if self._owner.pipelining:
             # aiosmtpd reads commands one line at a time, so it copes with pipelined
             # input; it just never says so.

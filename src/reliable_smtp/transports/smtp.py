@@ -194,6 +194,10 @@ class SMTPTransport(Transport):
                 setting="tls",
             )
         secret = _secret_value(password)
+        if username is not None and not username.strip():
+            # The same rule as MailerSettings and `reliable-smtp check`: an empty
+            # username means no login at all.
+            username = None
         if oauth_token_provider is not None:
             if not callable(oauth_token_provider):
                 raise ConfigurationError(
@@ -212,7 +216,8 @@ class SMTPTransport(Transport):
                 )
         if secret is not None and username is None:
             raise ConfigurationError(
-                "a password was given without a username: set both, or neither",
+                "a password was given without a username (an empty username counts as "
+                "none, and then no AUTH is sent): set both, or neither",
                 setting="username",
             )
         if (
