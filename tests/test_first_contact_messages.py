@@ -248,3 +248,14 @@ def test_the_devserver_banner_says_auth_is_not_offered(tmp_path: Path) -> None:
     assert status == 0
     assert "not offered" in banner
     assert "RELIABLE_SMTP_USERNAME" not in banner
+
+
+def test_settings_url_trusts_an_implicit_tls_server() -> None:
+    with LocalSMTPServer(tls="implicit") as server:
+        assert "?ca_file=" in server.settings_url
+        with Mailer.from_env(
+            url=server.settings_url, local_hostname="client.test", _env_file=None
+        ) as mailer:
+            mailer.send(MESSAGE)
+        assert len(server.messages) == 1
+    assert LocalSMTPServer().settings_url.startswith("smtp+plain://")
