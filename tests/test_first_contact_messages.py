@@ -259,3 +259,22 @@ def test_settings_url_trusts_an_implicit_tls_server() -> None:
             mailer.send(MESSAGE)
         assert len(server.messages) == 1
     assert LocalSMTPServer().settings_url.startswith("smtp+plain://")
+
+
+async def test_a_login_against_a_server_without_auth_says_to_unset_the_username(
+    relay: LocalSMTPServer,
+) -> None:
+    smtp = SMTPTransport(
+        "127.0.0.1",
+        relay.port,
+        tls="none",
+        local_hostname="client.test",
+        username=USERNAME,
+        password=PASSWORD,
+    )
+    async with AsyncMailer(smtp, retry=RetryPolicy.never()) as mailer:
+        with pytest.raises(AuthOrConfigError) as caught:
+            await mailer.send(MESSAGE)
+    assert "unset the username (RELIABLE_SMTP_USERNAME)" in caught.value.explanation
+    assert "535" not in str(caught.value)
+    assert relay.auth_attempts == 0

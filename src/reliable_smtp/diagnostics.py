@@ -294,7 +294,8 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "connection-lost": ("the server closed the connection", None),
         "no-password-auth": (
             "the server offers no password login (AUTH PLAIN or LOGIN)",
-            "many servers offer AUTH only after STARTTLS (tls=starttls) or on port 465",
+            "many servers offer AUTH only after STARTTLS (tls=starttls) or on port 465; "
+            "if this server takes mail without a login, unset RELIABLE_SMTP_USERNAME",
         ),
         "bad-credentials": (
             "the server rejected the username or password",

@@ -568,7 +568,9 @@ class SMTPTransport(Transport):
                 setting="username",
                 explanation=(
                     f"mechanisms offered: {offered}; if none are offered before TLS, "
-                    "check the TLS mode; for XOAUTH2 use an OAuth2 token provider"
+                    "check the TLS mode; if the server takes mail without a login (a local "
+                    "relay, a devserver without --auth), unset the username "
+                    "(RELIABLE_SMTP_USERNAME); for XOAUTH2 use an OAuth2 token provider"
                 ),
             )
         mechanism = "PLAIN" if "plain" in methods else "LOGIN"
