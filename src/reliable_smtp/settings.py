@@ -92,7 +92,9 @@ class MailerSettings(BaseSettings):
         default=TLSMode.STARTTLS,
         description="starttls (required STARTTLS), implicit (SMTPS), or none (trusted relay).",
     )
-    username: str | None = Field(default=None, description="AUTH user name.")
+    username: str | None = Field(
+        default=None, description="AUTH user name; unset or empty: no AUTH is sent."
+    )
     password: SecretStr | None = Field(default=None, description="AUTH password (kept secret).")
     timeout: float = Field(default=60.0, description="Seconds to wait for each command reply.")
     connect_timeout: float = Field(
