@@ -177,6 +177,7 @@ async def test_a_refused_tls_handshake_is_one_attempt(
     assert attempts == 1
     assert refuses_tls.connections == 1
     assert clock.sleeps == []
+    assert "during the TLS handshake" in error.explanation
     assert "RELIABLE_SMTP_TLS" in error.explanation
     assert "; retried" not in error.explanation  # the policy's word, not the default's
 

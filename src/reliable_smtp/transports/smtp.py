@@ -33,6 +33,7 @@ from ..errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
+    ConnectionFailedError,
     DeliveryError,
     InsecureConfigurationWarning,
     PermanentError,
@@ -512,6 +513,20 @@ class SMTPTransport(Transport):
             raise
         except Exception as exc:
             error = translate_error(exc, phase, server=self.name)
+            if (
+                self.tls is TLSMode.IMPLICIT
+                and phase is Phase.CONNECT
+                and isinstance(error, ConnectionFailedError)
+                and find_cause(exc, ConnectionRefusedError) is None
+            ):
+                # With implicit TLS, "connect" includes the handshake: a link that drops
+                # with no SSL error is a server that hung up on the TLS hello.
+                error.explanation = (
+                    "the server closed the connection during the TLS handshake: this port "
+                    "may not speak implicit TLS (use tls='starttls', RELIABLE_SMTP_TLS="
+                    "starttls, usually port 587), or it refuses this client's TLS version; "
+                    "retried"
+                )
             if not self._ever_connected:
                 _first_contact(error)
             raise error from exc
