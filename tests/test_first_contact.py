@@ -27,7 +27,7 @@ from reliable_smtp import (
     SMTPTimeoutError,
     SMTPTransport,
 )
-from reliable_smtp.diagnostics import CheckTarget
+from reliable_smtp.diagnostics import CheckTarget, check_connection
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
 MESSAGE = Message(sender="app@example.com", to=["bob@example.org"], subject="s", text="t")
@@ -215,3 +215,25 @@ async def test_a_4xx_greeting_on_first_contact_is_still_retried(clock: FakeClock
 
     assert len(result.attempts) == 3
     assert clock.sleeps == [1.0, 2.0]
+
+
+async def test_check_on_a_silent_port_makes_one_attempt_and_names_the_settings(
+    silent: RawServer,
+) -> None:
+    settings = MailerSettings(
+        _env_file=None,
+        host="127.0.0.1",
+        port=silent.port,
+        local_hostname="client.test",
+        connect_timeout=0.5,
+    )
+    report = await check_connection(settings)
+
+    failed = report.failed
+    assert failed is not None
+    assert failed.name == "greeting"
+    assert failed.rule == "no-greeting"
+    assert failed.hint is not None
+    assert "RELIABLE_SMTP_TLS" in failed.hint
+    assert "RELIABLE_SMTP_CONNECT_TIMEOUT" in failed.hint
+    assert silent.connections == 1
