@@ -236,7 +236,7 @@ RFC_CASES = [
         "5.7.0 Must issue a STARTTLS command first",
         M,
         CONFIG,
-        rule="auth-required",
+        rule="starttls-required",
     ),
     Case(
         "534-auth",
@@ -1237,7 +1237,20 @@ def test_quota_keeps_the_hint_but_is_not_retried_now() -> None:
         pytest.param(
             534, "5.7.9 Application-specific password required", A, ["app password"], id="534"
         ),
-        pytest.param(530, "5.7.0 Authentication required", M, ["STARTTLS", "AUTH"], id="530"),
+        pytest.param(
+            530,
+            "5.7.0 Authentication required",
+            M,
+            ["credentials are missing", "RELIABLE_SMTP_USERNAME", "RELIABLE_SMTP_PASSWORD"],
+            id="530",
+        ),
+        pytest.param(
+            530,
+            "5.7.0 Must issue a STARTTLS command first",
+            M,
+            ["STARTTLS", "RELIABLE_SMTP_TLS", "465"],
+            id="530-starttls",
+        ),
         pytest.param(538, "5.7.11 Encryption required", A, ["STARTTLS", "465"], id="538"),
         pytest.param(
             550,

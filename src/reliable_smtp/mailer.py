@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections import deque
@@ -138,14 +139,19 @@ class AsyncMailer:
 
     @classmethod
     def from_env(
-        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+        cls,
+        *,
+        oauth_token_provider: TokenProvider | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **settings: Any,
     ) -> AsyncMailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables (and ``.env``).
 
         Keyword arguments override the environment; see
-        :class:`~reliable_smtp.MailerSettings` for the names.
+        :class:`~reliable_smtp.MailerSettings` for the names. ``ssl_context`` (SMTP)
+        replaces the one built from ``RELIABLE_SMTP_CA_FILE``.
         """
-        transport, retry = _configured(oauth_token_provider, settings)
+        transport, retry = _configured(oauth_token_provider, ssl_context, settings)
         return cls(transport, retry=retry)
 
     # -- sending -------------------------------------------------------------------------
@@ -388,13 +394,18 @@ class AsyncMailer:
 
 
 def _configured(
-    oauth_token_provider: TokenProvider | None, settings: dict[str, Any]
+    oauth_token_provider: TokenProvider | None,
+    ssl_context: ssl.SSLContext | None,
+    settings: dict[str, Any],
 ) -> tuple[Transport, RetryPolicy]:
     """Transport and retry policy from ``MailerSettings(**settings)`` (the environment)."""
     from .settings import MailerSettings  # pydantic-settings only when asked for
 
     config = MailerSettings(**settings)
-    return config.build_transport(oauth_token_provider=oauth_token_provider), config.retry_policy()
+    transport = config.build_transport(
+        oauth_token_provider=oauth_token_provider, ssl_context=ssl_context
+    )
+    return transport, config.retry_policy()
 
 
 def _missing_status(recipient: str, server: str) -> RecipientStatus:
@@ -507,20 +518,7 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
         last_error.result = result
         return last_error
     first = next(s for s in failed if s.outcome is top)
-    doubtful = sum(s.outcome is Outcome.AMBIGUOUS for s in failed)
-    plural = "s" * (total != 1)
-    if doubtful:
-        summary = (
-            f"message {result.message_id} may have been delivered to {doubtful} of {total} "
-            f"recipient{plural} (the server may have it)"
-        )
-        if len(failed) > doubtful:
-            summary += f" and was not delivered to {len(failed) - doubtful}"
-    else:
-        summary = (
-            f"message {result.message_id} was not delivered to {len(failed)} of {total} "
-            f"recipient{plural}"
-        )
+    summary = _failure_summary(result.message_id, failed, total)
     # Statuses keep the reply, not the verdict's flags: ask the table again whether a
     # permanent refusal was a protocol error (500 5.5.1, a code outside 2xx-5xx).
     protocol_error = (
@@ -571,6 +569,26 @@ def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryErr
     )
     error.__cause__ = exc
     return error
+
+
+def _failure_summary(message_id: str, failed: list[RecipientStatus], total: int) -> str:
+    """The headline of the error ``send()`` raises; it never contradicts the statuses.
+
+    An AMBIGUOUS recipient (the link broke after the final dot) may have the message,
+    so the headline says "may have been delivered", never "was not delivered".
+    """
+    recipients = f"recipient{'s' * (total != 1)}"
+    ambiguous = sum(s.outcome is Outcome.AMBIGUOUS for s in failed)
+    if not ambiguous:
+        return f"message {message_id} was not delivered to {len(failed)} of {total} {recipients}"
+    summary = (
+        f"message {message_id} may have been delivered to {ambiguous} of {total} {recipients} "
+        "(the server may have it: do not resend blindly)"
+    )
+    others = len(failed) - ambiguous
+    if others:
+        summary += f"; it was not delivered to {others} other{'s' * (others != 1)}"
+    return summary
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> Any:
@@ -651,13 +669,17 @@ class Mailer:
 
     @classmethod
     def from_env(
-        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+        cls,
+        *,
+        oauth_token_provider: TokenProvider | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **settings: Any,
     ) -> Mailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables.
 
         See :meth:`AsyncMailer.from_env`.
         """
-        transport, retry = _configured(oauth_token_provider, settings)
+        transport, retry = _configured(oauth_token_provider, ssl_context, settings)
         return cls(transport, retry=retry)
 
     @property

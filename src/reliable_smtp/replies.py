@@ -495,15 +495,29 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        # RFC 4954 530 5.7.0; RFC 3207 "Must issue a STARTTLS command first";
-        # M365 5.7.57 at MAIL (A.3). Any phase: it names a setting, not a message.
+        # RFC 3207 "530 5.7.0 Must issue a STARTTLS command first": encryption, not a
+        # login, is what is missing. Any phase: it names a setting, not a message.
+        name="starttls-required",
+        severities=_PERM,
+        codes=_codes(530),
+        text=_re(r"starttls|\btls\b|encrypt"),
+        outcome=Outcome.AUTH_OR_CONFIG,
+        explanation=(
+            "the server wants STARTTLS first: use tls='starttls' (RELIABLE_SMTP_TLS=starttls, "
+            "port 587) or tls='implicit' (port 465)"
+        ),
+    ),
+    Rule(
+        # RFC 4954 530 5.7.0 "Authentication required"; M365 5.7.57 at MAIL (A.3).
+        # STARTTLS-required 530s are the rule above, so what is missing is a login.
         name="auth-required",
         severities=_PERM,
         codes=_codes(530),
         outcome=Outcome.AUTH_OR_CONFIG,
         explanation=(
-            "the server wants STARTTLS or AUTH first: enable STARTTLS (or use port 465) "
-            "and set a username and password"
+            "the server requires a login before sending and none was made: credentials "
+            "are missing - set username and password (RELIABLE_SMTP_USERNAME and "
+            "RELIABLE_SMTP_PASSWORD)"
         ),
     ),
     Rule(
@@ -1362,6 +1376,21 @@ _LOSS_EXPLANATION: Mapping[Phase, str] = MappingProxyType(
 )
 
 
+# Which setting bounds the wait that ran out, for a timeout's explanation.
+_SLOW_COMMAND = (
+    "if the server is just slow, raise command_timeout (RELIABLE_SMTP_TIMEOUT, seconds "
+    "per command reply)"
+)
+_TIMEOUT_SETTING: Mapping[Phase, str] = MappingProxyType(
+    {
+        Phase.CONNECT: "if the server is just slow to accept or greet, raise connect_timeout "
+        "(RELIABLE_SMTP_CONNECT_TIMEOUT)",
+        Phase.TLS: "if the server is just slow, raise connect_timeout "
+        "(RELIABLE_SMTP_CONNECT_TIMEOUT, which also bounds the TLS handshake)",
+    }
+)
+
+
 def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     """Verdict for a connection that broke (or a reply that never came) in ``phase``.
 
@@ -1371,18 +1400,27 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     """
     what = "no reply in time" if timed_out else "the connection was lost"
     if phase is Phase.DATA_END:
+        slow = (
+            "; a server this slow to answer the final dot needs a longer data_timeout "
+            "(RELIABLE_SMTP_DATA_TIMEOUT)"
+            if timed_out
+            else ""
+        )
         return Verdict(
             outcome=Outcome.AMBIGUOUS,
             explanation=(
                 f"{what} after the message was sent: the server may have accepted it; "
-                "not resent automatically, to avoid a duplicate"
+                f"not resent automatically, to avoid a duplicate{slow}"
             ),
             rule="lost-after-final-dot",
         )
     template = _LOSS_EXPLANATION.get(phase, "{what} during {phase}; nothing was delivered: retried")
+    explanation = template.format(what=what, phase=phase.value)
+    if timed_out:
+        explanation += f"; {_TIMEOUT_SETTING.get(phase, _SLOW_COMMAND)}"
     return Verdict(
         outcome=Outcome.TRANSIENT,
-        explanation=template.format(what=what, phase=phase.value),
+        explanation=explanation,
         retry_in_process=True,
         rule="lost-before-final-dot",
     )

@@ -53,6 +53,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise missing_framework("reliable_smtp.contrib.flask", "Flask", "flask") from None
 
 from reliable_smtp import (
+    ConfigurationError,
     Envelope,
     Mailer,
     MailerSettings,
@@ -169,7 +170,14 @@ def _read_config(
         if not key.startswith(_PREFIX) or key[len(_PREFIX) :] in _OBJECT_KEYS:
             continue
         values[key[len(_PREFIX) :].lower()] = value
-    # MailerSettings refuses unknown names, naming the RELIABLE_SMTP_* key to fix.
+    known = MailerSettings.model_fields
+    for name in values:
+        if name not in known:
+            raise ConfigurationError(
+                f"app.config[{_PREFIX + name.upper()!r}] is not a reliable-smtp setting; the "
+                f"keys are {', '.join(_PREFIX + field.upper() for field in sorted(known))}",
+                setting=_PREFIX + name.upper(),
+            )
     settings = MailerSettings(**values)
     retry = config.get(f"{_PREFIX}RETRY")
     policy = config.get(f"{_PREFIX}RECIPIENT_POLICY", _UNSET)

@@ -43,7 +43,9 @@ from aiosmtplib.response import SMTPResponse
 
 __all__ = ["Exchange", "dot_stuff", "transcript", "transcript_line"]
 
-#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged.
+#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged, and a
+#: server's reply to AUTH reaches it already redacted (``send_credentials`` in smtp.py,
+#: the one way the library logs in, removes every wire form of the secret first).
 transcript = logging.getLogger("reliable_smtp.transcript")
 
 

@@ -40,6 +40,7 @@ from ..errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
+    ConnectionFailedError,
     DeliveryError,
     InsecureConfigurationWarning,
     PermanentError,
@@ -50,6 +51,7 @@ from ..errors import (
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
+from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import (
     Outcome,
     Phase,
@@ -64,7 +66,7 @@ from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
-__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "translate_error"]
+__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "send_credentials", "translate_error"]
 
 logger = logging.getLogger("reliable_smtp")
 
@@ -152,14 +154,6 @@ def _xoauth2_response(username: str, token: str) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _without_token(text: str, username: str, token: str) -> str:
-    """``text`` (a server reply) with the token and the XOAUTH2 string removed, in case
-    the server echoes what it was sent."""
-    for secret in (_xoauth2_response(username, token), token):
-        text = text.replace(secret, "<token redacted>")
-    return text
-
-
 def _error_challenge(text: str) -> dict[str, str]:
     """The JSON a server sends in its 334 challenge when it refuses a token (Google:
     ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
@@ -241,7 +235,7 @@ class SMTPTransport(Transport):
         client_key: str | os.PathLike[str] | None = None,
         minimum_tls_version: ssl.TLSVersion | None = ssl.TLSVersion.TLSv1_2,
         local_hostname: str | None = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         command_timeout: float = 60.0,
         data_timeout: float = 600.0,
         max_connections: int = 1,
@@ -283,6 +277,10 @@ class SMTPTransport(Transport):
                 setting="tls",
             )
         secret = _secret_value(password)
+        if username is not None and not username.strip():
+            # The same rule as MailerSettings and `reliable-smtp check`: an empty
+            # username means no login at all.
+            username = None
         if oauth_token_provider is not None:
             if not callable(oauth_token_provider):
                 raise ConfigurationError(
@@ -301,7 +299,8 @@ class SMTPTransport(Transport):
                 )
         if secret is not None and username is None:
             raise ConfigurationError(
-                "a password was given without a username: set both, or neither",
+                "a password was given without a username (an empty username counts as "
+                "none, and then no AUTH is sent): set both, or neither",
                 setting="username",
             )
         if (
@@ -362,6 +361,9 @@ class SMTPTransport(Transport):
         self.rate_limit = rate_limit or RateLimit()
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
+        # Whether a connection to this server has ever been fully opened: until one
+        # has, a failure without a reply points at the settings, not at the weather.
+        self._ever_connected = False
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
         self._fqdn: _FQDNLookup | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
@@ -621,7 +623,25 @@ class SMTPTransport(Transport):
         except DeliveryError:
             raise
         except Exception as exc:
-            raise translate_error(exc, phase, server=self.name) from exc
+            error = translate_error(exc, phase, server=self.name)
+            if (
+                self.tls is TLSMode.IMPLICIT
+                and phase is Phase.CONNECT
+                and isinstance(error, ConnectionFailedError)
+                and find_cause(exc, ConnectionRefusedError) is None
+            ):
+                # With implicit TLS, "connect" includes the handshake: a link that drops
+                # with no SSL error is a server that hung up on the TLS hello.
+                error.explanation = (
+                    "the server closed the connection during the TLS handshake: this port "
+                    "may not speak implicit TLS (use tls='starttls', RELIABLE_SMTP_TLS="
+                    "starttls, usually port 587), or it refuses this client's TLS version; "
+                    "retried"
+                )
+            if not self._ever_connected:
+                _first_contact(error)
+            raise error from exc
+        self._ever_connected = True
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
@@ -682,22 +702,7 @@ class SMTPTransport(Transport):
         # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
         # a failure, which multiplies failed logins and gets accounts locked (Gmail:
         # "454 4.7.0 Too many login attempts").
-        started = time.monotonic()
-        if "plain" in methods or "login" in methods:
-            mechanism = "PLAIN" if "plain" in methods else "LOGIN"
-            login = smtp.auth_plain if mechanism == "PLAIN" else smtp.auth_login
-            transcript_line(self.name, ">", f"AUTH {mechanism} <credentials redacted>")
-            try:
-                reply = await login(self.username, password, timeout=self.command_timeout)
-            except aiosmtplib.SMTPResponseException as refused:
-                transcript_line(
-                    self.name,
-                    "<",
-                    f"{refused.code} {refused.message}",
-                    elapsed=time.monotonic() - started,
-                )
-                raise
-        else:
+        if "plain" not in methods and "login" not in methods:
             offered = " ".join(methods) or "none"
             raise AuthOrConfigError(
                 "the server offers no password authentication (AUTH PLAIN or LOGIN)",
@@ -706,11 +711,19 @@ class SMTPTransport(Transport):
                 setting="username",
                 explanation=(
                     f"mechanisms offered: {offered}; if none are offered before TLS, "
-                    "check the TLS mode; for XOAUTH2 use an OAuth2 token provider"
+                    "check the TLS mode; if the server takes mail without a login (a local "
+                    "relay, a devserver without --auth), unset the username "
+                    "(RELIABLE_SMTP_USERNAME); for XOAUTH2 use an OAuth2 token provider"
                 ),
             )
-        transcript_line(
-            self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+        mechanism = "PLAIN" if "plain" in methods else "LOGIN"
+        await send_credentials(
+            smtp,
+            mechanism,
+            self.username,
+            password,
+            timeout=self.command_timeout,
+            server=self.name,
         )
 
     async def _authenticate_xoauth2(self, smtp: aiosmtplib.SMTP, methods: list[str]) -> None:
@@ -761,7 +774,7 @@ class SMTPTransport(Transport):
             # The refusal comes after the client answers the challenge with an empty line.
             response = await smtp.execute_command(b"", timeout=timeout)
         # A server may echo what it was sent: nothing below carries the token.
-        text = _without_token(response.message, self.username, token)
+        text = SecretForms.for_token(self.username, token).redact(response.message)
         transcript_line(
             self.name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
         )
@@ -1166,6 +1179,55 @@ class _StaleConnectionError(Exception):
         self.cause = cause
 
 
+# -- logging in ----------------------------------------------------------------------
+
+_LOGINS = {
+    "PLAIN": aiosmtplib.SMTP.auth_plain,
+    "LOGIN": aiosmtplib.SMTP.auth_login,
+    "XOAUTH2": aiosmtplib.SMTP.auth_xoauth2,
+}
+
+
+async def send_credentials(
+    smtp: aiosmtplib.SMTP,
+    mechanism: str,
+    username: str,
+    secret: str,
+    *,
+    timeout: float,
+    server: str,
+) -> SMTPResponse:
+    """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
+
+    The one way the library sends credentials (the transport and ``reliable-smtp
+    check`` both use it). A server may echo what it received; every form the secret
+    took on the wire is removed from the reply, or from the refusal raised, before
+    anything - transcript, error, check report - sees it (see
+    :mod:`reliable_smtp.redaction`). The refusal is a fresh exception with no chain
+    back to the one that held the echoed secret.
+    """
+    secrets = (
+        SecretForms.for_token(username, secret)
+        if mechanism == "XOAUTH2"
+        else SecretForms.for_password(username, secret)
+    )
+    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
+    started = time.monotonic()
+    refused: aiosmtplib.SMTPResponseException | None = None
+    try:
+        reply = await _LOGINS[mechanism](smtp, username, secret, timeout=timeout)
+    except aiosmtplib.SMTPResponseException as exc:
+        refused = redacted_failure(exc, secrets)
+    elapsed = time.monotonic() - started
+    if refused is not None:
+        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
+        # Raised here, outside the except block, so that the original is not __context__.
+        raise refused
+    reply = redacted_response(reply, secrets)
+    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
+    return reply
+
+
 # -- the error boundary ------------------------------------------------------------------
 
 
@@ -1181,6 +1243,38 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
     if isinstance(error, AuthOrConfigError):
         error.setting = "tls"
     return error
+
+
+#: Phases of opening a connection in which a failure without a reply, on the very first
+#: connection, is almost always a wrong host, port, TLS mode or firewall.
+_FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
+
+
+def _first_contact(error: DeliveryError) -> None:
+    """Mark ``error`` - the first connection ever to this server failed - as not retried.
+
+    A server that has never answered will not start answering within the mailer's
+    retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
+    first try means a setting is wrong, and five tries only hide that for a minute.
+    The class stays what it was (nothing was delivered; a queue may try again later);
+    only the in-process retry is off. A reply from the server (a 421 greeting, a 454
+    for STARTTLS) is the server's own word and keeps its verdict.
+    """
+    if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
+        return
+    if not error.retryable:
+        return  # a certificate or TLS-version mismatch: already final, and says why
+    error.retryable = False
+    cause = error.explanation
+    for suffix in ("; retried", ": retried"):
+        cause = cause.removesuffix(suffix)
+    cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
+    error.explanation = (
+        f"{cause}; no connection to this server has succeeded yet, so this is not retried: "
+        "check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS (587 with "
+        "starttls, 465 with implicit, 25 with none for a local relay); raise "
+        "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+    )
 
 
 def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
@@ -1275,11 +1369,13 @@ def translate_error(
             implicit = (server or "").startswith("smtps://")
             error.explanation = (
                 "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls')"
+                "or this port expects something else (plain or STARTTLS: tls='starttls', "
+                "RELIABLE_SMTP_TLS=starttls)"
                 if implicit
                 else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit'; otherwise the server is "
-                "overloaded"
+                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
+                "otherwise the server is overloaded or slow to greet "
+                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
             )
         return error
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
