@@ -155,7 +155,16 @@ async def test_async_send_many_accepts_async_iterables(
 
     async with AsyncMailer(relay_transport(server), clock=clock, sleep=clock.sleep) as mailer:
         outcomes = await mailer.send_many(generate())
-    assert all(isinstance(o, SendResult) for o in outcomes)
+    # One result per message, in the order generated, each for its own recipient...
+    recipients = [f"u{i}@example.org" for i in range(3)]
+    assert [type(o) for o in outcomes] == [SendResult] * 3
+    results = [o for o in outcomes if isinstance(o, SendResult)]
+    assert [r.accepted for r in results] == [(r,) for r in recipients]
+    assert all(r.ok for r in results)
+    # ... and each result is the message the server received, once.
+    assert len(server.messages) == 3
+    received = {m.message["Message-ID"].strip("<>"): m.recipients for m in server.messages}
+    assert [received[r.message_id] for r in results] == [(r,) for r in recipients]
 
 
 def test_send_many_rejects_bad_concurrency(server: LocalSMTPServer) -> None:

@@ -247,6 +247,7 @@ async def test_421_at_rcpt_drops_connection_and_leaves_everyone_pending(
     envelope = Envelope.build("a@example.com", ["b@example.org", "c@example.org", "d@example.org"])
     async with relay_transport(server) as transport:
         report = await transport.deliver(envelope, CONTENT)
+        assert list(report.recipients) == list(envelope.recipients)
         assert {s.outcome for s in report.recipients.values()} == {Outcome.TRANSIENT}
         assert all(s.retryable for s in report.recipients.values())
         assert server.messages == []
