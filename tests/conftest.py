@@ -30,6 +30,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
         yield running
 
 
+#: For tests that never reach MAIL (argument checks, failures before the transaction):
+#: PIPELINING cannot change anything there, so they run once, against the serial server.
+serial_only = pytest.mark.parametrize("server", [False], ids=["serial"], indirect=True)
+
+
 @pytest.fixture
 def tls_server() -> Iterator[LocalSMTPServer]:
     """A submission server: STARTTLS required, AUTH required."""

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from conftest import relay_transport, tls_transport
+from conftest import relay_transport, serial_only, tls_transport
 from reliable_smtp.errors import (
     InvalidMessageError,
     PermanentError,
@@ -91,6 +91,7 @@ def test_sync_errors_carry_the_result(server: LocalSMTPServer) -> None:
     assert caught.value.result.accepted == ("ok@example.org",)
 
 
+@serial_only
 def test_invalid_message_sends_nothing(server: LocalSMTPServer) -> None:
     with Mailer(relay_transport(server)) as mailer:
         with pytest.raises(InvalidMessageError):
@@ -111,6 +112,7 @@ def test_close_twice_and_use_after_close(server: LocalSMTPServer) -> None:
     assert [c[1] for c in server.commands].count("QUIT") == 1
 
 
+@serial_only
 def test_close_without_any_send_closes_the_transport(server: LocalSMTPServer) -> None:
     transport = relay_transport(server)
     Mailer(transport).close()
@@ -167,6 +169,7 @@ async def test_async_send_many_accepts_async_iterables(
     assert [received[r.message_id] for r in results] == [(r,) for r in recipients]
 
 
+@serial_only
 def test_send_many_rejects_bad_concurrency(server: LocalSMTPServer) -> None:
     with Mailer(relay_transport(server)) as mailer, pytest.raises(ValueError, match="concurrency"):
         mailer.send_many([message()], concurrency=0)
