@@ -197,6 +197,7 @@ def test_mailer_keeps_working_in_a_forked_child(server: LocalSMTPServer) -> None
     assert server.connections == 2
 
 
+@serial_only  # about the loop thread at interpreter exit, not the wire
 def test_unclosed_mailer_does_not_block_interpreter_exit(
     server: LocalSMTPServer, tmp_path: object
 ) -> None:
