@@ -316,6 +316,7 @@ class LocalSMTPServer:
         self._server: asyncio.base_events.Server | None = None
         self._released = asyncio.Event()
         self._all_closed: asyncio.Event | None = None
+        self._shutting_down: asyncio.Task[None] | None = None
         self._ca = trustme.CA()
         self._server_cert = self._ca.issue_cert(hostname, "127.0.0.1", "localhost")
         self._tmp = tempfile.TemporaryDirectory(prefix="reliable-smtp-server-")
@@ -436,6 +437,8 @@ class LocalSMTPServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server; it returns once nothing listens on the port, every client
+        connection is closed and the server's thread has ended."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -531,7 +534,8 @@ class LocalSMTPServer:
         )
 
     def _stop_in_loop(self) -> None:
-        asyncio.get_running_loop().create_task(self._shut_down())
+        # Kept on self: the loop holds only a weak reference to a task.
+        self._shutting_down = asyncio.get_running_loop().create_task(self._shut_down())
 
     async def _shut_down(self) -> None:
         """Stop listening, end every connection and task, then stop the loop.
@@ -542,6 +546,12 @@ class LocalSMTPServer:
         longer than that: ``stop()`` returns as soon as the server is down.
         """
         loop = asyncio.get_running_loop()
+        try:
+            await self._end_everything(loop)
+        finally:
+            loop.stop()
+
+    async def _end_everything(self, loop: asyncio.AbstractEventLoop) -> None:
         self._released.set()  # hung faults stop waiting
         if self._server is not None:
             self._server.close()  # the listening socket closes now: no new connections
@@ -571,7 +581,6 @@ class LocalSMTPServer:
             await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
-        loop.stop()
 
     def _forget(self, protocol: _ScriptedSMTP) -> None:
         self._open.discard(protocol)
