@@ -24,14 +24,16 @@ def server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
     """A plain SMTP server without TLS or AUTH (a trusted local relay).
 
     Every test using it runs twice: once one command at a time, once with the
-    server advertising PIPELINING, so MAIL/RCPT/DATA go in one write (RFC 2920).
+    server advertising PIPELINING, so MAIL/RCPT/DATA go in one write (RFC 2920);
+    a test marked ``@serial_only`` runs once.
     """
     with LocalSMTPServer(pipelining=request.param) as running:
         yield running
 
 
-#: For tests that never reach MAIL (argument checks, failures before the transaction):
-#: PIPELINING cannot change anything there, so they run once, against the serial server.
+#: For tests where PIPELINING cannot change anything - they never reach MAIL (argument
+#: checks, failures before the transaction) or are about something else than the wire:
+#: they run once, against the serial server.
 serial_only = pytest.mark.parametrize("server", [False], ids=["serial"], indirect=True)
 
 
