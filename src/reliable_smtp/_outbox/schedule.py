@@ -26,6 +26,7 @@ __all__ = [
     "describe_status",
     "plan_recovery",
     "plan_settlement",
+    "settlement_of",
 ]
 
 
@@ -216,9 +217,10 @@ def _outcome_of_send(
     return _update(recipient, RecipientState.PENDING, status=status, due_at=due)
 
 
-def _settlement(
+def settlement_of(
     recipients: Sequence[OutboxRecipient], updates: list[RecipientUpdate], last_error: str | None
 ) -> Settlement:
+    """The settlement of ``updates`` to an entry's ``recipients``: entry state and due time."""
     by_position = {u.position: u for u in updates}
     states: list[RecipientState] = []
     due: list[float] = []
@@ -258,7 +260,7 @@ def plan_settlement(
     claimed are left as they are.
     """
     updates: list[RecipientUpdate] = []
-    last_error: str | None = None
+    errors: list[str] = []
     for recipient in recipients:
         if recipient.address not in claimed or recipient.state not in _LIVE:
             continue
@@ -273,8 +275,8 @@ def plan_settlement(
         )
         updates.append(update)
         if status.outcome is not Outcome.SENT:
-            last_error = describe_status(status)
-    return _settlement(recipients, updates, last_error)
+            errors.append(describe_status(status))
+    return settlement_of(recipients, updates, "; ".join(errors) if errors else None)
 
 
 _LIVE = frozenset({RecipientState.PENDING, RecipientState.IN_FLIGHT})
@@ -310,4 +312,4 @@ def plan_recovery(
         for recipient in recipients
         if (update := _recovered(recipient, now=now, schedule=schedule)) is not None
     ]
-    return _settlement(recipients, updates, None)
+    return settlement_of(recipients, updates, None)
