@@ -256,11 +256,13 @@ class SQLStore(Store):
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
         )
         rows: list[tuple[object, ...]] = []
-        ids: list[int] = []
-        existing: dict[int, int] = {}  # index in `entries` -> id of the entry already stored
-        for index, new in enumerate(entries):
+        stored: list[OutboxEntry | int] = []  # a new entry, or the id of one already stored
+        for new in entries:
             accepted = [a for a in new.recipients if a not in new.refused]
             state = EntryState.QUEUED if accepted else EntryState.FAILED
+            metadata = (
+                json.dumps(dict(new.metadata), separators=(",", ":")) if new.metadata else "{}"
+            )
             row = conn.execute(
                 insert_entry,
                 (
@@ -273,7 +275,7 @@ class SQLStore(Store):
                     now,
                     now if accepted else None,
                     new.expires_at,
-                    json.dumps(dict(new.metadata), separators=(",", ":")),
+                    metadata,
                 ),
             ).fetchone()
             if row is None:  # the idempotency key is taken: return that entry
@@ -282,14 +284,20 @@ class SQLStore(Store):
                     "SELECT id FROM {entries} WHERE idempotency_key = ?",
                     (new.idempotency_key,),
                 ).fetchone()
-                existing[index] = int(found[0])
-                ids.append(int(found[0]))
+                stored.append(int(found[0]))
                 continue
-            entry_id = int(row[0])
-            ids.append(entry_id)
-            for position, address in enumerate(new.recipients):
-                refusal = new.refused.get(address)
-                rows.append(_new_recipient_row(entry_id, position, address, refusal, now))
+            recipient_rows = [
+                _new_recipient_row(int(row[0]), position, address, new.refused.get(address), now)
+                for position, address in enumerate(new.recipients)
+            ]
+            rows.extend(recipient_rows)
+            # Built from what was just written, not read back: a batch costs one round trip less.
+            stored.append(_entry(
+                (row[0], state.value, new.message_id, new.sender, new.content,
+                 new.idempotency_key, 0, now, now, now if accepted else None, new.expires_at, "",
+                 metadata),
+                [_recipient(r) for r in recipient_rows],
+            ))  # fmt: skip
         if rows:
             conn.cursor().executemany(
                 self._q(
@@ -298,10 +306,10 @@ class SQLStore(Store):
                 ),
                 rows,
             )
-        if len(existing) < len(entries):
+        if any(isinstance(item, OutboxEntry) for item in stored):
             self._notify(conn)
-        loaded = self._load(conn, ids)
-        return [loaded[entry_id] for entry_id in ids]
+        existing = self._load(conn, [item for item in stored if isinstance(item, int)])
+        return [item if isinstance(item, OutboxEntry) else existing[item] for item in stored]
 
     # -- reading -------------------------------------------------------------------------
 
