@@ -486,3 +486,58 @@ def test_a_closed_store_says_so(store: Store) -> None:
     store.close()
     with pytest.raises(OutboxError, match="closed"):
         store.get(1)
+
+
+# -- wake-up -------------------------------------------------------------------------------
+
+
+def test_wait_for_work_times_out_when_nothing_is_enqueued(store: Store) -> None:
+    assert store.wait_for_work(0.01) is False
+
+
+def _wait_in_thread(store: Store) -> tuple[Any, list[bool]]:
+    import threading
+
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(store.wait_for_work(60)))
+    waiter.start()
+    return waiter, woken
+
+
+def test_an_enqueue_in_this_process_wakes_a_waiting_worker(
+    store: Store,
+    outbox_url: str,  # noqa: F811
+) -> None:
+    store.wait_for_work(0.01)  # the listener is set up
+    waiter, woken = _wait_in_thread(store)
+    other = open_store(outbox_url)
+    try:
+        other.enqueue([new_entry()], now=T0)
+    finally:
+        other.close()
+    waiter.join(timeout=60)
+    assert woken == [True]
+
+
+def test_an_enqueue_by_another_process_wakes_a_waiting_worker(
+    store: Store,
+    outbox_url: str,  # noqa: F811
+) -> None:
+    import subprocess
+    import sys
+
+    store.wait_for_work(0.01)
+    waiter, woken = _wait_in_thread(store)
+    code = (
+        "from test_outbox_store import new_entry, T0; "
+        "from reliable_smtp._outbox.store import open_store; "
+        f"open_store({outbox_url!r}).enqueue([new_entry()], now=T0)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        timeout=60,
+        cwd=__import__("pathlib").Path(__file__).parent,
+    )
+    waiter.join(timeout=60)
+    assert woken == [True]

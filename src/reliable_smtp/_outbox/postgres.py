@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,6 +89,7 @@ class PostgresStore(SQLStore):
             )
         self._conninfo, self.schema_name = split_schema(url)
         self._database: str | None = None
+        self._listener: Any = None
         super().__init__(
             redact_url(url),
             tables=POSTGRES.tables(f"{self.schema_name}."),
@@ -101,6 +103,30 @@ class PostgresStore(SQLStore):
         conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         self._database = conn.info.dbname
         return conn
+
+    def wait_for_work(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._errors():
+            if self._listener is None:
+                listener = self._connect()
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self._listener = listener
+            try:
+                while (remaining := deadline - time.monotonic()) > 0:
+                    for notify in self._listener.notifies(timeout=remaining, stop_after=1):
+                        if notify.payload == self.schema_name:  # not another outbox's
+                            return True
+                return False
+            except BaseException:
+                self._listener.close()  # a broken listener is replaced on the next wait
+                self._listener = None
+                raise
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        super().close()
 
     def _usable(self, conn: Any) -> bool:
         return bool(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,6 +41,31 @@ from .store import OUTBOX_URL_VARIABLE
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 BUSY_TIMEOUT = 5.0
+WAKE_POLL = 0.05
+"""Seconds between checks for commits by other processes (``wait_for_work``)."""
+
+
+class _Wakeup:
+    """Enqueues in this process, counted per outbox file, for ``wait_for_work``."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.count = 0
+
+    def notify(self) -> None:
+        with self.condition:
+            self.count += 1
+            self.condition.notify_all()
+
+
+_WAKEUPS: dict[str, _Wakeup] = {}
+_WAKEUPS_LOCK = threading.Lock()
+
+
+def _wakeup_for(path: str) -> _Wakeup:
+    key = os.path.realpath(path)
+    with _WAKEUPS_LOCK:
+        return _WAKEUPS.setdefault(key, _Wakeup())
 
 
 def sqlite_path(url: str) -> str:
@@ -78,6 +105,10 @@ class SQLiteStore(SQLStore):
         self.path = sqlite_path(url)
         self.busy_timeout = busy_timeout
         super().__init__(url, tables=SQLITE.tables("outbox_"), schedule=schedule, rng=rng)
+        self._wakeup = _wakeup_for(self.path)
+        self._seen = self._wakeup.count
+        self._watcher: sqlite3.Connection | None = None
+        self._watched_version: int | None = None
         if migrate:
             self.migrate()
 
@@ -103,6 +134,42 @@ class SQLiteStore(SQLStore):
             conn.close()
             raise
         return conn
+
+    def _notify(self, conn: sqlite3.Connection) -> None:
+        # Before the commit: a woken worker's BEGIN IMMEDIATE waits for it anyway.
+        self._wakeup.notify()
+
+    def _data_version(self) -> int:
+        """Changes whenever another connection commits to the file."""
+        if self._watcher is None:
+            self._watcher = self._connect()
+        row = self._watcher.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def wait_for_work(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._errors():
+            if self._watched_version is None:
+                self._watched_version = self._data_version()
+            while True:
+                with self._wakeup.condition:
+                    if self._wakeup.count != self._seen:
+                        self._seen = self._wakeup.count
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._wakeup.condition.wait(min(remaining, WAKE_POLL))
+                version = self._data_version()
+                if version != self._watched_version:
+                    self._watched_version = version
+                    return True
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        super().close()
 
     def _usable(self, conn: sqlite3.Connection) -> bool:
         return not conn.in_transaction

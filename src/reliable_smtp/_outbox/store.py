@@ -98,6 +98,16 @@ class Store(ABC):
     def renew(self, claims: Iterable[Claim], *, lease_seconds: float, now: float) -> set[int]:
         """Extend the leases still owned; return their entry ids."""
 
+    @abstractmethod
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for an enqueue; ``True`` if one happened.
+
+        PostgreSQL: ``LISTEN``; SQLite: a notification within the process, and
+        ``PRAGMA data_version`` polled every 50 ms for commits by other processes.
+        A spurious or missed wake-up only changes when the next claim runs, never
+        what it finds.
+        """
+
     # -- the operator's side -------------------------------------------------------------
 
     @abstractmethod
