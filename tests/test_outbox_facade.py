@@ -241,3 +241,37 @@ def test_without_postgres_the_tests_skip_except_in_ci(tmp_path: Path, ci: bool) 
         assert done.returncode == 0, done.stdout
         assert "1 skipped" in done.stdout
         assert "set RELIABLE_SMTP_TEST_POSTGRES_URL" in done.stdout
+
+
+def test_an_outbox_on_a_corrupt_file_raises_a_typed_error(tmp_path: Path) -> None:
+    from reliable_smtp import OutboxUnavailableError
+
+    corrupt = tmp_path / "outbox.db"
+    corrupt.write_bytes(b"\x00garbage" * 512)
+    with pytest.raises(OutboxUnavailableError, match="corrupt") as caught:
+        Outbox(f"sqlite:///{corrupt}")
+    assert "RELIABLE_SMTP_OUTBOX_URL" in str(caught.value)
+
+
+def test_enqueue_after_postgres_went_away_raises_a_typed_error(
+    postgres_database: str,  # noqa: F811 - proves PostgreSQL is reachable (or skips)
+) -> None:
+    import psycopg
+
+    from reliable_smtp import OutboxUnavailableError
+    from test_outbox_support import ADMIN_URL
+
+    name = f"reliable_smtp_gone_{os.getpid()}"
+    base = postgres_database.rpartition("/")[0]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            outbox = Outbox(f"{base}/{name}")
+            outbox.enqueue(message())
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # kills our connections
+            with pytest.raises(OutboxUnavailableError, match="cannot be used") as caught:
+                outbox.enqueue(message())
+            assert name in caught.value.url
+            outbox.close()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
