@@ -26,6 +26,7 @@ __all__ = [
     "describe_status",
     "plan_recovery",
     "plan_settlement",
+    "recipient_update",
     "settlement_of",
 ]
 
@@ -165,7 +166,7 @@ def describe_status(status: RecipientStatus) -> str:
     return f"{line} - {status.explanation}" if status.explanation else line
 
 
-def _update(
+def recipient_update(
     recipient: OutboxRecipient,
     state: RecipientState,
     *,
@@ -173,6 +174,8 @@ def _update(
     due_at: float | None = None,
     explanation: str | None = None,
 ) -> RecipientUpdate:
+    """``recipient`` moved to ``state``; with ``status`` (a new reply) its facts and one
+    more attempt, without (an operator's or a recovery's decision) its facts kept."""
     return RecipientUpdate(
         position=recipient.position,
         state=state,
@@ -198,15 +201,15 @@ def _outcome_of_send(
     rng: random.Random,
 ) -> RecipientUpdate:
     if status.outcome is Outcome.SENT:
-        return _update(recipient, RecipientState.SENT, status=status)
+        return recipient_update(recipient, RecipientState.SENT, status=status)
     if status.outcome is Outcome.PERMANENT:
-        return _update(recipient, RecipientState.FAILED, status=status)
+        return recipient_update(recipient, RecipientState.FAILED, status=status)
     if status.outcome is Outcome.AMBIGUOUS and not schedule.retry_ambiguous:
-        return _update(recipient, RecipientState.AMBIGUOUS, status=status)
+        return recipient_update(recipient, RecipientState.AMBIGUOUS, status=status)
     # TRANSIENT, THROTTLED, AUTH_OR_CONFIG (and AMBIGUOUS when resending is allowed).
     due = now + schedule.wait_after(status, recipient.attempts + 1, rng)
     if due > expires_at:
-        return _update(
+        return recipient_update(
             recipient,
             RecipientState.FAILED,
             status=status,
@@ -214,7 +217,7 @@ def _outcome_of_send(
             f"({schedule.lifetime:g} s, OutboxSchedule.lifetime); last reply: "
             f"{status.explanation or status.outcome}",
         )
-    return _update(recipient, RecipientState.PENDING, status=status, due_at=due)
+    return recipient_update(recipient, RecipientState.PENDING, status=status, due_at=due)
 
 
 def settlement_of(
@@ -288,8 +291,8 @@ def _recovered(
     if recipient.state is not RecipientState.IN_FLIGHT:
         return None  # no final dot was about to go: nothing reached the server's queue
     if schedule.retry_ambiguous:
-        return _update(recipient, RecipientState.PENDING, due_at=now)
-    return _update(
+        return recipient_update(recipient, RecipientState.PENDING, due_at=now)
+    return recipient_update(
         recipient,
         RecipientState.AMBIGUOUS,
         explanation="the worker stopped after marking the final dot and before recording "

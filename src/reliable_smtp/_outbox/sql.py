@@ -45,6 +45,7 @@ from .schedule import (
     describe_status,
     plan_recovery,
     plan_settlement,
+    recipient_update,
     settlement_of,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, Dialect, ddl
@@ -568,7 +569,7 @@ class SQLStore(Store):
     def retry(self, entry_id: int, *, now: float) -> OutboxEntry:
         def change(entry: OutboxEntry) -> list[RecipientUpdate]:
             again = [
-                _operator_update(r, RecipientState.PENDING, due_at=now)
+                recipient_update(r, RecipientState.PENDING, due_at=now)
                 for r in entry.recipients
                 if r.state
                 in (RecipientState.FAILED, RecipientState.PENDING, RecipientState.CANCELLED)
@@ -589,7 +590,7 @@ class SQLStore(Store):
     def cancel(self, entry_id: int, *, now: float) -> OutboxEntry:
         def change(entry: OutboxEntry) -> list[RecipientUpdate]:
             return [
-                _operator_update(
+                recipient_update(
                     r, RecipientState.CANCELLED, explanation="cancelled by an operator"
                 )
                 for r in entry.recipients
@@ -614,7 +615,7 @@ class SQLStore(Store):
                     f"outbox entry {entry_id} ({entry.state}) has no ambiguous recipient"
                 )
             return [
-                _operator_update(
+                recipient_update(
                     r,
                     target,
                     due_at=now if target is RecipientState.PENDING else None,
@@ -743,24 +744,4 @@ def _update_row(update: RecipientUpdate, entry_id: int, now: float) -> tuple[obj
         now,
         entry_id,
         update.position,
-    )
-
-
-def _operator_update(
-    recipient: OutboxRecipient,
-    state: RecipientState,
-    *,
-    due_at: float | None = None,
-    explanation: str | None = None,
-) -> RecipientUpdate:
-    return RecipientUpdate(
-        position=recipient.position,
-        state=state,
-        outcome=recipient.outcome,
-        reply=recipient.reply,
-        phase=recipient.phase,
-        explanation=recipient.explanation if explanation is None else explanation,
-        attempts=recipient.attempts,
-        due_at=due_at,
-        dot_at=None if state is RecipientState.PENDING else recipient.dot_at,
     )
