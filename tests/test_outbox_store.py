@@ -175,6 +175,8 @@ def test_claim_leases_due_entries_once(store: Store) -> None:
     claim = first[0]
     assert (claim.owner, claim.attempt, claim.lease_expires_at) == ("w1", 1, T0 + LEASE)
     assert claim.recipients == ("a@example.org",)
+    assert claim.envelope().recipients == ("a@example.org",)
+    assert claim.envelope().sender == "app@example.com"
     assert claim.content == entries[0].content
     assert len({c.token for c in first + second}) == 3
     assert store.get(claim.entry_id).state is EntryState.SENDING
