@@ -635,3 +635,60 @@ def test_a_recipient_whose_dot_went_out_is_never_handed_out_again(
                     assert recipient.state in (RecipientState.SENT, RecipientState.AMBIGUOUS)
     finally:
         store.close()
+
+
+def test_a_final_dot_mark_racing_a_recovery_on_postgres_waits_then_fails(
+    postgres_database: str,  # noqa: F811
+) -> None:
+    # Without FOR SHARE in the mark's fence, the mark would land on an entry a concurrent
+    # recovery is putting back in the queue, and the worker would send the dot anyway.
+    import secrets
+    import threading
+    import time
+
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(4)}"
+    store = open_store(f"{postgres_database}?schema={schema}", schedule=SCHEDULE)
+    recovery = psycopg.connect(store._conninfo)  # type: ignore[attr-defined]
+    watcher = psycopg.connect(store._conninfo, autocommit=True)  # type: ignore[attr-defined]
+    try:
+        (entry,) = store.enqueue([new_entry()], now=T0)
+        (claim,) = store.claim("w", limit=1, lease_seconds=LEASE, now=T0)
+        # What recover() does first: lock the expired entry.
+        recovery.execute(f"SELECT id FROM {schema}.entries WHERE id = %s FOR UPDATE", (entry.id,))
+        outcome: list[str] = []
+
+        def mark() -> None:
+            try:
+                store.mark_final_dot(claim, claim.recipients, now=T0 + LEASE + 1)
+                outcome.append("marked")
+            except LeaseLostError:
+                outcome.append("lease lost")
+
+        marker = threading.Thread(target=mark)
+        marker.start()
+        for _ in range(1000):  # until the mark waits on the recovery's lock
+            if outcome:
+                pytest.fail(f"the mark did not wait for the recovery's lock: {outcome}")
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the mark did not wait for the recovery's lock: {outcome}")
+        recovery.execute(
+            f"UPDATE {schema}.entries SET state = 'queued', lease_token = NULL WHERE id = %s",
+            (entry.id,),
+        )
+        recovery.commit()
+        marker.join(timeout=30)
+        assert outcome == ["lease lost"]
+        assert store.get(entry.id).recipients[0].state is RecipientState.PENDING
+    finally:
+        recovery.close()
+        watcher.close()
+        store.close()
