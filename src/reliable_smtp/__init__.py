@@ -20,6 +20,20 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from ._outbox import (
+    AsyncOutbox,
+    EntryNotFoundError,
+    EntryState,
+    EntryStateError,
+    Outbox,
+    OutboxEntry,
+    OutboxError,
+    OutboxRecipient,
+    OutboxSchedule,
+    OutboxStats,
+    OutboxUnavailableError,
+    RecipientState,
+)
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -68,6 +82,7 @@ __all__ = [
     "AddressProblem",
     "AmbiguousDeliveryError",
     "AsyncMailer",
+    "AsyncOutbox",
     "Attachment",
     "Attempt",
     "AuthOrConfigError",
@@ -75,6 +90,9 @@ __all__ = [
     "ConnectionFailedError",
     "DeliveryError",
     "DeliveryReport",
+    "EntryNotFoundError",
+    "EntryState",
+    "EntryStateError",
     "Envelope",
     "FailoverTransport",
     "FileTransport",
@@ -86,6 +104,13 @@ __all__ = [
     "MemoryTransport",
     "Message",
     "MockTransport",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxError",
+    "OutboxRecipient",
+    "OutboxSchedule",
+    "OutboxStats",
+    "OutboxUnavailableError",
     "Outcome",
     "PermanentError",
     "Phase",
@@ -94,6 +119,7 @@ __all__ = [
     "RateLimit",
     "RecipientCheck",
     "RecipientPolicy",
+    "RecipientState",
     "RecipientStatus",
     "RecipientsRejectedError",
     "ReliableSMTPError",
