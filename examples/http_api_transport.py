@@ -278,7 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def running(api: FakeMailAPI) -> Iterator[FakeMailAPI]:
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for it (the default is half a second).
+    thread = threading.Thread(target=api.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield api
