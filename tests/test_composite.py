@@ -424,7 +424,7 @@ async def test_a_probed_member_that_delivers_is_back_at_once(
     primary = fast(relay)
     caplog.set_level(logging.INFO, logger="reliable_smtp")
     async with FailoverTransport([primary, dead_transport()], clock=clock) as failover:
-        with pytest.raises(ConnectionFailedError):
+        with pytest.raises(TransientError):
             await failover.deliver(envelope(ANN), CONTENT)  # both down until 30
         clock.advance(5.0)
         report = await failover.deliver(envelope(BOB), CONTENT)  # probe: the first listed
@@ -442,15 +442,17 @@ async def test_when_every_member_fails_the_retryable_error_wins(
 ) -> None:
     for bad_first in (True, False):
         bad_login = tls_transport(tls_server, password="wrong-password", **FAST)
-        dead = dead_transport()
-        members: list[Transport] = [bad_login, dead] if bad_first else [dead, bad_login]
-        async with FailoverTransport(members, clock=FakeClock()) as failover:
-            with pytest.raises(ConnectionFailedError) as caught:
-                await failover.deliver(envelope(ANN), CONTENT)
-        # Another try may succeed on the refusing server; none will with a bad password.
+        with LocalSMTPServer() as busy_server:
+            busy_server.script("GREETING", "421 4.3.2 Too busy, try again later", times=None)
+            busy = fast(busy_server)
+            members: list[Transport] = [bad_login, busy] if bad_first else [busy, bad_login]
+            async with FailoverTransport(members, clock=FakeClock()) as failover:
+                with pytest.raises(TransientError) as caught:
+                    await failover.deliver(envelope(ANN), CONTENT)
+        # Another try may succeed on the busy server; none will with a bad password.
         error = caught.value
         assert error.retryable
-        assert error.server == dead.name
+        assert error.server == busy.name
         assert f"{bad_login.name}: 535" in error.explanation  # the other member's story
         assert PASSWORD not in str(error)
 
@@ -503,9 +505,10 @@ async def test_recipients_left_when_the_plan_runs_out_keep_the_latest_word(
         report = await failover.deliver(envelope(ANN, BOB), CONTENT)
         assert failover.down_until(primary) == failover.down_until(dead) == 30.0
     for status in report.recipients.values():
-        # The refused backup said the last word; the mailer may retry them later.
+        # The refused backup said the last word: nothing was delivered, but a server
+        # never reached is a first-contact failure, not retried in-process.
         assert status.outcome is Outcome.TRANSIENT
-        assert status.retryable
+        assert not status.retryable
         assert status.phase is Phase.CONNECT
         assert status.server == dead.name
     assert report.server == dead.name

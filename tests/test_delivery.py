@@ -154,7 +154,9 @@ async def test_auth_failure_is_never_retried(clock: FakeClock) -> None:
     assert clock.sleeps == []
 
 
-async def test_connection_refused_retries_then_raises_connection_error(clock: FakeClock) -> None:
+async def test_connection_refused_on_first_contact_raises_connection_error_at_once(
+    clock: FakeClock,
+) -> None:
     import socket
 
     with socket.socket() as sock:
@@ -172,8 +174,9 @@ async def test_connection_refused_retries_then_raises_connection_error(clock: Fa
         await m.send(message())
     assert isinstance(caught.value, ConnectionError)
     assert caught.value.result is not None
-    assert len(caught.value.result.attempts) == 3
-    assert len(clock.sleeps) == 2
+    # Never connected: a setting is wrong, so no retry (tests/test_first_contact.py).
+    assert len(caught.value.result.attempts) == 1
+    assert clock.sleeps == []
 
 
 async def test_ambiguous_is_not_retried_by_default(
@@ -308,6 +311,20 @@ async def test_every_message_ends_delivered_or_in_a_typed_error(
 PHASE_COMMANDS = ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "DATA_END"]
 
 
+async def connected_once(m: AsyncMailer, server: LocalSMTPServer, command: str) -> None:
+    """For a fault at the greeting: make it a server that has worked before.
+
+    The very first connection failing without a reply is a first-contact mistake
+    and is not retried (tests/test_first_contact.py); these tests are about a
+    server that misbehaves once after working.
+    """
+    if command != "GREETING":
+        return
+    await m.send(message(to=["warm-up@example.org"]))
+    server.drop_connections()
+    server.clear()
+
+
 async def outcome_of(m: AsyncMailer, msg: Message) -> SendResult | DeliveryError:
     """What send() produced: its result, or the error it raised."""
     try:
@@ -367,8 +384,9 @@ async def test_each_phase_and_reply_class(
 async def test_disconnect_before_the_dot_is_retried_safely(
     server: LocalSMTPServer, clock: FakeClock, command: str
 ) -> None:
-    server.script(command, disconnect=True)  # type: ignore[arg-type]
     async with mailer(server, clock) as m:
+        await connected_once(m, server, command)
+        server.script(command, disconnect=True)  # type: ignore[arg-type]
         result = await m.send(message())
     assert result.ok
     assert len(result.attempts) == 2
@@ -380,9 +398,10 @@ async def test_disconnect_before_the_dot_is_retried_safely(
 async def test_slow_replies_hit_their_timeout(
     server: LocalSMTPServer, clock: FakeClock, command: str
 ) -> None:
-    server.script(command, hang=True)  # type: ignore[arg-type]
     options = {"connect_timeout": 0.3, "command_timeout": 0.3, "data_timeout": 0.3}
     async with mailer(server, clock, RetryPolicy(attempts=2), **options) as m:
+        await connected_once(m, server, command)
+        server.script(command, hang=True)  # type: ignore[arg-type]
         outcome = await outcome_of(m, message(to=["ann@example.org"]))
     if command == "DATA_END":
         # Only a silent final dot is ambiguous; it is not retried.

@@ -276,7 +276,7 @@ async def test_relay_denied_on_the_test_message(server: LocalSMTPServer) -> None
     assert server.messages == []
 
 
-async def test_530_names_starttls_or_auth(server: LocalSMTPServer) -> None:
+async def test_530_starttls_first_names_the_tls_setting(server: LocalSMTPServer) -> None:
     server.script("MAIL", "530 5.7.0 Must issue a STARTTLS command first")
     report = await check_connection(
         settings_for(server, tls="none"), send_to="bob@example.org", sender="app@example.com"
@@ -284,8 +284,27 @@ async def test_530_names_starttls_or_auth(server: LocalSMTPServer) -> None:
 
     failed = report.failed
     assert failed is not None
+    assert failed.rule == "starttls-required"
+    assert failed.cause == "the server requires STARTTLS first"
+    assert failed.hint is not None
+    assert "RELIABLE_SMTP_TLS" in failed.hint
+
+
+async def test_530_authentication_required_says_credentials_are_missing(
+    server: LocalSMTPServer,
+) -> None:
+    server.script("MAIL", "530 5.7.0 Authentication required")
+    report = await check_connection(
+        settings_for(server, tls="none"), send_to="bob@example.org", sender="app@example.com"
+    )
+
+    failed = report.failed
+    assert failed is not None
     assert failed.rule == "auth-required"
-    assert failed.cause == "the server requires STARTTLS or AUTH first"
+    assert failed.cause == "the server requires a login: credentials are missing"
+    assert failed.explanation is not None
+    assert "credentials are missing" in failed.explanation
+    assert "STARTTLS" not in failed.explanation
 
 
 async def test_a_slow_reply_times_out_with_the_library_explanation(
@@ -302,6 +321,7 @@ async def test_a_slow_reply_times_out_with_the_library_explanation(
     assert "no reply in time" in failed.explanation
     assert failed.hint is not None
     assert "--timeout" in failed.hint
+    assert "RELIABLE_SMTP_TIMEOUT" in failed.explanation
 
 
 async def test_ehlo_name_rejected(server: LocalSMTPServer) -> None:

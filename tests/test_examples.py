@@ -14,6 +14,22 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 EXPECTED = {
+    "django_app.py": [
+        "sent: 1",
+        "bob@example.org: 250 2.0.0 OK: queued after 2 attempt(s)",
+        "copies: ann 1 bob 1",
+        "refused: 550 5.1.1 rcpt",
+    ],
+    "fastapi_app.py": [
+        "signup ann: 200 250 2.0.0 OK",
+        "signup gone: 502 permanent 550",
+        "server received: ann@example.org, bob@example.org",
+    ],
+    "flask_app.py": [
+        "signups accepted: 6",
+        "signup gone: 502 {'code': 550, 'error': 'permanent'}",
+        "server received: 6 messages",
+    ],
     "from_env.py": [
         "password         **********",
         "1 sent after 1 attempt",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from reliable_smtp.testing import FakeClock
-from reliable_smtp.transports.pool import ConnectionPool, PoolTimeoutError
+from reliable_smtp.transports.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
 
 
 @dataclass
@@ -41,6 +41,10 @@ class Factory:
         connection.open = False
         connection.closed_by_pool = True
 
+    def drop(self, connection: FakeConnection) -> None:
+        connection.open = False
+        connection.closed_by_pool = True
+
 
 def make_pool(
     factory: Factory, clock: FakeClock, **options: object
@@ -57,6 +61,7 @@ def make_pool(
         open=factory.open,
         check=factory.check,
         close=factory.close,
+        drop=factory.drop,
         alive=lambda c: c.open,
         clock=clock,
         **settings,  # type: ignore[arg-type]
@@ -170,3 +175,103 @@ async def test_double_release_is_a_bug() -> None:
     await pool.release(lease, reusable=True)
     with pytest.raises(RuntimeError, match="already released"):
         await pool.release(lease, reusable=True)
+
+
+class HangingFactory(Factory):
+    """A factory whose NOOP check or QUIT never answers (until cancelled)."""
+
+    def __init__(self, *, hang_check: bool = False, hang_close: bool = False) -> None:
+        super().__init__()
+        self.hang_check = hang_check
+        self.hang_close = hang_close
+        self.dropped: list[FakeConnection] = []
+
+    async def check(self, connection: FakeConnection) -> bool:
+        if self.hang_check:
+            await asyncio.Event().wait()
+        return await super().check(connection)
+
+    async def close(self, connection: FakeConnection) -> None:
+        if self.hang_close:
+            await asyncio.Event().wait()
+        await super().close(connection)
+
+    def drop(self, connection: FakeConnection) -> None:
+        self.dropped.append(connection)
+        super().drop(connection)
+
+
+async def test_cancelled_during_the_health_check_the_connection_is_dropped() -> None:
+    factory, clock = HangingFactory(hang_check=True), FakeClock()
+    pool = make_pool(factory, clock, size=1, check_after=5.0)
+    lease = await pool.acquire()
+    await pool.release(lease, reusable=True)
+    clock.advance(10.0)
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert factory.dropped == [lease.connection]  # not lost with the cancelled task
+    assert pool.idle == 0
+    factory.hang_check = False
+    again = await pool.acquire()  # and the slot came back
+    assert again.connection.number == 2
+
+
+async def test_cancelled_during_quit_the_connection_is_dropped() -> None:
+    factory, clock = HangingFactory(hang_close=True), FakeClock()
+    pool = make_pool(factory, clock, size=1)
+    lease = await pool.acquire()
+    releasing = asyncio.create_task(pool.release(lease, reusable=False))
+    await asyncio.sleep(0.01)
+    releasing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await releasing
+    assert factory.dropped == [lease.connection]
+    factory.hang_close = False
+    assert (await pool.acquire()).connection.number == 2
+
+
+async def test_cancelled_aclose_drops_every_idle_connection() -> None:
+    factory, clock = HangingFactory(hang_close=True), FakeClock()
+    pool = make_pool(factory, clock, size=3)
+    leases = [await pool.acquire() for _ in range(3)]
+    for lease in leases:
+        await pool.release(lease, reusable=True)
+    closing = asyncio.create_task(pool.aclose())
+    await asyncio.sleep(0.01)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert sorted(c.number for c in factory.dropped) == [1, 2, 3]
+
+
+async def test_fresh_never_reuses_and_stays_within_size() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=2)
+    a, b = await pool.acquire(), await pool.acquire()
+    await pool.release(a, reusable=True)
+    await pool.release(b, reusable=True)
+    fresh = await pool.acquire(fresh=True)
+    assert not fresh.reused
+    assert fresh.connection.number == 3
+    # Two idle + one new would be three: the one idle the longest was retired.
+    assert a.connection.closed_by_pool
+    assert not b.connection.closed_by_pool
+    assert pool.idle == 1
+
+
+async def test_no_connection_is_opened_once_the_pool_is_closed() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=1, acquire_timeout=5.0)
+    busy = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.aclose()
+    await pool.release(busy, reusable=True)
+    with pytest.raises(PoolClosedError):
+        await waiter
+    with pytest.raises(PoolClosedError):
+        await pool.acquire()
+    assert pool.opened == 1

@@ -35,6 +35,7 @@ TRANSIENT = Outcome.TRANSIENT
 THROTTLED = Outcome.THROTTLED
 PERMANENT = Outcome.PERMANENT
 CONFIG = Outcome.AUTH_OR_CONFIG
+AMBIGUOUS = Outcome.AMBIGUOUS
 
 NOW = datetime(2024, 6, 4, 13, 0, 0, tzinfo=timezone.utc)
 
@@ -149,12 +150,15 @@ RFC_CASES = [
     *(rfc(code, phase, SENT) for code in (211, 214, 221) for phase in (E, M, DE)),
     rfc(220, C, SENT, rule="accepted"),
     rfc(220, T, SENT),
-    *(rfc(250, phase, SENT, rule="accepted") for phase in (E, A, M, R, D)),
+    *(rfc(250, phase, SENT, rule="accepted") for phase in (E, A, M, R)),
+    # DATA expects 354: a 2xx there is out of step, and no body was sent (issue 11 B2).
+    rfc(250, D, PERMANENT, protocol_error=True, rule="data-without-354"),
     rfc(250, DE, SENT, rule="delivered"),
     rfc(251, R, SENT),
     rfc(252, R, SENT),
     rfc(354, D, SENT, rule="ready-for-data"),
-    rfc(354, DE, PERMANENT, protocol_error=True, rule="unexpected-intermediate"),
+    # After the final dot a reply that is not 2xx/4xx/5xx may hide an accepted message.
+    rfc(354, DE, AMBIGUOUS, rule="not-a-final-reply"),
     rfc(354, R, PERMANENT, protocol_error=True),
     *(rfc(421, phase, TRANSIENT, rule="closing-connection") for phase in Phase),
     rfc(450, R, TRANSIENT, rule="mailbox-busy"),
@@ -232,7 +236,7 @@ RFC_CASES = [
         "5.7.0 Must issue a STARTTLS command first",
         M,
         CONFIG,
-        rule="auth-required",
+        rule="starttls-required",
     ),
     Case(
         "534-auth",
@@ -1233,7 +1237,20 @@ def test_quota_keeps_the_hint_but_is_not_retried_now() -> None:
         pytest.param(
             534, "5.7.9 Application-specific password required", A, ["app password"], id="534"
         ),
-        pytest.param(530, "5.7.0 Authentication required", M, ["STARTTLS", "AUTH"], id="530"),
+        pytest.param(
+            530,
+            "5.7.0 Authentication required",
+            M,
+            ["credentials are missing", "RELIABLE_SMTP_USERNAME", "RELIABLE_SMTP_PASSWORD"],
+            id="530",
+        ),
+        pytest.param(
+            530,
+            "5.7.0 Must issue a STARTTLS command first",
+            M,
+            ["STARTTLS", "RELIABLE_SMTP_TLS", "465"],
+            id="530-starttls",
+        ),
         pytest.param(538, "5.7.11 Encryption required", A, ["STARTTLS", "465"], id="538"),
         pytest.param(
             550,
@@ -1528,7 +1545,15 @@ def test_classify_is_total_and_keeps_the_first_digit(
             assert 1.0 <= verdict.delay_hint <= 3600.0
         # The first digit decides, except for the documented overrides (A.1).
         severity = code // 100
-        if severity == 2:
+        if phase is Phase.DATA_END and severity not in (2, 4, 5):
+            # After the final dot, only a 2xx/4xx/5xx decides: the rest may hide a
+            # message the server kept (issue 11 B2).
+            assert verdict.outcome is AMBIGUOUS
+            assert not verdict.protocol_error
+        elif phase is Phase.DATA and severity == 2:
+            assert verdict.outcome is PERMANENT  # DATA expects 354
+            assert verdict.protocol_error
+        elif severity == 2:
             assert verdict.outcome is SENT
         elif severity == 3:
             assert verdict.outcome in (SENT, PERMANENT)

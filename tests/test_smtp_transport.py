@@ -140,7 +140,8 @@ async def test_connection_refused_is_transient_connection_error() -> None:
         await transport.deliver(ENVELOPE, CONTENT)
     assert isinstance(caught.value, ConnectionError)
     assert caught.value.phase is Phase.CONNECT
-    assert caught.value.retryable
+    # Never connected: a setting is wrong, so not retried (tests/test_first_contact.py).
+    assert not caught.value.retryable
 
 
 async def test_secrets_never_in_repr_or_errors(tls_server: LocalSMTPServer) -> None:

@@ -29,6 +29,7 @@ from reliable_smtp import (
     Outcome,
     PermanentError,
     Phase,
+    ProtocolError,
     RecipientStatus,
     Reply,
     RetryPolicy,
@@ -195,6 +196,7 @@ def test_status_from_reply_keeps_the_servers_delay_hint() -> None:
         (Reply(421, "4.7.0", "Try again in 30 seconds"), Phase.MAIL, ThrottledError),
         (Reply(451, "4.3.0", "local error"), Phase.MAIL, TransientError),
         (Reply(552, "5.3.4", "message too big"), Phase.DATA_END, PermanentError),
+        (Reply(500, "5.5.1", "command unrecognized"), Phase.MAIL, ProtocolError),
     ],
     ids=str,
 )

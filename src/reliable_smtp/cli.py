@@ -62,6 +62,7 @@ from .errors import (
 )
 from .mailer import AsyncMailer, SendOutcome
 from .message import Attachment, Message, render
+from .redaction import SecretForms
 from .replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
 from .result import SendResult
 from .settings import MailerSettings
@@ -109,18 +110,16 @@ class _Console:
         self.stdout = stdout
         self.stderr = stderr
         self.unicode = _can_encode(stdout, "✔✘")
-        self._secrets: list[str] = []
+        self._secrets = SecretForms()
         self.width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
-    def add_secret(self, secret: str | None) -> None:
-        # Very short secrets would blank out ordinary words; they are not printed anyway.
-        if secret and len(secret) >= 4 and secret not in self._secrets:
-            self._secrets.append(secret)
+    def add_secret(self, secret: str | None, *, username: str | None = None) -> None:
+        """Scrub ``secret`` in every form it takes on the wire (the library's one rule)."""
+        if secret:
+            self._secrets |= SecretForms.for_password(username or "", secret)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "********")
-        return text
+        return self._secrets.redact(text)
 
     def mark(self, ok: bool | None) -> str:
         """✔ passed, ✘ failed, - skipped (``None``); OK / FAIL / SKIP without Unicode."""
@@ -227,7 +226,7 @@ def _settings(args: argparse.Namespace, console: _Console, **extra: Any) -> Mail
     console.add_secret(os.environ.get("RELIABLE_SMTP_PASSWORD"))
     settings = MailerSettings(**values)
     if settings.password is not None:
-        console.add_secret(settings.password.get_secret_value())
+        console.add_secret(settings.password.get_secret_value(), username=settings.username)
     return settings
 
 
@@ -934,6 +933,10 @@ def _devserver_banner(
         facts.append(("AUTH", f"required: user {args.auth[0]!r} (PLAIN or LOGIN)"))
         # The password stays where the user typed it: never printed.
         exports.append(f"RELIABLE_SMTP_USERNAME={args.auth[0]} RELIABLE_SMTP_PASSWORD=...")
+    else:
+        # Without --auth nobody can log in, so AUTH is not advertised (a client that
+        # tries anyway gets 502): leave RELIABLE_SMTP_USERNAME and _PASSWORD unset.
+        facts.append(("AUTH", "not offered (add --auth USER PASSWORD to require a login)"))
     for reply in scripted:
         facts.append(("scripted", f"{reply.command} {reply.label}, every time"))
     if outdir is not None:

@@ -50,6 +50,7 @@ from .errors import (
 )
 from .mailer import AsyncMailer
 from .message import Message
+from .redaction import SecretForms
 from .replies import (
     Outcome,
     Phase,
@@ -61,7 +62,13 @@ from .replies import (
 from .result import SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
-from .transports.smtp import DEFAULT_PORTS, TLSMode, find_cause, translate_error
+from .transports.smtp import (
+    DEFAULT_PORTS,
+    TLSMode,
+    find_cause,
+    send_credentials,
+    translate_error,
+)
 
 __all__ = [
     "SLOW_SECONDS",
@@ -250,8 +257,9 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         ),
         "connect-timeout": (
             "no answer to the connection: the port is blocked or the host is wrong",
-            "check host and port; many networks and cloud providers block outgoing port 25 "
-            "(use 587 or 465); check the firewall; raise --timeout only if the link is slow",
+            "check host and port (RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT); many networks and "
+            "cloud providers block outgoing port 25 (use 587 or 465); check the firewall; "
+            "raise RELIABLE_SMTP_CONNECT_TIMEOUT (--timeout) only if the link is slow",
         ),
         "tls-wrong-port": (
             "this port expects STARTTLS (or plain SMTP), not implicit TLS",
@@ -271,7 +279,8 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "no-greeting": (
             "connected, but the server sent no greeting: the port probably expects implicit TLS",
             "use tls=implicit (RELIABLE_SMTP_TLS, --tls implicit), usually with port 465; "
-            "otherwise the server is overloaded",
+            "otherwise the server is overloaded or slow to greet "
+            "(RELIABLE_SMTP_CONNECT_TIMEOUT, --timeout)",
         ),
         "no-greeting-after-tls": (
             "TLS worked, but the server sent no greeting: it is overloaded, or not an SMTP server",
@@ -285,16 +294,21 @@ _HINTS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "connection-lost": ("the server closed the connection", None),
         "no-password-auth": (
             "the server offers no password login (AUTH PLAIN or LOGIN)",
-            "many servers offer AUTH only after STARTTLS (tls=starttls) or on port 465",
+            "many servers offer AUTH only after STARTTLS (tls=starttls) or on port 465; "
+            "if this server takes mail without a login, unset RELIABLE_SMTP_USERNAME",
         ),
         "bad-credentials": (
             "the server rejected the username or password",
             "check RELIABLE_SMTP_USERNAME (--username) and the password; Gmail, Outlook and "
             "others need an app password (with 2-step verification) or OAuth2",
         ),
+        "starttls-required": (
+            "the server requires STARTTLS first",
+            "use tls=starttls (RELIABLE_SMTP_TLS, --tls starttls), or tls=implicit with port 465",
+        ),
         "auth-required": (
-            "the server requires STARTTLS or AUTH first",
-            "use tls=starttls or tls=implicit, and set RELIABLE_SMTP_USERNAME and a password",
+            "the server requires a login: credentials are missing",
+            "set RELIABLE_SMTP_USERNAME and a password (--username, --password-env)",
         ),
         "auth-required-m365": (
             "the server requires AUTH before MAIL FROM",
@@ -630,38 +644,38 @@ async def check_connection(
     except _StepFailedError:
         pass
     steps = tuple(probe.steps)
-    secret = settings.password.get_secret_value() if settings.password is not None else ""
-    if len(secret) >= _MIN_REDACTED:
-        # A server may echo what it was sent (a misbehaving proxy, a debug banner):
-        # nothing it says may carry the password into the report.
-        steps = tuple(_redact_step(step, secret) for step in steps)
+    if settings.password is not None:
+        # The AUTH step's reply is redacted where it is read (send_credentials); a
+        # server may echo the password elsewhere too (a proxy, a debug banner), so the
+        # same rule runs over the whole report.
+        secrets = SecretForms.for_password(
+            target.username or "", settings.password.get_secret_value()
+        )
+        steps = tuple(_redact_step(step, secrets) for step in steps)
     return CheckReport(target=target, steps=steps, seconds=clock() - started)
 
 
-# Shorter secrets are not searched for: blanking every "a" would garble the report.
-_MIN_REDACTED = 4
-_REDACTED = "********"
-
-
-def _redact(value: Any, secret: str) -> Any:
+def _redact(value: Any, secrets: SecretForms) -> Any:
     if isinstance(value, str):
-        return value.replace(secret, _REDACTED)
+        return secrets.redact(value)
     if isinstance(value, Mapping):
-        return {key: _redact(item, secret) for key, item in value.items()}
+        return {key: _redact(item, secrets) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_redact(item, secret) for item in value)
+        return type(value)(_redact(item, secrets) for item in value)
     return value
 
 
-def _redact_step(step: CheckStep, secret: str) -> CheckStep:
+def _redact_step(step: CheckStep, secrets: SecretForms) -> CheckStep:
     return replace(
         step,
-        summary=_redact(step.summary, secret),
-        notes=_redact(step.notes, secret),
-        warnings=_redact(step.warnings, secret),
-        details=_redact(step.details, secret),
-        error=_redact(step.error, secret),
-        explanation=_redact(step.explanation, secret),
+        summary=_redact(step.summary, secrets),
+        notes=_redact(step.notes, secrets),
+        warnings=_redact(step.warnings, secrets),
+        details=_redact(step.details, secrets),
+        error=_redact(step.error, secrets),
+        explanation=_redact(step.explanation, secrets),
+        cause=_redact(step.cause, secrets),
+        hint=_redact(step.hint, secrets),
     )
 
 
@@ -938,7 +952,10 @@ async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSe
             if offered
             else []
         )
-        probe.skipped("auth", "AUTH", "no username configured", notes=notes)
+        # The transport's rule: no username (unset or empty) means no AUTH is sent.
+        probe.skipped(
+            "auth", "AUTH", "no username configured (unset or empty): no AUTH is sent", notes=notes
+        )
         return
     begun = clock()
     methods = smtp.server_auth_methods
@@ -960,14 +977,16 @@ async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSe
         )
         raise probe.failed("auth", "AUTH", 0.0, error, rule="no-password-auth")
     try:
-        if mechanism == "PLAIN":
-            response = await smtp.auth_plain(
-                target.username, password, timeout=target.command_timeout
-            )
-        else:
-            response = await smtp.auth_login(
-                target.username, password, timeout=target.command_timeout
-            )
+        # The transport's own login: the reply (or refusal) comes back with every form
+        # of the password redacted, so no step, note or JSON field can repeat it.
+        response = await send_credentials(
+            smtp,
+            mechanism,
+            target.username,
+            password,
+            timeout=target.command_timeout,
+            server=target.url,
+        )
     except Exception as exc:
         error = translate_error(exc, Phase.AUTH, server=target.url)
         raise probe.failed(

@@ -21,7 +21,7 @@ what is allowed.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import ConfigurationError
 
@@ -84,18 +84,23 @@ def parse_url(url: str, *, variable: str = "RELIABLE_SMTP_URL") -> dict[str, str
     transport, tls = SCHEMES[scheme]
     values: dict[str, str] = {"transport": transport}
     if transport == "smtp":
+        if _userinfo_unescaped(parts.path, parts.query, parts.fragment):
+            raise ConfigurationError(
+                _UNESCAPED.format(variable=variable, scheme=scheme), setting=variable
+            )
         if not parts.hostname:
             raise ConfigurationError(
                 f"{variable} has no host: write it as {scheme}://host:port", setting=variable
             )
         values["host"] = parts.hostname
-        try:
-            port = parts.port
-        except ValueError:
+        port = _port(parts)
+        if port == -1:
+            # Raised here, not in an except block: urllib's ValueError quotes the text
+            # after the colon, and as __context__ it would keep it reachable.
             raise ConfigurationError(
                 f"{variable} has a port that is not a number between 1 and 65535",
                 setting=variable,
-            ) from None
+            )
         if port is not None:
             values["port"] = str(port)
         assert tls is not None
@@ -136,3 +141,35 @@ def parse_url(url: str, *, variable: str = "RELIABLE_SMTP_URL") -> dict[str, str
             )
         values[key] = value
     return values
+
+
+# The message for a user name or password that ends the host part early. It never
+# repeats the URL: the text after the stray character is the rest of the password.
+_UNESCAPED = (
+    "{variable}: the user name or password contains '/', '?' or '#', which end the host "
+    "part of a URL, so the host and port cannot be read: percent-encode the password "
+    "(and user name) - '/' as %2F, '?' as %3F, '#' as %23, '@' as %40, ':' as %3A, "
+    "'%' as %25, e.g. with urllib.parse.quote(password, safe='') - and write "
+    "{scheme}://USER:ENCODED-PASSWORD@host:port; or leave it out of the URL and set "
+    "RELIABLE_SMTP_PASSWORD instead"
+)
+
+
+def _userinfo_unescaped(path: str, query: str, fragment: str) -> bool:
+    """Whether an ``@`` comes after the authority: a password with a raw ``/?#`` in it.
+
+    urlsplit() ends the authority at the first ``/``, ``?`` or ``#``; the real host is
+    after the ``@`` that then lands in the path, a query option's name or the fragment
+    (an ``@`` in an option's value, such as a ``ca_file`` path, is legitimate).
+    """
+    if "@" in path or "@" in fragment:
+        return True
+    return any("@" in name for name, _ in parse_qsl(query, keep_blank_values=True))
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port, ``None`` when it has none, ``-1`` when it is not a valid port."""
+    try:
+        return parts.port
+    except ValueError:
+        return -1

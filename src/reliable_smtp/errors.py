@@ -39,7 +39,27 @@ failures) are translated to this tree at one boundary per transport, always with
 ``raise ... from exc``. :func:`error_for` picks the class for a verdict; a
 transport written outside the library uses its public spellings,
 :meth:`DeliveryError.from_reply`, :meth:`DeliveryError.from_verdict` and
-:meth:`DeliveryError.from_connection_loss`.
+:meth:`DeliveryError.from_connection_loss`. An
+exception nobody expected (a bug) never escapes ``send``, ``send_many`` or
+``stream`` as itself: it becomes an ``AmbiguousDeliveryError`` (how far the send
+got is unknown) with the original as ``__cause__`` and its traceback logged at ERROR.
+
+When recipients of one message fail in different ways, ``send()`` raises the class
+of the outcome that comes first in this order (``mailer.FAILURE_PRECEDENCE``):
+
+1. ``AMBIGUOUS`` - ``AmbiguousDeliveryError``: one recipient may have the message,
+   so the message must not be re-queued as a whole, whatever happened to the others;
+2. ``AUTH_OR_CONFIG`` - ``AuthOrConfigError``: a person must fix a setting before a
+   retry can help;
+3. ``THROTTLED`` - ``ThrottledError``: wait longer before a retry;
+4. ``TRANSIENT`` - ``TransientError`` (or ``ConnectionFailedError`` /
+   ``SMTPTimeoutError`` when the whole last attempt failed that way): retry later;
+5. ``PERMANENT`` - ``PermanentError`` / ``ProtocolError``: only when every failed
+   recipient failed for good is giving up the right reaction.
+
+So ``except TransientError: requeue(message)`` never re-sends to a recipient that
+may already have the message; ``error.result`` still tells each recipient's status
+(re-queue ``error.result.rejected`` minus the ambiguous ones to be exact).
 """
 
 from __future__ import annotations
@@ -302,7 +322,11 @@ class TransientError(DeliveryError):
 
 
 class ConnectionFailedError(TransientError, ConnectionError):
-    """The connection was refused, reset or dropped before the final dot. Nothing was delivered."""
+    """The connection was refused, reset or dropped before the final dot.
+
+    Nothing was delivered to the recipients it names (``result`` has every status;
+    if any recipient were ambiguous, ``AmbiguousDeliveryError`` would be raised instead).
+    """
 
 
 class SMTPTimeoutError(TransientError, TimeoutError):
@@ -382,10 +406,15 @@ def error_for(
     """Build the most specific error for ``verdict``.
 
     ``connection_lost``/``timed_out`` select :class:`ConnectionFailedError` /
-    :class:`SMTPTimeoutError` for transient failures that had no reply.
+    :class:`SMTPTimeoutError` for transient failures that had no reply; a permanent
+    verdict with ``protocol_error`` (the server did not understand us, or did not
+    speak SMTP: 500-504, 555, an unexpected 3xx, a code outside 2xx-5xx) is a
+    :class:`ProtocolError`.
     """
     cls: type[DeliveryError]
-    if verdict.outcome is Outcome.TRANSIENT and timed_out:
+    if verdict.outcome is Outcome.PERMANENT and verdict.protocol_error:
+        cls = ProtocolError
+    elif verdict.outcome is Outcome.TRANSIENT and timed_out:
         cls = SMTPTimeoutError
     elif verdict.outcome is Outcome.TRANSIENT and connection_lost:
         cls = ConnectionFailedError

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections import deque
@@ -48,13 +49,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from .envelope import Envelope
 from .errors import (
+    AmbiguousDeliveryError,
     DeliveryError,
     ReliableSMTPError,
     TransportClosedError,
     error_for,
 )
 from .message import Message, render
-from .replies import Outcome, Phase, Verdict
+from .replies import Outcome, Phase, Verdict, classify
 from .result import Attempt, RecipientStatus, SendResult
 from .retry import RetryPolicy
 from .transports.base import Transport
@@ -137,14 +139,19 @@ class AsyncMailer:
 
     @classmethod
     def from_env(
-        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+        cls,
+        *,
+        oauth_token_provider: TokenProvider | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **settings: Any,
     ) -> AsyncMailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables (and ``.env``).
 
         Keyword arguments override the environment; see
-        :class:`~reliable_smtp.MailerSettings` for the names.
+        :class:`~reliable_smtp.MailerSettings` for the names. ``ssl_context`` (SMTP)
+        replaces the one built from ``RELIABLE_SMTP_CA_FILE``.
         """
-        transport, retry = _configured(oauth_token_provider, settings)
+        transport, retry = _configured(oauth_token_provider, ssl_context, settings)
         return cls(transport, retry=retry)
 
     # -- sending -------------------------------------------------------------------------
@@ -201,7 +208,10 @@ class AsyncMailer:
         Memory stays flat however many messages there are: at most ``concurrency``
         sends are in flight and at most ``4 * concurrency`` messages are held
         (sent or waiting for an earlier one to finish). Stopping the iteration
-        cancels the sends not yet finished.
+        cancels the sends not yet finished, and waits until they have given their
+        connections back. An exception that is not one of the library's (a bug) is
+        that message's :class:`~reliable_smtp.AmbiguousDeliveryError` - logged with
+        its traceback, kept as ``__cause__`` - and the other messages go on.
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
@@ -214,17 +224,30 @@ class AsyncMailer:
                     return await self.send(message)
                 except ReliableSMTPError as error:
                     return error
+                except Exception as exc:
+                    # One message's bug must not end the stream and cancel the sends in
+                    # flight: it becomes that message's (ambiguous, logged) outcome.
+                    return _unexpected(exc, self.transport.name, "while sending")
 
         try:
             async for message in _aiter(messages):
                 window.append(asyncio.create_task(outcome(message)))
                 if len(window) >= 4 * concurrency:
-                    yield await window.popleft()
+                    # Awaited while still in the window: if the consumer is cancelled
+                    # meanwhile, the clean-up below still waits for this send.
+                    sent = await window[0]
+                    window.popleft()
+                    yield sent
             while window:
-                yield await window.popleft()
+                sent = await window[0]
+                window.popleft()
+                yield sent
         finally:
             for task in window:
                 task.cancel()
+            # Let the cancelled sends finish their clean-up (connections go back to the
+            # pool or are closed) before the caller goes on, e.g. to aclose().
+            await asyncio.gather(*window, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Close the transport (QUIT on open connections). Closing twice is fine."""
@@ -274,7 +297,14 @@ class AsyncMailer:
             for chunk in _chunks(targets.recipients, chunk_size):
                 part = targets.only(chunk)
                 try:
-                    report = await self.transport.deliver(part, content)
+                    try:
+                        report = await self.transport.deliver(part, content)
+                    except ReliableSMTPError:
+                        raise
+                    except Exception as exc:  # the transport broke its contract
+                        raise _unexpected(
+                            exc, self.transport.name, f"from transport {self.transport.name}"
+                        ) from exc
                     fresh.update(report.recipients)
                 except DeliveryError as error:
                     last_error = error
@@ -364,13 +394,18 @@ class AsyncMailer:
 
 
 def _configured(
-    oauth_token_provider: TokenProvider | None, settings: dict[str, Any]
+    oauth_token_provider: TokenProvider | None,
+    ssl_context: ssl.SSLContext | None,
+    settings: dict[str, Any],
 ) -> tuple[Transport, RetryPolicy]:
     """Transport and retry policy from ``MailerSettings(**settings)`` (the environment)."""
     from .settings import MailerSettings  # pydantic-settings only when asked for
 
     config = MailerSettings(**settings)
-    return config.build_transport(oauth_token_provider=oauth_token_provider), config.retry_policy()
+    transport = config.build_transport(
+        oauth_token_provider=oauth_token_provider, ssl_context=ssl_context
+    )
+    return transport, config.retry_policy()
 
 
 def _missing_status(recipient: str, server: str) -> RecipientStatus:
@@ -451,28 +486,53 @@ def _log_event(
     )
 
 
+#: The class ``send()`` raises when recipients failed in different ways: the first of
+#: these outcomes that any recipient has. Ambiguous first: a caller who re-queues on
+#: ``TransientError`` must never be told "retry" while a recipient may have the message.
+#: Then what needs a person (credentials, TLS, sender identity), then what clears with
+#: time (throttled before transient: the longer wait is right for the whole message),
+#: and permanent last, because only when every failure is permanent is giving up right.
+FAILURE_PRECEDENCE: tuple[Outcome, ...] = (
+    Outcome.AMBIGUOUS,
+    Outcome.AUTH_OR_CONFIG,
+    Outcome.THROTTLED,
+    Outcome.TRANSIENT,
+    Outcome.PERMANENT,
+)
+
+
 def _final_error(result: SendResult, last_error: DeliveryError | None) -> DeliveryError:
-    """The error ``send()`` raises: the last classified failure, carrying ``result``."""
+    """The error ``send()`` raises, carrying ``result``: its class is the failed recipients'
+    outcome that comes first in :data:`FAILURE_PRECEDENCE`."""
     failed = [result.recipients[r] for r in result.rejected]
     total = len(result.recipients)
-    if last_error is not None and all(s.reply == last_error.reply for s in failed):
+    top = min(failed, key=lambda s: FAILURE_PRECEDENCE.index(s.outcome)).outcome
+    if last_error is not None and all(
+        s.outcome is last_error.outcome
+        and s.reply == last_error.reply
+        and s.phase is (last_error.phase or Phase.CONNECT)
+        for s in failed
+    ):
         # The whole last attempt failed the same way (connect, AUTH, MAIL...): that error
         # is the story; give it the result.
         last_error.result = result
         return last_error
-    first = failed[0]
-    summary = (
-        f"message {result.message_id} was not delivered to {len(failed)} of {total} "
-        f"recipient{'s' * (total != 1)}"
+    first = next(s for s in failed if s.outcome is top)
+    summary = _failure_summary(result.message_id, failed, total)
+    # Statuses keep the reply, not the verdict's flags: ask the table again whether a
+    # permanent refusal was a protocol error (500 5.5.1, a code outside 2xx-5xx).
+    protocol_error = (
+        top is Outcome.PERMANENT
+        and first.reply is not None
+        and classify(first.reply, first.phase).protocol_error
     )
     verdict = Verdict(
-        outcome=first.outcome,
+        outcome=top,
         explanation=first.explanation,
         retry_in_process=first.retryable,
         delay_hint=first.delay_hint,
+        protocol_error=protocol_error,
     )
-    if first.outcome is Outcome.SENT:  # pragma: no cover - guarded by result.ok
-        raise AssertionError("a sent recipient is not a failure")
     error = error_for(
         verdict,
         summary,
@@ -483,6 +543,52 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
     )
     error.result = result
     return error
+
+
+def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryError:
+    """A foreign exception from a transport or the mailer: a bug, kept visible, never a crash.
+
+    How far the send got is unknown, so the message may have been delivered: it is
+    reported ambiguous (never resent automatically), the traceback is logged at ERROR
+    and kept as ``__cause__``.
+    """
+    logger.error(
+        "unexpected %s %s (a bug in reliable-smtp or in the transport; please report it)",
+        type(exc).__name__,
+        where,
+        exc_info=exc,
+        extra={"server": server},
+    )
+    error = AmbiguousDeliveryError(
+        f"unexpected {type(exc).__name__} {where}: {exc}",
+        phase=Phase.DATA_END,
+        server=server,
+        explanation="an error the library did not expect (a bug: please report it with the "
+        "logged traceback); the message may or may not have been sent, so it is not resent "
+        "automatically, to avoid a duplicate",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _failure_summary(message_id: str, failed: list[RecipientStatus], total: int) -> str:
+    """The headline of the error ``send()`` raises; it never contradicts the statuses.
+
+    An AMBIGUOUS recipient (the link broke after the final dot) may have the message,
+    so the headline says "may have been delivered", never "was not delivered".
+    """
+    recipients = f"recipient{'s' * (total != 1)}"
+    ambiguous = sum(s.outcome is Outcome.AMBIGUOUS for s in failed)
+    if not ambiguous:
+        return f"message {message_id} was not delivered to {len(failed)} of {total} {recipients}"
+    summary = (
+        f"message {message_id} may have been delivered to {ambiguous} of {total} {recipients} "
+        "(the server may have it: do not resend blindly)"
+    )
+    others = len(failed) - ambiguous
+    if others:
+        summary += f"; it was not delivered to {others} other{'s' * (others != 1)}"
+    return summary
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> Any:
@@ -563,13 +669,17 @@ class Mailer:
 
     @classmethod
     def from_env(
-        cls, *, oauth_token_provider: TokenProvider | None = None, **settings: Any
+        cls,
+        *,
+        oauth_token_provider: TokenProvider | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **settings: Any,
     ) -> Mailer:
         """A mailer configured from ``RELIABLE_SMTP_*`` variables.
 
         See :meth:`AsyncMailer.from_env`.
         """
-        transport, retry = _configured(oauth_token_provider, settings)
+        transport, retry = _configured(oauth_token_provider, ssl_context, settings)
         return cls(transport, retry=retry)
 
     @property

@@ -36,7 +36,11 @@ A.4 has nine classes; :class:`Outcome` has six. The extra ones map as follows:
 * ``OK`` -> :attr:`Outcome.SENT` for every 2xx (251 and 252 too), and for the
   expected intermediate replies (354 to DATA, 334 during AUTH): the command
   succeeded. Only a 2xx in :attr:`Phase.DATA_END` means the message was taken.
-  Any other 3xx is a protocol error.
+  Any other 3xx, and a 2xx to DATA (which expects 354), is a protocol error.
+* After the final dot (:attr:`Phase.DATA_END`) only a valid 2xx, 4xx or 5xx reply
+  decides: anything else (354, 199, 600, ...) is :attr:`Outcome.AMBIGUOUS`, since the
+  server has the whole message and did not refuse it. Before the dot such a reply is
+  a protocol error.
 * ``QUOTA`` -> :attr:`Outcome.THROTTLED` with ``quota=True`` and
   ``retry_in_process=False``: a daily or billing limit clears in hours, so the
   caller should defer the message (and stop sending on that account), not retry now.
@@ -394,6 +398,33 @@ RULES: tuple[Rule, ...] = (
         explanation="the server accepted the message for delivery",
     ),
     Rule(
+        # After the final dot the server has the whole message: a reply that is not a
+        # valid 2xx/4xx/5xx (354, 199, 600, ...) does not say it refused it, so it may
+        # have kept it. Not a protocol error, which would invite a resend (issue 11 B2).
+        name="not-a-final-reply",
+        phases=_phases(Phase.DATA_END),
+        severities=_codes(0, 1, 3, 6, 7, 8, 9),
+        outcome=Outcome.AMBIGUOUS,
+        explanation=(
+            "the server answered the final dot with a reply that is neither success nor "
+            "refusal: it may or may not have accepted the message; not resent "
+            "automatically, to avoid a duplicate"
+        ),
+    ),
+    Rule(
+        # DATA expects 354; a 2xx means the server is out of step (it would read the
+        # message body as commands). Nothing was sent: a protocol error.
+        name="data-without-354",
+        phases=_phases(Phase.DATA),
+        severities=_SUCCESS,
+        outcome=Outcome.PERMANENT,
+        protocol_error=True,
+        explanation=(
+            "the server answered DATA with a success code instead of 354: the dialogue "
+            "is out of step; the message was not sent and the connection is dropped"
+        ),
+    ),
+    Rule(
         name="accepted",
         severities=_SUCCESS,
         outcome=Outcome.SENT,
@@ -464,15 +495,29 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        # RFC 4954 530 5.7.0; RFC 3207 "Must issue a STARTTLS command first";
-        # M365 5.7.57 at MAIL (A.3). Any phase: it names a setting, not a message.
+        # RFC 3207 "530 5.7.0 Must issue a STARTTLS command first": encryption, not a
+        # login, is what is missing. Any phase: it names a setting, not a message.
+        name="starttls-required",
+        severities=_PERM,
+        codes=_codes(530),
+        text=_re(r"starttls|\btls\b|encrypt"),
+        outcome=Outcome.AUTH_OR_CONFIG,
+        explanation=(
+            "the server wants STARTTLS first: use tls='starttls' (RELIABLE_SMTP_TLS=starttls, "
+            "port 587) or tls='implicit' (port 465)"
+        ),
+    ),
+    Rule(
+        # RFC 4954 530 5.7.0 "Authentication required"; M365 5.7.57 at MAIL (A.3).
+        # STARTTLS-required 530s are the rule above, so what is missing is a login.
         name="auth-required",
         severities=_PERM,
         codes=_codes(530),
         outcome=Outcome.AUTH_OR_CONFIG,
         explanation=(
-            "the server wants STARTTLS or AUTH first: enable STARTTLS (or use port 465) "
-            "and set a username and password"
+            "the server requires a login before sending and none was made: credentials "
+            "are missing - set username and password (RELIABLE_SMTP_USERNAME and "
+            "RELIABLE_SMTP_PASSWORD)"
         ),
     ),
     Rule(
@@ -1331,6 +1376,21 @@ _LOSS_EXPLANATION: Mapping[Phase, str] = MappingProxyType(
 )
 
 
+# Which setting bounds the wait that ran out, for a timeout's explanation.
+_SLOW_COMMAND = (
+    "if the server is just slow, raise command_timeout (RELIABLE_SMTP_TIMEOUT, seconds "
+    "per command reply)"
+)
+_TIMEOUT_SETTING: Mapping[Phase, str] = MappingProxyType(
+    {
+        Phase.CONNECT: "if the server is just slow to accept or greet, raise connect_timeout "
+        "(RELIABLE_SMTP_CONNECT_TIMEOUT)",
+        Phase.TLS: "if the server is just slow, raise connect_timeout "
+        "(RELIABLE_SMTP_CONNECT_TIMEOUT, which also bounds the TLS handshake)",
+    }
+)
+
+
 def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     """Verdict for a connection that broke (or a reply that never came) in ``phase``.
 
@@ -1340,18 +1400,27 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     """
     what = "no reply in time" if timed_out else "the connection was lost"
     if phase is Phase.DATA_END:
+        slow = (
+            "; a server this slow to answer the final dot needs a longer data_timeout "
+            "(RELIABLE_SMTP_DATA_TIMEOUT)"
+            if timed_out
+            else ""
+        )
         return Verdict(
             outcome=Outcome.AMBIGUOUS,
             explanation=(
                 f"{what} after the message was sent: the server may have accepted it; "
-                "not resent automatically, to avoid a duplicate"
+                f"not resent automatically, to avoid a duplicate{slow}"
             ),
             rule="lost-after-final-dot",
         )
     template = _LOSS_EXPLANATION.get(phase, "{what} during {phase}; nothing was delivered: retried")
+    explanation = template.format(what=what, phase=phase.value)
+    if timed_out:
+        explanation += f"; {_TIMEOUT_SETTING.get(phase, _SLOW_COMMAND)}"
     return Verdict(
         outcome=Outcome.TRANSIENT,
-        explanation=template.format(what=what, phase=phase.value),
+        explanation=explanation,
         retry_in_process=True,
         rule="lost-before-final-dot",
     )

@@ -19,6 +19,7 @@ Precedence, highest first:
 
 from __future__ import annotations
 
+import ssl
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -91,11 +92,15 @@ class MailerSettings(BaseSettings):
         default=TLSMode.STARTTLS,
         description="starttls (required STARTTLS), implicit (SMTPS), or none (trusted relay).",
     )
-    username: str | None = Field(default=None, description="AUTH user name.")
+    username: str | None = Field(
+        default=None, description="AUTH user name; unset or empty: no AUTH is sent."
+    )
     password: SecretStr | None = Field(default=None, description="AUTH password (kept secret).")
     timeout: float = Field(default=60.0, description="Seconds to wait for each command reply.")
     connect_timeout: float = Field(
-        default=30.0, description="Seconds for TCP connect, TLS handshake and greeting."
+        default=10.0,
+        description="Seconds for TCP connect, TLS handshake and greeting (each); see the "
+        "README's timeouts table for why 10.",
     )
     data_timeout: float = Field(
         default=600.0, description="Seconds to wait for the reply to the final dot."
@@ -134,10 +139,16 @@ class MailerSettings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
+        _refuse_unknown_arguments(values)
+        failure: ConfigurationError | None = None
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise _configuration_error(exc) from None
+            failure = _configuration_error(exc)
+        if failure is not None:
+            # Raised outside the except block: pydantic's error holds the input (the
+            # URL with its password), and as __context__ it would stay reachable.
+            raise failure
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +159,15 @@ class MailerSettings(BaseSettings):
         text = url.get_secret_value() if isinstance(url, SecretStr) else str(url)
         # Discrete settings (from arguments, the environment or .env) refine the URL.
         return {**parse_url(text, variable=f"{ENV_PREFIX}URL"), **data}
+
+    @field_validator("username", mode="before")
+    @classmethod
+    def _blank_username_is_unset(cls, value: object) -> object:
+        # One rule for the transport and `reliable-smtp check`: an empty
+        # RELIABLE_SMTP_USERNAME= means "no login", exactly like an unset one.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -203,7 +223,9 @@ class MailerSettings(BaseSettings):
                 )
             if self.password is not None and self.username is None:
                 raise ValueError(
-                    "RELIABLE_SMTP_PASSWORD is set but RELIABLE_SMTP_USERNAME is not: set both"
+                    "RELIABLE_SMTP_PASSWORD is set but RELIABLE_SMTP_USERNAME is not (an empty "
+                    "value counts as not set, and then no AUTH is sent): set both to log in, "
+                    "or neither for a server that takes mail without a login"
                 )
             if (
                 self.password is not None
@@ -229,43 +251,56 @@ class MailerSettings(BaseSettings):
 
     # -- building ------------------------------------------------------------------------
 
-    def build_transport(self, *, oauth_token_provider: TokenProvider | None = None) -> Transport:
+    def build_transport(
+        self,
+        *,
+        oauth_token_provider: TokenProvider | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Transport:
         """The transport these settings describe.
 
         With ``fallback_urls``, a :class:`~reliable_smtp.FailoverTransport` over this
         server and then each fallback (which share every setting their URL does not
         set). ``oauth_token_provider`` (SMTP only) authenticates the primary with
-        XOAUTH2 instead of a password: a function cannot come from the environment.
+        XOAUTH2 instead of a password, and ``ssl_context`` (SMTP only) replaces the
+        context built from ``ca_file``: neither can come from the environment.
         """
-        primary = self._build_one(oauth_token_provider)
+        primary = self._build_one(oauth_token_provider, ssl_context)
         if self.fallback_urls is None:
             return primary
         from .transports.composite import FailoverTransport
 
         urls = [u.strip() for u in self.fallback_urls.get_secret_value().split(",") if u.strip()]
-        members = [primary, *(self._fallback(url)._build_one(None) for url in urls)]
+        members = [primary, *(self._fallback(url)._build_one(None, None) for url in urls)]
         return FailoverTransport(members, down_for=self.failover_down_for)
 
     def _fallback(self, url: str) -> MailerSettings:
         """Settings for one fallback server: its URL, plus our settings it does not set."""
         shared = self.model_dump(exclude=set(_CONNECTION_FIELDS | {"url", "fallback_urls"}))
+        text: str | None = None
         try:
             # model_validate, not the constructor: the environment must not override
             # the fallback URL's host, port or credentials with the primary's.
             return MailerSettings.model_validate({**shared, "url": url})
         except ValidationError as exc:
-            error = _configuration_error(exc)
-            raise ConfigurationError(
-                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
-                setting=f"{ENV_PREFIX}FALLBACK_URLS",
-            ) from None
+            text = str(_configuration_error(exc))
         except ConfigurationError as error:
-            raise ConfigurationError(
-                str(error).replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
-                setting=f"{ENV_PREFIX}FALLBACK_URLS",
-            ) from None
+            text = str(error)
+        # Raised outside the except blocks, so that neither pydantic's error (which holds
+        # the URL) nor the first ConfigurationError is kept as __context__.
+        raise ConfigurationError(
+            text.replace(f"{ENV_PREFIX}URL", f"{ENV_PREFIX}FALLBACK_URLS"),
+            setting=f"{ENV_PREFIX}FALLBACK_URLS",
+        )
 
-    def _build_one(self, oauth_token_provider: TokenProvider | None) -> Transport:
+    def _build_one(
+        self, oauth_token_provider: TokenProvider | None, ssl_context: ssl.SSLContext | None
+    ) -> Transport:
+        if ssl_context is not None and self.transport != "smtp":
+            raise ConfigurationError(
+                f"ssl_context is for SMTP, but RELIABLE_SMTP_TRANSPORT is {self.transport!r}",
+                setting="ssl_context",
+            )
         if self.transport == "sendmail":
             from .transports.sendmail import SendmailTransport
 
@@ -285,6 +320,7 @@ class MailerSettings(BaseSettings):
             tls=self.tls,
             username=self.username,
             password=self.password,
+            ssl_context=ssl_context,
             ca_file=self.ca_file,
             local_hostname=self.local_hostname,
             connect_timeout=self.connect_timeout,
@@ -315,6 +351,27 @@ class MailerSettings(BaseSettings):
         return RetryPolicy(attempts=self.retry_attempts, deadline=self.retry_deadline)
 
 
+def _refuse_unknown_arguments(values: dict[str, Any]) -> None:
+    """A ConfigurationError naming a keyword argument that is no setting.
+
+    pydantic would report it as an "extra input" under a ``RELIABLE_SMTP_<NAME>``
+    variable nobody set; the mistake is in the call, so say so there.
+    """
+    fields = MailerSettings.model_fields
+    for name in values:
+        if name.startswith("_") or name in fields:
+            continue  # pydantic-settings' own options (_env_file, ...) and the settings
+        hint = (
+            "; pass it to Mailer.from_env(ssl_context=...) or "
+            "build_transport(ssl_context=...): a context cannot come from the environment"
+            if name == "ssl_context"
+            else f"; the settings are: {', '.join(sorted(fields))}"
+        )
+        raise ConfigurationError(
+            f"MailerSettings() got an unexpected keyword argument {name!r}{hint}", setting=name
+        )
+
+
 def _configuration_error(exc: ValidationError) -> ConfigurationError:
     lines = []
     first: str | None = None
@@ -325,5 +382,10 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
             variable = f"{ENV_PREFIX}{field.upper()}"
             first = first or variable
             message = f"{variable}: {message}"
+        else:
+            # A model-level check (the URL): our own ConfigurationError names the setting.
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, ConfigurationError) and cause.setting:
+                first = first or cause.setting
         lines.append(message)
     return ConfigurationError("invalid mail settings:\n  " + "\n  ".join(lines), setting=first)

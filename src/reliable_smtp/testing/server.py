@@ -22,11 +22,12 @@ import ssl
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import quote
 
 try:
     import trustme
@@ -90,6 +91,15 @@ class Fault:
         return self.recipient is None or f"<{self.recipient.lower()}>" in arg.lower()
 
 
+#: In a scripted AUTH reply, replaced by what the client sent during AUTH.
+_ECHO = "{argument}"
+
+_ALL_AUTH = ("LOGIN", "PLAIN", "XOAUTH2")
+
+#: What the server answers AUTH with when it was started without credentials.
+_NO_AUTH = "502 5.5.1 AUTH not available: this server accepts mail without a login"
+
+
 class _ScriptedSMTP(_AiosmtpdSMTP):
     """aiosmtpd's SMTP with a hook in front of every command for scripted faults."""
 
@@ -98,6 +108,8 @@ class _ScriptedSMTP(_AiosmtpdSMTP):
         self._owner = owner
         self._number = number
         self._greeted = False
+        self._echo: str | None = None
+        self._auth_said: list[str] = []
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -108,6 +120,8 @@ class _ScriptedSMTP(_AiosmtpdSMTP):
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
+        if self._echo is not None and isinstance(status, str) and status[:3] in ("235", "535"):
+            status, self._echo = self._echo.replace(_ECHO, " ".join(self._auth_said)), None
         if not self._greeted:
             self._greeted = True
             fault = self._owner._take_fault("GREETING", "")
@@ -152,9 +166,26 @@ class _ScriptedSMTP(_AiosmtpdSMTP):
 
     async def smtp_AUTH(self, arg: str) -> None:
         # The AUTH line carries credentials: log the mechanism only.
-        await self._scripted(
-            "AUTH", (arg or "").split(" ")[0], lambda _a: super(_ScriptedSMTP, self).smtp_AUTH(arg)
-        )
+        mechanism, _, initial = (arg or "").partition(" ")
+        self._owner._log_command(self._number, "AUTH", mechanism)
+        fault = self._owner._take_fault("AUTH", mechanism)
+        if fault is not None and fault.reply is not None and _ECHO in fault.reply:
+            # A server that echoes what it received: run the mechanism (challenges
+            # included), then answer with everything the client sent in it.
+            self._echo = fault.reply
+            self._auth_said = [initial] if initial else []
+        elif fault is not None and await self._apply(fault):
+            return
+        if not self._owner.requires_auth:
+            await self.push(_NO_AUTH)
+            return
+        await super().smtp_AUTH(arg)
+
+    async def challenge_auth(self, challenge: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = await super().challenge_auth(challenge, *args, **kwargs)
+        if self._echo is not None and isinstance(answer, bytes):
+            self._auth_said.append(base64.b64encode(answer).decode("ascii"))
+        return answer
 
     async def smtp_MAIL(self, arg: str) -> None:
         await self._scripted("MAIL", arg, super().smtp_MAIL)
@@ -191,6 +222,9 @@ class _Handler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        if not self._owner.requires_auth:
+            # aiosmtpd advertises AUTH even with no mechanism and nobody to log in.
+            responses[:] = [line for line in responses if not line.startswith("250-AUTH")]
         if self._owner.pipelining:
             # aiosmtpd reads commands one line at a time, so it copes with pipelined
             # input; it just never says so.
@@ -269,7 +303,9 @@ class LocalSMTPServer:
     ``size_limit``: advertised SIZE (0 = none). ``smtputf8``: advertise SMTPUTF8.
     ``pipelining``: advertise PIPELINING (RFC 2920). ``oauth_tokens``: username ->
     valid access token for AUTH XOAUTH2 (a wrong token gets the error challenge,
-    then 535).
+    then 535). ``auth_mechanisms``: offer only these (``"PLAIN"``, ``"LOGIN"``,
+    ``"XOAUTH2"``). Without ``auth`` or ``oauth_tokens`` AUTH is not advertised, and
+    answered with 502.
     """
 
     def __init__(
@@ -281,6 +317,7 @@ class LocalSMTPServer:
         smtputf8: bool = True,
         pipelining: bool = False,
         oauth_tokens: Mapping[str, str] | None = None,
+        auth_mechanisms: Iterable[str] | None = None,
         hostname: str = "localhost",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -290,6 +327,14 @@ class LocalSMTPServer:
         self.tls: ServerTLS = tls
         self._credentials = dict(auth or {})
         self._oauth_tokens = dict(oauth_tokens or {})
+        offered = {m.upper() for m in auth_mechanisms} if auth_mechanisms is not None else None
+        if offered is not None and not offered <= set(_ALL_AUTH):
+            raise ValueError(f"auth_mechanisms must be among {', '.join(_ALL_AUTH)}")
+        self._auth_excluded = tuple(
+            m
+            for m in _ALL_AUTH
+            if not self.requires_auth or (offered is not None and m not in offered)
+        )
         self._tokens_seen: list[str] = []
         self.pipelining = pipelining
         self._size_limit = size_limit
@@ -313,6 +358,8 @@ class LocalSMTPServer:
         self._ca = trustme.CA()
         self._server_cert = self._ca.issue_cert(hostname, "127.0.0.1", "localhost")
         self._tmp = tempfile.TemporaryDirectory(prefix="reliable-smtp-server-")
+        #: The PEM file of the CA that signed this server's certificate (for
+        #: ``ca_file=`` / ``RELIABLE_SMTP_CA_FILE``); removed when the server stops.
         self.ca_file = Path(self._tmp.name) / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_file))
 
@@ -341,6 +388,11 @@ class LocalSMTPServer:
         """Every XOAUTH2 access token presented, in order (tests check refreshes)."""
         with self._lock:
             return list(self._tokens_seen)
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether AUTH is offered and required (credentials or OAuth tokens were given)."""
+        return bool(self._credentials or self._oauth_tokens)
 
     @property
     def auth_attempts(self) -> int:
@@ -372,7 +424,10 @@ class LocalSMTPServer:
         """Make the server misbehave at ``command``.
 
         Exactly one of ``reply`` (a full reply line such as ``"451 4.7.1 Try later"``;
-        a 421 also closes the connection), ``disconnect`` (close without replying) or
+        a 421 also closes the connection; for ``AUTH``, ``{argument}`` in it is replaced
+        by everything the client sent during the exchange - its initial response and
+        every answer to a challenge, base64 as on the wire - after the mechanism ran:
+        a server that echoes secrets), ``disconnect`` (close without replying) or
         ``hang`` (never reply; released when the server stops). ``recipient`` limits
         an RCPT fault to one address. ``times``: how often it fires (``None``: always).
         Faults fire in the order they were scripted.
@@ -453,8 +508,22 @@ class LocalSMTPServer:
 
     @property
     def url(self) -> str:
+        """``scheme://host:port`` of this server (the transport's ``name``)."""
         scheme = {"none": "smtp+plain", "starttls": "smtp", "implicit": "smtps"}[self.tls]
         return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def settings_url(self) -> str:
+        """A ``RELIABLE_SMTP_URL`` for this server that also trusts its throw-away CA.
+
+        With TLS it carries ``?ca_file=`` (:attr:`ca_file`), so
+        ``Mailer.from_env(url=server.settings_url)`` verifies the server's certificate
+        without further settings. Credentials are not in it: pass ``username=`` and
+        ``password=`` (or set ``RELIABLE_SMTP_USERNAME`` / ``_PASSWORD``).
+        """
+        if self.tls == "none":
+            return self.url
+        return f"{self.url}?ca_file={quote(str(self.ca_file), safe='/')}"
 
     # -- internals (server thread) -------------------------------------------------------
 
@@ -516,6 +585,9 @@ class LocalSMTPServer:
             require_starttls=self.tls == "starttls",
             authenticator=self._authenticate if self._credentials or self._oauth_tokens else None,
             auth_required=bool(self._credentials or self._oauth_tokens),
+            # Without credentials nobody can log in: do not advertise AUTH at all (a
+            # client that tries anyway gets 502, not a misleading "535 bad password").
+            auth_exclude_mechanism=self._auth_excluded,
             # With implicit TLS the whole connection is encrypted, but aiosmtpd
             # only knows about STARTTLS: tell it not to wait for one.
             auth_require_tls=self.tls == "starttls",

@@ -43,7 +43,9 @@ from aiosmtplib.response import SMTPResponse
 
 __all__ = ["Exchange", "dot_stuff", "transcript", "transcript_line"]
 
-#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged.
+#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged, and a
+#: server's reply to AUTH reaches it already redacted (``send_credentials`` in smtp.py,
+#: the one way the library logs in, removes every wire form of the secret first).
 transcript = logging.getLogger("reliable_smtp.transcript")
 
 
@@ -232,6 +234,13 @@ class Exchange:
             if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
                 text = line.decode("utf-8", "replace").rstrip("\r\n")
                 raise SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+            if lines and int(line[:3]) != code:
+                # RFC 5321 §4.2.1: every line of a reply has the same code. A reply that
+                # says 250 and 550 says nothing: never pick one of them.
+                raise SMTPResponseException(
+                    -1,
+                    f"Malformed SMTP reply: a {code} line followed by a {line[:3].decode()} line",
+                )
             code = int(line[:3])
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":

@@ -1,8 +1,9 @@
 """A small pool of connections: reuse, limits, health checks, clean shutdown.
 
 This module owns :class:`ConnectionPool`. It knows nothing about SMTP: the
-transport gives it callables to open, check (NOOP), close (QUIT) and test a
-connection, so it is tested with fake connections and a fake clock.
+transport gives it callables to open, check (NOOP), close (QUIT), drop (close the
+socket at once, no I/O) and test a connection, so it is tested with fake
+connections and a fake clock.
 
 Rules:
 
@@ -12,7 +13,10 @@ Rules:
 * a connection is retired after ``max_messages`` messages, or when it has been
   idle longer than ``idle_timeout`` (closed when next looked at, or by ``aclose``);
 * a connection idle longer than ``check_after`` is checked before reuse; one that
-  fails the check, or that the caller reports as unusable, is closed and replaced.
+  fails the check, or that the caller reports as unusable, is closed and replaced;
+* a connection the pool has taken out of its idle list is always either lent out,
+  put back or closed - whatever is raised meanwhile, cancellation included. When
+  the polite close (QUIT) itself is interrupted, the connection is dropped.
 """
 
 from __future__ import annotations
@@ -23,13 +27,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["ConnectionPool", "Lease", "PoolTimeoutError"]
+__all__ = ["ConnectionPool", "Lease", "PoolClosedError", "PoolTimeoutError"]
 
 C = TypeVar("C")
 
 
 class PoolTimeoutError(Exception):
     """No connection became free within ``acquire_timeout``."""
+
+
+class PoolClosedError(Exception):
+    """The pool was closed (``aclose``) while waiting for, or before asking for, a connection."""
 
 
 @dataclass(slots=True)
@@ -60,6 +68,7 @@ class ConnectionPool(Generic[C]):
         open: Callable[[], Awaitable[C]],
         check: Callable[[C], Awaitable[bool]],
         close: Callable[[C], Awaitable[None]],
+        drop: Callable[[C], None],
         alive: Callable[[C], bool],
         clock: Callable[[], float],
     ) -> None:
@@ -71,6 +80,7 @@ class ConnectionPool(Generic[C]):
         self._open = open
         self._check = check
         self._close = close
+        self._drop = drop
         self._alive = alive
         self._clock = clock
         self._slots = asyncio.Semaphore(size)
@@ -84,8 +94,16 @@ class ConnectionPool(Generic[C]):
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> Lease[C]:
-        """A connection to use exclusively until :meth:`release`."""
+    async def acquire(self, *, fresh: bool = False) -> Lease[C]:
+        """A connection to use exclusively until :meth:`release`.
+
+        ``fresh`` asks for a newly opened connection, never an idle one: after a
+        pooled connection turned out to be dead, the next try must not depend on
+        another idle one (it may have died the same way, or be put back by a
+        concurrent send).
+        """
+        if self._closed:
+            raise PoolClosedError("the connection pool is closed")
         try:
             await asyncio.wait_for(self._slots.acquire(), self.acquire_timeout)
         except asyncio.TimeoutError:
@@ -93,8 +111,14 @@ class ConnectionPool(Generic[C]):
                 f"all {self.size} connection(s) stayed busy for {self.acquire_timeout:g} s"
             ) from None
         try:
-            lease = await self._reuse()
+            if self._closed:
+                raise PoolClosedError("the connection pool was closed while waiting")
+            lease = None if fresh else await self._reuse()
             if lease is None:
+                if fresh and self._idle and len(self._idle) + len(self._leased) >= self.size:
+                    # Never more than ``size`` connections: make room by retiring the
+                    # connection idle the longest.
+                    await self._retire(self._idle.pop(0))
                 connection = await self._open()
                 self.opened += 1
                 now = self._clock()
@@ -108,12 +132,18 @@ class ConnectionPool(Generic[C]):
     async def _reuse(self) -> Lease[C] | None:
         while self._idle:
             lease = self._idle.pop()
-            now = self._clock()
-            idle_for = now - lease.last_used
-            if not self._alive(lease.connection) or idle_for > self.idle_timeout:
-                await self._retire(lease)
-                continue
-            if idle_for > self.check_after and not await self._check(lease.connection):
+            # From here until it is returned, ``lease`` is ours alone: close it on any
+            # exception, cancellation included, or it outlives the pool (issue 11 B3).
+            try:
+                now = self._clock()
+                idle_for = now - lease.last_used
+                usable = self._alive(lease.connection) and idle_for <= self.idle_timeout
+                if usable and idle_for > self.check_after:
+                    usable = await self._check(lease.connection)
+            except BaseException:
+                self._drop_quietly(lease)
+                raise
+            if not usable:
                 await self._retire(lease)
                 continue
             lease.reused = True
@@ -141,12 +171,27 @@ class ConnectionPool(Generic[C]):
 
     async def _retire(self, lease: Lease[C]) -> None:
         # Closing is best effort (QUIT on a dead link fails); the socket goes anyway.
-        with contextlib.suppress(Exception):
+        try:
             await self._close(lease.connection)
+        except Exception:
+            self._drop_quietly(lease)
+        except BaseException:
+            # Cancelled (or interrupted) during QUIT: drop the socket, then go on.
+            self._drop_quietly(lease)
+            raise
+
+    def _drop_quietly(self, lease: Lease[C]) -> None:
+        with contextlib.suppress(Exception):
+            self._drop(lease.connection)
 
     async def aclose(self) -> None:
         """Close the idle connections; leased ones are closed when released."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for lease in idle:
-            await self._retire(lease)
+        try:
+            while idle:
+                await self._retire(idle.pop())
+        except BaseException:
+            for lease in idle:
+                self._drop_quietly(lease)
+            raise

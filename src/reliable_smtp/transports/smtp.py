@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import inspect
 import ipaddress
 import json
 import logging
 import os
+import re
+import socket
 import ssl
 import threading
 import time
@@ -37,15 +40,18 @@ from ..errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
+    ConnectionFailedError,
     DeliveryError,
     InsecureConfigurationWarning,
     PermanentError,
     PoolExhaustedError,
     ProtocolError,
+    TransportClosedError,
     check_seconds,
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
+from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import (
     Outcome,
     Phase,
@@ -58,9 +64,9 @@ from ..replies import (
 from ..result import DeliveryReport, RecipientStatus
 from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
-from .pool import ConnectionPool, Lease, PoolTimeoutError
+from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
-__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "translate_error"]
+__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "send_credentials", "translate_error"]
 
 logger = logging.getLogger("reliable_smtp")
 
@@ -148,14 +154,6 @@ def _xoauth2_response(username: str, token: str) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _without_token(text: str, username: str, token: str) -> str:
-    """``text`` (a server reply) with the token and the XOAUTH2 string removed, in case
-    the server echoes what it was sent."""
-    for secret in (_xoauth2_response(username, token), token):
-        text = text.replace(secret, "<token redacted>")
-    return text
-
-
 def _error_challenge(text: str) -> dict[str, str]:
     """The JSON a server sends in its 334 challenge when it refuses a token (Google:
     ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
@@ -237,7 +235,7 @@ class SMTPTransport(Transport):
         client_key: str | os.PathLike[str] | None = None,
         minimum_tls_version: ssl.TLSVersion | None = ssl.TLSVersion.TLSv1_2,
         local_hostname: str | None = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         command_timeout: float = 60.0,
         data_timeout: float = 600.0,
         max_connections: int = 1,
@@ -279,6 +277,10 @@ class SMTPTransport(Transport):
                 setting="tls",
             )
         secret = _secret_value(password)
+        if username is not None and not username.strip():
+            # The same rule as MailerSettings and `reliable-smtp check`: an empty
+            # username means no login at all.
+            username = None
         if oauth_token_provider is not None:
             if not callable(oauth_token_provider):
                 raise ConfigurationError(
@@ -297,7 +299,8 @@ class SMTPTransport(Transport):
                 )
         if secret is not None and username is None:
             raise ConfigurationError(
-                "a password was given without a username: set both, or neither",
+                "a password was given without a username (an empty username counts as "
+                "none, and then no AUTH is sent): set both, or neither",
                 setting="username",
             )
         if (
@@ -358,7 +361,11 @@ class SMTPTransport(Transport):
         self.rate_limit = rate_limit or RateLimit()
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
+        # Whether a connection to this server has ever been fully opened: until one
+        # has, a failure without a reply points at the settings, not at the weather.
+        self._ever_connected = False
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
+        self._fqdn: _FQDNLookup | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._adaptive: AdaptiveRate | None = None
         self._transport_bucket: TokenBucket | None = None
@@ -374,11 +381,13 @@ class SMTPTransport(Transport):
         pool = self._connection_pool()
         # A pooled connection may have been closed by the server while idle (its 421 is
         # never read: aiosmtplib discards unsolicited data). Nothing of this message was
-        # sent then, so the transport moves on to another connection at once. Each pass
-        # either returns, raises, or retires one stale connection; a fresh one is never
-        # stale, so this ends.
-        for _ in range(self.max_connections + 1):
-            lease = await self._acquire(pool)
+        # sent then, so the dead connection is retired and the message tried once more
+        # on a connection opened for it - never on another idle one, which may be dead
+        # too or put back by a concurrent send. If that fresh connection fails as well,
+        # it is this message's own, classified error.
+        fresh = False
+        while True:
+            lease = await self._acquire(pool, fresh=fresh)
             reusable = False
             try:
                 await self._respect_rate_limit(lease)
@@ -390,6 +399,7 @@ class SMTPTransport(Transport):
             except _StaleConnectionError as stale:
                 if not lease.reused:
                     raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
+                fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
                 reusable = self._reusable(lease.connection)
@@ -397,7 +407,6 @@ class SMTPTransport(Transport):
                 raise
             finally:
                 await pool.release(lease, reusable=reusable)
-        raise AssertionError("unreachable: a fresh connection cannot be stale")  # pragma: no cover
 
     async def aclose(self) -> None:
         if self._closed:
@@ -423,6 +432,7 @@ class SMTPTransport(Transport):
                 open=self._connect,
                 check=self._noop,
                 close=self._quit,
+                drop=self._drop,
                 alive=lambda smtp: smtp.is_connected,
                 clock=self._clock,
             )
@@ -440,9 +450,16 @@ class SMTPTransport(Transport):
                 )
         return self._pool
 
-    async def _acquire(self, pool: ConnectionPool[aiosmtplib.SMTP]) -> Lease[aiosmtplib.SMTP]:
+    async def _acquire(
+        self, pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool = False
+    ) -> Lease[aiosmtplib.SMTP]:
         try:
-            return await pool.acquire()
+            return await pool.acquire(fresh=fresh)
+        except PoolClosedError as exc:
+            raise TransportClosedError(
+                f"{self.name}: the transport was closed while this message waited for a "
+                "connection; nothing was sent"
+            ) from exc
         except PoolTimeoutError as exc:
             raise PoolExhaustedError(
                 f"no free connection: {exc}",
@@ -461,6 +478,11 @@ class SMTPTransport(Transport):
             return False
         return response.code == 250
 
+    @staticmethod
+    def _drop(smtp: aiosmtplib.SMTP) -> None:
+        """Close the socket now, without QUIT (no I/O: safe while being cancelled)."""
+        smtp.close()
+
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
         if not smtp.is_connected:
             smtp.close()
@@ -478,6 +500,7 @@ class SMTPTransport(Transport):
         # The parent's sockets are not ours to use: forget them without QUIT.
         self._pool = None
         self._pool_loop = None
+        self._fqdn = None  # its lookup thread, if still running, stayed in the parent
 
     # -- rate limits ---------------------------------------------------------------------
 
@@ -544,7 +567,9 @@ class SMTPTransport(Transport):
             smtp = aiosmtplib.SMTP(
                 hostname=self.host,
                 port=self.port,
-                local_hostname=self.local_hostname,
+                # Never None: aiosmtplib would resolve getfqdn() itself, unbounded,
+                # before the connect timeout starts. _ehlo() picks the real name.
+                local_hostname=self.local_hostname or "localhost",
                 timeout=self.command_timeout,
                 use_tls=self.tls is TLSMode.IMPLICIT,
                 start_tls=False,
@@ -598,11 +623,30 @@ class SMTPTransport(Transport):
         except DeliveryError:
             raise
         except Exception as exc:
-            raise translate_error(exc, phase, server=self.name) from exc
+            error = translate_error(exc, phase, server=self.name)
+            if (
+                self.tls is TLSMode.IMPLICIT
+                and phase is Phase.CONNECT
+                and isinstance(error, ConnectionFailedError)
+                and find_cause(exc, ConnectionRefusedError) is None
+            ):
+                # With implicit TLS, "connect" includes the handshake: a link that drops
+                # with no SSL error is a server that hung up on the TLS hello.
+                error.explanation = (
+                    "the server closed the connection during the TLS handshake: this port "
+                    "may not speak implicit TLS (use tls='starttls', RELIABLE_SMTP_TLS="
+                    "starttls, usually port 587), or it refuses this client's TLS version; "
+                    "retried"
+                )
+            if not self._ever_connected:
+                _first_contact(error)
+            raise error from exc
+        self._ever_connected = True
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
-        name = smtp.local_hostname or "localhost"
+        name = await self._ehlo_name(smtp)
+        smtp.local_hostname = name  # aiosmtplib's helo() fallback below reads it
         transcript_line(self.name, ">", f"EHLO {name}")
         started = time.monotonic()
         response = await smtp.execute_command(
@@ -624,6 +668,22 @@ class SMTPTransport(Transport):
             return
         raise self._reply_error(response, Phase.EHLO, "the server refused EHLO")
 
+    async def _ehlo_name(self, smtp: aiosmtplib.SMTP) -> str:
+        """``local_hostname``, else this host's FQDN if it resolves in time, else an address
+        literal of the connection's own address (RFC 5321 §4.1.4: "[192.0.2.1]").
+
+        aiosmtplib would call ``socket.getfqdn()`` for every connection, before its
+        connect timeout starts and without a bound: a slow resolver stalled every send.
+        Here the lookup runs once per transport, in its own thread, and is waited for at
+        most ``min(connect_timeout, EHLO_NAME_TIMEOUT)`` seconds, once.
+        """
+        if self.local_hostname is not None:
+            return self.local_hostname
+        if self._fqdn is None:
+            self._fqdn = _FQDNLookup()
+        name = await self._fqdn.result(timeout=min(self.connect_timeout, EHLO_NAME_TIMEOUT))
+        return name or _address_literal(smtp)
+
     async def _authenticate(self, smtp: aiosmtplib.SMTP) -> None:
         assert self.username is not None
         encrypted = smtp.get_transport_info("sslcontext") is not None
@@ -642,22 +702,7 @@ class SMTPTransport(Transport):
         # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
         # a failure, which multiplies failed logins and gets accounts locked (Gmail:
         # "454 4.7.0 Too many login attempts").
-        started = time.monotonic()
-        if "plain" in methods or "login" in methods:
-            mechanism = "PLAIN" if "plain" in methods else "LOGIN"
-            login = smtp.auth_plain if mechanism == "PLAIN" else smtp.auth_login
-            transcript_line(self.name, ">", f"AUTH {mechanism} <credentials redacted>")
-            try:
-                reply = await login(self.username, password, timeout=self.command_timeout)
-            except aiosmtplib.SMTPResponseException as refused:
-                transcript_line(
-                    self.name,
-                    "<",
-                    f"{refused.code} {refused.message}",
-                    elapsed=time.monotonic() - started,
-                )
-                raise
-        else:
+        if "plain" not in methods and "login" not in methods:
             offered = " ".join(methods) or "none"
             raise AuthOrConfigError(
                 "the server offers no password authentication (AUTH PLAIN or LOGIN)",
@@ -666,11 +711,19 @@ class SMTPTransport(Transport):
                 setting="username",
                 explanation=(
                     f"mechanisms offered: {offered}; if none are offered before TLS, "
-                    "check the TLS mode; for XOAUTH2 use an OAuth2 token provider"
+                    "check the TLS mode; if the server takes mail without a login (a local "
+                    "relay, a devserver without --auth), unset the username "
+                    "(RELIABLE_SMTP_USERNAME); for XOAUTH2 use an OAuth2 token provider"
                 ),
             )
-        transcript_line(
-            self.name, "<", f"{reply.code} {reply.message}", elapsed=time.monotonic() - started
+        mechanism = "PLAIN" if "plain" in methods else "LOGIN"
+        await send_credentials(
+            smtp,
+            mechanism,
+            self.username,
+            password,
+            timeout=self.command_timeout,
+            server=self.name,
         )
 
     async def _authenticate_xoauth2(self, smtp: aiosmtplib.SMTP, methods: list[str]) -> None:
@@ -721,7 +774,7 @@ class SMTPTransport(Transport):
             # The refusal comes after the client answers the challenge with an empty line.
             response = await smtp.execute_command(b"", timeout=timeout)
         # A server may echo what it was sent: nothing below carries the token.
-        text = _without_token(response.message, self.username, token)
+        text = SecretForms.for_token(self.username, token).redact(response.message)
         transcript_line(
             self.name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
         )
@@ -904,12 +957,18 @@ class SMTPTransport(Transport):
     ) -> DeliveryReport:
         """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
 
-        Every reply is checked individually either way (RFC 2920 §3.1).
+        Every reply is checked individually either way (RFC 2920 §3.1). The first digit
+        decides (RFC 5321 §4.2.1): any 2xx accepts MAIL and RCPT. A reply that is
+        neither the expected success nor a 4xx/5xx refusal (a 3xx, a code outside
+        2xx-5xx, a 2xx to DATA) means the server is out of step: it is classified
+        (a protocol error before the final dot, ambiguous after it) and the connection
+        is dropped, never reused.
         """
         timeout = self.command_timeout
         phase = Phase.MAIL
         statuses: dict[str, RecipientStatus] = {}
         accepted: list[str] = []
+        out_of_step = False
         try:
             # MAIL: a closed connection here is stale, nothing was sent.
             try:
@@ -917,8 +976,10 @@ class SMTPTransport(Transport):
                 mail_reply = await wire.read(timeout=timeout)
             except aiosmtplib.SMTPServerDisconnected as exc:
                 raise _StaleConnectionError(exc) from exc
-            mail_ok = mail_reply.code in (250, 251)
+            mail_ok = mail_reply.code // 100 == 2
             if not mail_ok and not pipelined:
+                if _out_of_step(mail_reply):
+                    wire.close_connection()
                 raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
             if mail_reply.code == 421:
                 wire.close_connection()
@@ -929,9 +990,10 @@ class SMTPTransport(Transport):
                 if not pipelined:
                     wire.write(rcpts[index])
                 response = await wire.read(timeout=timeout)
-                if response.code in (250, 251, 252):
+                if response.code // 100 == 2:
                     accepted.append(recipient)
                     continue
+                out_of_step = out_of_step or _out_of_step(response)
                 reply = Reply.from_server(response.code, response.message)
                 verdict = classify(reply, Phase.RCPT)
                 statuses[recipient] = self._status(recipient, verdict, Phase.RCPT, reply)
@@ -950,6 +1012,8 @@ class SMTPTransport(Transport):
                 wire.write(b"DATA\r\n")
                 data_reply = await wire.read(timeout=timeout)
             else:
+                if out_of_step:
+                    wire.close_connection()
                 return self._report(envelope, statuses)
             if not mail_ok:
                 # Pipelined: MAIL failed, so RCPT and DATA failed with it. If the server
@@ -957,13 +1021,15 @@ class SMTPTransport(Transport):
                 if data_reply.code == 354:
                     wire.write(b".\r\n")
                     await wire.read(timeout=timeout)
+                if out_of_step or _out_of_step(mail_reply):
+                    wire.close_connection()
                 raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
             if data_reply.code != 354:
                 reply = Reply.from_server(data_reply.code, data_reply.message)
                 verdict = classify(reply, Phase.DATA)
                 for recipient in accepted:
                     statuses[recipient] = self._status(recipient, verdict, Phase.DATA, reply)
-                if data_reply.code == 421:
+                if data_reply.code == 421 or out_of_step or data_reply.code // 100 not in (4, 5):
                     wire.close_connection()
                 return self._report(envelope, statuses)
             if not accepted:
@@ -971,6 +1037,8 @@ class SMTPTransport(Transport):
                 # message so the server leaves the DATA state; it must not deliver it.
                 wire.write(b".\r\n")
                 await wire.read(timeout=timeout)
+                if out_of_step:
+                    wire.close_connection()
                 return self._report(envelope, statuses)
 
             phase = Phase.DATA  # until the body is handed to the socket
@@ -994,7 +1062,7 @@ class SMTPTransport(Transport):
         verdict = classify(reply, Phase.DATA_END)
         for recipient in accepted:
             statuses[recipient] = self._status(recipient, verdict, Phase.DATA_END, reply)
-        if final.code == 421:
+        if final.code == 421 or out_of_step or final.code // 100 not in (2, 4, 5):
             wire.close_connection()
         return self._report(envelope, statuses, final_reply=reply)
 
@@ -1038,12 +1106,126 @@ class SMTPTransport(Transport):
         )
 
 
+#: The longest the default EHLO name (this host's FQDN) is waited for, once per transport.
+EHLO_NAME_TIMEOUT = 2.0
+
+#: A dotted host name ("app1.example.com"): a bare "localhost" or "vm" is not one (RFC 5321
+#: §4.1.4 wants a resolvable name, or else an address literal).
+_DOMAIN_NAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
+)
+
+
+class _FQDNLookup:
+    """``socket.getfqdn()`` in a daemon thread, started once, waited for with a bound.
+
+    Not ``asyncio.to_thread``: a resolver that hangs would hold a worker of the loop's
+    default executor for as long as it hangs, and the wait could not be abandoned.
+    """
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._future.set_running_or_notify_cancel()  # a running future cannot be cancelled
+        self._deadline: float | None = None
+        threading.Thread(target=self._run, name="reliable-smtp-getfqdn", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(socket.getfqdn())
+        except BaseException as exc:  # pragma: no cover - getfqdn() swallows resolver errors
+            self._future.set_exception(exc)
+
+    async def result(self, *, timeout: float) -> str | None:
+        """The FQDN if it is a usable EHLO name (a dotted domain name), else ``None``.
+
+        The wait ends ``timeout`` seconds after the *first* call, for every caller:
+        connections opened together agree on the name, and later ones never wait.
+        """
+        if not self._future.done():
+            now = time.monotonic()
+            if self._deadline is None:
+                self._deadline = now + timeout
+            if self._deadline > now:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(self._future)), self._deadline - now
+                    )
+        if not self._future.done() or self._future.exception() is not None:
+            return None
+        name = self._future.result()
+        return name if _DOMAIN_NAME.fullmatch(name) else None
+
+
+def _address_literal(smtp: aiosmtplib.SMTP) -> str:
+    """The EHLO name of a client without a domain name: its own address in brackets."""
+    sockname = smtp.get_transport_info("sockname")
+    try:
+        address = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return "localhost"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+def _out_of_step(response: SMTPResponse) -> bool:
+    """A reply that is neither success nor refusal where one of them was due (3xx, 600...)."""
+    return response.code // 100 not in (2, 4, 5)
+
+
 class _StaleConnectionError(Exception):
     """The connection turned out to be closed at MAIL, before anything was sent."""
 
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+# -- logging in ----------------------------------------------------------------------
+
+_LOGINS = {
+    "PLAIN": aiosmtplib.SMTP.auth_plain,
+    "LOGIN": aiosmtplib.SMTP.auth_login,
+    "XOAUTH2": aiosmtplib.SMTP.auth_xoauth2,
+}
+
+
+async def send_credentials(
+    smtp: aiosmtplib.SMTP,
+    mechanism: str,
+    username: str,
+    secret: str,
+    *,
+    timeout: float,
+    server: str,
+) -> SMTPResponse:
+    """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
+
+    The one way the library sends credentials (the transport and ``reliable-smtp
+    check`` both use it). A server may echo what it received; every form the secret
+    took on the wire is removed from the reply, or from the refusal raised, before
+    anything - transcript, error, check report - sees it (see
+    :mod:`reliable_smtp.redaction`). The refusal is a fresh exception with no chain
+    back to the one that held the echoed secret.
+    """
+    secrets = (
+        SecretForms.for_token(username, secret)
+        if mechanism == "XOAUTH2"
+        else SecretForms.for_password(username, secret)
+    )
+    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
+    started = time.monotonic()
+    refused: aiosmtplib.SMTPResponseException | None = None
+    try:
+        reply = await _LOGINS[mechanism](smtp, username, secret, timeout=timeout)
+    except aiosmtplib.SMTPResponseException as exc:
+        refused = redacted_failure(exc, secrets)
+    elapsed = time.monotonic() - started
+    if refused is not None:
+        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
+        # Raised here, outside the except block, so that the original is not __context__.
+        raise refused
+    reply = redacted_response(reply, secrets)
+    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
+    return reply
 
 
 # -- the error boundary ------------------------------------------------------------------
@@ -1061,6 +1243,38 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
     if isinstance(error, AuthOrConfigError):
         error.setting = "tls"
     return error
+
+
+#: Phases of opening a connection in which a failure without a reply, on the very first
+#: connection, is almost always a wrong host, port, TLS mode or firewall.
+_FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
+
+
+def _first_contact(error: DeliveryError) -> None:
+    """Mark ``error`` - the first connection ever to this server failed - as not retried.
+
+    A server that has never answered will not start answering within the mailer's
+    retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
+    first try means a setting is wrong, and five tries only hide that for a minute.
+    The class stays what it was (nothing was delivered; a queue may try again later);
+    only the in-process retry is off. A reply from the server (a 421 greeting, a 454
+    for STARTTLS) is the server's own word and keeps its verdict.
+    """
+    if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
+        return
+    if not error.retryable:
+        return  # a certificate or TLS-version mismatch: already final, and says why
+    error.retryable = False
+    cause = error.explanation
+    for suffix in ("; retried", ": retried"):
+        cause = cause.removesuffix(suffix)
+    cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
+    error.explanation = (
+        f"{cause}; no connection to this server has succeeded yet, so this is not retried: "
+        "check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS (587 with "
+        "starttls, 465 with implicit, 25 with none for a local relay); raise "
+        "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+    )
 
 
 def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
@@ -1155,11 +1369,13 @@ def translate_error(
             implicit = (server or "").startswith("smtps://")
             error.explanation = (
                 "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls')"
+                "or this port expects something else (plain or STARTTLS: tls='starttls', "
+                "RELIABLE_SMTP_TLS=starttls)"
                 if implicit
                 else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit'; otherwise the server is "
-                "overloaded"
+                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
+                "otherwise the server is overloaded or slow to greet "
+                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
             )
         return error
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):

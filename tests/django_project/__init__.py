@@ -1,0 +1,1 @@
+"""A small, real Django project for the reliable-smtp Django backend's tests."""

@@ -1,0 +1,1 @@
+"""The test project's app: it confirms orders by mail."""

@@ -1,0 +1,29 @@
+"""Settings of the test project: the reliable-smtp backend, as a user would set it up.
+
+The SMTP server's address comes from the environment (``MAILAPP_SMTP_PORT``), so
+the project can be run by ``python -m django test`` against a server a test
+started; the comparison tests override the settings per test.
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "test-only-not-secret"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["testserver"]
+INSTALLED_APPS = ["django_project.mailapp"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+ROOT_URLCONF = "django_project.urls"
+MIDDLEWARE: list[str] = []
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+EMAIL_BACKEND = "reliable_smtp.contrib.django.EmailBackend"
+EMAIL_HOST = "127.0.0.1"
+EMAIL_PORT = int(os.environ.get("MAILAPP_SMTP_PORT", "2525"))
+DEFAULT_FROM_EMAIL = "Shop <shop@example.com>"
+SERVER_EMAIL = "errors@example.com"
+# (name, address) pairs: what Django 5.2 requires (6.1 also takes them, with a warning).
+ADMINS = [("Ops", "ops@example.com")]
+MANAGERS = [("Sales", "sales@example.com")]
