@@ -9,7 +9,6 @@ Contract for :meth:`Transport.deliver`:
 
 * Call :meth:`Transport.ensure_open` first: a closed transport raises
   :class:`~reliable_smtp.TransportClosedError`.
-
 * Return a :class:`~reliable_smtp.DeliveryReport` with a status for **every**
   envelope recipient once the transaction reached the recipients (per-recipient
   refusals, a refused or lost message after DATA, an ambiguous final dot).
