@@ -1,8 +1,12 @@
-"""Shared fixtures: real SMTP servers on 127.0.0.1 and a fake clock."""
+"""Shared fixtures: real SMTP servers on 127.0.0.1, a fake clock, and a net for OS calls."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -20,10 +24,17 @@ def server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
     """A plain SMTP server without TLS or AUTH (a trusted local relay).
 
     Every test using it runs twice: once one command at a time, once with the
-    server advertising PIPELINING, so MAIL/RCPT/DATA go in one write (RFC 2920).
+    server advertising PIPELINING, so MAIL/RCPT/DATA go in one write (RFC 2920);
+    a test marked ``@serial_only`` runs once.
     """
     with LocalSMTPServer(pipelining=request.param) as running:
         yield running
+
+
+#: For tests where PIPELINING cannot change anything - they never reach MAIL (argument
+#: checks, failures before the transaction) or are about something else than the wire:
+#: they run once, against the serial server.
+serial_only = pytest.mark.parametrize("server", [False], ids=["serial"], indirect=True)
 
 
 @pytest.fixture
@@ -60,3 +71,49 @@ def tls_transport(server: LocalSMTPServer, **options: Any) -> SMTPTransport:
     return SMTPTransport(
         "127.0.0.1", server.port, tls=tls, ssl_context=server.client_ssl_context(), **options
     )
+
+
+# -- what code does to the operating system -----------------------------------------------
+
+#: Builtins whose module talks to the operating system (files, processes, sockets).
+_OS_MODULES = frozenset({"posix", "nt", "_io", "io", "_socket", "_posixsubprocess", "select"})
+#: Of those, the ones that only compute (a path's str, a constant).
+_PURE = frozenset({"fspath", "fsencode", "fsdecode", "WEXITSTATUS", "WIFEXITED", "strerror"})
+_watching: dict[int, list[str]] = {}  # thread id -> the calls recorded in it
+
+
+def _audit(event: str, _args: tuple[object, ...]) -> None:
+    calls = _watching.get(threading.get_ident())
+    if calls is not None:
+        calls.append(event)
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only inside recorded_io()
+
+
+@contextmanager
+def recorded_io() -> Iterator[list[str]]:
+    """Every operating-system call this thread makes inside the block, by name.
+
+    Two nets, because neither sees everything: CPython's audit events (``open``,
+    ``subprocess.Popen``, ``socket.connect``, ``os.listdir`` ...) and a profile
+    function that sees each call of an OS builtin from Python code (``posix.stat``,
+    ``posix.access``: existence checks raise no audit event).
+    """
+    calls: list[str] = []
+
+    def profile(_frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call":
+            module = getattr(arg, "__module__", None) or ""
+            name = getattr(arg, "__name__", "")
+            if module in _OS_MODULES and name not in _PURE:
+                calls.append(f"{module}.{name}")
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    _watching[threading.get_ident()] = calls
+    try:
+        yield calls
+    finally:
+        del _watching[threading.get_ident()]
+        sys.setprofile(previous)

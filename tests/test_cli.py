@@ -1,15 +1,19 @@
-"""The ``reliable-smtp`` command, run as a real subprocess against real local servers.
+"""The ``reliable-smtp`` command against real local servers.
 
-Every test runs ``python -m reliable_smtp ...`` in an empty working directory (no
-``.env``) with the ``RELIABLE_SMTP_*`` variables of the calling environment
-removed, and asserts the exit status, the named cause and the JSON report. The
-password is a distinctive string that must never appear in any output.
+Every test runs the command in an empty working directory (no ``.env``) with the
+``RELIABLE_SMTP_*`` variables of the calling environment removed, and asserts the
+exit status, the named cause and the JSON report. The password is a distinctive
+string that must never appear in any output. Most run ``main(argv)`` in this
+process (:func:`run_cli`: a subprocess costs ~0.3 s of interpreter start-up);
+:func:`run_cli_process` runs the real ``python -m reliable_smtp`` for the tests of
+the entry point itself, the terminal encoding and the devserver's signals.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -61,6 +65,47 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(
     cwd: Path, *args: object, env: dict[str, str] | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` in this process, seeing what ``python -m reliable_smtp`` would.
+
+    For the call only: the working directory is ``cwd`` (so its ``.env``), the
+    environment is exactly ``env``, stdin holds ``input``, stdout/stderr are pipes
+    that are no terminal, in the ``PYTHONIOENCODING`` of ``env``, and the root
+    logger has no handlers, as in a fresh interpreter (pytest's would otherwise
+    swallow a log record that Python's last-resort handler prints on stderr).
+    Output is read back as ``subprocess.run(text=True)`` would (universal newlines).
+    """
+    argv = [str(arg) for arg in args]
+    env = env if env is not None else cli_env()
+    encoding = env.get("PYTHONIOENCODING", "utf-8")
+    pipes = {name: io.BytesIO() for name in ("stdout", "stderr")}
+    # Kept here: a TextIOWrapper closes its buffer when it is collected.
+    streams = {name: io.TextIOWrapper(pipe, encoding=encoding) for name, pipe in pipes.items()}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in set(os.environ) - set(env):
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.chdir(cwd)
+        patch.setattr(logging.root, "handlers", [])
+        patch.setattr(logging.root, "level", logging.WARNING)
+        patch.setattr(sys, "stdin", io.StringIO(input or ""))
+        for name, stream in streams.items():
+            patch.setattr(sys, name, stream)
+        try:
+            status = main(argv)
+        except SystemExit as exit:  # argparse: --version, usage errors
+            status = exit.code if isinstance(exit.code, int) else 2
+    out, err = (
+        io.TextIOWrapper(io.BytesIO(streams[name].detach().getvalue()), encoding=encoding).read()
+        for name in ("stdout", "stderr")
+    )
+    return subprocess.CompletedProcess(argv, status, out, err)
+
+
+def run_cli_process(
+    cwd: Path, *args: object, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``python -m reliable_smtp`` in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "reliable_smtp", *map(str, args)],
         cwd=cwd,
@@ -73,26 +118,11 @@ def run_cli(
 
 
 @pytest.fixture
-def cli_main(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``main()`` in this process, for what needs no server: usage errors, ``explain``.
-
-    Much faster than a subprocess; the same environment rules apply.
-    """
-    for name in list(os.environ):
-        if name.startswith("RELIABLE_SMTP_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(workdir)
+def cli_main(workdir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`run_cli` in ``workdir`` with the default environment."""
 
     def run(*args: object) -> subprocess.CompletedProcess[str]:
-        argv = [str(arg) for arg in args]
-        try:
-            status = main(argv)
-        except SystemExit as exit:  # argparse: --version, usage errors
-            status = exit.code if isinstance(exit.code, int) else 2
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, status, out, err)
+        return run_cli(workdir, *args)
 
     return run
 
@@ -122,7 +152,8 @@ def tls_args(server: LocalSMTPServer) -> list[str]:
 
 
 def test_check_passes_with_exit_0(workdir: Path, tls_server: LocalSMTPServer) -> None:
-    done = run_cli(
+    # The real entry point, end to end: python -m reliable_smtp.
+    done = run_cli_process(
         workdir,
         "check",
         "--host",
@@ -313,7 +344,8 @@ def test_settings_come_from_the_environment_and_dotenv(
 
 
 def test_ascii_markers_when_the_terminal_cannot_show_them(workdir: Path) -> None:
-    done = run_cli(
+    # A real interpreter, so the encoding comes from PYTHONIOENCODING as in a terminal.
+    done = run_cli_process(
         workdir, "check", "--host", "127.0.0.1", "--port", free_port(), "--tls", "none",
         env=cli_env(PYTHONIOENCODING="ascii"),
     )  # fmt: skip

@@ -504,6 +504,7 @@ async def test_recipients_left_when_the_plan_runs_out_keep_the_latest_word(
     async with FailoverTransport([primary, dead], clock=FakeClock()) as failover:
         report = await failover.deliver(envelope(ANN, BOB), CONTENT)
         assert failover.down_until(primary) == failover.down_until(dead) == 30.0
+    assert list(report.recipients) == [ANN, BOB]
     for status in report.recipients.values():
         # The refused backup said the last word: nothing was delivered, but a server
         # never reached is a first-contact failure, not retried in-process.

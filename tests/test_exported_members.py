@@ -1,16 +1,125 @@
-"""The public API is exactly the sorted list in reliable_smtp.__all__."""
+"""The public API is exactly the pinned lists below: reliable_smtp and reliable_smtp.testing.
+
+Adding or removing a public name is a decision about what users may rely on, so
+these tests fail on any change until the pin is updated in the same commit.
+"""
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import reliable_smtp
 import reliable_smtp.testing
 
+#: ``reliable_smtp.__all__``. Update deliberately, in the same change as the API.
+PUBLIC_API = [
+    "AddressProblem",
+    "AmbiguousDeliveryError",
+    "AsyncMailer",
+    "Attachment",
+    "Attempt",
+    "AuthOrConfigError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "DeliveryError",
+    "DeliveryReport",
+    "Envelope",
+    "FailoverTransport",
+    "FileTransport",
+    "InsecureConfigurationWarning",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "Mailer",
+    "MailerSettings",
+    "MemoryTransport",
+    "Message",
+    "MockTransport",
+    "Outcome",
+    "PermanentError",
+    "Phase",
+    "PoolExhaustedError",
+    "ProtocolError",
+    "RateLimit",
+    "RecipientCheck",
+    "RecipientPolicy",
+    "RecipientStatus",
+    "RecipientsRejectedError",
+    "ReliableSMTPError",
+    "RenderedMessage",
+    "Reply",
+    "RetryPolicy",
+    "RoundRobinTransport",
+    "SMTPTimeoutError",
+    "SMTPTransport",
+    "SendOutcome",
+    "SendResult",
+    "SendmailTransport",
+    "SentMessage",
+    "TLSMode",
+    "ThrottledError",
+    "TransientError",
+    "Transport",
+    "TransportClosedError",
+    "Verdict",
+    "__version__",
+    "classify",
+    "explain",
+    "render",
+]
 
-def test_all_is_sorted_and_complete() -> None:
-    names = reliable_smtp.__all__
-    assert names == sorted(names)
-    for name in names:
-        assert hasattr(reliable_smtp, name), name
+#: ``reliable_smtp.testing.__all__``. Update deliberately, in the same change as the API.
+TESTING_API = [
+    "CONTRACT_RULES",
+    "FakeClock",
+    "Fault",
+    "LocalSMTPServer",
+    "Outbox",
+    "OutboxAttachment",
+    "OutboxMessage",
+    "ReceivedMessage",
+    "ScriptEntry",
+    "ScriptError",
+    "ScriptStep",
+    "ScriptedCall",
+    "ScriptedTransport",
+    "ServerTLS",
+    "TextMatch",
+    "TransportContractError",
+    "TransportFactory",
+    "accept",
+    "check_transport",
+    "check_transport_sync",
+    "disconnect",
+    "no_retry_waits",
+    "recorded_waits",
+    "reply",
+    "timeout",
+]
+
+
+def assert_exports_exactly(module: ModuleType, pinned: list[str]) -> None:
+    names = list(module.__all__)
+    added = sorted(set(names) - set(pinned))
+    removed = sorted(set(pinned) - set(names))
+    assert (added, removed) == ([], []), (
+        f"{module.__name__}.__all__ changed: added {added}, removed {removed}. The public "
+        "API is pinned in tests/test_exported_members.py: if this change is deliberate, "
+        "update the pin there in the same commit (and say so in the CHANGELOG)."
+    )
+    assert names == sorted(names), f"keep {module.__name__}.__all__ sorted"
+    assert len(names) == len(set(names)), f"{module.__name__}.__all__ lists a name twice"
+    # Every listed name resolves: `from module import *` binds exactly the list.
+    namespace: dict[str, object] = {}
+    exec(f"from {module.__name__} import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(pinned)
+
+
+def test_public_api_is_exactly_the_pinned_list() -> None:
+    assert_exports_exactly(reliable_smtp, PUBLIC_API)
+
+
+def test_testing_api_is_exactly_the_pinned_list() -> None:
+    assert_exports_exactly(reliable_smtp.testing, TESTING_API)
 
 
 def test_design_names_are_public() -> None:
@@ -40,8 +149,3 @@ def test_public_objects_are_documented() -> None:
         obj = getattr(reliable_smtp, name)
         if callable(obj) and not name.startswith("_"):
             assert obj.__doc__, f"{name} has no docstring"
-
-
-def test_testing_module_has_its_own_all() -> None:
-    for name in reliable_smtp.testing.__all__:
-        assert getattr(reliable_smtp.testing, name) is not None

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from conftest import relay_transport, tls_transport
+from conftest import relay_transport, serial_only, tls_transport
 from reliable_smtp.errors import (
     InvalidMessageError,
     PermanentError,
@@ -91,6 +91,7 @@ def test_sync_errors_carry_the_result(server: LocalSMTPServer) -> None:
     assert caught.value.result.accepted == ("ok@example.org",)
 
 
+@serial_only
 def test_invalid_message_sends_nothing(server: LocalSMTPServer) -> None:
     with Mailer(relay_transport(server)) as mailer:
         with pytest.raises(InvalidMessageError):
@@ -111,6 +112,7 @@ def test_close_twice_and_use_after_close(server: LocalSMTPServer) -> None:
     assert [c[1] for c in server.commands].count("QUIT") == 1
 
 
+@serial_only
 def test_close_without_any_send_closes_the_transport(server: LocalSMTPServer) -> None:
     transport = relay_transport(server)
     Mailer(transport).close()
@@ -155,9 +157,19 @@ async def test_async_send_many_accepts_async_iterables(
 
     async with AsyncMailer(relay_transport(server), clock=clock, sleep=clock.sleep) as mailer:
         outcomes = await mailer.send_many(generate())
-    assert all(isinstance(o, SendResult) for o in outcomes)
+    # One result per message, in the order generated, each for its own recipient...
+    recipients = [f"u{i}@example.org" for i in range(3)]
+    assert [type(o) for o in outcomes] == [SendResult] * 3
+    results = [o for o in outcomes if isinstance(o, SendResult)]
+    assert [r.accepted for r in results] == [(r,) for r in recipients]
+    assert all(r.ok for r in results)
+    # ... and each result is the message the server received, once.
+    assert len(server.messages) == 3
+    received = {m.message["Message-ID"].strip("<>"): m.recipients for m in server.messages}
+    assert [received[r.message_id] for r in results] == [(r,) for r in recipients]
 
 
+@serial_only
 def test_send_many_rejects_bad_concurrency(server: LocalSMTPServer) -> None:
     with Mailer(relay_transport(server)) as mailer, pytest.raises(ValueError, match="concurrency"):
         mailer.send_many([message()], concurrency=0)
@@ -185,6 +197,7 @@ def test_mailer_keeps_working_in_a_forked_child(server: LocalSMTPServer) -> None
     assert server.connections == 2
 
 
+@serial_only  # about the loop thread at interpreter exit, not the wire
 def test_unclosed_mailer_does_not_block_interpreter_exit(
     server: LocalSMTPServer, tmp_path: object
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import relay_transport
+from conftest import relay_transport, serial_only
 from reliable_smtp import (
     InvalidMessageError,
     Mailer,
@@ -29,6 +29,7 @@ def shared_server() -> Iterator[LocalSMTPServer]:
         yield running
 
 
+@serial_only
 def test_reject_lists_every_bad_address_and_sends_nothing(server: LocalSMTPServer) -> None:
     bad = ["a..b@example.org", "user@exa_mple.org", "x@localhost"]
     with (

@@ -127,6 +127,7 @@ async def test_file_writes_message_and_envelope_sidecar(tmp_path: Path) -> None:
     }
     assert b"c@example.net" not in eml.read_bytes()  # Bcc only in the sidecar
     assert _listing(tmp_path) == sorted([eml.name, sidecar.name])
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.accepted for s in report.recipients.values())
     assert report.server == f"file:{tmp_path}"
     assert report.final_reply is not None
@@ -250,6 +251,7 @@ async def test_mock_none_is_all_sent_and_calls_are_recorded() -> None:
     report = await transport.deliver(ENVELOPE, CONTENT)
     await transport.deliver(ENVELOPE.only(["b@example.org"]), b"second")
 
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.outcome is Outcome.SENT for s in report.recipients.values())
     assert report.server == "mock"
     assert transport.calls == [(ENVELOPE, CONTENT), (ENVELOPE.only(["b@example.org"]), b"second")]
@@ -264,6 +266,7 @@ async def test_mock_reply_250_sends_to_everyone() -> None:
     reply = Reply(250, "2.0.0", "Ok: queued as 4F2B")
     report = await _mock(reply).deliver(ENVELOPE, CONTENT)
     assert report.final_reply == reply
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     for status in report.recipients.values():
         assert status.outcome is Outcome.SENT
         assert status.reply == reply
@@ -290,6 +293,7 @@ async def test_mock_failure_reply_is_classified_per_recipient(reply: Reply) -> N
 
 async def test_mock_451_makes_every_recipient_transient() -> None:
     report = await _mock(Reply(451, "4.3.0", "try again")).deliver(ENVELOPE, CONTENT)
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     assert {s.outcome for s in report.recipients.values()} == {Outcome.TRANSIENT}
     assert all(s.retryable for s in report.recipients.values())
 

@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import recorded_io
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AuthOrConfigError,
@@ -104,6 +106,7 @@ async def test_argv_and_stdin_are_exact(recorder: Path, tmp_path: Path) -> None:
 
     report = await transport.deliver(envelope, CONTENT)
 
+    assert list(report.recipients) == list(envelope.recipients)
     assert all(status.accepted for status in report.recipients.values())
     argv = json.loads((tmp_path / "argv.json").read_text())
     assert argv == [
@@ -162,6 +165,7 @@ async def test_exit_zero_reports_every_recipient_sent(recorder: Path) -> None:
 async def test_exit_zero_with_chatter_on_stderr_is_still_success(make_script: MakeScript) -> None:
     script = make_script("cat >/dev/null; echo 'warning: 550 5.1.1 in some old log line' >&2")
     report = await SendmailTransport(script).deliver(ENVELOPE, CONTENT)
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.accepted for s in report.recipients.values())
 
 
@@ -351,6 +355,7 @@ async def test_exit_status_counts_when_a_background_child_holds_the_pipes(
     script = make_script("cat >/dev/null; sleep 30 & echo $! > child; exit 0")
     report = await SendmailTransport(script, timeout=0.5).deliver(ENVELOPE, CONTENT)
 
+    assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.accepted for s in report.recipients.values())
     child = int(_wait_for_file(tmp_path / "child"))
     assert _process_state(child) not in (None, "Z")  # left alone to do its work
@@ -424,8 +429,23 @@ def test_defaults_and_name() -> None:
     assert "sendmail:/usr/sbin/sendmail" in repr(transport)
 
 
-def test_construction_does_no_io() -> None:
-    SendmailTransport("/definitely/not/here/sendmail", timeout=1)
+def test_construction_does_no_io(tmp_path: Path) -> None:
+    # Nothing is looked up, opened or run until the first delivery (which then names
+    # a missing program: test_missing_program_names_the_path_and_the_fix).
+    missing = tmp_path / "not-here" / "sendmail"
+    with recorded_io() as calls:
+        transport = SendmailTransport(missing, timeout=1, extra_args=["-v"])
+    assert calls == []
+    assert transport.path == str(missing)
+    assert transport.command(ENVELOPE)[0] == str(missing)
+    # The net is real: an existence check, a file and a process are all seen.
+    with recorded_io() as calls:
+        missing.exists()
+        (tmp_path / "probe").write_bytes(b"")
+        subprocess.run(["true"], check=True)
+    assert "posix.stat" in calls
+    assert "open" in calls
+    assert "subprocess.Popen" in calls
 
 
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "5"])

@@ -138,6 +138,7 @@ async def test_421_at_random_points_keeps_every_message_accounted_for(
             ),
             concurrency=4,
         )
+    assert len(outcomes) == 10
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     for i in range(10):
         assert server.deliveries_to(f"user{i}@example.org") == 1
@@ -161,6 +162,7 @@ async def test_server_that_stops_answering_never_hangs(server: LocalSMTPServer) 
             ),
             timeout=30,
         )
+    assert len(outcomes) == 3
     assert all(isinstance(o, SMTPTimeoutError) for o in outcomes)
     assert all(isinstance(o, DeliveryError) and o.result is not None for o in outcomes)
 

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from conftest import PASSWORD, USERNAME, relay_transport, tls_transport
+from conftest import PASSWORD, USERNAME, relay_transport, serial_only, tls_transport
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AuthOrConfigError,
@@ -77,6 +77,7 @@ async def test_wrong_password_is_auth_error_after_one_attempt(
     await transport.aclose()
 
 
+@serial_only
 async def test_starttls_required_when_server_does_not_offer_it(server: LocalSMTPServer) -> None:
     transport = SMTPTransport(
         "127.0.0.1", server.port, tls=TLSMode.STARTTLS, username=USERNAME, password=PASSWORD
@@ -90,6 +91,7 @@ async def test_starttls_required_when_server_does_not_offer_it(server: LocalSMTP
     assert server.messages == []
 
 
+@serial_only
 async def test_implicit_tls_against_plain_port_names_the_fix(server: LocalSMTPServer) -> None:
     transport = SMTPTransport(
         "127.0.0.1", server.port, tls="implicit", connect_timeout=5, command_timeout=5
@@ -248,6 +250,7 @@ async def test_421_at_rcpt_drops_connection_and_leaves_everyone_pending(
     envelope = Envelope.build("a@example.com", ["b@example.org", "c@example.org", "d@example.org"])
     async with relay_transport(server) as transport:
         report = await transport.deliver(envelope, CONTENT)
+        assert list(report.recipients) == list(envelope.recipients)
         assert {s.outcome for s in report.recipients.values()} == {Outcome.TRANSIENT}
         assert all(s.retryable for s in report.recipients.values())
         assert server.messages == []
@@ -331,6 +334,7 @@ async def test_rcpt_timeout_leaves_recipients_pending(server: LocalSMTPServer) -
     await transport.aclose()
 
 
+@serial_only
 @pytest.mark.parametrize(
     ("greeting", "expected"),
     [("554 5.3.2 No SMTP service here", PermanentError), ("421 4.3.2 Try later", TransientError)],
@@ -408,6 +412,7 @@ async def test_dot_stuffing_and_line_endings_survive(server: LocalSMTPServer) ->
     assert server.messages[0].content == content
 
 
+@serial_only
 async def test_use_after_close_raises(server: LocalSMTPServer) -> None:
     transport = relay_transport(server)
     await transport.aclose()

@@ -43,6 +43,11 @@ __all__ = ["Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
 
 ServerTLS = Literal["none", "starttls", "implicit"]
 
+#: How long stop() lets cancelled handlers and TLS closes finish before aborting
+#: what is left: only a client that never reads (so never answers close_notify)
+#: ever makes it wait this long.
+_SHUTDOWN_GRACE = 0.5
+
 #: Commands a fault can target. ``GREETING`` is the 220 banner; ``DATA_END`` is
 #: the reply to the final dot (after the server has received the whole message).
 Command = Literal[
@@ -116,7 +121,7 @@ class _ScriptedSMTP(_AiosmtpdSMTP):
         self._owner._open.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._owner._open.discard(self)
+        self._owner._forget(self)
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
@@ -355,6 +360,8 @@ class LocalSMTPServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._released = asyncio.Event()
+        self._all_closed: asyncio.Event | None = None
+        self._shutting_down: asyncio.Task[None] | None = None
         self._ca = trustme.CA()
         self._server_cert = self._ca.issue_cert(hostname, "127.0.0.1", "localhost")
         self._tmp = tempfile.TemporaryDirectory(prefix="reliable-smtp-server-")
@@ -485,11 +492,15 @@ class LocalSMTPServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server; it returns once nothing listens on the port, every client
+        connection is closed and the server's thread has ended."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop may already be closed
             loop.call_soon_threadsafe(self._stop_in_loop)
+        # The thread ends as soon as every connection is closed and the loop has
+        # stopped (see _shut_down): no fixed wait.
         thread.join(timeout=10)
         self._thread = None
         self._loop = None
@@ -595,13 +606,58 @@ class LocalSMTPServer:
         )
 
     def _stop_in_loop(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._server.close()
+        # Kept on self: the loop holds only a weak reference to a task.
+        self._shutting_down = asyncio.get_running_loop().create_task(self._shut_down())
+
+    async def _shut_down(self) -> None:
+        """Stop listening, end every connection and task, then stop the loop.
+
+        Like aiosmtpd's ``Controller.stop`` (cancel every task, stop the loop, close
+        the listener), but it also waits until each client connection has actually
+        closed, so nothing is left half-open when the thread ends, and it takes no
+        longer than that: ``stop()`` returns as soon as the server is down.
+        """
         loop = asyncio.get_running_loop()
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.call_later(0.05, loop.stop)
+        try:
+            await self._end_everything(loop)
+        finally:
+            loop.stop()
+
+    async def _end_everything(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._released.set()  # hung faults stop waiting
+        if self._server is not None:
+            self._server.close()  # the listening socket closes now: no new connections
+        this = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks(loop) if task is not this]
+        for task in tasks:
+            task.cancel()  # aiosmtpd's handler closes its connection when cancelled
+        if tasks:
+            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
+        # Connections no task holds (one the client half-closed, say) are closed
+        # here. A TCP connection is gone one loop iteration after close(); a TLS one
+        # once the client has answered close_notify. A client that never answers (a
+        # blocking socket nobody reads) gets the connection aborted.
+        for protocol in list(self._open):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        if self._open:
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), _SHUTDOWN_GRACE)
+        for protocol in list(self._open):
+            if isinstance(protocol.transport, asyncio.WriteTransport):
+                protocol.transport.abort()
+        for _ in range(10):  # abort() reports connection_lost within an iteration or two
+            if not self._open:
+                break
+            await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _forget(self, protocol: _ScriptedSMTP) -> None:
+        self._open.discard(protocol)
+        if not self._open and self._all_closed is not None:
+            self._all_closed.set()
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
