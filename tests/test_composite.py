@@ -654,7 +654,7 @@ class _Recording(MemoryTransport):
         if self.fail_close:
             raise OSError("close failed")
 
-    def _after_fork(self) -> None:
+    def forget_connections(self) -> None:
         self.forked += 1
 
 
@@ -695,9 +695,9 @@ async def test_aclose_closes_all_then_raises_the_first_error(
     assert [m.closes for m in members] == [1, 1, 1]
 
 
-def test_after_fork_reaches_every_member() -> None:
+def test_forget_connections_reaches_every_member() -> None:
     members = [_Recording(), _Recording()]
-    FailoverTransport(members)._after_fork()
+    FailoverTransport(members).forget_connections()
     assert [m.forked for m in members] == [1, 1]
 
 

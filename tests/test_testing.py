@@ -797,33 +797,33 @@ class Good(Transport):
     name = "good"
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         return DeliveryReport.all_sent(envelope, server=self.name)
 
 
 class ForgetsARecipient(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         return DeliveryReport.all_sent(envelope.only(envelope.recipients[:-1]))
 
 
 class ExtraRecipient(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         wider = Envelope(envelope.sender, (*envelope.recipients, "x@example.org"))
         return DeliveryReport.all_sent(wider)
 
 
 class WrongOrder(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         backwards = Envelope(envelope.sender, tuple(reversed(envelope.recipients)))
         return DeliveryReport.all_sent(backwards)
 
 
 class MislabelledStatus(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         report = DeliveryReport.all_sent(envelope)
         first = envelope.recipients[0]
         statuses = dict(report.recipients)
@@ -835,7 +835,7 @@ class MislabelledStatus(Good):
 
 class NoPhase(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         return DeliveryReport(
             recipients={
                 r: RecipientStatus(recipient=r, outcome=Outcome.SENT, phase=None)  # type: ignore[arg-type]
@@ -846,25 +846,25 @@ class NoPhase(Good):
 
 class NotAStatus(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         return DeliveryReport(recipients=dict.fromkeys(envelope.recipients, "sent"))  # type: ignore[arg-type]
 
 
 class ReturnsADict(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         return dict.fromkeys(envelope.recipients, "sent")  # type: ignore[return-value]
 
 
 class LeaksOSError(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         raise ConnectionResetError(104, "Connection reset by peer")
 
 
 class ChokesOnUTF8(Good):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         envelope.sender.encode("ascii")
         for recipient in envelope.recipients:
             recipient.encode("ascii")

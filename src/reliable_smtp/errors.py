@@ -36,7 +36,10 @@ deliberately *not* a ``ConnectionError``: code that retries every
 
 Foreign exceptions (aiosmtplib, ``OSError``, ``ssl.SSLError``, subprocess
 failures) are translated to this tree at one boundary per transport, always with
-``raise ... from exc``. :func:`error_for` picks the class for a verdict. An
+``raise ... from exc``. :func:`error_for` picks the class for a verdict; a
+transport written outside the library uses its public spellings,
+:meth:`DeliveryError.from_reply`, :meth:`DeliveryError.from_verdict` and
+:meth:`DeliveryError.from_connection_loss`. An
 exception nobody expected (a bug) never escapes ``send``, ``send_many`` or
 ``stream`` as itself: it becomes an ``AmbiguousDeliveryError`` (how far the send
 got is unknown) with the original as ``__cause__`` and its traceback logged at ERROR.
@@ -64,7 +67,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .replies import Outcome, Phase, Reply, Verdict
+from .replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
 
 if TYPE_CHECKING:
     from .result import SendResult
@@ -207,6 +210,78 @@ class DeliveryError(ReliableSMTPError):
         self.delay_hint = delay_hint
         self.server = server
         self.result = result
+
+    # -- the public kit for transports: the right class for a failure ------------------------
+    # Called on DeliveryError; the class built is the one the verdict selects (error_for), so
+    # a transport never has to choose between TransientError, ThrottledError, ... itself.
+
+    @staticmethod
+    def from_reply(
+        reply: Reply,
+        summary: str,
+        *,
+        phase: Phase,
+        recipient: str | None = None,
+        server: str | None = None,
+    ) -> DeliveryError:
+        """The error for a refusal ``reply`` received in ``phase``, classified by the reply table.
+
+        ``DeliveryError.from_reply(Reply(535, "5.7.8", "bad credentials"), "login refused",
+        phase=Phase.AUTH, server=self.name)`` is an :class:`AuthOrConfigError`; a 421 with
+        "try again in 30 seconds" is a :class:`ThrottledError` with ``delay_hint=30``.
+        Raises ``ValueError`` for a 2xx reply, which is no error.
+        """
+        return error_for(
+            classify(reply, phase),
+            summary,
+            reply=reply,
+            phase=phase,
+            recipient=recipient,
+            server=server,
+        )
+
+    @staticmethod
+    def from_verdict(
+        verdict: Verdict,
+        summary: str,
+        *,
+        phase: Phase,
+        reply: Reply | None = None,
+        recipient: str | None = None,
+        server: str | None = None,
+    ) -> DeliveryError:
+        """The error for ``verdict``: for a failure the transport classified itself.
+
+        A transport whose server does not speak SMTP (an HTTP API's 429 with
+        ``Retry-After``, its 401) states the meaning as a :class:`~reliable_smtp.Verdict`
+        and gets the matching class: ``Outcome.THROTTLED`` gives a
+        :class:`ThrottledError` carrying ``verdict.delay_hint``, ``Outcome.AUTH_OR_CONFIG``
+        an :class:`AuthOrConfigError`. Raises ``ValueError`` for a ``SENT`` verdict.
+        """
+        return error_for(
+            verdict, summary, reply=reply, phase=phase, recipient=recipient, server=server
+        )
+
+    @staticmethod
+    def from_connection_loss(
+        summary: str, *, phase: Phase, timed_out: bool = False, server: str | None = None
+    ) -> DeliveryError:
+        """The error for a connection that broke, or a reply that never came, in ``phase``.
+
+        Before the message was handed over it is a :class:`ConnectionFailedError` (or
+        :class:`SMTPTimeoutError` with ``timed_out=True``), retried: nothing was
+        delivered. In :attr:`Phase.DATA_END` - the whole message was written, its
+        reply never read - it is an :class:`AmbiguousDeliveryError`: the server may
+        have it, so it is not resent by default.
+        """
+        return error_for(
+            classify_connection_loss(phase, timed_out=timed_out),
+            summary,
+            phase=phase,
+            server=server,
+            connection_lost=not timed_out,
+            timed_out=timed_out,
+        )
 
     @property
     def code(self) -> int | None:

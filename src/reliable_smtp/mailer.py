@@ -706,7 +706,7 @@ class Mailer:
             # connections belong to the parent. Start afresh, without touching them.
             self._guard = threading.Lock()
             self._runner = None
-            self.transport._after_fork()
+            self.transport.forget_connections()
         with self._guard:
             if self._closed:
                 raise TransportClosedError("this mailer is closed; create a new one to send")
@@ -748,7 +748,7 @@ class Mailer:
             runner, self._runner = self._runner, None
         if runner is not None and runner.pid != os.getpid():
             # Inherited across fork: the connections are the parent's; just forget them.
-            self.transport._after_fork()
+            self.transport.forget_connections()
             runner = None
         if runner is None:
             runner = _PortalThread()

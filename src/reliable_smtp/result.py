@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .envelope import Envelope
-from .replies import Outcome, Phase, Reply, Verdict
+from .replies import Outcome, Phase, Reply, Verdict, classify
 
 if TYPE_CHECKING:
     from .errors import DeliveryError
@@ -72,6 +72,22 @@ class RecipientStatus:
             retryable=verdict.retry_in_process,
             split=verdict.split,
             delay_hint=verdict.delay_hint,
+        )
+
+    @classmethod
+    def from_reply(
+        cls, recipient: str, reply: Reply, *, phase: Phase, server: str = ""
+    ) -> RecipientStatus:
+        """The status ``reply``, received in ``phase``, gives ``recipient``.
+
+        The reply is classified by :func:`~reliable_smtp.classify` (the library's
+        reply table): a 2xx is ``SENT``; otherwise the verdict sets the outcome, the
+        explanation, whether a retry may help and any delay the server asked for.
+        For a transport that reports one reply per recipient (an SMTP RCPT refusal,
+        an HTTP API's per-recipient result); ``server`` is the transport's ``name``.
+        """
+        return cls.from_verdict(
+            recipient, classify(reply, phase), phase=phase, reply=reply, server=server
         )
 
     @classmethod

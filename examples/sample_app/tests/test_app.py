@@ -117,7 +117,7 @@ class GreylistingTransport(Transport):
         self.accepted: list[Envelope] = []
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         statuses = {}
         for recipient in envelope.recipients:
             if recipient in self.seen:

@@ -77,7 +77,7 @@ CONTRACT_RULES: Mapping[str, str] = MappingProxyType(
         "exceptions are translated at the transport's boundary (raise ... from exc)",
         "aclose-twice": "aclose() can be called twice",
         "closed-refuses-deliver": "after aclose(), closed is true and deliver() raises "
-        "TransportClosedError (call self._check_open() first in deliver())",
+        "TransportClosedError (call self.ensure_open() first in deliver())",
         "async-with-closes": "`async with transport as t` gives the transport and closes it "
         "on exit",
     }

@@ -245,7 +245,7 @@ class Outbox(MemoryTransport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Keep the message and report every recipient ``SENT``."""
-        self._check_open()
+        self.ensure_open()
         self.outbox.append(OutboxMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
             envelope, server=self.name, reply=Reply(250, "2.0.0", "kept in the outbox")

@@ -260,7 +260,7 @@ class ScriptedTransport(Outbox):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Play the next script entry against this delivery."""
-        self._check_open()
+        self.ensure_open()
         content = bytes(content)
         steps = self._script.popleft() if self._script else ()
         if steps:

@@ -7,6 +7,8 @@ all a test double needs.
 
 Contract for :meth:`Transport.deliver`:
 
+* Call :meth:`Transport.ensure_open` first: a closed transport raises
+  :class:`~reliable_smtp.TransportClosedError`.
 * Return a :class:`~reliable_smtp.DeliveryReport` with a status for **every**
   envelope recipient once the transaction reached the recipients (per-recipient
   refusals, a refused or lost message after DATA, an ambiguous final dot).
@@ -15,11 +17,21 @@ Contract for :meth:`Transport.deliver`:
   TLS, EHLO, AUTH, MAIL, a lost link before the final dot).
 * Never let a foreign exception (aiosmtplib, OSError, ssl, subprocess) escape:
   translate it at the transport's boundary with ``raise ... from exc``.
+
+The kit for writing one is public: :meth:`RecipientStatus.from_reply
+<reliable_smtp.RecipientStatus.from_reply>` (a recipient's status from a server
+reply, classified by the library's reply table), :meth:`DeliveryError.from_reply
+<reliable_smtp.DeliveryError.from_reply>`, :meth:`~reliable_smtp.DeliveryError.from_verdict`
+and :meth:`~reliable_smtp.DeliveryError.from_connection_loss` (the right error
+class for a failure), :meth:`Transport.ensure_open` and
+:meth:`Transport.forget_connections` (the fork hook). ``examples/http_api_transport.py``
+uses nothing else.
 """
 
 from __future__ import annotations
 
 import abc
+import warnings
 from types import TracebackType
 from typing import TypeVar
 
@@ -47,18 +59,45 @@ class Transport(abc.ABC):
         """Release connections and resources. Closing twice is fine."""
         self._closed = True
 
-    def _after_fork(self) -> None:  # noqa: B027 - optional hook, empty by default
-        """Called in a child process after ``fork``: forget (never close) inherited connections."""
+    def forget_connections(self) -> None:
+        """Drop, without closing, every connection this transport holds. Empty by default.
+
+        The synchronous :class:`~reliable_smtp.Mailer` calls it in a child process after
+        ``fork()``: the inherited sockets belong to the parent, so the child must not
+        use them or say QUIT on them; it opens its own on the next send. Override it
+        if your transport keeps connections (or a pool, or an event loop's objects);
+        a transport that wraps others forwards it to each of them.
+        """
+        if type(self)._after_fork is not Transport._after_fork:
+            # A subclass written against the old private spelling still gets its hook.
+            _deprecated("overriding Transport._after_fork()", "forget_connections()")
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        """Deprecated alias of :meth:`forget_connections` (removed in the next release)."""
+        _deprecated("Transport._after_fork()", "forget_connections()")
+        if type(self).forget_connections is not Transport.forget_connections:
+            self.forget_connections()
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
         return self._closed
 
-    def _check_open(self) -> None:
+    def ensure_open(self) -> None:
+        """Raise :class:`~reliable_smtp.TransportClosedError` if :meth:`aclose` was called.
+
+        Call it first in :meth:`deliver`.
+        """
         if self._closed:
             raise TransportClosedError(
                 f"{self.name} transport is closed; create a new one (or a new mailer) to send"
             )
+
+    def _check_open(self) -> None:
+        """Deprecated alias of :meth:`ensure_open` (removed in the next release)."""
+        _deprecated("Transport._check_open()", "ensure_open()")
+        self.ensure_open()
 
     async def __aenter__(self: _SelfTransport) -> _SelfTransport:
         return self
@@ -73,3 +112,11 @@ class Transport(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release; use {new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -295,7 +295,7 @@ class _CompositeTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Deliver through the first member that can; see the module docstring."""
-        self._check_open()
+        self.ensure_open()
         plan = self._plan()
         if plan.probing:
             logger.info(
@@ -408,9 +408,9 @@ class _CompositeTransport(Transport):
         if first is not None:
             raise first
 
-    def _after_fork(self) -> None:
+    def forget_connections(self) -> None:
         for member in self.transports:
-            member._after_fork()
+            member.forget_connections()
 
 
 def _status_in(report: DeliveryReport, recipient: str, member: Transport) -> RecipientStatus:

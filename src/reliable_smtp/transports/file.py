@@ -72,7 +72,7 @@ class FileTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Write ``content`` and its envelope to the directory; every recipient is ``SENT``."""
-        self._check_open()
+        self.ensure_open()
         # The stem is chosen here, on the event loop, so that concurrent deliveries
         # get strictly increasing stamps without a lock.
         stem = self._next_stem()

@@ -79,7 +79,7 @@ class MemoryTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Append the message to ``outbox`` and report every recipient ``SENT``."""
-        self._check_open()
+        self.ensure_open()
         self.outbox.append(SentMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
             envelope, server=self.name, reply=Reply(250, "2.0.0", "stored in memory")

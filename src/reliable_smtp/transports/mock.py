@@ -78,7 +78,7 @@ class MockTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Call the handler and turn what it returns into a report."""
-        self._check_open()
+        self.ensure_open()
         self.calls.append((envelope, content))
         try:
             response = self.handler(envelope, content)

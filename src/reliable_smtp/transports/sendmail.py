@@ -379,7 +379,7 @@ class SendmailTransport(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Run sendmail for ``envelope`` with ``content`` on stdin; see the module docstring."""
-        self._check_open()
+        self.ensure_open()
         process = await self._spawn(self.command(envelope))
         exchange = _Exchange()
         try:

@@ -377,7 +377,7 @@ class SMTPTransport(Transport):
     # -- the contract --------------------------------------------------------------------
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        self._check_open()
+        self.ensure_open()
         pool = self._connection_pool()
         # A pooled connection may have been closed by the server while idle (its 421 is
         # never read: aiosmtplib discards unsolicited data). Nothing of this message was
@@ -496,7 +496,7 @@ class SMTPTransport(Transport):
     def _reusable(smtp: aiosmtplib.SMTP) -> bool:
         return smtp.is_connected
 
-    def _after_fork(self) -> None:
+    def forget_connections(self) -> None:
         # The parent's sockets are not ours to use: forget them without QUIT.
         self._pool = None
         self._pool_loop = None
