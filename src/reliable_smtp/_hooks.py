@@ -152,7 +152,7 @@ class MailerHooks:
 
     def on_session_event(self, event: SessionEvent) -> None:
         """During an attempt: connect, TLS, AUTH, a rate-limit wait (sync only)."""
-        return None
+        return
 
 
 _METHODS = ("on_send", "on_attempt_start", "on_attempt", "on_result", "on_session_event")
@@ -190,6 +190,8 @@ class HookSet:
 
     def add(self, hook: object) -> None:
         """Register ``hook`` (any object with some of :class:`MailerHooks`'s methods)."""
+        if getattr(hook, "active", True) is False:
+            return  # e.g. OpenTelemetryHooks without the API: nothing to call, ever
         methods = [m for m in _METHODS if _overrides(hook, m)]
         if not methods:
             raise TypeError(

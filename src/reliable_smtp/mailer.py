@@ -365,7 +365,9 @@ class AsyncMailer:
             )
             pending = [r for r in targets.recipients if policy.should_retry(statuses[r])]
             _log_event("send", message_id, attempts[-1], pending=pending)
-            await watch.attempt_finished(hooked, attempts[-1], targets.recipients, statuses, pending)
+            await watch.attempt_finished(
+                hooked, attempts[-1], targets.recipients, statuses, pending
+            )
             if pending:
                 raise _PendingRecipients([statuses[r] for r in pending])
 

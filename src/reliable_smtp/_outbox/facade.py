@@ -126,7 +126,8 @@ class Outbox:
             expires_at=self._clock() + self.schedule.lifetime,
             idempotency_key=idempotency_key,
             refused=refused,
-            metadata=dict(metadata or {}),
+            # The caller's trace context goes with the entry, for the worker's send span.
+            metadata=_otel().with_trace_context(metadata),
         )
 
     def enqueue(
@@ -152,6 +153,7 @@ class Outbox:
             message, idempotency_key=idempotency_key, envelope=envelope, metadata=metadata
         )
         (entry,) = self.store.enqueue([new], now=self._clock(), connection=connection)
+        _otel().note_enqueued(1)
         return entry
 
     def enqueue_many(
@@ -178,7 +180,9 @@ class Outbox:
         entries = [self.prepare(m, idempotency_key=k) for m, k in zip(batch, keys, strict=True)]
         if not entries:
             return []
-        return self.store.enqueue(entries, now=self._clock(), connection=connection)
+        written = self.store.enqueue(entries, now=self._clock(), connection=connection)
+        _otel().note_enqueued(len(written))
+        return written
 
     # -- the operator's side -------------------------------------------------------------
 
@@ -234,6 +238,13 @@ class Outbox:
     def list(self, *, state: EntryState | None = None, limit: int = 100) -> list[OutboxEntry]:
         """Entries, oldest first; only those in ``state`` when given."""
         return self.store.list(state=state, limit=limit)
+
+
+def _otel() -> Any:
+    # Imported on first use: it imports the OpenTelemetry API when that is installed.
+    from .. import _otel
+
+    return _otel
 
 
 def _url_from_env() -> str:
