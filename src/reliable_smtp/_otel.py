@@ -444,28 +444,23 @@ def with_trace_context(metadata: Mapping[str, object] | None) -> dict[str, objec
 
 # -- the outbox's metrics ----------------------------------------------------------------
 
-_enqueued: Any = None
+#: The ``reliable_smtp.outbox.enqueued`` counters :func:`observe_outbox` registered.
+_enqueued: list[Any] = []
 
 
 def note_enqueued(count: int) -> None:
-    """Count entries written by ``Outbox.enqueue`` (``reliable_smtp.outbox.enqueued``)."""
-    global _enqueued
-    if not API_AVAILABLE or count <= 0:
-        return
-    if _enqueued is None:
-        # The global meter: a proxy until the SDK is configured, then the real one.
-        _enqueued = metrics.get_meter(_SCOPE, _version()).create_counter(
-            "reliable_smtp.outbox.enqueued", unit="{entry}", description="Entries enqueued"
-        )
-    _enqueued.add(count)
+    """Count entries written by ``Outbox.enqueue`` (a no-op until :func:`observe_outbox`)."""
+    for counter in _enqueued:
+        counter.add(count)
 
 
 def observe_outbox(outbox: Any, *, meter_provider: Any = None) -> list[Any]:
     """Export ``outbox.stats()`` as observable metrics; return the instruments.
 
-    ``reliable_smtp.outbox.entries`` (``{entry}``, by ``reliable_smtp.outbox.state``)
-    and ``reliable_smtp.outbox.oldest_due.age`` (seconds; no point when nothing is
-    due). ``outbox`` is an :class:`~reliable_smtp.Outbox` or an
+    ``reliable_smtp.outbox.entries`` (``{entry}``, by ``reliable_smtp.outbox.state``),
+    ``reliable_smtp.outbox.oldest_due.age`` (seconds; no point when nothing is due)
+    and ``reliable_smtp.outbox.enqueued`` (a counter of the entries this process's
+    outboxes enqueue from now on: its rate is the enqueue rate). ``outbox`` is an :class:`~reliable_smtp.Outbox` or an
     :class:`~reliable_smtp.AsyncOutbox`; the SDK reads it on its collection thread
     (one query per collection). A failing read is logged and yields no point.
     """
@@ -489,7 +484,12 @@ def observe_outbox(outbox: Any, *, meter_provider: Any = None) -> list[Any]:
             return []
         return [metrics.Observation(float(stats.oldest_due_age))]
 
+    enqueued = meter.create_counter(
+        "reliable_smtp.outbox.enqueued", unit="{entry}", description="Entries enqueued"
+    )
+    _enqueued.append(enqueued)
     return [
+        enqueued,
         meter.create_observable_up_down_counter(
             "reliable_smtp.outbox.entries",
             callbacks=[entries],

@@ -1,0 +1,555 @@
+"""OpenTelemetryHooks against a real LocalSMTPServer: the exact spans, attributes and metric
+points of a clean send, a retried one, a partial rejection, an ambiguous one, a throttled
+one; nothing personal or secret in any of them; the outbox's trace context and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conftest import PASSWORD, USERNAME, relay_transport, serial_only, tls_transport
+from reliable_smtp import (
+    AmbiguousDeliveryError,
+    AsyncMailer,
+    Message,
+    OpenTelemetryHooks,
+    Outbox,
+    PermanentError,
+    RetryPolicy,
+    ThrottledError,
+)
+from reliable_smtp._otel import TRACE_CONTEXT_KEY, observe_outbox, use_trace_context
+from reliable_smtp.testing import FakeClock, LocalSMTPServer
+
+ALICE, BOB, SENDER = "alice@example.org", "bob@example.org", "app@example.com"
+SUBJECT, BODY = "Your code Kumquat", "secret-body-Quince-2291"
+
+
+@dataclass
+class Telemetry:
+    spans: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def hooks(self, **options: Any) -> OpenTelemetryHooks:
+        return OpenTelemetryHooks(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **options
+        )
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
+        """Every metric point: (name, attributes) -> value (a sum) or (count, sum)."""
+        data = self.reader.get_metrics_data()
+        found: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
+        if data is None:
+            return found
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        key = (metric.name, frozenset(dict(point.attributes or {}).items()))
+                        if hasattr(point, "bucket_counts"):
+                            found[key] = (point.count, point.sum)
+                        else:
+                            found[key] = point.value
+        return found
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield Telemetry(spans, reader, tracer_provider, meter_provider)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+def message(*to: str) -> Message:
+    return Message(sender=SENDER, to=list(to), subject=SUBJECT, text=BODY)
+
+
+def labels(**attributes: Any) -> frozenset[tuple[str, Any]]:
+    return frozenset({k.replace("__", "."): v for k, v in attributes.items()}.items())
+
+
+def server_labels(server: LocalSMTPServer, **more: Any) -> frozenset[tuple[str, Any]]:
+    return (
+        labels(reliable_smtp__transport="smtp+plain", server__address="127.0.0.1", **more)
+        | frozenset()
+    )
+
+
+def send_attributes(server: LocalSMTPServer, message_id: str, recipients: int) -> dict[str, Any]:
+    return {
+        "reliable_smtp.transport": "smtp+plain",
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+        "network.transport": "tcp",
+        "network.protocol.name": "smtp",
+        "reliable_smtp.recipients.count": recipients,
+        "reliable_smtp.message_id": message_id,
+    }
+
+
+def mailer(server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock) -> AsyncMailer:
+    return AsyncMailer(
+        relay_transport(server),
+        hooks=[telemetry.hooks()],
+        clock=clock,
+        sleep=clock.sleep,
+        retry=RetryPolicy(),
+    )
+
+
+def check_tree(send: ReadableSpan, attempts: list[ReadableSpan]) -> None:
+    assert send.name == "reliable_smtp.send"
+    assert send.kind is SpanKind.INTERNAL
+    assert send.parent is None
+    for attempt in attempts:
+        assert attempt.name == "reliable_smtp.attempt"
+        assert attempt.kind is SpanKind.CLIENT
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == send.context.span_id
+        assert attempt.context.trace_id == send.context.trace_id
+
+
+@serial_only
+async def test_a_clean_send(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    async with mailer(server, telemetry, clock) as sending:
+        result = await sending.send(message(ALICE, BOB))
+    attempt, send = telemetry.finished()
+    check_tree(send, [attempt])
+    assert dict(send.attributes or {}) == {
+        **send_attributes(server, result.message_id, 2),
+        "reliable_smtp.outcome": "sent",
+        "reliable_smtp.attempts": 1,
+        "reliable_smtp.recipients.accepted": 2,
+        "reliable_smtp.recipients.rejected": 0,
+    }
+    assert send.status.status_code is StatusCode.UNSET
+    assert dict(attempt.attributes or {}) == {
+        "reliable_smtp.attempt": 1,
+        "reliable_smtp.recipients.count": 2,
+        "reliable_smtp.outcome": "sent",
+        "reliable_smtp.recipients.accepted": 2,
+        "reliable_smtp.recipients.pending": 0,
+        "reliable_smtp.phase": "data_end",
+        "reliable_smtp.reply.code": 250,
+        "reliable_smtp.reply.enhanced_code": "2.0.0",
+    }
+    assert [event.name for event in attempt.events] == ["connect"]
+    assert set(attempt.events[0].attributes or {}) == {"seconds"}
+    points = telemetry.points()
+    where = {"reliable_smtp.transport": "smtp+plain", "server.address": "127.0.0.1"}
+    assert points == {
+        ("reliable_smtp.sends", labels(**_keys(where), reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.recipients", labels(**_keys(where), reliable_smtp__outcome="sent")): 2,
+        ("reliable_smtp.attempts", labels(**_keys(where), reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.send.duration", labels(**_keys(where), reliable_smtp__outcome="sent")): (
+            1,
+            0.0,  # the mailer's clock (a fake here) did not move
+        ),
+    }
+
+
+def _keys(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {k.replace(".", "__"): v for k, v in attributes.items()}
+
+
+WHERE = {"reliable_smtp__transport": "smtp+plain", "server__address": "127.0.0.1"}
+
+
+@serial_only
+async def test_transient_then_sent(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    server.script("RCPT", "451 4.3.0 mailbox busy <bob@example.org>", recipient=BOB)
+    async with mailer(server, telemetry, clock) as sending:
+        result = await sending.send(message(ALICE, BOB))
+    first, second, send = telemetry.finished()
+    check_tree(send, [first, second])
+    assert dict(first.attributes or {}) == {
+        "reliable_smtp.attempt": 1,
+        "reliable_smtp.recipients.count": 2,
+        "reliable_smtp.outcome": "transient",
+        "reliable_smtp.recipients.accepted": 1,
+        "reliable_smtp.recipients.pending": 1,
+        "reliable_smtp.phase": "rcpt",
+        "reliable_smtp.reply.code": 451,
+        "reliable_smtp.reply.enhanced_code": "4.3.0",
+        "error.type": "transient",
+    }
+    assert first.status.status_code is StatusCode.ERROR
+    assert first.status.description == "transient 451 4.3.0 at rcpt"
+    assert [(e.name, dict(e.attributes or {})) for e in first.events] == [
+        ("connect", {"seconds": first.events[0].attributes["seconds"]}),  # type: ignore[index]
+        (
+            "reliable_smtp.recipient",
+            {
+                "reliable_smtp.outcome": "transient",
+                "reliable_smtp.phase": "rcpt",
+                "reliable_smtp.reply.code": 451,
+                "reliable_smtp.reply.enhanced_code": "4.3.0",
+            },
+        ),
+    ]
+    assert dict(second.attributes or {}) == {
+        "reliable_smtp.attempt": 2,
+        "reliable_smtp.recipients.count": 1,
+        "reliable_smtp.outcome": "sent",
+        "reliable_smtp.recipients.accepted": 1,
+        "reliable_smtp.recipients.pending": 0,
+        "reliable_smtp.phase": "data_end",
+        "reliable_smtp.reply.code": 250,
+        "reliable_smtp.reply.enhanced_code": "2.0.0",
+    }
+    assert second.events == ()  # the pooled connection: no new connect
+    assert second.status.status_code is StatusCode.UNSET
+    assert dict(send.attributes or {}) == {
+        **send_attributes(server, result.message_id, 2),
+        "reliable_smtp.outcome": "sent",
+        "reliable_smtp.attempts": 2,
+        "reliable_smtp.recipients.accepted": 2,
+        "reliable_smtp.recipients.rejected": 0,
+    }
+    waited = sum(clock.sleeps)
+    assert waited > 0
+    assert telemetry.points() == {
+        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 2,
+        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="transient")): 1,
+        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="sent")): (
+            1,
+            pytest.approx(waited),
+        ),
+    }
+
+
+@serial_only
+async def test_a_partial_rejection(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    server.script("RCPT", "550 5.1.1 <bob@example.org>: no such user", recipient=BOB)
+    async with mailer(server, telemetry, clock) as sending:
+        with pytest.raises(PermanentError) as raised:
+            await sending.send(message(ALICE, BOB))
+    attempt, send = telemetry.finished()
+    check_tree(send, [attempt])
+    assert dict(attempt.attributes or {}) == {
+        "reliable_smtp.attempt": 1,
+        "reliable_smtp.recipients.count": 2,
+        "reliable_smtp.outcome": "permanent",
+        "reliable_smtp.recipients.accepted": 1,
+        "reliable_smtp.recipients.pending": 0,
+        "reliable_smtp.phase": "rcpt",
+        "reliable_smtp.reply.code": 550,
+        "reliable_smtp.reply.enhanced_code": "5.1.1",
+        "error.type": "permanent",
+    }
+    assert [e.name for e in attempt.events] == ["connect", "reliable_smtp.recipient"]
+    assert dict(send.attributes or {}) == {
+        **send_attributes(server, raised.value.result.message_id, 2),  # type: ignore[union-attr]
+        "reliable_smtp.outcome": "permanent",
+        "reliable_smtp.attempts": 1,
+        "reliable_smtp.recipients.accepted": 1,
+        "reliable_smtp.recipients.rejected": 1,
+        "error.type": "reliable_smtp.PermanentError",
+        "reliable_smtp.reply.code": 550,
+        "reliable_smtp.reply.enhanced_code": "5.1.1",
+    }
+    assert send.status.status_code is StatusCode.ERROR
+    assert send.status.description == "permanent 550 5.1.1 at rcpt"
+    assert telemetry.points() == {
+        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
+        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
+        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
+        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="permanent")): (
+            1,
+            0.0,
+        ),
+    }
+
+
+@serial_only
+async def test_an_ambiguous_delivery(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    server.script("DATA_END", disconnect=True)  # the server has it; the reply never comes
+    async with mailer(server, telemetry, clock) as sending:
+        with pytest.raises(AmbiguousDeliveryError) as raised:
+            await sending.send(message(ALICE))
+    assert server.deliveries_to(ALICE) == 1
+    attempt, send = telemetry.finished()
+    check_tree(send, [attempt])
+    assert dict(attempt.attributes or {}) == {
+        "reliable_smtp.attempt": 1,
+        "reliable_smtp.recipients.count": 1,
+        "reliable_smtp.outcome": "ambiguous",
+        "reliable_smtp.recipients.accepted": 0,
+        "reliable_smtp.recipients.pending": 0,  # never resent: it may be there
+        "reliable_smtp.phase": "data_end",
+        "error.type": "ambiguous",
+    }
+    assert attempt.status.description == "ambiguous at data_end"
+    assert dict(send.attributes or {}) == {
+        **send_attributes(server, raised.value.result.message_id, 1),  # type: ignore[union-attr]
+        "reliable_smtp.outcome": "ambiguous",
+        "reliable_smtp.attempts": 1,
+        "reliable_smtp.recipients.accepted": 0,
+        "reliable_smtp.recipients.rejected": 1,
+        "error.type": "reliable_smtp.AmbiguousDeliveryError",
+    }
+    assert telemetry.points() == {
+        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
+        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
+        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
+        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="ambiguous")): (
+            1,
+            0.0,
+        ),
+    }
+
+
+@serial_only
+async def test_throttled_replies_are_counted(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    server.script("RCPT", "450 4.7.1 rate limited, slow down", times=None)
+    async with AsyncMailer(
+        relay_transport(server),
+        hooks=[telemetry.hooks()],
+        clock=clock,
+        sleep=clock.sleep,
+        retry=RetryPolicy(attempts=2),
+    ) as sending:
+        with pytest.raises(ThrottledError):
+            await sending.send(message(ALICE))
+    points = telemetry.points()
+    assert points[("reliable_smtp.throttled", labels(**WHERE, reliable_smtp__reply__code=450))] == 2
+    assert (
+        points[("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 2
+    )
+    assert points[("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 1
+
+
+async def test_an_invalid_message_is_counted_without_a_span(telemetry: Telemetry) -> None:
+    from email.message import EmailMessage
+
+    from reliable_smtp import InvalidMessageError, MemoryTransport
+
+    bad = EmailMessage()
+    bad["To"] = ALICE
+    async with AsyncMailer(MemoryTransport(), hooks=[telemetry.hooks()]) as sending:
+        with pytest.raises(InvalidMessageError):
+            await sending.send(bad)
+    assert telemetry.finished() == []
+    assert telemetry.points() == {
+        ("reliable_smtp.sends", labels(reliable_smtp__outcome="invalid")): 1
+    }
+
+
+# -- nothing personal, nothing secret ------------------------------------------------------
+
+
+def everything_exported(telemetry: Telemetry) -> list[str]:
+    """Every name, attribute key and value, event and status text the exporters got."""
+    exported: list[str] = []
+    for span in telemetry.finished():
+        exported.append(span.name)
+        exported.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+        exported.append(span.status.description or "")
+        for event in span.events:
+            exported.append(event.name)
+            exported.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
+    for (name, attributes), value in telemetry.points().items():
+        exported.append(name)
+        exported.extend(f"{k}={v}" for k, v in attributes)
+        exported.append(str(value))
+    return exported
+
+
+FORBIDDEN = (ALICE, BOB, SENDER, "alice", "bob", "Kumquat", "Quince", PASSWORD, USERNAME)
+
+
+def assert_clean(exported: list[str], forbidden: tuple[str, ...] = FORBIDDEN) -> None:
+    assert exported  # there was something to look at
+    for text in exported:
+        for word in forbidden:
+            assert word.lower() not in text.lower(), f"{word!r} exported in {text!r}"
+
+
+@serial_only
+async def test_no_address_content_or_secret_is_ever_exported(
+    server: LocalSMTPServer, tls_server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    # Replies that echo the addresses and the login, on every path: refused, retried,
+    # ambiguous, sent over TLS with AUTH.
+    server.script("RCPT", "550 5.1.1 <bob@example.org>: no such user", recipient=BOB)
+    server.script("RCPT", "451 4.3.0 alice@example.org busy", recipient=ALICE)
+    tls_server.script("DATA_END", "554 5.7.1 app pw-Zebra-7431-secret rejected for bob")
+    async with mailer(server, telemetry, clock) as sending:
+        with pytest.raises(PermanentError):
+            await sending.send(message(ALICE, BOB))
+        server.script("DATA_END", disconnect=True)
+        with pytest.raises(AmbiguousDeliveryError):
+            await sending.send(message(ALICE))
+    async with AsyncMailer(tls_transport(tls_server), hooks=[telemetry.hooks()]) as sending:
+        with pytest.raises(PermanentError):
+            await sending.send(message(ALICE, BOB))
+        await sending.send(message(BOB))
+    exported = everything_exported(telemetry)
+    assert_clean(exported)
+    assert any(text.startswith("auth") for text in exported)  # the TLS session was seen
+    # The Message-ID is on the send span (not a mailbox: random@sender-domain).
+    assert any(text.startswith("reliable_smtp.message_id=") for text in exported)
+
+
+@serial_only
+async def test_addresses_are_hashed_only_when_asked_for(
+    server: LocalSMTPServer, telemetry: Telemetry
+) -> None:
+    import hashlib
+    import hmac
+
+    server.script("RCPT", "550 5.1.1 no such user", recipient=BOB)
+    key = b"our-own-secret-key"
+    async with AsyncMailer(
+        relay_transport(server),
+        hooks=[telemetry.hooks(address_hash_key=key, record_message_id=False)],
+    ) as sending:
+        with pytest.raises(PermanentError):
+            await sending.send(message(ALICE, BOB))
+    attempt, send = telemetry.finished()
+    (refused,) = [e for e in attempt.events if e.name == "reliable_smtp.recipient"]
+    expected = hmac.new(key, BOB.encode(), hashlib.sha256).hexdigest()[:16]
+    assert (refused.attributes or {})["reliable_smtp.recipient.hash"] == expected
+    assert "reliable_smtp.message_id" not in (send.attributes or {})
+    exported = everything_exported(telemetry)
+    assert_clean(exported, (*FORBIDDEN, key.decode(), "@"))
+
+
+# -- the outbox ----------------------------------------------------------------------------
+
+
+async def test_outbox_metrics_read_its_stats(tmp_path: Path, telemetry: Telemetry) -> None:
+    now = [1_000_000.0]
+    with Outbox(f"sqlite:///{tmp_path / 'outbox.db'}", clock=lambda: now[0]) as outbox:
+        instruments = observe_outbox(outbox, meter_provider=telemetry.meter_provider)
+        assert len(instruments) == 3
+        outbox.enqueue(message(ALICE))
+        now[0] += 30.0
+        outbox.enqueue_many([message(BOB), message(ALICE, BOB)])
+        points = telemetry.points()
+    assert (
+        points[("reliable_smtp.outbox.entries", labels(reliable_smtp__outbox__state="queued"))] == 3
+    )
+    assert (
+        points[("reliable_smtp.outbox.entries", labels(reliable_smtp__outbox__state="sent"))] == 0
+    )
+    assert points[("reliable_smtp.outbox.oldest_due.age", frozenset())] == 30.0
+    assert points[("reliable_smtp.outbox.enqueued", frozenset())] == 3
+
+
+#: The worker's side, in another process: open the outbox, take the entry, send it inside
+#: its enqueuer's trace context, print the spans it exported.
+WORKER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from reliable_smtp import AsyncMailer, Envelope, OpenTelemetryHooks, Outbox, SMTPTransport
+    from reliable_smtp import use_trace_context
+
+    url, port = sys.argv[1], int(sys.argv[2])
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+
+    async def main():
+        with Outbox(url) as outbox:
+            (entry,) = outbox.list()
+        transport = SMTPTransport("127.0.0.1", port, tls="none")
+        async with AsyncMailer(
+            transport, hooks=[OpenTelemetryHooks(tracer_provider=provider)]
+        ) as mailer:
+            envelope = Envelope(entry.sender, tuple(r.address for r in entry.recipients))
+            with use_trace_context(entry.metadata):
+                await mailer._deliver(
+                    envelope, entry.content, entry.message_id, refused={}, chunk_size=None
+                )
+
+    asyncio.run(main())
+    print(json.dumps([
+        {"name": s.name, "trace_id": s.context.trace_id,
+         "parent": s.parent.span_id if s.parent else None}
+        for s in spans.get_finished_spans()
+    ]))
+    """
+)
+
+
+@serial_only
+def test_the_trace_context_goes_with_the_entry_to_another_process(
+    tmp_path: Path, server: LocalSMTPServer, telemetry: Telemetry
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    tracer = telemetry.tracer_provider.get_tracer("the-app")
+    with Outbox(url) as outbox, tracer.start_as_current_span("POST /password-reset") as request:
+        entry = outbox.enqueue(message(ALICE), metadata={"user": 7})
+    carried = entry.metadata[TRACE_CONTEXT_KEY]
+    assert isinstance(carried, dict)
+    trace_id = request.get_span_context().trace_id
+    assert carried["traceparent"].split("-")[1] == f"{trace_id:032x}"
+    assert entry.metadata["user"] == 7
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER, url, str(server.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")},
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
+    attempt, send = json.loads(worker.stdout)
+    assert send["name"] == "reliable_smtp.send"
+    assert send["trace_id"] == trace_id  # one trace: the request and the mail it caused
+    assert send["parent"] == request.get_span_context().span_id
+    assert attempt["trace_id"] == trace_id
+    assert server.deliveries_to(ALICE) == 1
+
+
+def test_without_a_current_span_nothing_is_stored(tmp_path: Path) -> None:
+    with Outbox(f"sqlite:///{tmp_path / 'outbox.db'}") as outbox:
+        entry = outbox.enqueue(message(ALICE))
+    assert TRACE_CONTEXT_KEY not in entry.metadata
+    with use_trace_context(entry.metadata):  # no context: the body just runs
+        pass
