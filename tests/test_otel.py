@@ -96,11 +96,8 @@ def labels(**attributes: Any) -> frozenset[tuple[str, Any]]:
     return frozenset({k.replace("__", "."): v for k, v in attributes.items()}.items())
 
 
-def server_labels(server: LocalSMTPServer, **more: Any) -> frozenset[tuple[str, Any]]:
-    return (
-        labels(reliable_smtp__transport="smtp+plain", server__address="127.0.0.1", **more)
-        | frozenset()
-    )
+#: The metric attributes every point of a send to the test server has.
+WHERE = {"reliable_smtp__transport": "smtp+plain", "server__address": "127.0.0.1"}
 
 
 def send_attributes(server: LocalSMTPServer, message_id: str, recipients: int) -> dict[str, Any]:
@@ -165,24 +162,15 @@ async def test_a_clean_send(
     }
     assert [event.name for event in attempt.events] == ["connect"]
     assert set(attempt.events[0].attributes or {}) == {"seconds"}
-    points = telemetry.points()
-    where = {"reliable_smtp.transport": "smtp+plain", "server.address": "127.0.0.1"}
-    assert points == {
-        ("reliable_smtp.sends", labels(**_keys(where), reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.recipients", labels(**_keys(where), reliable_smtp__outcome="sent")): 2,
-        ("reliable_smtp.attempts", labels(**_keys(where), reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.send.duration", labels(**_keys(where), reliable_smtp__outcome="sent")): (
+    assert telemetry.points() == {
+        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 2,
+        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
+        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="sent")): (
             1,
             0.0,  # the mailer's clock (a fake here) did not move
         ),
     }
-
-
-def _keys(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {k.replace(".", "__"): v for k, v in attributes.items()}
-
-
-WHERE = {"reliable_smtp__transport": "smtp+plain", "server__address": "127.0.0.1"}
 
 
 @serial_only
