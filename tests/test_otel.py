@@ -33,6 +33,7 @@ from reliable_smtp import (
     OpenTelemetryHooks,
     Outbox,
     PermanentError,
+    RateLimit,
     RetryPolicy,
     ThrottledError,
 )
@@ -346,6 +347,25 @@ async def test_throttled_replies_are_counted(
         points[("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 2
     )
     assert points[("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 1
+
+
+@serial_only
+async def test_a_wait_for_the_rate_limiter_is_an_event_and_a_histogram_point(
+    server: LocalSMTPServer, telemetry: Telemetry, clock: FakeClock
+) -> None:
+    transport = relay_transport(
+        server, rate_limit=RateLimit(per_connection=0.5), clock=clock, sleep=clock.sleep
+    )
+    async with AsyncMailer(transport, hooks=[telemetry.hooks()], clock=clock) as sending:
+        await sending.send(message(ALICE))
+        await sending.send(message(BOB))  # 2 s after the first, on the same connection
+    assert clock.sleeps == [2.0]
+    _, _, second_attempt, _ = telemetry.finished()
+    assert [(e.name, dict(e.attributes or {})) for e in second_attempt.events] == [
+        ("rate_limit_wait", {"seconds": 2.0})
+    ]
+    points = telemetry.points()
+    assert points[("reliable_smtp.rate_limit.wait", labels(**WHERE))] == (1, 2.0)
 
 
 async def test_an_invalid_message_is_counted_without_a_span(telemetry: Telemetry) -> None:
