@@ -4,11 +4,15 @@ This module owns :class:`TLSMode`, :class:`SMTPTransport` and the translation of
 every aiosmtplib / OSError / ssl failure into the library's error tree
 (:func:`translate_error`, the one boundary).
 
-The transport drives the transaction itself - MAIL, one RCPT per recipient,
-DATA, body - so that every recipient gets its own reply and a failure is pinned
-to its phase. Only a failure after the final dot is ambiguous. One connection is
-kept and reused across sends (serialised by a lock); after any unexpected error
-it is dropped, never reused in an unknown state.
+aiosmtplib opens the session (connect, TLS, EHLO, AUTH). The transaction - MAIL,
+one RCPT per recipient, DATA, body, pipelined when the server offers it - is
+written and read by :class:`~._wire.Exchange`, and what each reply means is
+decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
+a failure is pinned to its phase, and only a failure after the final dot is
+ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
+``max_connections`` at once, each lent to one send at a time, reused for
+``max_messages_per_connection`` messages); after a 421, an out-of-step reply or
+any unexpected error a connection is dropped, never reused in an unknown state.
 """
 
 from __future__ import annotations
