@@ -980,7 +980,9 @@ class SMTPTransport(Transport):
                 wire.write(b".\r\n")
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
-                # The one place the message is handed over for transaction.accepted.
+                # The one place the message is handed over, to transaction.accepted. A check
+                # that may forbid the dot belongs right here: it ends the transaction with
+                # transaction.on_error(its error) - phase DATA, so never ambiguous.
                 wire.write(dot_stuff(content), body=True)
                 transaction.on_body_written()
                 step = transaction.on_final(await wire.read(timeout=self.data_timeout))
