@@ -17,13 +17,15 @@ transaction). When the script runs out, the transport accepts everything
 (``on_exhausted="fail"``).
 
 What a step produces is what :class:`~reliable_smtp.SMTPTransport` produces when a
-real server behaves that way: replies are classified by
-:func:`~reliable_smtp.classify` in their phase, lost links by
-:func:`~reliable_smtp.replies.classify_connection_loss`; a failure before RCPT
-raises the :class:`~reliable_smtp.DeliveryError` subclass
+real server behaves that way, because both hand the replies (or the lost link) to
+the same interpreter, ``reliable_smtp.transports._transaction.Transaction``: a
+failure before RCPT raises the :class:`~reliable_smtp.DeliveryError` subclass
 :func:`~reliable_smtp.errors.error_for` picks, and anything from RCPT on is a
 :class:`~reliable_smtp.DeliveryReport` with a status for every recipient. The
-tests compare the two, step by step, against a real server.
+script plays a serial (unpipelined) server: commands are answered one at a time,
+and a step for the whole transaction at RCPT answers every recipient without a
+step of its own, so a ``421`` or a lost link there ends the transaction at the
+first of them. The tests compare the two, step by step, against a real server.
 """
 
 from __future__ import annotations
