@@ -284,6 +284,15 @@ def _parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
     return name.strip(), _check_addr_spec(addr, value, what)
 
 
+def bare_address(value: str, *, what: str) -> str:
+    """The ``local@domain`` of one ``'local@domain'`` or ``'Name <local@domain>'`` string.
+
+    The same rules as every address field of :class:`Message`; raises
+    :class:`~reliable_smtp.InvalidAddressError` naming ``what`` otherwise.
+    """
+    return _parse_mailbox(value, what=what)[1]
+
+
 def _find_angle(text: str, value: str, what: str) -> int:
     """Index of the first '<' outside a quoted-string, or -1."""
     in_quote = False
