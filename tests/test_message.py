@@ -1075,19 +1075,27 @@ STDLIB_KINDS = [
 @pytest.mark.parametrize("kind", STDLIB_KINDS)
 def test_a_line_break_in_a_stdlib_header_never_becomes_a_new_header(kind: str, char: str) -> None:
     msg = stdlib_with_subject(kind, f"Hello{char}Bcc: x@evil.example")
-    # The parser itself ends the line at CR and LF (then Bcc is a header of the
-    # file, and an envelope recipient), and keeps undecodable bytes as they were.
+    # The parser itself ends the line at CR and LF: then Bcc is a header of the
+    # file, and an envelope recipient. (8-bit bytes are checked as UTF-8.)
     parser_split = kind.startswith("parsed") and char in "\r\n"
-    kept_as_bytes = kind.startswith("parsed-bytes") and not char.isascii()
-    if not (parser_split or kept_as_bytes):
+    if not parser_split:
         with pytest.raises(InvalidMessageError, match=f"header Subject .*{LINE_BREAK_NAMES[char]}"):
             render(msg)
         return
     rendered = render(msg)
     names = [line.split(b":")[0] for line in header_block(rendered.content) if line[:1] != b" "]
     assert b"Bcc" not in names
-    expected = ("b@example.org", "x@evil.example") if parser_split else ("b@example.org",)
-    assert rendered.recipients == expected
+    assert rendered.recipients == ("b@example.org", "x@evil.example")
+
+
+def test_8bit_header_bytes_are_checked_as_utf8_and_refused_otherwise() -> None:
+    head = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: "
+    utf8 = email.message_from_bytes(head + "Grüße".encode() + b"\r\n\r\nbody\r\n")
+    assert "Subject: Grüße\r\n".encode() in render(utf8).content  # written back as it was
+    # 0x85 is NEL in Latin-1: a receiver reading it so would see a line break.
+    latin1 = email.message_from_bytes(head + b"Hello\x85Bcc: x@evil.example\r\n\r\nbody\r\n")
+    with pytest.raises(InvalidMessageError, match=r"header Subject .* not UTF-8"):
+        render(latin1)
 
 
 def test_a_formfeed_in_a_parsed_eml_subject_is_refused() -> None:

@@ -26,7 +26,7 @@ from email.mime.text import MIMEText
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import relay_transport
@@ -38,6 +38,7 @@ from reliable_smtp import (
     ReliableSMTPError,
 )
 from reliable_smtp.envelope import line_break_problem
+from reliable_smtp.message import render
 from reliable_smtp.testing import LocalSMTPServer
 
 # Pieces that matter to header and command syntax, mixed into arbitrary text.
@@ -47,6 +48,7 @@ TRICKY = [
     "\r\nBcc: x@evil.example",
     "\u2028Bcc: x@evil.example",
     " " * 40,
+    " " * 1000,
 ]
 TEXT = st.lists(st.text(max_size=10) | st.sampled_from(TRICKY), max_size=8).map("".join)
 # Text the library accepts more often: printable, any script, spaces.
@@ -54,7 +56,11 @@ PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"))
 # Either, sometimes long enough to pass 998 octets (a piece of text repeated).
 SOME_TEXT = TEXT | PRINTABLE
 ANY_TEXT = SOME_TEXT | st.tuples(SOME_TEXT, st.integers(2, 60)).map(lambda pair: pair[0] * pair[1])
-HEADER_NAME = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1) | TEXT
+HEADER_NAME = (
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1)
+    | st.integers(900, 1000).map(lambda n: "X-" + "n" * n)
+    | TEXT
+)
 
 
 def some_fields_hostile(defaults: dict[str, str]) -> st.SearchStrategy[dict[str, str]]:
@@ -107,15 +113,27 @@ def send_and_check(
     build: Callable[[], Message | email.message.Message],
     expected_names: Callable[[Message | email.message.Message], list[str]],
 ) -> None:
-    """Build and send; check the property whichever way it ends."""
+    """Build, render and send; check the property whichever way it ends."""
     messages_before = len(server.messages)
     commands_before = len(server.commands)
     try:
         message = build()
+    except InvalidMessageError as error:
+        event(f"refused when built: {type(error).__name__}")
+        return
+    try:
+        # What the mailer would send, checked here too: a server that refuses
+        # an over-long line must not hide the renderer's fault.
+        rendered = render(message)
+    except InvalidMessageError:
+        pass
+    else:
+        assert_safe_wire_format(rendered.content, expected_names(message))
+    try:
         with Mailer(relay_transport(server), recipient_policy=None) as mailer:
             mailer.send(message)
     except InvalidMessageError as error:
-        event(f"refused: {type(error).__name__}")
+        event(f"refused when sent: {type(error).__name__}")
         assert len(server.messages) == messages_before
         assert all(c[1] not in ("MAIL", "RCPT", "DATA") for c in server.commands[commands_before:])
         return
@@ -160,8 +178,12 @@ def quoted(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@settings(PROPERTY_SETTINGS, max_examples=120)
+@settings(PROPERTY_SETTINGS, max_examples=150)
 @given(values=MESSAGE_FIELDS)
+# The review's cases: a 1509-octet Subject line, a 1010-octet custom header line.
+@example(values={**MESSAGE_DEFAULTS, "subject": "a" + " " * 1500 + "b"})
+@example(values={**MESSAGE_DEFAULTS, "header_name": "X-" + "n" * 990, "header_value": "é"})
+@example(values={**MESSAGE_DEFAULTS, "subject": "Hello\u2028Bcc: x@evil.example"})
 def test_message_path_sends_exactly_the_asked_headers_or_raises_before_the_wire(
     shared_server: LocalSMTPServer, values: dict[str, str]
 ) -> None:
@@ -236,11 +258,15 @@ def build_stdlib(kind: str, items: list[tuple[str, str]]) -> email.message.Messa
     return msg
 
 
-@settings(PROPERTY_SETTINGS, max_examples=120)
+@settings(PROPERTY_SETTINGS, max_examples=150)
 @given(
     kind=st.sampled_from(["compat32", "MIMEText", "EmailMessage", "eml-bytes", "eml-str"]),
     values=STDLIB_FIELDS,
 )
+# The review's cases: a new Bcc line from U+2028 (compat32) and FF (.eml); IndexError.
+@example(kind="compat32", values={**STDLIB_DEFAULTS, "subject": "Hello\u2028Bcc: x@evil.example"})
+@example(kind="eml-bytes", values={**STDLIB_DEFAULTS, "subject": "Hello\x0cBcc: x@evil.example"})
+@example(kind="eml-bytes", values={**STDLIB_DEFAULTS, "cc": "a@"})
 def test_stdlib_path_sends_exactly_the_asked_headers_or_raises_before_the_wire(
     shared_server: LocalSMTPServer, kind: str, values: dict[str, str]
 ) -> None:

@@ -95,10 +95,12 @@ _ADDRESS_WHAT = {
 # Shared by every Message without extra headers: immutable and empty, so nothing can leak.
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-# An addr-spec as this library accepts it: no whitespace, no controls, no
+# An addr-spec as this library accepts it: no whitespace, no controls (C1 included), no
 # specials; non-ASCII is allowed (SMTPUTF8, RFC 6531/6532). Quoted local parts
 # and domain literals are deliberately unsupported.
-_ADDR_SPEC = re.compile(r'[^\s\x00-\x1f\x7f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f<>()\[\],;:\\"@]+')
+_ADDR_SPEC = re.compile(
+    r'[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+'
+)
 # Characters that end or split a mailbox when they appear unquoted in a display name.
 _PHRASE_SPECIALS = re.compile(r"[,;:@<>\[\]\\]")
 # Display names that can be written as-is: atoms (RFC 5322 atext) separated by single spaces.
@@ -1056,9 +1058,30 @@ def _check_stdlib_headers(message: email.message.Message) -> None:
                 continue
             # Parsed messages keep their folding (a line break, then a space or
             # tab) in raw values; any other line break would start a new header.
-            problem = line_break_problem(_FOLDED_LINE_BREAK.sub("", text))
+            problem = line_break_problem(_FOLDED_LINE_BREAK.sub("", _raw_text(name, text)))
             if problem is not None:
                 raise InvalidMessageError(f"header {name} {_preview(text)} {problem}")
+
+
+def _raw_text(name: str, text: str) -> str:
+    """The text a receiver reads in a header value that came from bytes.
+
+    A message parsed from bytes keeps 8-bit header bytes as surrogate escapes
+    and they are written back as they were, so they are checked as what they
+    are on the wire: UTF-8 (RFC 6532). Other 8-bit bytes cannot be read the same
+    way by every receiver (0x85 is NEL in Latin-1), so they are refused.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            raise InvalidMessageError(
+                f"header {name} {_preview(text)} has 8-bit bytes that are not UTF-8; re-encode "
+                "the header as UTF-8 or as RFC 2047 encoded-words (=?charset?q?...?=)"
+            ) from None
+    return text
 
 
 def _stdlib_addresses(message: email.message.Message, name: str) -> list[str]:
