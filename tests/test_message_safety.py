@@ -312,7 +312,7 @@ def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
             "RS",
         ),
         # Printed an IndexError traceback.
-        (b"From: a@\r\nTo: b@example.org\r\nSubject: hi\r\n", "header From"),
+        (b"From: a@\r\nTo: b@example.org\r\nSubject: hi\r\n", "From"),
         (b"From: a@example.com\r\nTo: b@example.org\r\nMessage-ID: <\r\n", "header Message-ID"),
     ],
 )

@@ -1251,7 +1251,16 @@ def _render_checked_stdlib(message: email.message.Message, domain: str | None) -
         message_id = f"{secrets.token_hex(16)}@{_id_domain(domain, senders[0])}"
         clone["Message-ID"] = f"<{message_id}>"
     else:
-        message_id = str(existing_id).strip().removeprefix("<").removesuffix(">")
+        given = str(existing_id).strip()
+        message_id = given.removeprefix("<").removesuffix(">")
+        # Checked here, not left to the email package: whether it even parses
+        # "<a@" depends on the Python version.
+        if _MSG_ID.fullmatch(message_id) is None or given != f"<{message_id}>":
+            raise InvalidMessageError(
+                f"header Message-ID {_preview(given)} is not of the form <unique-part@domain> "
+                "(printable ASCII, no spaces or quotes); correct it, or remove the header to "
+                "have one generated"
+            )
     if clone.get("Date") is None:
         clone["Date"] = format_datetime(datetime.now(timezone.utc))
 
