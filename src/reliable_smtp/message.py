@@ -33,6 +33,14 @@ Conventions (documented once, relied upon everywhere):
 * Message-IDs and Content-IDs are stored and reported *without* angle brackets
   (``abc123@example.com``); the renderer adds them in the headers. Inputs are
   accepted with or without brackets.
+* No header text holds a line break of any kind (any character
+  ``str.splitlines()`` breaks at) or NUL, in a :class:`Message` or a stdlib
+  message: :func:`reliable_smtp.envelope.line_break_problem` is the one rule.
+* No line is longer than 998 octets (RFC 5322 §2.1.1). Headers fold at spaces,
+  a run of spaces moving to the next line with the word after it; text that
+  cannot fold is encoded (Subject, display names, non-ASCII values) or, where
+  it cannot be encoded either (a structured value, a header name, an ID),
+  refused when the :class:`Message` is built.
 """
 
 from __future__ import annotations
@@ -992,7 +1000,9 @@ def render(
 
     Raises :class:`~reliable_smtp.InvalidMessageError` (or its subclass
     :class:`~reliable_smtp.InvalidAddressError`) when the message cannot be sent
-    as it is.
+    as it is: for a stdlib message also when a header holds a line break or is
+    malformed (what the email package raises for it, ``HeaderWriteError``
+    included, becomes this error, naming the header).
     """
     if domain is not None:
         _check_domain(domain)
