@@ -101,6 +101,22 @@ def labels(**attributes: Any) -> frozenset[tuple[str, Any]]:
 WHERE = {"reliable_smtp__transport": "smtp+plain", "server__address": "127.0.0.1"}
 
 
+def send_points(
+    outcome: str, *, recipients: dict[str, int], attempts: dict[str, int], duration: Any = 0.0
+) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
+    """The metric points of one send to the test server (``duration``: the histogram's sum)."""
+
+    def by(name: str) -> frozenset[tuple[str, Any]]:
+        return labels(**WHERE, reliable_smtp__outcome=name)
+
+    return {
+        ("reliable_smtp.sends", by(outcome)): 1,
+        **{("reliable_smtp.recipients", by(name)): n for name, n in recipients.items()},
+        **{("reliable_smtp.attempts", by(name)): n for name, n in attempts.items()},
+        ("reliable_smtp.send.duration", by(outcome)): (1, duration),
+    }
+
+
 def send_attributes(server: LocalSMTPServer, message_id: str, recipients: int) -> dict[str, Any]:
     return {
         "reliable_smtp.transport": "smtp+plain",
@@ -206,15 +222,8 @@ async def test_a_clean_send(
     }
     assert send.status.status_code is StatusCode.UNSET
     assert events(send) == [CONNECT, sent_attempt(1, 2)]
-    assert telemetry.points() == {
-        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 2,
-        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="sent")): (
-            1,
-            0.0,  # the mailer's clock (a fake here) did not move
-        ),
-    }
+    # The mailer's clock (a fake here) did not move: the duration's sum is 0.
+    assert telemetry.points() == send_points("sent", recipients={"sent": 2}, attempts={"sent": 1})
 
 
 @serial_only
@@ -249,16 +258,12 @@ async def test_transient_then_sent(
     }
     waited = sum(clock.sleeps)
     assert waited > 0
-    assert telemetry.points() == {
-        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 2,
-        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="transient")): 1,
-        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="sent")): (
-            1,
-            pytest.approx(waited),
-        ),
-    }
+    assert telemetry.points() == send_points(
+        "sent",
+        recipients={"sent": 2},
+        attempts={"transient": 1, "sent": 1},
+        duration=pytest.approx(waited),
+    )
 
 
 @serial_only
@@ -295,16 +300,9 @@ async def test_a_partial_rejection(
     }
     assert send.status.status_code is StatusCode.ERROR
     assert send.status.description == "permanent 550 5.1.1 at rcpt"
-    assert telemetry.points() == {
-        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
-        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="sent")): 1,
-        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
-        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="permanent")): 1,
-        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="permanent")): (
-            1,
-            0.0,
-        ),
-    }
+    assert telemetry.points() == send_points(
+        "permanent", recipients={"sent": 1, "permanent": 1}, attempts={"permanent": 1}
+    )
 
 
 @serial_only
@@ -347,15 +345,9 @@ async def test_an_ambiguous_delivery(
         "reliable_smtp.recipients.rejected": 1,
         "error.type": "reliable_smtp.AmbiguousDeliveryError",
     }
-    assert telemetry.points() == {
-        ("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
-        ("reliable_smtp.recipients", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
-        ("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="ambiguous")): 1,
-        ("reliable_smtp.send.duration", labels(**WHERE, reliable_smtp__outcome="ambiguous")): (
-            1,
-            0.0,
-        ),
-    }
+    assert telemetry.points() == send_points(
+        "ambiguous", recipients={"ambiguous": 1}, attempts={"ambiguous": 1}
+    )
 
 
 @serial_only
@@ -372,12 +364,15 @@ async def test_throttled_replies_are_counted(
     ) as sending:
         with pytest.raises(ThrottledError):
             await sending.send(message(ALICE))
-    points = telemetry.points()
-    assert points[("reliable_smtp.throttled", labels(**WHERE, reliable_smtp__reply__code=450))] == 2
-    assert (
-        points[("reliable_smtp.attempts", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 2
-    )
-    assert points[("reliable_smtp.sends", labels(**WHERE, reliable_smtp__outcome="throttled"))] == 1
+    assert telemetry.points() == {
+        **send_points(
+            "throttled",
+            recipients={"throttled": 1},
+            attempts={"throttled": 2},
+            duration=pytest.approx(sum(clock.sleeps)),
+        ),
+        ("reliable_smtp.throttled", labels(**WHERE, reliable_smtp__reply__code=450)): 2,
+    }
 
 
 @serial_only
