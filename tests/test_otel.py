@@ -29,6 +29,7 @@ from conftest import PASSWORD, USERNAME, relay_transport, serial_only, tls_trans
 from reliable_smtp import (
     AmbiguousDeliveryError,
     AsyncMailer,
+    AsyncOutbox,
     Message,
     OpenTelemetryHooks,
     Outbox,
@@ -577,6 +578,21 @@ def test_the_trace_context_goes_with_the_entry_to_another_process(
     assert send["trace_id"] == trace_id  # one trace: the request and the mail it caused
     assert send["parent"] == request.get_span_context().span_id
     assert server.deliveries_to(ALICE) == 1
+
+
+async def test_the_async_outbox_stores_the_callers_trace_context(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("the-app")
+    async with AsyncOutbox(f"sqlite:///{tmp_path / 'outbox.db'}") as outbox:
+        with tracer.start_as_current_span("POST /signup") as request:
+            entry = await outbox.enqueue(message(ALICE))  # written on the outbox's thread
+    carried = entry.metadata[TRACE_CONTEXT_KEY]
+    assert isinstance(carried, dict)
+    assert carried["traceparent"].split("-")[1:3] == [
+        f"{request.get_span_context().trace_id:032x}",
+        f"{request.get_span_context().span_id:016x}",
+    ]
 
 
 def test_without_a_current_span_nothing_is_stored(tmp_path: Path) -> None:

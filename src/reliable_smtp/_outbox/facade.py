@@ -17,6 +17,7 @@ write that is already under way in its thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -302,7 +303,12 @@ class AsyncOutbox:
         return self.sync.url
 
     async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        # In the caller's context (run_in_executor does not copy it): the current trace
+        # span is what enqueue() stores for the worker.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, partial(context.run, call)
+        )
 
     async def enqueue(
         self,
