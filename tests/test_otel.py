@@ -601,3 +601,43 @@ def test_without_a_current_span_nothing_is_stored(tmp_path: Path) -> None:
     assert TRACE_CONTEXT_KEY not in entry.metadata
     with use_trace_context(entry.metadata):  # no context: the body just runs
         pass
+
+
+#: A process where ``import opentelemetry`` fails, as without the ``otel`` extra.
+WITHOUT_API = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    sys.modules["opentelemetry"] = None  # every import of it now raises ImportError
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+    from reliable_smtp import (AsyncMailer, MemoryTransport, Message, OpenTelemetryHooks,
+                               Outbox, inject_trace_context)
+
+    hooks = OpenTelemetryHooks()
+    async def main():
+        async with AsyncMailer(MemoryTransport(), hooks=[hooks]) as mailer:
+            print("hooks registered:", bool(mailer.hooks))
+            result = await mailer.send(Message(sender="a@example.com", to=["b@example.org"],
+                                               subject="s", text="t"))
+            print("sent:", result.ok)
+    asyncio.run(main())
+    with Outbox(sys.argv[1]) as outbox:
+        entry = outbox.enqueue(Message(sender="a@example.com", to=["b@example.org"], text="t"))
+    print("metadata:", dict(entry.metadata), "carrier:", inject_trace_context())
+    """
+)
+
+
+def test_without_the_api_the_hook_is_a_logged_no_op(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_API, f"sqlite:///{tmp_path / 'outbox.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OpenTelemetryHooks does nothing: opentelemetry-api is not installed" in done.stdout
+    assert "pip install 'reliable-smtp[otel]'" in done.stdout
+    assert "hooks registered: False" in done.stdout  # skipped: nothing called per send
+    assert "sent: True" in done.stdout
+    assert "metadata: {} carrier: {}" in done.stdout
