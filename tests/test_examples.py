@@ -58,6 +58,17 @@ EXPECTED = {
         "https://mail.google.com/",
         "logins tried: 2; messages received in all: 2",
     ],
+    "observability.py": [
+        "result: 1 attempt(s); recipients: sent",
+        "result: 2 attempt(s); recipients: sent",
+        "result: 1 attempt(s); recipients: permanent",
+        '"name": "reliable_smtp.send"',
+        '"name": "reliable_smtp.attempt"',
+        '"reliable_smtp.outcome": "throttled"',
+        '"name": "reliable_smtp.sends"',
+        '"name": "reliable_smtp.send.duration"',
+        "server received: 2 messages",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",

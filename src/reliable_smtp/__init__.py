@@ -19,7 +19,16 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
+from ._hooks import (
+    AttemptFinished,
+    AttemptStarted,
+    MailerHooks,
+    SendFinished,
+    SendStarted,
+    SessionEvent,
+)
 from ._outbox import (
     AsyncOutbox,
     EntryNotFoundError,
@@ -69,6 +78,36 @@ from .transports.sendmail import SendmailTransport
 from .transports.smtp import SMTPTransport, TLSMode
 from .validation import AddressProblem, RecipientCheck, RecipientPolicy, RecipientsRejectedError
 
+if TYPE_CHECKING:
+    from ._otel import (
+        OpenTelemetryHooks,
+        extract_trace_context,
+        inject_trace_context,
+        observe_outbox,
+        use_trace_context,
+    )
+
+#: Imported on first use: they import the OpenTelemetry API (when installed), whose
+#: propagators are looked up at import, which applications without tracing never pay.
+_OTEL_NAMES = frozenset(
+    {
+        "OpenTelemetryHooks",
+        "extract_trace_context",
+        "inject_trace_context",
+        "observe_outbox",
+        "use_trace_context",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OTEL_NAMES:
+        from . import _otel
+
+        return getattr(_otel, name)
+    raise AttributeError(f"module 'reliable_smtp' has no attribute {name!r}")
+
+
 # A library never configures logging; this only keeps Python's last-resort handler from
 # printing our warnings (a give-up per failed send) when the application has no logging set up.
 logging.getLogger("reliable_smtp").addHandler(logging.NullHandler())
@@ -85,6 +124,8 @@ __all__ = [
     "AsyncOutbox",
     "Attachment",
     "Attempt",
+    "AttemptFinished",
+    "AttemptStarted",
     "AuthOrConfigError",
     "ConfigurationError",
     "ConnectionFailedError",
@@ -100,10 +141,12 @@ __all__ = [
     "InvalidAddressError",
     "InvalidMessageError",
     "Mailer",
+    "MailerHooks",
     "MailerSettings",
     "MemoryTransport",
     "Message",
     "MockTransport",
+    "OpenTelemetryHooks",
     "Outbox",
     "OutboxEntry",
     "OutboxError",
@@ -129,10 +172,13 @@ __all__ = [
     "RoundRobinTransport",
     "SMTPTimeoutError",
     "SMTPTransport",
+    "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendStarted",
     "SendmailTransport",
     "SentMessage",
+    "SessionEvent",
     "TLSMode",
     "ThrottledError",
     "TransientError",
@@ -142,5 +188,9 @@ __all__ = [
     "__version__",
     "classify",
     "explain",
+    "extract_trace_context",
+    "inject_trace_context",
+    "observe_outbox",
     "render",
+    "use_trace_context",
 ]

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._hooks import SendFinished
 from .diagnostics import CheckReport, CheckStep, check_connection, recipient_rows
 from .envelope import Envelope
 from .errors import (
@@ -65,7 +66,6 @@ from .redaction import SecretForms
 from .replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
 from .result import SendResult
 from .settings import MailerSettings
-from .transports.base import Transport
 from .transports.smtp import TLSMode
 
 __all__ = ["main"]
@@ -555,35 +555,6 @@ class _Progress:
         self.stream.flush()
 
 
-class _ReportingMailer(AsyncMailer):
-    """An AsyncMailer that reports each message as soon as its send() ends.
-
-    ``send_many`` calls ``send`` per message, so this sees every completion, in the
-    order they happen, while ``send_many`` keeps its concurrency.
-    """
-
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        retry: Any,
-        on_done: Callable[[Message | EmailMessage, SendOutcome], None],
-    ) -> None:
-        super().__init__(transport, retry=retry)
-        self._on_done = on_done
-
-    async def send(
-        self, message: Message | EmailMessage, *, envelope: Envelope | None = None
-    ) -> SendResult:
-        try:
-            result = await super().send(message, envelope=envelope)
-        except ReliableSMTPError as error:
-            self._on_done(message, error)
-            raise
-        self._on_done(message, result)
-        return result
-
-
 def _outcome_name(outcome: SendOutcome) -> str:
     if isinstance(outcome, SendResult):
         return Outcome.SENT.value
@@ -643,15 +614,20 @@ def _send_bulk(
     progress = _Progress(len(recipients), console.stderr)
     started = time.monotonic()
 
-    def on_done(message: Message | EmailMessage, outcome: SendOutcome) -> None:
-        record(outcome, rows[id(message)])
+    def on_result(event: SendFinished) -> None:
+        # A hook: told of each message as soon as its send ends, while send_many keeps
+        # its concurrency (and its order for the returned list).
+        outcome: object = event.result if event.ok else event.error
+        if not isinstance(outcome, SendResult | ReliableSMTPError):
+            # A bug (send_many makes it that message's ambiguous error) or a cancellation.
+            outcome = ReliableSMTPError(f"unexpected {type(outcome).__name__}: {outcome}")
+        record(outcome, rows[id(event.message)])
         done = sum(counts.values())
         progress.update(done, counts["sent"], done - counts["sent"])
 
     async def run() -> None:
-        mailer = _ReportingMailer(
-            settings.build_transport(), retry=settings.retry_policy(), on_done=on_done
-        )
+        mailer = AsyncMailer(settings.build_transport(), retry=settings.retry_policy())
+        mailer.on_result(on_result)
         async with mailer:
             await mailer.send_many(messages, concurrency=args.concurrency)
 
@@ -960,30 +936,44 @@ def _serve_until_stopped(
     faults: list[tuple[_ScriptedReply, Any]],
     stop: threading.Event,
 ) -> None:
-    seen_messages = 0
+    lock = threading.Lock()  # the server's thread and this one both print
     seen_commands = 0
-    fired = [0] * len(faults)
-    while True:
-        stopping = stop.wait(0.1)
-        # LocalSMTPServer has no callback: poll what it recorded since last time.
+    received = 0
+
+    def print_commands() -> None:
+        nonlocal seen_commands
         if args.verbose:
             commands = server.commands
             for connection, command, argument in commands[seen_commands:]:
                 console.out(f"{_now()} #{connection} {command} {argument}".rstrip())
             seen_commands = len(commands)
-        for index, (scripted, fault) in enumerate(faults):
-            if fault.fired > fired[index]:
-                count = fault.fired
-                console.out(
-                    f"{_now()} {scripted.command} {scripted.label} (scripted; {count} "
-                    f"time{'s' * (count != 1)} so far)"
-                )
-                fired[index] = count
-        messages = server.messages
-        for number, received in enumerate(messages[seen_messages:], start=seen_messages + 1):
-            console.out(_message_line(number, received, outdir))
-        seen_messages = len(messages)
+
+    def on_message(message: Any) -> None:
+        # Called by the server as it accepts each message: printed at once, after the
+        # commands that carried it.
+        nonlocal received
+        with lock:
+            print_commands()
+            received += 1
+            console.out(_message_line(received, message, outdir))
+
+    server.on_message = on_message
+    fired = [0] * len(faults)
+    while True:
+        stopping = stop.wait(0.1)
+        with lock:
+            # Commands and fired faults have no callback: show what is new since last time.
+            print_commands()
+            for index, (scripted, fault) in enumerate(faults):
+                if fault.fired > fired[index]:
+                    count = fault.fired
+                    console.out(
+                        f"{_now()} {scripted.command} {scripted.label} (scripted; {count} "
+                        f"time{'s' * (count != 1)} so far)"
+                    )
+                    fired[index] = count
         if stopping:
+            server.on_message = None
             return
 
 

@@ -47,6 +47,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from ._hooks import HookSet, MailerHooks, SendWatch, _CallableHook
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -68,6 +69,7 @@ __all__ = ["AsyncMailer", "Mailer", "SendOutcome"]
 logger = logging.getLogger("reliable_smtp")
 
 T = TypeVar("T")
+_HookFunction = TypeVar("_HookFunction", bound=Callable[[Any], Any])
 AnyMessage: TypeAlias = "Message | EmailMessage"
 SendOutcome: TypeAlias = "SendResult | ReliableSMTPError"
 """What ``send_many`` returns per message: the result, or the error that send() would raise."""
@@ -108,7 +110,9 @@ class AsyncMailer:
     ``recipient_policy`` checks every address before anything is sent (default:
     :class:`~reliable_smtp.RecipientPolicy()` - syntax, IDNA, deduplication, at
     most 100 recipients per transaction); ``None`` turns the checks off (e.g. for
-    ``dev@localhost``, which email-validator refuses).
+    ``dev@localhost``, which email-validator refuses). ``hooks`` are told of every
+    send, attempt and result (see :class:`~reliable_smtp.MailerHooks`, and
+    :meth:`on_attempt` / :meth:`on_result` for plain callables).
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class AsyncMailer:
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
         recipient_policy: RecipientPolicy | _Default | None = DEFAULT,
+        hooks: Iterable[MailerHooks | object] = (),
     ) -> None:
         if not isinstance(transport, Transport):
             raise TypeError(
@@ -136,6 +141,21 @@ class AsyncMailer:
             RecipientPolicy() if recipient_policy is DEFAULT else recipient_policy
         )
         self._closed = False
+        self.hooks = HookSet(hooks)
+
+    def add_hook(self, hook: MailerHooks | object) -> None:
+        """Register a :class:`~reliable_smtp.MailerHooks` (any object with some of its methods)."""
+        self.hooks.add(hook)
+
+    def on_attempt(self, function: _HookFunction) -> _HookFunction:
+        """Call ``function(AttemptFinished)`` after each attempt (sync or async; a decorator)."""
+        self.hooks.add(_CallableHook("on_attempt", function))
+        return function
+
+    def on_result(self, function: _HookFunction) -> _HookFunction:
+        """Call ``function(SendFinished)`` once per send, when it ends (sync or async)."""
+        self.hooks.add(_CallableHook("on_result", function))
+        return function
 
     @classmethod
     def from_env(
@@ -166,21 +186,33 @@ class AsyncMailer:
         """
         if self._closed:
             raise TransportClosedError("this mailer is closed; create a new one to send")
-        rendered = render(message, domain=self._message_id_domain)
-        if envelope is None:
-            envelope = Envelope.build(rendered.sender, rendered.recipients)
-        refused: dict[str, RecipientStatus] = {}
-        chunk_size: int | None = None
-        policy = self.recipient_policy
-        if policy is not None:
-            # Raises RecipientsRejectedError (nothing sent) unless the policy skips.
-            checked = await policy.acheck(envelope.sender, envelope.recipients)
-            envelope = checked.envelope()
-            refused = checked.refused_statuses(server="recipient-policy")
-            chunk_size = policy.max_recipients_per_transaction
-        return await self._deliver(
-            envelope, rendered.content, rendered.message_id, refused=refused, chunk_size=chunk_size
-        )
+        watch = self.hooks.watch(message)
+        try:
+            rendered = render(message, domain=self._message_id_domain)
+            if envelope is None:
+                envelope = Envelope.build(rendered.sender, rendered.recipients)
+            refused: dict[str, RecipientStatus] = {}
+            chunk_size: int | None = None
+            policy = self.recipient_policy
+            if policy is not None:
+                # Raises RecipientsRejectedError (nothing sent) unless the policy skips.
+                checked = await policy.acheck(envelope.sender, envelope.recipients)
+                envelope = checked.envelope()
+                refused = checked.refused_statuses(server="recipient-policy")
+                chunk_size = policy.max_recipients_per_transaction
+            return await self._deliver(
+                envelope,
+                rendered.content,
+                rendered.message_id,
+                refused=refused,
+                chunk_size=chunk_size,
+                watch=watch,
+            )
+        except BaseException as exc:
+            # Invalid, refused by the policy, a bug, cancelled: the hooks still get the end
+            # (a no-op when _deliver already reported it).
+            await watch.finish(getattr(exc, "result", None), exc, now=self._clock())
+            raise
 
     async def send_many(
         self,
@@ -277,9 +309,13 @@ class AsyncMailer:
         *,
         refused: Mapping[str, RecipientStatus],
         chunk_size: int | None,
+        watch: SendWatch | None = None,
     ) -> SendResult:
         policy = self.retry
         started = self._clock()
+        if watch is None:
+            watch = self.hooks.watch()
+        await watch.started(message_id, envelope, self.transport, now=started)
         statuses: dict[str, RecipientStatus] = {}
         tries: dict[str, int] = dict.fromkeys(envelope.recipients, 0)
         attempts: list[Attempt] = []
@@ -289,6 +325,7 @@ class AsyncMailer:
         async def attempt_once() -> None:
             nonlocal last_error, pending
             targets = envelope.only(pending)
+            hooked = await watch.attempt_started(len(attempts) + 1, targets.recipients)
             begun, begun_wall = self._clock(), time.time()
             last_error = None
             fresh: dict[str, RecipientStatus] = {}
@@ -328,6 +365,9 @@ class AsyncMailer:
             )
             pending = [r for r in targets.recipients if policy.should_retry(statuses[r])]
             _log_event("send", message_id, attempts[-1], pending=pending)
+            await watch.attempt_finished(
+                hooked, attempts[-1], targets.recipients, statuses, pending
+            )
             if pending:
                 raise _PendingRecipients([statuses[r] for r in pending])
 
@@ -386,11 +426,14 @@ class AsyncMailer:
             server=self.transport.name,
         )
         if result.ok:
+            await watch.finish(result, None, now=self._clock())
             return result
         _log_event(
             "give_up", message_id, attempts[-1], pending=result.rejected, level=logging.WARNING
         )
-        raise _final_error(result, last_error)
+        error = _final_error(result, last_error)
+        await watch.finish(result, error, now=self._clock())
+        raise error
 
 
 def _configured(
@@ -653,6 +696,7 @@ class Mailer:
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
         recipient_policy: RecipientPolicy | _Default | None = DEFAULT,
+        hooks: Iterable[MailerHooks | object] = (),
     ) -> None:
         self._async = AsyncMailer(
             transport,
@@ -662,6 +706,7 @@ class Mailer:
             rng=rng,
             message_id_domain=message_id_domain,
             recipient_policy=recipient_policy,
+            hooks=hooks,
         )
         self._runner: _PortalThread | None = None
         self._guard = threading.Lock()
@@ -685,6 +730,23 @@ class Mailer:
     @property
     def transport(self) -> Transport:
         return self._async.transport
+
+    @property
+    def hooks(self) -> HookSet:
+        """The hooks; they run on the mailer's loop thread. See :meth:`AsyncMailer.on_result`."""
+        return self._async.hooks
+
+    def add_hook(self, hook: MailerHooks | object) -> None:
+        """See :meth:`AsyncMailer.add_hook`."""
+        self._async.add_hook(hook)
+
+    def on_attempt(self, function: _HookFunction) -> _HookFunction:
+        """See :meth:`AsyncMailer.on_attempt`."""
+        return self._async.on_attempt(function)
+
+    def on_result(self, function: _HookFunction) -> _HookFunction:
+        """See :meth:`AsyncMailer.on_result`."""
+        return self._async.on_result(function)
 
     @property
     def retry(self) -> RetryPolicy:

@@ -17,6 +17,7 @@ write that is already under way in its thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -126,7 +127,8 @@ class Outbox:
             expires_at=self._clock() + self.schedule.lifetime,
             idempotency_key=idempotency_key,
             refused=refused,
-            metadata=dict(metadata or {}),
+            # The caller's trace context goes with the entry, for the worker's send span.
+            metadata=_otel().with_trace_context(metadata),
         )
 
     def enqueue(
@@ -152,6 +154,7 @@ class Outbox:
             message, idempotency_key=idempotency_key, envelope=envelope, metadata=metadata
         )
         (entry,) = self.store.enqueue([new], now=self._clock(), connection=connection)
+        _otel().note_enqueued(1)
         return entry
 
     def enqueue_many(
@@ -178,7 +181,9 @@ class Outbox:
         entries = [self.prepare(m, idempotency_key=k) for m, k in zip(batch, keys, strict=True)]
         if not entries:
             return []
-        return self.store.enqueue(entries, now=self._clock(), connection=connection)
+        written = self.store.enqueue(entries, now=self._clock(), connection=connection)
+        _otel().note_enqueued(len(written))
+        return written
 
     # -- the operator's side -------------------------------------------------------------
 
@@ -236,6 +241,13 @@ class Outbox:
         return self.store.list(state=state, limit=limit)
 
 
+def _otel() -> Any:
+    # Imported on first use: it imports the OpenTelemetry API when that is installed.
+    from .. import _otel
+
+    return _otel
+
+
 def _url_from_env() -> str:
     from ..settings import MailerSettings
 
@@ -291,7 +303,12 @@ class AsyncOutbox:
         return self.sync.url
 
     async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        # In the caller's context (run_in_executor does not copy it): the current trace
+        # span is what enqueue() stores for the worker.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, partial(context.run, call)
+        )
 
     async def enqueue(
         self,

@@ -22,7 +22,7 @@ import ssl
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +42,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
 
 ServerTLS = Literal["none", "starttls", "implicit"]
+
+logger = logging.getLogger("reliable_smtp.testing")
 
 #: How long stop() lets cancelled handlers and TLS closes finish before aborting
 #: what is left: only a client that never reads (so never answers close_notify)
@@ -310,7 +312,10 @@ class LocalSMTPServer:
     valid access token for AUTH XOAUTH2 (a wrong token gets the error challenge,
     then 535). ``auth_mechanisms``: offer only these (``"PLAIN"``, ``"LOGIN"``,
     ``"XOAUTH2"``). Without ``auth`` or ``oauth_tokens`` AUTH is not advertised, and
-    answered with 502.
+    answered with 502. ``on_message`` is called with each :class:`ReceivedMessage`
+    as soon as it is recorded, on the server's thread and before the client gets its
+    reply (so it has run when ``send()`` returns): keep it quick. An exception in it
+    is logged, and the message is still accepted.
     """
 
     def __init__(
@@ -326,6 +331,7 @@ class LocalSMTPServer:
         hostname: str = "localhost",
         host: str = "127.0.0.1",
         port: int = 0,
+        on_message: Callable[[ReceivedMessage], object] | None = None,
     ) -> None:
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
@@ -351,6 +357,8 @@ class LocalSMTPServer:
         self._handler = _Handler(self)
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
+        self.on_message = on_message
+        """Called with each message received (see the class docstring); may be reassigned."""
         self._commands: list[tuple[int, str, str]] = []
         self._faults: list[Fault] = []
         self._connections = 0
@@ -686,6 +694,13 @@ class LocalSMTPServer:
     def _record(self, message: ReceivedMessage) -> None:
         with self._lock:
             self._messages.append(message)
+        callback = self.on_message
+        if callback is not None:
+            try:
+                callback(message)
+            except Exception:
+                # The callback is the observer's: the message stays accepted and recorded.
+                logger.exception("LocalSMTPServer on_message callback %r raised", callback)
 
     def commands_named(self, name: str) -> Iterator[tuple[int, str, str]]:
         """The logged commands called ``name`` (``"RSET"``, ``"MAIL"``...)."""

@@ -38,6 +38,7 @@ from enum import Enum
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
+from .._hooks import note_session_event
 from ..envelope import Envelope
 from ..errors import (
     AuthOrConfigError,
@@ -533,6 +534,7 @@ class SMTPTransport(Transport):
                 wait = max(wait, self._transport_bucket.reserve(now))
             self._adaptive.note_sent(now + wait)
         if wait > 0:
+            note_session_event("rate_limit_wait", seconds=wait)
             await self._sleep(wait)
 
     def _observe(self, report: DeliveryReport) -> None:
@@ -586,6 +588,7 @@ class SMTPTransport(Transport):
             )
             started = time.monotonic()
             greeting = await smtp.connect(timeout=self.connect_timeout)
+            note_session_event("connect", seconds=time.monotonic() - started)
             transcript_line(
                 self.name,
                 "<",
@@ -615,6 +618,7 @@ class SMTPTransport(Transport):
                     await smtp.starttls(timeout=self.connect_timeout)
                     tls = smtp.get_transport_info("ssl_object")
                     version = tls.version() if tls is not None else "?"
+                    note_session_event("tls", version=version)
                     transcript_line(
                         self.name,
                         "<",
@@ -626,6 +630,7 @@ class SMTPTransport(Transport):
                 if self.username is not None:
                     phase = Phase.AUTH
                     await self._authenticate(smtp)
+                    note_session_event("auth")
             except BaseException:
                 smtp.close()
                 raise
