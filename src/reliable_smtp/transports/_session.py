@@ -1,0 +1,753 @@
+"""Opening an SMTP session: the one way the library gets from a socket to "ready for MAIL".
+
+This module owns every step before the first transaction, for both
+:class:`~reliable_smtp.SMTPTransport` and ``reliable-smtp check``:
+
+- the TLS mode (:class:`TLSMode`), its default ports and scheme names (:func:`session_url`);
+- the TLS context built from the settings (:func:`tls_context`);
+- the greeting, EHLO with the HELO fallback for servers without ESMTP, and the EHLO
+  name (:class:`EhloName`: ``local_hostname``, else a dotted FQDN looked up once and
+  with a bound, else the connection's address literal);
+- STARTTLS, *required* in ``starttls`` mode (never a fall back to clear text);
+- AUTH: one mechanism, one attempt (PLAIN, else LOGIN; XOAUTH2 with a token provider,
+  refreshed once after a refusal) and :func:`send_credentials`, the one credential
+  exchange, whose replies are redacted by :class:`~reliable_smtp.redaction.SecretForms`.
+
+:func:`open_session` runs the steps in order. It raises what went wrong as it came:
+an aiosmtplib / ``OSError`` / ``ssl`` exception (the caller translates it at its error
+boundary, with the phase of the step in progress) or, for what the session itself
+refuses (no STARTTLS, no usable AUTH mechanism, a refused EHLO, a bad token), a
+:class:`~reliable_smtp.DeliveryError`. An optional :class:`SessionObserver` hears of
+every step as it starts and as it ends (with a :class:`StepRecord`): the transport only
+remembers which step was running (:class:`StepTracker`), the check times each step and
+reports what the server said and offered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import inspect
+import ipaddress
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+
+from ..errors import AuthOrConfigError, DeliveryError, error_for
+from ..redaction import SecretForms, redacted_failure, redacted_response
+from ..replies import Phase, Reply, classify
+from ._wire import transcript_line
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "EHLO_NAME_TIMEOUT",
+    "EhloName",
+    "PasswordLogin",
+    "SessionObserver",
+    "SessionSetup",
+    "Step",
+    "StepRecord",
+    "StepTracker",
+    "TLSMode",
+    "TokenLogin",
+    "TokenProvider",
+    "accepts_force_refresh",
+    "open_session",
+    "password_mechanism",
+    "send_credentials",
+    "session_url",
+    "tls_context",
+]
+
+
+class TLSMode(str, Enum):
+    """How the connection is encrypted. One setting, never two booleans."""
+
+    STARTTLS = "starttls"
+    """Plain connect, then STARTTLS, which is *required* (port 587). The default."""
+    IMPLICIT = "implicit"
+    """TLS from the first byte, "SMTPS" (port 465)."""
+    NONE = "none"
+    """No encryption at all. Only for a trusted relay on localhost or a private network:
+    the message and any password cross the network in clear text."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DEFAULT_PORTS = {TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465, TLSMode.NONE: 25}
+
+#: The URL scheme of each mode (``RELIABLE_SMTP_URL`` spells them the same way).
+_SCHEMES = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
+
+
+def session_url(tls: TLSMode | str, host: str, port: int) -> str:
+    """``scheme://host:port``: the transport's ``name``, the check's target, the test
+    server's ``url``."""
+    return f"{_SCHEMES[TLSMode(tls)]}://{host}:{port}"
+
+
+def tls_context(
+    *,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    minimum_version: ssl.TLSVersion | None = ssl.TLSVersion.TLSv1_2,
+) -> ssl.SSLContext:
+    """The context for these settings: the system's CAs (or ``ca_file``), certificate
+    and host name verification always on, at least TLS 1.2 unless told otherwise."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if client_cert is not None:
+        context.load_cert_chain(client_cert, client_key)
+    if minimum_version is not None:
+        context.minimum_version = minimum_version
+    return context
+
+
+# -- the steps and who hears of them --------------------------------------------------
+
+
+class Step(str, Enum):
+    """The steps of opening a session, in order (the check's step names)."""
+
+    GREETING = "greeting"
+    """TCP is up (and, with implicit TLS, the handshake): the server's 220."""
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    EHLO_TLS = "ehlo_tls"
+    """EHLO again, on the encrypted connection."""
+    AUTH = "auth"
+
+    @property
+    def phase(self) -> Phase:
+        """The phase a failure in this step belongs to."""
+        return _PHASES[self]
+
+
+_PHASES = {
+    Step.GREETING: Phase.CONNECT,
+    Step.EHLO: Phase.EHLO,
+    Step.STARTTLS: Phase.TLS,
+    Step.EHLO_TLS: Phase.EHLO,
+    Step.AUTH: Phase.AUTH,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRecord:
+    """What one finished step got from the server."""
+
+    step: Step
+    response: SMTPResponse
+    """The greeting, the EHLO (or HELO) reply, STARTTLS's 220, AUTH's 235."""
+    seconds: float
+    esmtp: bool = True
+    """EHLO steps: False when the server does not speak ESMTP and answered HELO."""
+    ehlo_name: str | None = None
+    """EHLO steps: the name this client sent."""
+    mechanism: str | None = None
+    """AUTH: the mechanism used."""
+
+
+class SessionObserver(Protocol):
+    """Hears of each step of :func:`open_session`; a step that fails never finishes."""
+
+    def step_started(self, step: Step) -> None: ...
+
+    def step_finished(self, record: StepRecord) -> None: ...
+
+
+class StepTracker:
+    """The observer an error boundary needs: which step (so which phase) was running."""
+
+    def __init__(self) -> None:
+        self.step: Step | None = None
+
+    def step_started(self, step: Step) -> None:
+        self.step = step
+
+    def step_finished(self, record: StepRecord) -> None:
+        pass
+
+    @property
+    def phase(self) -> Phase:
+        return self.step.phase if self.step is not None else Phase.CONNECT
+
+
+# -- what to log in with --------------------------------------------------------------
+
+#: Returns an OAuth2 access token; sync or async. If it accepts ``force_refresh``, it is
+#: called with ``force_refresh=True`` after the server refused the previous token.
+TokenProvider = Callable[..., "str | Awaitable[str]"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordLogin:
+    """AUTH PLAIN (else LOGIN) with a password."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenLogin:
+    """AUTH XOAUTH2 with an access token from ``provider``, each call bounded by ``timeout``."""
+
+    username: str
+    provider: TokenProvider
+    timeout: float
+    takes_refresh: bool
+    """Whether the provider can be asked for a fresh token (:func:`accepts_force_refresh`)."""
+
+
+def accepts_force_refresh(provider: object) -> bool:
+    """Whether ``provider`` takes ``force_refresh=`` (or ``**kwargs``)."""
+    return _accepts_keyword(provider, "force_refresh")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSetup:
+    """Everything :func:`open_session` needs besides the client."""
+
+    server: str
+    """The name in transcripts and errors (:func:`session_url`)."""
+    tls: TLSMode
+    connect_timeout: float
+    """STARTTLS's handshake (the greeting's is the client's ``connect()`` call)."""
+    command_timeout: float
+    ehlo_name: EhloName
+    login: PasswordLogin | TokenLogin | None = None
+
+
+async def open_session(
+    smtp: aiosmtplib.SMTP, setup: SessionSetup, observer: SessionObserver | None = None
+) -> None:
+    """Connect ``smtp`` and take it through greeting, EHLO, STARTTLS and AUTH.
+
+    ``smtp`` is a client not yet connected (``use_tls`` for implicit TLS, never
+    ``start_tls``: STARTTLS is this function's). On failure the client is left as it is
+    (the caller closes it) and the step in progress is the observer's last
+    ``step_started``.
+    """
+    watcher: SessionObserver = observer or StepTracker()
+    watcher.step_started(Step.GREETING)
+    started = time.monotonic()
+    greeting = await smtp.connect(timeout=setup.connect_timeout)
+    elapsed = time.monotonic() - started
+    transcript_line(setup.server, "<", f"{greeting.code} {greeting.message}", elapsed=elapsed)
+    watcher.step_finished(StepRecord(step=Step.GREETING, response=greeting, seconds=elapsed))
+
+    await _ehlo(smtp, setup, watcher, Step.EHLO)
+    if setup.tls is TLSMode.STARTTLS:
+        watcher.step_started(Step.STARTTLS)
+        watcher.step_finished(await _starttls(smtp, setup))
+        await _ehlo(smtp, setup, watcher, Step.EHLO_TLS)
+    if setup.login is not None:
+        watcher.step_started(Step.AUTH)
+        watcher.step_finished(await _authenticate(smtp, setup, setup.login))
+
+
+# -- EHLO -----------------------------------------------------------------------------
+
+#: The longest the default EHLO name (this host's FQDN) is waited for, once per transport.
+EHLO_NAME_TIMEOUT = 2.0
+
+#: A dotted host name ("app1.example.com"): a bare "localhost" or "vm" is not one (RFC 5321
+#: §4.1.4 wants a resolvable name, or else an address literal).
+_DOMAIN_NAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
+)
+
+
+class EhloName:
+    """The name sent in EHLO: ``local_hostname``, else this host's FQDN if it resolves in
+    time, else an address literal of the connection's own address (RFC 5321 §4.1.4:
+    "[192.0.2.1]").
+
+    aiosmtplib would call ``socket.getfqdn()`` for every connection, before its connect
+    timeout starts and without a bound: a slow resolver stalled every send. Here the
+    lookup runs once per :class:`EhloName` (one per transport), in its own thread, and
+    is waited for at most ``min(connect_timeout, EHLO_NAME_TIMEOUT)`` seconds, once.
+    """
+
+    def __init__(self, local_hostname: str | None, *, connect_timeout: float) -> None:
+        self.local_hostname = local_hostname
+        self._timeout = min(connect_timeout, EHLO_NAME_TIMEOUT)
+        self._lookup: _FQDNLookup | None = None
+
+    async def for_connection(self, smtp: aiosmtplib.SMTP) -> str:
+        if self.local_hostname is not None:
+            return self.local_hostname
+        if self._lookup is None:
+            self._lookup = _FQDNLookup()
+        name = await self._lookup.result(timeout=self._timeout)
+        return name or _address_literal(smtp)
+
+
+class _FQDNLookup:
+    """``socket.getfqdn()`` in a daemon thread, started once, waited for with a bound.
+
+    Not ``asyncio.to_thread``: a resolver that hangs would hold a worker of the loop's
+    default executor for as long as it hangs, and the wait could not be abandoned.
+    """
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._future.set_running_or_notify_cancel()  # a running future cannot be cancelled
+        self._deadline: float | None = None
+        threading.Thread(target=self._run, name="reliable-smtp-getfqdn", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(socket.getfqdn())
+        except BaseException as exc:  # pragma: no cover - getfqdn() swallows resolver errors
+            self._future.set_exception(exc)
+
+    async def result(self, *, timeout: float) -> str | None:
+        """The FQDN if it is a usable EHLO name (a dotted domain name), else ``None``.
+
+        The wait ends ``timeout`` seconds after the *first* call, for every caller:
+        connections opened together agree on the name, and later ones never wait.
+        """
+        if not self._future.done():
+            now = time.monotonic()
+            if self._deadline is None:
+                self._deadline = now + timeout
+            if self._deadline > now:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(self._future)), self._deadline - now
+                    )
+        if not self._future.done() or self._future.exception() is not None:
+            return None
+        name = self._future.result()
+        return name if _DOMAIN_NAME.fullmatch(name) else None
+
+
+def _address_literal(smtp: aiosmtplib.SMTP) -> str:
+    """The EHLO name of a client without a domain name: its own address in brackets."""
+    sockname = smtp.get_transport_info("sockname")
+    try:
+        address = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return "localhost"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+async def _ehlo(
+    smtp: aiosmtplib.SMTP, setup: SessionSetup, observer: SessionObserver, step: Step
+) -> None:
+    observer.step_started(step)
+    name = await setup.ehlo_name.for_connection(smtp)
+    smtp.local_hostname = name  # aiosmtplib's helo() fallback below reads it
+    transcript_line(setup.server, ">", f"EHLO {name}")
+    started = time.monotonic()
+    response = await smtp.execute_command(
+        b"EHLO", name.encode("ascii"), timeout=setup.command_timeout
+    )
+    transcript_line(
+        setup.server,
+        "<",
+        f"{response.code} {response.message}".replace("\n", " / "),
+        elapsed=time.monotonic() - started,
+    )
+    esmtp = True
+    if response.code == 250:
+        smtp.last_ehlo_response = response  # parses the extension list
+    elif response.code in (500, 502):
+        # An old server without ESMTP answers 500/502: HELO still works, without
+        # extensions (so no STARTTLS, no SIZE, no AUTH).
+        response = await smtp.helo(timeout=setup.command_timeout)
+        esmtp = False
+    else:
+        reply = Reply.from_server(response.code, response.message)
+        raise error_for(
+            classify(reply, Phase.EHLO),
+            "the server refused EHLO",
+            reply=reply,
+            phase=Phase.EHLO,
+            server=setup.server,
+        )
+    observer.step_finished(
+        StepRecord(
+            step=step,
+            response=response,
+            seconds=time.monotonic() - started,
+            esmtp=esmtp,
+            ehlo_name=name,
+        )
+    )
+
+
+# -- STARTTLS -------------------------------------------------------------------------
+
+
+async def _starttls(smtp: aiosmtplib.SMTP, setup: SessionSetup) -> StepRecord:
+    if not smtp.supports_extension("starttls"):
+        raise AuthOrConfigError(
+            "the server does not offer STARTTLS",
+            phase=Phase.TLS,
+            server=setup.server,
+            setting="tls",
+            explanation=(
+                "STARTTLS is required in tls='starttls' mode so that nothing (password, "
+                "message) is sent in clear text: never fall back to cleartext; if the port "
+                "speaks implicit TLS use tls='implicit' (port 465); use tls='none' only for "
+                "a trusted local relay"
+            ),
+        )
+    started = time.monotonic()
+    transcript_line(setup.server, ">", "STARTTLS")
+    response = await smtp.starttls(timeout=setup.connect_timeout)
+    elapsed = time.monotonic() - started
+    tls = smtp.get_transport_info("ssl_object")
+    version = tls.version() if tls is not None else "?"
+    transcript_line(setup.server, "<", f"220 (TLS established: {version})", elapsed=elapsed)
+    return StepRecord(step=Step.STARTTLS, response=response, seconds=elapsed)
+
+
+# -- AUTH -----------------------------------------------------------------------------
+
+
+def password_mechanism(methods: list[str]) -> str | None:
+    """The one mechanism a password login uses: PLAIN, else LOGIN, else none.
+
+    One mechanism, one attempt: aiosmtplib's ``login()`` tries every mechanism after a
+    failure, which multiplies failed logins and gets accounts locked (Gmail: "454 4.7.0
+    Too many login attempts").
+    """
+    return "PLAIN" if "plain" in methods else "LOGIN" if "login" in methods else None
+
+
+async def _authenticate(
+    smtp: aiosmtplib.SMTP, setup: SessionSetup, login: PasswordLogin | TokenLogin
+) -> StepRecord:
+    encrypted = smtp.get_transport_info("sslcontext") is not None
+    if not encrypted and setup.tls is not TLSMode.NONE:  # pragma: no cover - guarded above
+        raise AuthOrConfigError(
+            "refusing to send the password over an unencrypted connection",
+            phase=Phase.AUTH,
+            server=setup.server,
+            setting="tls",
+        )
+    started = time.monotonic()
+    methods = smtp.server_auth_methods
+    if isinstance(login, TokenLogin):
+        response = await _authenticate_xoauth2(smtp, setup, login, methods)
+        mechanism = "XOAUTH2"
+    else:
+        chosen = password_mechanism(methods)
+        if chosen is None:
+            offered = " ".join(methods) or "none"
+            raise AuthOrConfigError(
+                "the server offers no password authentication (AUTH PLAIN or LOGIN)",
+                phase=Phase.AUTH,
+                server=setup.server,
+                setting="username",
+                explanation=(
+                    f"mechanisms offered: {offered}; if none are offered before TLS, "
+                    "check the TLS mode; if the server takes mail without a login (a local "
+                    "relay, a devserver without --auth), unset the username "
+                    "(RELIABLE_SMTP_USERNAME); for XOAUTH2 use an OAuth2 token provider"
+                ),
+            )
+        mechanism = chosen
+        response = await send_credentials(
+            smtp,
+            mechanism,
+            login.username,
+            login.password,
+            timeout=setup.command_timeout,
+            server=setup.server,
+        )
+    return StepRecord(
+        step=Step.AUTH,
+        response=response,
+        seconds=time.monotonic() - started,
+        mechanism=mechanism,
+    )
+
+
+_LOGINS = {
+    "PLAIN": aiosmtplib.SMTP.auth_plain,
+    "LOGIN": aiosmtplib.SMTP.auth_login,
+    "XOAUTH2": aiosmtplib.SMTP.auth_xoauth2,
+}
+
+
+async def send_credentials(
+    smtp: aiosmtplib.SMTP,
+    mechanism: str,
+    username: str,
+    secret: str,
+    *,
+    timeout: float,
+    server: str,
+) -> SMTPResponse:
+    """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
+
+    The one way the library sends credentials (the transport and ``reliable-smtp
+    check`` both use it, through :func:`open_session`). A server may echo what it
+    received; every form the secret took on the wire is removed from the reply, or
+    from the refusal raised, before anything - transcript, error, check report - sees
+    it (see :mod:`reliable_smtp.redaction`). The refusal is a fresh exception with no
+    chain back to the one that held the echoed secret.
+    """
+    secrets = (
+        SecretForms.for_token(username, secret)
+        if mechanism == "XOAUTH2"
+        else SecretForms.for_password(username, secret)
+    )
+    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
+    started = time.monotonic()
+    refused: aiosmtplib.SMTPResponseException | None = None
+    try:
+        reply = await _LOGINS[mechanism](smtp, username, secret, timeout=timeout)
+    except aiosmtplib.SMTPResponseException as exc:
+        refused = redacted_failure(exc, secrets)
+    elapsed = time.monotonic() - started
+    if refused is not None:
+        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
+        # Raised here, outside the except block, so that the original is not __context__.
+        raise refused
+    reply = redacted_response(reply, secrets)
+    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
+    return reply
+
+
+# -- XOAUTH2 --------------------------------------------------------------------------
+
+
+async def _authenticate_xoauth2(
+    smtp: aiosmtplib.SMTP, setup: SessionSetup, login: TokenLogin, methods: list[str]
+) -> SMTPResponse:
+    if "xoauth2" not in methods:
+        raise AuthOrConfigError(
+            "the server does not offer AUTH XOAUTH2",
+            phase=Phase.AUTH,
+            server=setup.server,
+            setting="oauth_token_provider",
+            explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
+            "password (or app password) with this server, or the provider's OAuth host",
+        )
+    for refresh in (False, True):
+        token = await _access_token(login, refresh=refresh, server=setup.server)
+        reply, challenge = await _xoauth2_exchange(smtp, setup, login.username, token)
+        if reply.code == 235:
+            return reply
+        if reply.code != 535:
+            # Not "this token is invalid" (454 try later, 534, 530...): the generic
+            # reply rules say what it is.
+            raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
+        # An expired token is the common case: refresh it once and try once more.
+        # Never more - Gmail answers login loops with "454 4.7.0 Too many login
+        # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
+        if refresh:
+            raise _token_refused_twice(login, reply, challenge, server=setup.server)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _xoauth2_exchange(
+    smtp: aiosmtplib.SMTP, setup: SessionSetup, username: str, token: str
+) -> tuple[SMTPResponse, dict[str, str]]:
+    """AUTH XOAUTH2 with the initial response; the final reply (token-free) and the
+    server's error challenge, if it sent one.
+
+    aiosmtplib's ``auth_xoauth2`` does the same but discards the challenge, which
+    is where Google says which scope the token lacks.
+    """
+    started = time.monotonic()
+    transcript_line(setup.server, ">", "AUTH XOAUTH2 <credentials redacted>")
+    timeout = setup.command_timeout
+    initial = _xoauth2_response(username, token).encode("ascii")
+    response = await smtp.execute_command(b"AUTH", b"XOAUTH2", initial, timeout=timeout)
+    challenge: dict[str, str] = {}
+    if response.code == 334:
+        challenge = _error_challenge(response.message)
+        transcript_line(setup.server, "<", f"334 {json.dumps(challenge) if challenge else ''}")
+        # The refusal comes after the client answers the challenge with an empty line.
+        response = await smtp.execute_command(b"", timeout=timeout)
+    # A server may echo what it was sent: nothing below carries the token.
+    text = SecretForms.for_token(username, token).redact(response.message)
+    transcript_line(
+        setup.server, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
+    )
+    return SMTPResponse(response.code, text), challenge
+
+
+def _token_refused_twice(
+    login: TokenLogin, response: SMTPResponse, challenge: Mapping[str, str], *, server: str
+) -> AuthOrConfigError:
+    """The final error: an OAuth2 user needs OAuth2 advice, not password advice."""
+    asked = ""
+    if challenge.get("scope"):
+        asked = f"the server asks for a token with the scope {challenge['scope']}; "
+    if login.takes_refresh:
+        summary = "the OAuth2 access token was refused twice, before and after a forced refresh"
+        refresh = ""
+    else:
+        summary = "the OAuth2 access token was refused twice"
+        refresh = (
+            f"; {provider_name(login.provider)} takes no force_refresh parameter, "
+            "so it could not be asked for a new token: accept force_refresh and fetch "
+            "a fresh token when it is True"
+        )
+    return AuthOrConfigError(
+        summary,
+        reply=Reply.from_server(response.code, response.message),
+        phase=Phase.AUTH,
+        server=server,
+        setting="oauth_token_provider",
+        explanation=(
+            f"{asked}check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
+            "https://outlook.office.com/SMTP.Send, or SMTP.SendAsApp for an app-only "
+            f"token), that the username {login.username!r} is the account the token was "
+            "issued for, and that SMTP AUTH is enabled for the mailbox (Microsoft 365: "
+            f"for the mailbox and the tenant){refresh}"
+        ),
+    )
+
+
+async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str:
+    provider = login.provider
+    kwargs = {"force_refresh": refresh} if login.takes_refresh else {}
+    # Bounded like every other wait: token providers do network I/O.
+    call = asyncio.ensure_future(_call_token_provider(provider, kwargs))
+    # A provider that fails after we stopped waiting must not log "never retrieved".
+    call.add_done_callback(lambda done: done.cancelled() or done.exception())
+    try:
+        finished, _ = await asyncio.wait({call}, timeout=login.timeout)
+    finally:
+        if not call.done():
+            call.cancel()
+    name = provider_name(provider)
+    if not finished:
+        raise AuthOrConfigError(
+            f"the OAuth2 token provider {name} returned no access token within {login.timeout:g} s",
+            phase=Phase.AUTH,
+            server=server,
+            setting="oauth_token_provider",
+            explanation="the provider (its token endpoint) did not answer in time; check "
+            "its network access, or raise oauth_token_timeout "
+            "(RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT) if it is just slow. A sync provider's "
+            "thread cannot be stopped: it is left running",
+        )
+    try:
+        token = call.result()
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        raise AuthOrConfigError(
+            f"the OAuth2 token provider {name} failed: {type(exc).__name__}: {exc}",
+            phase=Phase.AUTH,
+            server=server,
+            setting="oauth_token_provider",
+            explanation="the provider could not get an access token; check its "
+            "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
+            "Google: https://mail.google.com/)",
+        ) from exc
+    if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
+        raise AuthOrConfigError(
+            f"the OAuth2 token provider {name} returned no usable access token",
+            phase=Phase.AUTH,
+            server=server,
+            setting="oauth_token_provider",
+            explanation="return the access token as a non-empty string",
+        )
+    return token
+
+
+async def _call_token_provider(provider: TokenProvider, kwargs: Mapping[str, object]) -> object:
+    if inspect.iscoroutinefunction(provider):
+        token: object = await provider(**kwargs)
+    else:
+        # A sync provider (MSAL, google-auth) does network I/O: not on the loop.
+        token = await _call_in_daemon_thread(provider, kwargs)
+    if inspect.isawaitable(token):
+        token = await token
+    return token
+
+
+def provider_name(provider: object) -> str:
+    """``module.qualname`` of a token provider, for errors: never its ``repr()``, which
+    may show bound credentials (a ``functools.partial`` holding a client secret)."""
+    function = getattr(provider, "func", provider)  # functools.partial
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    module = getattr(function, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+async def _call_in_daemon_thread(
+    function: Callable[..., object], kwargs: Mapping[str, object]
+) -> object:
+    """Run a blocking ``function`` in a thread of its own and await its result.
+
+    Not ``asyncio.to_thread``: a provider that hangs would hold one of the loop's
+    executor threads for good, and ``asyncio.run()`` and interpreter exit both wait
+    for those. A daemon thread is simply abandoned once nobody waits for it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[object] = loop.create_future()
+
+    def settle(ok: bool, value: object) -> None:
+        if future.done():  # the caller stopped waiting (timed out, cancelled)
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            assert isinstance(value, BaseException)
+            future.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, object] = (True, function(**kwargs))
+        except Exception as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="reliable-smtp-oauth-token", daemon=True).start()
+    return await future
+
+
+def _xoauth2_response(username: str, token: str) -> str:
+    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64."""
+    raw = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _error_challenge(text: str) -> dict[str, str]:
+    """The JSON a server sends in its 334 challenge when it refuses a token (Google:
+    ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
+    Empty when it is not that."""
+    try:
+        decoded = json.loads(base64.b64decode(text.strip(), validate=True))
+    except (ValueError, RecursionError):  # not base64, not JSON, nested too deep
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(key): str(value) for key, value in decoded.items()}
+
+
+def _accepts_keyword(function: object, name: str) -> bool:
+    if function is None:
+        return False
+    try:
+        parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
