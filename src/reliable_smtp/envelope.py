@@ -10,29 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._checks import address_key, line_breaker
 from .errors import InvalidAddressError, InvalidMessageError
 
 __all__ = ["Envelope", "check_no_control_characters", "dedupe_addresses"]
 
-_FORBIDDEN = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
-
 
 def check_no_control_characters(value: str, *, what: str) -> None:
     """Reject CR, LF and NUL: they would let a value inject SMTP commands or headers."""
-    for char, name in _FORBIDDEN.items():
-        if char in value:
-            raise InvalidAddressError(
-                f"{what} {value!r} contains a {name} character; remove it "
-                "(CR, LF and NUL would let it inject SMTP commands or headers)",
-                address=value,
-                reason=f"contains {name}",
-            )
-
-
-def _address_key(address: str) -> str:
-    # The local part is case-sensitive in theory (RFC 5321 §2.4); the domain never is.
-    local, at, domain = address.rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else address
+    name = line_breaker(value)
+    if name is not None:
+        raise InvalidAddressError(
+            f"{what} {value!r} contains a {name} character; remove it "
+            "(CR, LF and NUL would let it inject SMTP commands or headers)",
+            address=value,
+            reason=f"contains {name}",
+        )
 
 
 def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
@@ -40,7 +33,7 @@ def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
     seen: set[str] = set()
     unique: list[str] = []
     for address in addresses:
-        key = _address_key(address)
+        key = address_key(address)
         if key not in seen:
             seen.add(key)
             unique.append(address)

@@ -57,6 +57,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
+from ._checks import line_breaker
 from .envelope import check_no_control_characters, dedupe_addresses
 from .errors import ConfigurationError, InvalidAddressError, InvalidMessageError
 
@@ -74,7 +75,6 @@ _MAX_LITERAL_WORD = 76
 # encoded-word still fits in 78 characters.
 _MAX_ENCODED_WORD = 68
 
-_NAMED_CONTROLS = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
 _ADDRESS_WHAT = {
     "to": "to address",
     "cc": "cc address",
@@ -140,12 +140,12 @@ def _check_header_value(value: object, *, what: str) -> str:
     """A header-bound str without CR, LF or NUL (they would inject headers)."""
     if not isinstance(value, str):
         raise InvalidMessageError(f"{what} must be a str, got {type(value).__name__}")
-    for char, name in _NAMED_CONTROLS.items():
-        if char in value:
-            raise InvalidMessageError(
-                f"{what} {value!r} contains a {name} character; remove it "
-                "(CR, LF and NUL in a header would let it inject other headers)"
-            )
+    breaker = line_breaker(value)
+    if breaker is not None:
+        raise InvalidMessageError(
+            f"{what} {value!r} contains a {breaker} character; remove it "
+            "(CR, LF and NUL in a header would let it inject other headers)"
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -946,12 +946,12 @@ def _check_stdlib_headers(message: email.message.Message) -> None:
             # Parsed compat32 messages keep their folding (CRLF + space) in raw
             # values; any other CR or LF would start a new header.
             text = _FOLDED_LINE_BREAK.sub("", str(value))
-            for char, char_name in _NAMED_CONTROLS.items():
-                if char in text:
-                    raise InvalidMessageError(
-                        f"header {name} {text!r} contains a {char_name} character; remove it "
-                        "(CR, LF and NUL in a header would let it inject other headers)"
-                    )
+            breaker = line_breaker(text)
+            if breaker is not None:
+                raise InvalidMessageError(
+                    f"header {name} {text!r} contains a {breaker} character; remove it "
+                    "(CR, LF and NUL in a header would let it inject other headers)"
+                )
 
 
 def _stdlib_addresses(message: email.message.Message, name: str) -> list[str]:

@@ -37,6 +37,7 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,7 +46,8 @@ from typing import Protocol
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from ..errors import AuthOrConfigError, DeliveryError, error_for
+from .._checks import line_breaker
+from ..errors import AuthOrConfigError, DeliveryError, InsecureConfigurationWarning, error_for
 from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import Phase, Reply, classify
 from ._wire import transcript_line
@@ -57,6 +59,7 @@ __all__ = [
     "PasswordLogin",
     "SessionObserver",
     "SessionSetup",
+    "Spelling",
     "Step",
     "StepRecord",
     "StepTracker",
@@ -64,11 +67,16 @@ __all__ = [
     "TokenLogin",
     "TokenProvider",
     "accepts_force_refresh",
+    "is_loopback_host",
+    "keyword_spelling",
     "open_session",
     "password_mechanism",
+    "port_mode_conflict",
+    "port_problem",
     "send_credentials",
     "session_url",
     "tls_context",
+    "warn_if_password_in_clear",
 ]
 
 
@@ -97,6 +105,73 @@ def session_url(tls: TLSMode | str, host: str, port: int) -> str:
     """``scheme://host:port``: the transport's ``name``, the check's target, the test
     server's ``url``."""
     return f"{_SCHEMES[TLSMode(tls)]}://{host}:{port}"
+
+
+# -- which ports go with which mode ----------------------------------------------------
+
+#: How a message spells a setting: ``("tls", "implicit")`` -> ``tls='implicit'`` for
+#: the transport's keywords, ``RELIABLE_SMTP_TLS=implicit`` for the environment.
+Spelling = Callable[[str, object], str]
+
+
+def keyword_spelling(setting: str, value: object) -> str:
+    """A setting as :class:`~reliable_smtp.SMTPTransport` takes it: ``tls='none'``, ``port 587``."""
+    return f"port {value}" if setting == "port" else f"{setting}={str(value)!r}"
+
+
+_MODE_WORDS = {TLSMode.STARTTLS: "STARTTLS", TLSMode.IMPLICIT: "implicit TLS"}
+
+
+def port_problem(port: object) -> str | None:
+    """What is wrong with ``port`` as a TCP port, or ``None``."""
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return None
+    return "must be between 1 and 65535"
+
+
+def port_mode_conflict(tls: TLSMode, port: int, *, spell: Spelling) -> str | None:
+    """Why ``port`` contradicts ``tls`` and what to set instead, or ``None`` when they fit.
+
+    465 speaks TLS from the first byte, 25 and 587 expect STARTTLS: the wrong mode there
+    fails at the first send with a confusing timeout or handshake error.
+    """
+    if tls is TLSMode.STARTTLS and port == 465:
+        why = "port 465 speaks implicit TLS (SMTPS)"
+        fitting = TLSMode.IMPLICIT
+    elif tls is TLSMode.IMPLICIT and port in (25, 587):
+        why = f"port {port} expects STARTTLS"
+        fitting = TLSMode.STARTTLS
+    else:
+        return None
+    return (
+        f"{why}, but {spell('tls', tls)} was chosen: use {spell('tls', fitting)} with port "
+        f"{port}, or {spell('port', DEFAULT_PORTS[tls])} with {_MODE_WORDS[tls]}"
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (where plain SMTP is not overheard)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_password_in_clear(
+    tls: TLSMode, host: str, *, password_set: bool, spell: Spelling, stacklevel: int
+) -> None:
+    """An :class:`~reliable_smtp.InsecureConfigurationWarning` when a password would cross
+    a network unencrypted (``tls=none`` to a host that is not this machine)."""
+    if password_set and tls is TLSMode.NONE and not is_loopback_host(host):
+        warnings.warn(
+            f"{spell('tls', 'none')} sends the password to {host} in clear text; use "
+            f"{spell('tls', 'starttls')} (587) or {spell('tls', 'implicit')} (465) unless "
+            "this relay is on a network you trust",
+            InsecureConfigurationWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def tls_context(
@@ -658,7 +733,7 @@ async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str
             "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
             "Google: https://mail.google.com/)",
         ) from exc
-    if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
+    if not isinstance(token, str) or not token or line_breaker(token) is not None:
         raise AuthOrConfigError(
             f"the OAuth2 token provider {name} returned no usable access token",
             phase=Phase.AUTH,

@@ -14,18 +14,17 @@ it is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import ssl
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
+from .._checks import check_count, check_seconds, line_breaker
 from ..envelope import Envelope
 from ..errors import (
     AmbiguousDeliveryError,
@@ -33,12 +32,10 @@ from ..errors import (
     ConfigurationError,
     ConnectionFailedError,
     DeliveryError,
-    InsecureConfigurationWarning,
     PermanentError,
     PoolExhaustedError,
     ProtocolError,
     TransportClosedError,
-    check_seconds,
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
@@ -62,10 +59,14 @@ from ._session import (
     TokenLogin,
     TokenProvider,
     accepts_force_refresh,
+    keyword_spelling,
     open_session,
+    port_mode_conflict,
+    port_problem,
     send_credentials,
     session_url,
     tls_context,
+    warn_if_password_in_clear,
 )
 from ._wire import Exchange, dot_stuff
 from .base import Transport
@@ -97,20 +98,10 @@ def _secret_value(value: object) -> str | None:
     raise ConfigurationError("password must be a str or a pydantic SecretStr", setting="password")
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (where plain SMTP is not overheard)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
-    return value
+def _count(name: str, value: int) -> int:
+    checked = check_count(name, value)
+    assert checked is not None
+    return checked
 
 
 class SMTPTransport(Transport):
@@ -176,24 +167,16 @@ class SMTPTransport(Transport):
                 f"tls must be one of 'starttls', 'implicit' or 'none', not {tls!r}",
                 setting="tls",
             ) from None
-        if not host or any(c in host for c in "\r\n\x00 /"):
+        if not host or line_breaker(host) is not None or any(c in host for c in " /"):
             raise ConfigurationError(f"host {host!r} is not a host name or address", setting="host")
         if port is None:
             port = DEFAULT_PORTS[self.tls]
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigurationError(f"port must be 1-65535, got {port!r}", setting="port")
-        if self.tls is TLSMode.STARTTLS and port == 465:
-            raise ConfigurationError(
-                "port 465 speaks implicit TLS (SMTPS), but tls='starttls' was chosen: "
-                "use tls='implicit' with port 465, or port 587 with STARTTLS",
-                setting="tls",
-            )
-        if self.tls is TLSMode.IMPLICIT and port in (25, 587):
-            raise ConfigurationError(
-                f"port {port} expects STARTTLS, but tls='implicit' was chosen: "
-                "use tls='starttls' with port 587, or port 465 with implicit TLS",
-                setting="tls",
-            )
+        problem = port_problem(port)
+        if problem is not None:
+            raise ConfigurationError(f"port {problem}, got {port!r}", setting="port")
+        conflict = port_mode_conflict(self.tls, port, spell=keyword_spelling)
+        if conflict is not None:
+            raise ConfigurationError(conflict, setting="tls")
         secret = _secret_value(password)
         if username is not None and not username.strip():
             # The same rule as MailerSettings and `reliable-smtp check`: an empty
@@ -221,16 +204,12 @@ class SMTPTransport(Transport):
                 "none, and then no AUTH is sent): set both, or neither",
                 setting="username",
             )
-        if (
-            secret is not None
-            and self.tls is TLSMode.NONE
-            and warn_insecure
-            and not is_loopback_host(host)
-        ):
-            warnings.warn(
-                f"tls='none' sends the password to {host} in clear text; use tls='starttls' "
-                "(587) or tls='implicit' (465) unless this relay is on a network you trust",
-                InsecureConfigurationWarning,
+        if warn_insecure:
+            warn_if_password_in_clear(
+                self.tls,
+                host,
+                password_set=secret is not None,
+                spell=keyword_spelling,
                 stacklevel=2,
             )
         if ssl_context is not None and (ca_file or client_cert or client_key):
@@ -262,8 +241,8 @@ class SMTPTransport(Transport):
             else check_seconds("oauth_token_timeout", oauth_token_timeout)
         )
         self.name = session_url(self.tls, host, port)
-        self.max_connections = _check_count("max_connections", max_connections)
-        self.max_messages_per_connection = _check_count(
+        self.max_connections = _count("max_connections", max_connections)
+        self.max_messages_per_connection = _count(
             "max_messages_per_connection", max_messages_per_connection
         )
         self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
