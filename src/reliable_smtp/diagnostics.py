@@ -405,17 +405,22 @@ class _Probe:
         warnings: Sequence[str] = (),
         details: Mapping[str, Any] | None = None,
     ) -> None:
+        self._timed(
+            name,
+            title,
+            seconds,
+            ok=True,
+            summary=summary,
+            notes=tuple(notes),
+            warnings=tuple(warnings),
+            details=dict(details or {}),
+        )
+
+    def _timed(self, name: str, title: str, seconds: float, **facts: Any) -> None:
+        """Record a step that ran (passed or failed): slow when it took too long."""
         self.steps.append(
             CheckStep(
-                name=name,
-                title=title,
-                ok=True,
-                seconds=seconds,
-                slow=seconds > self.slow_after,
-                summary=summary,
-                notes=tuple(notes),
-                warnings=tuple(warnings),
-                details=dict(details or {}),
+                name=name, title=title, seconds=seconds, slow=seconds > self.slow_after, **facts
             )
         )
 
@@ -463,23 +468,20 @@ class _Probe:
             }
         if error.phase is not None:
             facts["phase"] = error.phase.value
-        self.steps.append(
-            CheckStep(
-                name=name,
-                title=title,
-                ok=False,
-                seconds=seconds,
-                slow=seconds > self.slow_after,
-                summary=error_text,
-                notes=tuple(notes),
-                details=facts,
-                error=error_text,
-                cause=short_cause,
-                explanation=explanation,
-                hint=hint,
-                outcome=error.outcome,
-                rule=rule,
-            )
+        self._timed(
+            name,
+            title,
+            seconds,
+            ok=False,
+            summary=error_text,
+            notes=tuple(notes),
+            details=facts,
+            error=error_text,
+            cause=short_cause,
+            explanation=explanation,
+            hint=hint,
+            outcome=error.outcome,
+            rule=rule,
         )
         return _StepFailedError(name)
 

@@ -47,9 +47,9 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from .._checks import line_breaker
-from ..errors import AuthOrConfigError, DeliveryError, InsecureConfigurationWarning, error_for
+from ..errors import AuthOrConfigError, DeliveryError, InsecureConfigurationWarning
 from ..redaction import SecretForms, redacted_failure, redacted_response
-from ..replies import Phase, Reply, classify
+from ..replies import Phase, Reply
 from ._wire import transcript_line
 
 __all__ = [
@@ -447,11 +447,9 @@ async def _ehlo(
         response = await smtp.helo(timeout=setup.command_timeout)
         esmtp = False
     else:
-        reply = Reply.from_server(response.code, response.message)
-        raise error_for(
-            classify(reply, Phase.EHLO),
+        raise DeliveryError.from_reply(
+            Reply.from_server(response.code, response.message),
             "the server refused EHLO",
-            reply=reply,
             phase=Phase.EHLO,
             server=setup.server,
         )
