@@ -1,8 +1,10 @@
 """SMTP and SMTPS submission over aiosmtplib, one recipient reply at a time.
 
-This module owns :class:`TLSMode`, :class:`SMTPTransport` and the translation of
-every aiosmtplib / OSError / ssl failure into the library's error tree
-(:func:`translate_error`, the one boundary).
+This module owns :class:`SMTPTransport` and the translation of every aiosmtplib /
+OSError / ssl failure into the library's error tree (:func:`translate_error`, the
+one boundary). Opening a connection - greeting, EHLO, STARTTLS, AUTH, the TLS
+context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
+``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
 
 The transport drives the transaction itself - MAIL, one RCPT per recipient,
 DATA, body - so that every recipient gets its own reply and a failure is pinned
