@@ -28,9 +28,9 @@ from reliable_smtp.diagnostics import check_connection
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.replies import Phase
 from reliable_smtp.testing import LocalSMTPServer
+from reliable_smtp.transports._login import PasswordLogin
 from reliable_smtp.transports._session import (
     EhloName,
-    PasswordLogin,
     SessionSetup,
     Step,
     StepRecord,

@@ -61,17 +61,16 @@ from .replies import (
 from .result import SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
+from .transports._login import PasswordLogin, password_mechanism
 from .transports._session import (
     DEFAULT_PORTS,
     EhloName,
-    PasswordLogin,
     SessionSetup,
     Step,
     StepRecord,
     StepTracker,
     TLSMode,
     open_session,
-    password_mechanism,
     session_url,
     tls_context,
 )

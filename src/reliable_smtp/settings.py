@@ -38,10 +38,10 @@ from .dsn import parse_url
 from .errors import ConfigurationError
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
+from .transports._login import TokenProvider
 from .transports._session import (
     DEFAULT_PORTS,
     TLSMode,
-    TokenProvider,
     port_mode_conflict,
     port_problem,
     warn_if_password_in_clear,

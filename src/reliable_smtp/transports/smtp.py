@@ -51,21 +51,23 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport, RecipientStatus
-from ._session import (
-    DEFAULT_PORTS,
-    EhloName,
+from ._login import (
     PasswordLogin,
-    SessionSetup,
-    StepTracker,
-    TLSMode,
     TokenLogin,
     TokenProvider,
     accepts_force_refresh,
+    send_credentials,
+)
+from ._session import (
+    DEFAULT_PORTS,
+    EhloName,
+    SessionSetup,
+    StepTracker,
+    TLSMode,
     keyword_spelling,
     open_session,
     port_mode_conflict,
     port_problem,
-    send_credentials,
     session_url,
     tls_context,
     warn_if_password_in_clear,
@@ -74,8 +76,8 @@ from ._wire import Exchange, dot_stuff
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
-# TLSMode, DEFAULT_PORTS, TokenProvider and send_credentials live in ._session (opening
-# a session is one module for the transport and the check); they are re-exported here.
+# TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
+# ._login (opening a session is shared with the check); they are re-exported here.
 __all__ = [
     "DEFAULT_PORTS",
     "SMTPTransport",
