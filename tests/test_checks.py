@@ -17,6 +17,7 @@ from reliable_smtp import (
     InvalidMessageError,
     MailerSettings,
     Message,
+    OutboxSchedule,
     RateLimit,
     RecipientPolicy,
     RetryPolicy,
@@ -74,6 +75,9 @@ def test_every_positive_duration_uses_the_one_rule(build: object, setting: str) 
         (lambda: RetryPolicy(initial_wait=-1), "initial_wait"),
         (lambda: RetryPolicy(jitter=math.nan), "jitter"),
         (lambda: RecipientPolicy(dns_cache_ttl=-1), "dns_cache_ttl"),
+        (lambda: OutboxSchedule(lifetime=-1), "lifetime"),
+        # A bool is no duration: the schedule's own check let this one through.
+        (lambda: OutboxSchedule(throttled_minimum=True), "throttled_minimum"),
     ],
 )
 def test_every_zero_or_more_duration_uses_the_one_rule(build: object, setting: str) -> None:
