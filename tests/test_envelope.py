@@ -1,11 +1,16 @@
-"""Envelope: pure checks, no I/O."""
+"""Envelope: pure checks, no I/O, plus one send through a real server with the policy off."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from conftest import relay_transport
+from reliable_smtp import Mailer, Message
 from reliable_smtp.envelope import Envelope, dedupe_addresses
 from reliable_smtp.errors import InvalidAddressError, InvalidMessageError
+from reliable_smtp.testing import LocalSMTPServer
 
 
 def test_build_dedupes_with_case_insensitive_domain() -> None:
@@ -55,3 +60,138 @@ def test_no_recipients() -> None:
 
 def test_dedupe_addresses_keeps_first() -> None:
     assert dedupe_addresses(["a@X.org", "a@x.org", "b@x.org"]) == ("a@X.org", "b@x.org")
+
+
+# --------------------------------------------------------------------------- path injection
+
+# Each would change the MAIL FROM / RCPT TO line if written as <path>: end the
+# path early, add ESMTP parameters, or split the line.
+UNSAFE_PATHS = [
+    "alice@example.org> NOTIFY=SUCCESS ORCPT=rfc822;x@evil.example",
+    "<x@example.org>",
+    "x@example.org>",
+    "<x@example.org",
+    "a b@example.org",
+    "a@example.org SIZE=1",
+    "a\t@example.org",
+    "a@example.org\u2028",
+    "a@example.org\u2029RCPT TO:<evil@x.org>",
+    "a@example.org\x85",
+    "a@example.org\x0bx",
+    "a@example.org\x0c",
+    "a@example.org\x1c",
+    "a@example.org\x1d",
+    "a@example.org\x1e",
+    "a@exam\x7fple.org",
+    "a@exam\x1bple.org",
+    "a@exam\x9bple.org",  # C1 control (CSI)
+    "a@example.org\u00a0",  # no-break space
+    "a@example.org\u3000",  # ideographic space
+    "a@b@example.org",
+    "@example.org",
+    "a@",
+    "a",
+    '"unclosed@example.org',
+    'a"b@example.org',
+    '"a b"@example.org',  # quoted, but a space is still a space on the command line
+    '"a>b"@example.org',
+    "a@exa\\mple.org",
+    "a@\ud800.example",  # a lone surrogate
+    "a" * 250 + "@example.org",
+]
+
+SAFE_PATHS = [
+    "alice@example.org",
+    "first.last+tag@example.org",
+    "user@xn--bcher-kva.example",
+    "user@bücher.example",  # IDNA U-label, sent as given (the policy converts when on)
+    "jörg@example.de",  # SMTPUTF8 local part
+    "用户@例子.广告",
+    '"a@b"@example.org',  # '@' inside a quoted local part
+    '"john.doe"@example.org',
+    '"a\\"b"@example.org',
+    '""@example.org',
+    "user@[192.0.2.1]",
+    "user@[IPv6:2001:db8::1]",
+    "a" * 64 + "@" + "b" * 177 + ".example",  # 254 octets
+]
+
+
+@pytest.mark.parametrize("path", UNSAFE_PATHS)
+def test_every_unsafe_path_is_refused_as_a_recipient_and_as_the_sender(path: str) -> None:
+    with pytest.raises(InvalidAddressError) as as_recipient:
+        Envelope("app@example.com", ("ok@example.org", path))
+    assert as_recipient.value.address == path
+    assert "envelope recipient" in str(as_recipient.value)
+    assert "\n" not in str(as_recipient.value)
+    with pytest.raises(InvalidAddressError) as as_sender:
+        Envelope(path, ("ok@example.org",))
+    assert as_sender.value.address == path
+    assert "null sender" in str(as_sender.value)
+
+
+@pytest.mark.parametrize("path", SAFE_PATHS)
+def test_valid_paths_including_utf8_idna_and_quoted_local_parts_pass(path: str) -> None:
+    assert Envelope(path, (path,)).recipients == (path,)
+
+
+def test_the_error_says_what_is_wrong_and_what_to_give() -> None:
+    with pytest.raises(InvalidAddressError) as caught:
+        Envelope("app@example.com", ("alice@example.org> NOTIFY=SUCCESS",))
+    message = str(caught.value)
+    assert "'>'" in message
+    assert "bare address (local@domain)" in message
+    with pytest.raises(InvalidAddressError, match="LINE SEPARATOR"):
+        Envelope("app@example.com", ("a@example.org\u2028",))
+    with pytest.raises(InvalidAddressError, match="one '@'"):
+        Envelope("app@example.com", ("a@b@example.org",))
+    with pytest.raises(InvalidAddressError, match="254"):
+        Envelope("app@example.com", ("a" * 250 + "@example.org",))
+
+
+def test_only_rechecks_nothing_new_and_keeps_the_null_sender() -> None:
+    envelope = Envelope("", ("a@example.org", "b@example.org"))
+    assert envelope.only(["b@example.org"]) == Envelope("", ("b@example.org",))
+
+
+PATH_PIECES = st.sampled_from(
+    ["a", "example.org", "@", '"', "\\", "<", ">", " ", "\t", "\u2028", "\x85", "\x0c", "\r\n"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.lists(PATH_PIECES | st.text(max_size=4), max_size=8).map("".join))
+def test_an_accepted_path_cannot_change_the_command_line(path: str) -> None:
+    try:
+        Envelope("app@example.com", (path,))
+    except InvalidAddressError:
+        return
+    line = f"RCPT TO:<{path}>"
+    assert len(line.splitlines()) == 1
+    assert line.count("<") == 1
+    assert line.count(">") == 1
+    assert not any(char.isspace() for char in path)
+    local, _, domain = path.rpartition("@")
+    assert local
+    assert domain
+    assert "@" not in domain
+    assert "@" not in local or (local.startswith('"') and local.endswith('"'))
+
+
+def test_policy_off_an_injected_recipient_never_reaches_the_server(
+    server: LocalSMTPServer,
+) -> None:
+    message = Message(sender="app@example.com", to="alice@example.org")
+    with Mailer(relay_transport(server), recipient_policy=None) as mailer:
+        with pytest.raises(InvalidAddressError):
+            mailer.send(
+                message,
+                envelope=Envelope(
+                    "app@example.com",
+                    ("alice@example.org> NOTIFY=SUCCESS ORCPT=rfc822;x@evil.example",),
+                ),
+            )
+        # A good envelope still goes out, exactly as given.
+        mailer.send(message, envelope=Envelope("app@example.com", ("bücher@example.org",)))
+    assert [m.recipients for m in server.messages] == [("bücher@example.org",)]
+    assert [c[2] for c in server.commands if c[1] == "RCPT"] == ["TO:<bücher@example.org>"]

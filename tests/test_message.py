@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import email
+import email.message
 import email.policy
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import EmailMessage, MIMEPart
 from email.mime.text import MIMEText
 from email.parser import BytesParser, Parser
@@ -998,9 +1000,265 @@ def test_email_message_with_long_8bit_line_rejected() -> None:
         render(msg)
 
 
+# --------------------------------------------------------------------------- every line break
+
+# Each is a line break for str.splitlines() (and so for the email package's
+# folders), or NUL; named as the error names them.
+LINE_BREAK_NAMES = {
+    "\r": "CR",
+    "\n": "LF",
+    "\x00": "NUL",
+    "\x0b": "VT",
+    "\x0c": "FF",
+    "\x1c": "FS",
+    "\x1d": "GS",
+    "\x1e": "RS",
+    "\x85": "NEL",
+    "\u2028": "LINE SEPARATOR",
+    "\u2029": "PARAGRAPH SEPARATOR",
+}
+
+
+@pytest.mark.parametrize("char", list(LINE_BREAK_NAMES), ids=list(LINE_BREAK_NAMES.values()))
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda p: message(subject=f"Hello{p}Bcc: x@evil.example"),
+        lambda p: message(sender=f"App{p}Bcc: x <a@example.com>"),
+        lambda p: message(to=[f'"Alice{p}Bcc: x" <alice@example.org>']),
+        lambda p: message(headers={"X-Test": f"value{p}Bcc: x@evil.example"}),
+        lambda p: message(headers={"X-Test": f"Grüße{p}Bcc: x@evil.example"}),
+        lambda p: Attachment(filename=f"a{p}Bcc: x.pdf", content=b""),
+    ],
+    ids=["subject", "display-name", "quoted-name", "header-value", "utf8-header", "filename"],
+)
+def test_every_kind_of_line_break_is_refused_in_message_headers(build: object, char: str) -> None:
+    with pytest.raises(InvalidMessageError) as caught:
+        build(char)  # type: ignore[operator]
+    assert LINE_BREAK_NAMES[char] in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def stdlib_with_subject(kind: str, subject: str) -> email.message.Message:
+    head = "From: a@example.com\r\nTo: b@example.org\r\nSubject: "
+    if kind == "parsed-str":
+        return email.message_from_string(head + subject + "\r\n\r\nbody\r\n")
+    if kind == "parsed-str-default":
+        return email.message_from_string(
+            head + subject + "\r\n\r\nbody\r\n", policy=email.policy.default
+        )
+    if kind == "parsed-bytes":
+        return email.message_from_bytes((head + subject + "\r\n\r\nbody\r\n").encode())
+    if kind == "parsed-bytes-default":
+        return email.message_from_bytes(
+            (head + subject + "\r\n\r\nbody\r\n").encode(), policy=email.policy.default
+        )
+    msg: email.message.Message = MIMEText("body") if kind == "mime" else email.message.Message()
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.org"
+    msg["Subject"] = Header(subject) if kind == "header-object" else subject
+    return msg
+
+
+STDLIB_KINDS = [
+    "compat32",
+    "mime",
+    "header-object",
+    "parsed-str",
+    "parsed-str-default",
+    "parsed-bytes",
+    "parsed-bytes-default",
+]
+
+
+@pytest.mark.parametrize("char", list(LINE_BREAK_NAMES), ids=list(LINE_BREAK_NAMES.values()))
+@pytest.mark.parametrize("kind", STDLIB_KINDS)
+def test_a_line_break_in_a_stdlib_header_never_becomes_a_new_header(kind: str, char: str) -> None:
+    msg = stdlib_with_subject(kind, f"Hello{char}Bcc: x@evil.example")
+    # The parser itself ends the line at CR and LF: then Bcc is a header of the
+    # file, and an envelope recipient. (8-bit bytes are checked as UTF-8.)
+    parser_split = kind.startswith("parsed") and char in "\r\n"
+    if not parser_split:
+        with pytest.raises(InvalidMessageError, match=f"header Subject .*{LINE_BREAK_NAMES[char]}"):
+            render(msg)
+        return
+    rendered = render(msg)
+    names = [line.split(b":")[0] for line in header_block(rendered.content) if line[:1] != b" "]
+    assert b"Bcc" not in names
+    assert rendered.recipients == ("b@example.org", "x@evil.example")
+
+
+def test_8bit_header_bytes_are_checked_as_utf8_and_refused_otherwise() -> None:
+    head = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: "
+    utf8 = email.message_from_bytes(head + "Grüße".encode() + b"\r\n\r\nbody\r\n")
+    assert_wire_format(render(utf8).content)  # written back as it was (or encoded on 3.13+)
+    # 0x85 is NEL in Latin-1: a receiver reading it so would see a line break.
+    latin1 = email.message_from_bytes(head + b"Hello\x85Bcc: x@evil.example\r\n\r\nbody\r\n")
+    with pytest.raises(InvalidMessageError, match=r"header Subject .* not UTF-8"):
+        render(latin1)
+
+
+def test_a_formfeed_in_a_parsed_eml_subject_is_refused() -> None:
+    # The example from the security review: Python < 3.13 wrote "Bcc: ..." as a header.
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: Hello\x0cBcc: x@evil.example\r\n\r\n"
+    )
+    with pytest.raises(InvalidMessageError, match=r"header Subject .* FF"):
+        render(email.message_from_bytes(raw + b"body\r\n", policy=email.policy.default))
+
+
+def test_compat32_header_objects_are_rendered() -> None:
+    msg = MIMEText("hi", "plain", "utf-8")
+    msg["From"] = Header("Jörg <j@example.de>", "utf-8")
+    msg["To"] = "b@example.org"
+    msg["Subject"] = Header("Grüße aus Köln", "utf-8")
+    msg["X-Plain"] = Header("plain ascii")
+    rendered = render(msg)
+    assert_wire_format(rendered.content)
+    parsed = parse(rendered)
+    assert parsed["Subject"] == "Grüße aus Köln"
+    assert parsed["X-Plain"] == "plain ascii"
+    assert [k.lower() for k in parsed] == [
+        "content-type",
+        "mime-version",
+        "content-transfer-encoding",
+        "from",
+        "to",
+        "subject",
+        "x-plain",
+        "message-id",
+        "date",
+    ]
+    assert isinstance(msg["Subject"], Header)  # the caller's object is unchanged
+
+
+class _InjectingHeader(str):
+    """A header object (as a custom policy's header_factory could make) that folds badly."""
+
+    name = "Subject"
+
+    def fold(self, *, policy: object) -> str:
+        return "Subject: hi\r\nBcc: x@evil.example\r\n"
+
+
+def test_a_header_that_folds_into_two_header_lines_is_refused() -> None:
+    # Python 3.13+ raises email.errors.HeaderWriteError here; older ones write it.
+    msg = MIMEText("hi")
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.org"
+    msg.set_raw("Subject", _InjectingHeader("hi"))
+    with pytest.raises(InvalidMessageError, match="Subject") as caught:
+        render(msg)
+    assert "Bcc" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw_header", "named"),
+    [
+        (b"From: a@", "From"),
+        (b"To: a@", "To"),
+        (b'To: "', "To"),
+        (b"To: a@[", "To"),
+        (b"Message-ID: <", "Message-ID"),
+        (b"Message-ID: <a@", "Message-ID"),
+        (b"Message-ID: <two words@example.com>", "Message-ID"),
+        (b"Message-ID: no-brackets@example.com", "Message-ID"),
+        (b"From: =?utf-8?q?A=0ABcc:_x@evil.example?= <a@example.com>", "From"),
+    ],
+)
+def test_malformed_stdlib_headers_give_a_typed_error_naming_the_header(
+    raw_header: bytes, named: str
+) -> None:
+    lines = {"From": b"From: a@example.com", "To": b"To: b@example.org", named: raw_header}
+    raw = b"\r\n".join(lines.values()) + b"\r\n\r\nbody\r\n"
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    with pytest.raises(InvalidMessageError) as caught:
+        render(msg)
+    # Which words depends on the Python version: some parse what others crash on.
+    assert named in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_overlong_stdlib_header_line_names_the_header() -> None:
+    msg = MIMEText("hi")
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.org"
+    msg["X-" + "n" * 1000] = "value"
+    with pytest.raises(InvalidMessageError, match=r"header X-nnn.* 998"):
+        render(msg)
+
+
+def test_a_long_run_of_spaces_in_a_stdlib_subject_is_folded() -> None:
+    subject = "a" + " " * 1500 + "b"
+    for kind in ("compat32", "parsed-bytes-default"):
+        rendered = render(stdlib_with_subject(kind, subject))
+        assert_wire_format(rendered.content)
+
+
+# --------------------------------------------------------------------------- 998 octets
+
+
+def test_a_subject_with_a_long_run_of_spaces_is_encoded_and_round_trips() -> None:
+    subject = "a" + " " * 1500 + "b"
+    rendered = render(message(subject=subject))
+    assert_wire_format(rendered.content, header_limit=78)
+    assert parse(rendered)["Subject"] == subject
+
+
+def test_runs_of_spaces_fold_with_the_word_after_them() -> None:
+    value = ("x" + " " * 60) * 30 + "y"
+    rendered = render(message(subject=value, headers={"X-Runs": value}))
+    assert_wire_format(rendered.content)
+    assert b"=?" not in rendered.content  # literal, folded before each run
+    unfolded = BytesParser(policy=email.policy.compat32).parsebytes(rendered.content)
+    assert re.sub(r"\r\n", "", str(unfolded["X-Runs"])) == value
+    assert re.sub(r"\r\n", "", str(unfolded["Subject"])) == value
+    assert not any(line.strip() == b"" for line in header_block(rendered.content))
+
+
+def test_an_extra_header_with_an_unfoldable_run_of_spaces_is_refused() -> None:
+    with pytest.raises(InvalidMessageError, match="collapse the spaces"):
+        message(headers={"X-Spaces": "a" + " " * 1500 + "b"})
+
+
+def test_an_overlong_header_name_is_refused() -> None:
+    with pytest.raises(InvalidMessageError, match=r"header name .* 950 characters"):
+        message(headers={"X-" + "n" * 948: "Grüße"})
+    # The longest name allowed still fits, with any value.
+    name = "X-" + "n" * 918
+    value = " ".join(["Grüße"] * 40)
+    rendered = render(message(headers={name: value, "X-" + "m" * 900: "a" * 80}))
+    assert_wire_format(rendered.content)
+    assert parse(rendered)[name] == value
+
+
+def test_an_overlong_message_id_or_content_id_is_refused() -> None:
+    with pytest.raises(InvalidMessageError, match="message_id is 1000 characters"):
+        message(message_id="a" * 988 + "@example.com")
+    with pytest.raises(InvalidMessageError, match="content_id is 1000 characters"):
+        Attachment(
+            filename="a.png", content=b"", inline=True, content_id="a" * 988 + "@example.com"
+        )
+    rendered = render(message(message_id="a" * 972 + "@example.com"))
+    assert_wire_format(rendered.content)
+
+
+def test_a_long_content_type_is_folded_or_refused() -> None:
+    params = "; ".join(f"p{i}=value{i}" for i in range(120))
+    attachment = Attachment(filename="a.bin", content=b"x", content_type=f"application/x; {params}")
+    rendered = render(message(attachments=[attachment]))
+    assert_wire_format(rendered.content)
+    (part,) = parse(rendered).iter_attachments()
+    assert part.get_param("p119") == "value119"
+    with pytest.raises(InvalidMessageError, match="content_type has"):
+        Attachment(filename="a.bin", content=b"", content_type="application/x; p=" + "v" * 990)
+
+
 # --------------------------------------------------------------------------- properties
 
-SAFE_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=300)
+# Every character a Python line splitter breaks at, and NUL: refused in every header.
+LINE_BREAKS = "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+SAFE_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=300)
 BODY_TEXT = st.text(
     st.one_of(st.characters(blacklist_categories=("Cc", "Cs")), st.just("\n")), max_size=400
 )
@@ -1065,7 +1323,7 @@ def test_any_text_renders_or_raises_a_library_error(value: str) -> None:
 @PROPERTY_SETTINGS
 @given(
     value=st.text(
-        st.characters(codec="utf-8", blacklist_characters="\r\n\x00"), min_size=1, max_size=80
+        st.characters(codec="utf-8", blacklist_characters=LINE_BREAKS), min_size=1, max_size=80
     )
 )
 def test_any_filename_round_trips(value: str) -> None:

@@ -628,7 +628,8 @@ def test_exit_code_drives_classification_without_a_reply() -> None:
 
 async def test_no_shell_is_involved(recorder: Path, tmp_path: Path) -> None:
     # argv goes straight to exec: shell syntax in an address stays literal text.
-    hostile = f"$(touch {tmp_path}/pwned)@example.org"
+    # (${IFS} for the space: the Envelope refuses whitespace in a path.)
+    hostile = f"$(touch${{IFS}}{tmp_path}/pwned)@example.org"
     await SendmailTransport(recorder).deliver(Envelope("a@example.com", (hostile,)), CONTENT)
     assert json.loads((tmp_path / "argv.json").read_text())[-1] == hostile
     assert not (tmp_path / "pwned").exists()

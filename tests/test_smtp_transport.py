@@ -8,6 +8,7 @@ import ssl
 import pytest
 
 from conftest import PASSWORD, USERNAME, relay_transport, serial_only, tls_transport
+from rawsmtp import Answer, RawSMTPServer, Session, normal
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AuthOrConfigError,
@@ -436,3 +437,44 @@ async def test_pipelining_sends_the_envelope_before_reading_any_reply(
         directions = "".join(line[0] for line in lines[start : start + 8])
         # pipelined: > MAIL > RCPT > RCPT > DATA, then four replies; serial: alternating.
         assert directions == (">>>><<<<" if pipelining else "><><><><")
+
+
+def _closing_at_the_first_mail_but_staying_open(
+    session: Session, verb: str, argument: bytes
+) -> Answer:
+    # RFC 5321 §3.8: after a 421 the server closes; some keep answering a moment longer.
+    if verb == "MAIL" and session.number == 1:
+        return Answer(reply=b"421 4.3.2 shutting down\r\n")
+    return normal(session, verb, argument)
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["serial", "pipelined"])
+async def test_a_421_at_mail_drops_the_connection_even_when_the_server_keeps_it_open(
+    pipelining: bool,
+) -> None:
+    server = await RawSMTPServer(
+        _closing_at_the_first_mail_but_staying_open, pipelining=lambda n: pipelining
+    ).start()
+    envelope = Envelope.build("a@example.com", ["b@example.org"])
+    try:
+        transport = SMTPTransport(
+            "127.0.0.1",
+            server.port,
+            tls="none",
+            local_hostname="client.test",
+            max_connections=1,
+            command_timeout=2.0,
+        )
+        async with transport:
+            with pytest.raises(DeliveryError) as caught:
+                await transport.deliver(envelope, b"Subject: x\r\n\r\nbody\r\n")
+            assert caught.value.phase is Phase.MAIL
+            assert caught.value.reply is not None
+            assert caught.value.reply.code == 421
+            report = await transport.deliver(envelope, b"Subject: x\r\n\r\nbody\r\n")
+        assert report.recipients["b@example.org"].outcome is Outcome.SENT
+        # Never RSET and reused: the next message went over a new connection.
+        assert server.opened == 2
+        assert "RSET" not in [verb for number, verb, _ in server.commands if number == 1]
+    finally:
+        await server.stop()

@@ -404,6 +404,25 @@ SCENARIOS = {
         [("RCPT", {"reply": "421 4.7.0 closing", "recipient": BOB})],
         dict.fromkeys((ANN, BOB, CAT), Outcome.THROTTLED),
     ),
+    # A step for the whole transaction at RCPT answers the first RCPT without a step of
+    # its own; the 421 or the lost link there leaves later recipients unanswered, even
+    # one scripted to be refused (a real server never gets to its RCPT).
+    "421-for-every-rcpt-before-a-refusal": Scenario(
+        [
+            reply(421, "4.7.0", "closing", phase=Phase.RCPT),
+            reply(550, "5.1.1", "no", recipient=CAT),
+        ],
+        [
+            ("RCPT", {"reply": "550 5.1.1 no", "recipient": CAT}),
+            ("RCPT", {"reply": "421 4.7.0 closing"}),
+        ],
+        dict.fromkeys((ANN, BOB, CAT), Outcome.THROTTLED),
+    ),
+    "drop-at-rcpt-before-a-refusal": Scenario(
+        [reply(550, "5.1.1", "no", recipient=CAT), disconnect(phase=Phase.RCPT)],
+        [("RCPT", {"reply": "550 5.1.1 no", "recipient": CAT}), ("RCPT", {"disconnect": True})],
+        dict.fromkeys((ANN, BOB, CAT), Outcome.TRANSIENT),
+    ),
     "550-every-rcpt": Scenario(
         [reply(550, "5.7.1", "relaying denied", phase=Phase.RCPT)],
         [("RCPT", {"reply": "550 5.7.1 relaying denied", "times": None})],

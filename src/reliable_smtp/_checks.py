@@ -5,8 +5,10 @@
 - counts (:func:`check_count`, :func:`count_problem`): a whole number, at least a minimum;
 - rates (:func:`check_rate`, :func:`rate_problem`): messages per second, positive and
   finite, with a floor of one a day (a smaller rate is a unit mistake, not a wish);
-- the characters no SMTP command or header value may carry (:func:`line_breaker`);
 - when two addresses are the same (:func:`address_key`).
+
+The line-break rule for headers and SMTP paths is
+:func:`reliable_smtp.envelope.line_break_problem`.
 
 The ``check_*`` functions raise :class:`~reliable_smtp.ConfigurationError` naming the
 setting (``owner`` says whose: ``"RetryPolicy."``); the ``*_problem`` functions return
@@ -26,7 +28,6 @@ __all__ = [
     "check_rate",
     "check_seconds",
     "count_problem",
-    "line_breaker",
     "rate_problem",
     "seconds_problem",
 ]
@@ -141,19 +142,6 @@ def check_rate(name: str, value: object, *, owner: str = "") -> float | None:
         )
     assert isinstance(value, (int, float))
     return float(value)
-
-
-#: Characters that end an SMTP command or a header line (or a C string): in a value
-#: they would let it inject commands or headers.
-_LINE_BREAKERS = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
-
-
-def line_breaker(value: str) -> str | None:
-    """The name (``"CR"``, ``"LF"``, ``"NUL"``) of the first such character in ``value``."""
-    for char, name in _LINE_BREAKERS.items():
-        if char in value:
-            return name
-    return None
 
 
 def address_key(address: str) -> str:

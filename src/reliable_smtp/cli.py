@@ -29,7 +29,6 @@ import asyncio
 import csv
 import email
 import email.policy
-import email.utils
 import getpass
 import io
 import json
@@ -61,7 +60,7 @@ from .errors import (
     ReliableSMTPError,
 )
 from .mailer import AsyncMailer, SendOutcome
-from .message import Attachment, Message, render
+from .message import Attachment, Message, bare_address, render
 from .redaction import SecretForms
 from .replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
 from .result import SendResult
@@ -364,8 +363,10 @@ def _attachments(paths: Sequence[str]) -> list[Attachment]:
     return attachments
 
 
-def _bare(addresses: Sequence[str]) -> list[str]:
-    return [email.utils.parseaddr(address)[1] or address for address in addresses]
+def _bare(addresses: Sequence[str], what: str) -> list[str]:
+    # By the Message rules: parseaddr() would silently turn "a@b.org NOTIFY=x"
+    # into the different address "a@b.orgNOTIFY=x".
+    return [bare_address(address, what=what) for address in addresses]
 
 
 def _single_message(args: argparse.Namespace) -> tuple[Message | EmailMessage, Envelope | None]:
@@ -386,8 +387,8 @@ def _single_message(args: argparse.Namespace) -> tuple[Message | EmailMessage, E
             # Like sendmail -f and explicit recipients: the envelope, not the headers.
             rendered = render(parsed)
             envelope = Envelope.build(
-                _bare([args.sender])[0] if args.sender else rendered.sender,
-                _bare(recipients) if recipients else rendered.recipients,
+                _bare([args.sender], "--from")[0] if args.sender else rendered.sender,
+                _bare(recipients, "--to/--cc/--bcc address") if recipients else rendered.recipients,
             )
         return parsed, envelope
     if not args.sender:

@@ -33,6 +33,14 @@ Conventions (documented once, relied upon everywhere):
 * Message-IDs and Content-IDs are stored and reported *without* angle brackets
   (``abc123@example.com``); the renderer adds them in the headers. Inputs are
   accepted with or without brackets.
+* No header text holds a line break of any kind (any character
+  ``str.splitlines()`` breaks at) or NUL, in a :class:`Message` or a stdlib
+  message: :func:`reliable_smtp.envelope.line_break_problem` is the one rule.
+* No line is longer than 998 octets (RFC 5322 §2.1.1). Headers fold at spaces,
+  a run of spaces moving to the next line with the word after it; text that
+  cannot fold is encoded (Subject, display names, non-ASCII values) or, where
+  it cannot be encoded either (a structured value, a header name, an ID),
+  refused when the :class:`Message` is built.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import base64
 import binascii
 import copy
 import dataclasses
+import email.errors
 import email.message
 import email.policy
 import itertools
@@ -51,15 +60,20 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.header import Header
 from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from ._checks import line_breaker
-from .envelope import check_no_control_characters, dedupe_addresses
-from .errors import ConfigurationError, InvalidAddressError, InvalidMessageError
+from .envelope import check_no_line_breaks, dedupe_addresses, line_break_problem
+from .errors import (
+    ConfigurationError,
+    InvalidAddressError,
+    InvalidMessageError,
+    ReliableSMTPError,
+)
 
 __all__ = ["Attachment", "Message", "RenderedMessage", "render"]
 
@@ -74,6 +88,11 @@ _MAX_LITERAL_WORD = 76
 # Encoded-words are capped below RFC 2047's 75 so that "Reply-To: " plus one
 # encoded-word still fits in 78 characters.
 _MAX_ENCODED_WORD = 68
+# The longest header name that still leaves room on its line for any first word
+# the renderer writes after it (literal words are capped at _MAX_LITERAL_WORD).
+_MAX_HEADER_NAME = _HARD_LIMIT - len(": ") - _MAX_LITERAL_WORD
+# "Message-ID: <id>" and "Content-ID: <id>" are single, unfoldable lines.
+_MAX_ID = _HARD_LIMIT - len("Message-ID: <>")
 
 _ADDRESS_WHAT = {
     "to": "to address",
@@ -84,10 +103,12 @@ _ADDRESS_WHAT = {
 # Shared by every Message without extra headers: immutable and empty, so nothing can leak.
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-# An addr-spec as this library accepts it: no whitespace, no controls, no
+# An addr-spec as this library accepts it: no whitespace, no controls (C1 included), no
 # specials; non-ASCII is allowed (SMTPUTF8, RFC 6531/6532). Quoted local parts
 # and domain literals are deliberately unsupported.
-_ADDR_SPEC = re.compile(r'[^\s\x00-\x1f\x7f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f<>()\[\],;:\\"@]+')
+_ADDR_SPEC = re.compile(
+    r'[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+'
+)
 # Characters that end or split a mailbox when they appear unquoted in a display name.
 _PHRASE_SPECIALS = re.compile(r"[,;:@<>\[\]\\]")
 # Display names that can be written as-is: atoms (RFC 5322 atext) separated by single spaces.
@@ -102,7 +123,9 @@ _MIME_NAME = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
 _CONTENT_TYPE = re.compile(rf"({_MIME_NAME})/({_MIME_NAME})\s*(;[ -~]*)?")
 # ASCII control characters other than HTAB: invalid in a raw header value.
 _HEADER_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_FOLDED_LINE_BREAK = re.compile(r"\r?\n(?=[ \t])")
+# A fold in a parsed header value: a line break (as the email parser splits lines)
+# followed by a space or tab.
+_FOLDED_LINE_BREAK = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
 
 # Headers the Message writes itself, and what to do instead of setting them.
 _RESERVED_HEADERS = {
@@ -137,15 +160,18 @@ _EW_OVERHEAD = len("=?utf-8?q?") + len("?=")
 
 
 def _check_header_value(value: object, *, what: str) -> str:
-    """A header-bound str without CR, LF or NUL (they would inject headers)."""
+    """A header-bound str without line breaks of any kind or NUL (they would inject headers).
+
+    The renderer would encode most of them safely, but a decoded header that
+    still holds a line break becomes a new header wherever it is refolded
+    (Python's email package splits at all of them), and stdlib messages must
+    refuse them anyway: one rule for every path.
+    """
     if not isinstance(value, str):
         raise InvalidMessageError(f"{what} must be a str, got {type(value).__name__}")
-    breaker = line_breaker(value)
-    if breaker is not None:
-        raise InvalidMessageError(
-            f"{what} {value!r} contains a {breaker} character; remove it "
-            "(CR, LF and NUL in a header would let it inject other headers)"
-        )
+    problem = line_break_problem(value)
+    if problem is not None:
+        raise InvalidMessageError(f"{what} {value!r} {problem}")
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -227,7 +253,7 @@ def _parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
             address=repr(value),
             reason="not a str",
         )
-    check_no_control_characters(value, what=what)
+    check_no_line_breaks(value, what=what)
     text = value.strip()
     if not text:
         raise InvalidAddressError(
@@ -268,6 +294,15 @@ def _parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
     return name.strip(), _check_addr_spec(addr, value, what)
 
 
+def bare_address(value: str, *, what: str) -> str:
+    """The ``local@domain`` of one ``'local@domain'`` or ``'Name <local@domain>'`` string.
+
+    The same rules as every address field of :class:`Message`; raises
+    :class:`~reliable_smtp.InvalidAddressError` naming ``what`` otherwise.
+    """
+    return _parse_mailbox(value, what=what)[1]
+
+
 def _find_angle(text: str, value: str, what: str) -> int:
     """Index of the first '<' outside a quoted-string, or -1."""
     in_quote = False
@@ -295,6 +330,11 @@ def _check_header_name(name: object) -> str:
             f"header name {name!r} is not valid: use printable ASCII without spaces or ':' "
             "(for example 'List-Unsubscribe')"
         )
+    if len(name) > _MAX_HEADER_NAME:
+        raise InvalidMessageError(
+            f"header name {name[:40]!r}... is {len(name)} characters long; at most "
+            f"{_MAX_HEADER_NAME} fit on a header line (RFC 5322 allows {_HARD_LIMIT} octets)"
+        )
     instead = _RESERVED_HEADERS.get(name.lower())
     if instead is not None:
         raise InvalidMessageError(
@@ -312,11 +352,14 @@ def _check_extra_header(name: str, value: object) -> str:
                 f"headers[{name!r}] {text!r} contains the control character "
                 f"{control.group()!r}; remove it"
             )
-        longest = max(map(len, text.split(" ")))
+        # The renderer folds only at spaces, keeping each run of spaces with the
+        # word after it: the longest such piece must fit on one line.
+        longest = max(map(len, _words(text)))
         if len(name) + 2 + longest > _HARD_LIMIT:
             raise InvalidMessageError(
-                f"headers[{name!r}] has a word of {longest} characters without a space; a header "
-                f"line may not exceed {_HARD_LIMIT} octets, so shorten it"
+                f"headers[{name!r}] has {longest} characters that cannot be folded (a word "
+                f"and the spaces before it); a header line may not exceed {_HARD_LIMIT} octets "
+                "(RFC 5322 §2.1.1), so shorten the word or collapse the spaces"
             )
     return text
 
@@ -329,6 +372,12 @@ def _check_message_id(value: object) -> str:
         raise InvalidMessageError(
             f"message_id {value!r} is not of the form 'unique-part@domain' (printable ASCII, "
             "no spaces, brackets or quotes); leave it None to have one generated"
+        )
+    if len(text) > _MAX_ID:
+        raise InvalidMessageError(
+            f"message_id is {len(text)} characters long; at most {_MAX_ID} fit on the "
+            f"Message-ID line (RFC 5322 allows {_HARD_LIMIT} octets): leave it None to have "
+            "one generated"
         )
     return text
 
@@ -377,6 +426,12 @@ class Attachment:
                     f"attachment {filename!r}: content_id {self.content_id!r} must be printable "
                     "ASCII without spaces, brackets or quotes (for example 'logo@example.com')"
                 )
+            if len(cid) > _MAX_ID:
+                raise InvalidMessageError(
+                    f"attachment {filename!r}: content_id is {len(cid)} characters long; at "
+                    f"most {_MAX_ID} fit on the Content-ID line (RFC 5322 allows {_HARD_LIMIT} "
+                    "octets)"
+                )
             object.__setattr__(self, "content_id", cid)
         elif self.inline:
             object.__setattr__(self, "content_id", f"{secrets.token_hex(12)}@reliable-smtp")
@@ -403,7 +458,16 @@ class Attachment:
                 f"attachment {filename!r}: content_type {given!r} cannot be sent base64-encoded; "
                 "use 'application/octet-stream' (or leave content_type None)"
             )
-        return f"{maintype}/{match.group(2).lower()}{match.group(3) or ''}"
+        content_type = f"{maintype}/{match.group(2).lower()}{match.group(3) or ''}"
+        # Rendered as "Content-Type: <content_type>;", folded only at its spaces.
+        longest = max(map(len, _words(content_type + ";")))
+        if len("Content-Type: ") + longest > _HARD_LIMIT:
+            raise InvalidMessageError(
+                f"attachment {filename!r}: content_type has {longest} characters without a "
+                f"space; a header line may not exceed {_HARD_LIMIT} octets (RFC 5322 §2.1.1), "
+                "so shorten its parameters"
+            )
+        return content_type
 
     @classmethod
     def from_path(
@@ -669,25 +733,48 @@ def _q_char(char: str) -> str:
     return "".join(f"={b:02X}" for b in char.encode("utf-8"))
 
 
-def _is_literal_text(text: str) -> bool:
-    # Literal only when a parser will give back exactly this text: printable
-    # ASCII (no tabs or controls), nothing that looks like an encoded-word, no
-    # whitespace at either end (parsers strip it), and words short enough to fold.
-    return (
-        text.isascii()
-        and text.isprintable()
-        and "=?" not in text
-        and text[0] != " "
-        and text[-1] != " "
-        and max(map(len, text.split(" "))) <= _MAX_LITERAL_WORD
-    )
+def _words(text: str) -> list[str]:
+    """``text`` as words that rejoined with single spaces give ``text`` back.
+
+    A run of spaces stays with the word after it (a trailing run with the last
+    word), so that :func:`_fold`, which breaks lines only at the joining spaces,
+    never writes a line of spaces alone, and a long run makes one long word that
+    the callers encode or refuse instead of one line over 998 octets.
+    """
+    words = text.split(" ")
+    if "" not in words:  # the common case: single spaces only
+        return words
+    merged: list[str] = []
+    spaces = ""
+    for word in words:
+        if word:
+            merged.append(spaces + word)
+            spaces = ""
+        else:
+            spaces += " "
+    if not merged:
+        return [text]
+    merged[-1] += spaces
+    return merged
 
 
 def _unstructured_words(text: str) -> list[str]:
     if not text:
         return []
-    if _is_literal_text(text):
-        return text.split(" ")
+    # Literal only when a parser will give back exactly this text: printable
+    # ASCII (no tabs or controls), nothing that looks like an encoded-word, no
+    # whitespace at either end (parsers strip it), and words short enough to
+    # fold. Anything else becomes encoded-words, which fold anywhere.
+    if (
+        text.isascii()
+        and text.isprintable()
+        and "=?" not in text
+        and text[0] != " "
+        and text[-1] != " "
+    ):
+        words = _words(text)
+        if max(map(len, words)) <= _MAX_LITERAL_WORD:
+            return words
     return _encoded_words(text)
 
 
@@ -723,7 +810,7 @@ def _header_words(value: str) -> list[str]:
     # only folded at existing spaces, never encoded; non-ASCII values can only
     # be unstructured text and become encoded-words.
     if value.isascii():
-        return value.split(" ") if value else []
+        return _words(value) if value else []
     return _encoded_words(value)
 
 
@@ -789,7 +876,7 @@ def _attachment_part(attachment: Attachment) -> _Part:
     filename = attachment.filename
     disposition = "inline" if attachment.inline else "attachment"
     lines = [
-        _fold("Content-Type", [content_type + ";", *_param_words("name", filename)]),
+        _fold("Content-Type", [*_words(content_type + ";"), *_param_words("name", filename)]),
         "Content-Transfer-Encoding: base64\r\n",
         _fold("Content-Disposition", [disposition + ";", *_param_words("filename", filename)]),
     ]
@@ -913,7 +1000,9 @@ def render(
 
     Raises :class:`~reliable_smtp.InvalidMessageError` (or its subclass
     :class:`~reliable_smtp.InvalidAddressError`) when the message cannot be sent
-    as it is.
+    as it is: for a stdlib message also when a header holds a line break or is
+    malformed (what the email package raises for it, ``HeaderWriteError``
+    included, becomes this error, naming the header).
     """
     if domain is not None:
         _check_domain(domain)
@@ -935,23 +1024,74 @@ def render(
 
 # --------------------------------------------------------------------------- stdlib messages
 
+# What the email package raises, from its own bugs or its strictness, while it
+# parses, folds or writes a malformed header (an IndexError for "From: a@",
+# AttributeError for a compat32 Header under a modern policy, HeaderWriteError
+# on Python 3.13+ when a folded header would start a new line, ...). Each becomes
+# an InvalidMessageError naming the header: nothing reaches the wire.
+_STDLIB_FAILURES = (
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    RecursionError,
+    email.errors.MessageError,
+)
+
+
+# A line break in a folded header that does not continue it (what Python 3.13's
+# generator refuses with HeaderWriteError).
+_NEW_LINE_IN_FOLDED = re.compile(rb"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n")
+
+
+def _preview(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+
 
 def _check_stdlib_headers(message: email.message.Message) -> None:
+    """Refuse invalid header names and header values with a line break, in every MIME part.
+
+    Stdlib messages are refused rather than encoded: the renderer does not fold
+    them itself, and the email package's folders split a value at every line
+    break str.splitlines() knows (so a FF or U+2028 in a compat32 Subject, or in
+    a parsed .eml, would be written as a new header line on Python < 3.13).
+    """
     for part in message.walk():
         for name, value in part.raw_items():
             if _HEADER_NAME.fullmatch(name) is None:
                 raise InvalidMessageError(
                     f"header name {name!r} is not valid: use printable ASCII without spaces or ':'"
                 )
-            # Parsed compat32 messages keep their folding (CRLF + space) in raw
-            # values; any other CR or LF would start a new header.
-            text = _FOLDED_LINE_BREAK.sub("", str(value))
-            breaker = line_breaker(text)
-            if breaker is not None:
-                raise InvalidMessageError(
-                    f"header {name} {text!r} contains a {breaker} character; remove it "
-                    "(CR, LF and NUL in a header would let it inject other headers)"
-                )
+            text = str(value)
+            if text.isprintable():
+                continue
+            # Parsed messages keep their folding (a line break, then a space or
+            # tab) in raw values; any other line break would start a new header.
+            problem = line_break_problem(_FOLDED_LINE_BREAK.sub("", _raw_text(name, text)))
+            if problem is not None:
+                raise InvalidMessageError(f"header {name} {_preview(text)} {problem}")
+
+
+def _raw_text(name: str, text: str) -> str:
+    """The text a receiver reads in a header value that came from bytes.
+
+    A message parsed from bytes keeps 8-bit header bytes as surrogate escapes
+    and they are written back as they were, so they are checked as what they
+    are on the wire: UTF-8 (RFC 6532). Other 8-bit bytes cannot be read the same
+    way by every receiver (0x85 is NEL in Latin-1), so they are refused.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            raise InvalidMessageError(
+                f"header {name} {_preview(text)} has 8-bit bytes that are not UTF-8; re-encode "
+                "the header as UTF-8 or as RFC 2047 encoded-words (=?charset?q?...?=)"
+            ) from None
+    return text
 
 
 def _stdlib_addresses(message: email.message.Message, name: str) -> list[str]:
@@ -979,7 +1119,117 @@ def _shared_immutables(message: email.message.Message) -> dict[int, Any]:
     return memo
 
 
+def _writable(name: str, value: Any) -> Any:
+    """``value`` as the SMTP policy can write it.
+
+    That policy writes str values as they are (so non-ASCII text would not be
+    encoded, and cannot be written at all without SMTPUTF8) and cannot fold a
+    compat32 :class:`email.header.Header`. Both become the policy's own header
+    objects, which encode what needs encoding; anything else is kept.
+    """
+    if isinstance(value, Header):
+        text = str(value)
+    elif isinstance(value, str) and not hasattr(value, "name") and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value  # undecodable bytes of a parsed message: written back as they were
+        text = value
+    else:
+        return value
+    return email.policy.SMTP.header_factory(name, "".join(text.splitlines()))
+
+
+def _make_writable(message: email.message.Message) -> None:
+    """Apply :func:`_writable` to every header of every part of ``message``, in place."""
+    for part in message.walk():
+        items = list(part.raw_items())
+        writable = [(name, _writable(name, value)) for name, value in items]
+        if all(new is old for (_, new), (_, old) in zip(writable, items, strict=True)):
+            continue
+        for name in {name for name, _ in items}:
+            del part[name]
+        for name, value in writable:
+            part.set_raw(name, value)
+
+
+def _header_lines(content: bytes) -> list[bytes]:
+    end = content.find(b"\r\n\r\n")
+    return content[: end if end >= 0 else len(content)].split(b"\r\n")
+
+
+def _check_written_headers(expected: Sequence[str], content: bytes) -> None:
+    """The header block holds exactly the ``expected`` headers, each line within 998 octets.
+
+    A second line of defence after :func:`_check_stdlib_headers`, which does not
+    depend on the Python version: a header object whose ``fold()`` writes
+    several header lines, or a folder that splits a value, is caught here.
+    """
+    written: list[str] = []
+    for line in _header_lines(content):
+        if line[:1] not in (b" ", b"\t"):
+            written.append(line.partition(b":")[0].decode("ascii", "replace"))
+        if len(line) > _HARD_LIMIT:
+            name = written[-1] if written else "?"
+            raise InvalidMessageError(
+                f"header {name} is written with a line of {len(line)} octets; SMTP allows "
+                f"{_HARD_LIMIT} (RFC 5322 §2.1.1): shorten it, or break up its long words and "
+                "runs of spaces"
+            )
+    written_keys = [name.lower() for name in written]
+    expected_keys = [name.lower() for name in expected]
+    if written_keys != expected_keys:
+        index = 0
+        while written_keys[index : index + 1] == expected_keys[index : index + 1]:
+            index += 1
+        # The header before the first difference is the one that was split.
+        culprit = expected[max(index - 1, 0)] if expected else "?"
+        raise InvalidMessageError(
+            f"header {culprit} would be written as more than one header line (the email "
+            f"package wrote {written[index : index + 1] or ['nothing']!r} where "
+            f"{expected[index : index + 1] or ['nothing']!r} was expected); remove the line "
+            "breaks from its value"
+        )
+
+
+def _unrenderable(message: email.message.Message, exc: BaseException) -> InvalidMessageError:
+    """An InvalidMessageError for ``exc``, naming the first header the email package chokes on.
+
+    Runs only on the error path: each header is read the way the message's
+    policy reads it and written the way the renderer writes it, one at a time.
+    """
+    cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+    for part in message.walk():
+        for name, value in part.raw_items():
+            try:
+                part.policy.header_fetch_parse(name, value)
+                folded = email.policy.SMTPUTF8.fold_binary(name, _writable(name, value))
+            except _STDLIB_FAILURES as failure:
+                reason = " ".join(f"{type(failure).__name__}: {failure}".split())
+            else:
+                if _NEW_LINE_IN_FOLDED.search(folded.removesuffix(b"\r\n")) is None:
+                    continue
+                reason = f"it is written as {folded!r}"
+            return InvalidMessageError(
+                f"header {name} {_preview(str(value))} is malformed: Python's email package "
+                f"cannot read or write it safely ({reason}); correct or remove that header"
+            )
+    return InvalidMessageError(
+        f"the message cannot be rendered ({cause}); build it with email.policy.default and "
+        "set_content()/add_attachment()"
+    )
+
+
 def _render_stdlib(message: email.message.Message, domain: str | None) -> RenderedMessage:
+    try:
+        return _render_checked_stdlib(message, domain)
+    except ReliableSMTPError:
+        raise
+    except _STDLIB_FAILURES as exc:
+        raise _unrenderable(message, exc) from exc
+
+
+def _render_checked_stdlib(message: email.message.Message, domain: str | None) -> RenderedMessage:
     _check_stdlib_headers(message)
     prefix = "Resent-" if message.get("Resent-Date") is not None else ""
     senders = _stdlib_addresses(message, "Sender") or _stdlib_addresses(message, "From")
@@ -1003,6 +1253,7 @@ def _render_stdlib(message: email.message.Message, domain: str | None) -> Render
     # Generating a multipart without a boundary sets one on the message, so
     # work on a copy: the caller's object is never changed.
     clone = copy.deepcopy(message, _shared_immutables(message))
+    _make_writable(clone)
     del clone["Bcc"]
     del clone["Resent-Bcc"]
     existing_id = clone.get("Message-ID")
@@ -1010,7 +1261,16 @@ def _render_stdlib(message: email.message.Message, domain: str | None) -> Render
         message_id = f"{secrets.token_hex(16)}@{_id_domain(domain, senders[0])}"
         clone["Message-ID"] = f"<{message_id}>"
     else:
-        message_id = str(existing_id).strip().removeprefix("<").removesuffix(">")
+        given = str(existing_id).strip()
+        message_id = given.removeprefix("<").removesuffix(">")
+        # Checked here, not left to the email package: whether it even parses
+        # "<a@" depends on the Python version.
+        if _MSG_ID.fullmatch(message_id) is None or given != f"<{message_id}>":
+            raise InvalidMessageError(
+                f"header Message-ID {_preview(given)} is not of the form <unique-part@domain> "
+                "(printable ASCII, no spaces or quotes); correct it, or remove the header to "
+                "have one generated"
+            )
     if clone.get("Date") is None:
         clone["Date"] = format_datetime(datetime.now(timezone.utc))
 
@@ -1018,7 +1278,7 @@ def _render_stdlib(message: email.message.Message, domain: str | None) -> Render
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
     try:
         content = clone.as_bytes(policy=policy)
-    except (UnicodeError, ValueError, TypeError, LookupError) as exc:
+    except (UnicodeError, LookupError) as exc:
         raise InvalidMessageError(
             f"the EmailMessage cannot be rendered ({exc}); build it with "
             "email.policy.default and set_content()/add_attachment()"
@@ -1030,6 +1290,7 @@ def _render_stdlib(message: email.message.Message, domain: str | None) -> Render
         content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     if content and not content.endswith(b"\r\n"):
         content += b"\r\n"
+    _check_written_headers(clone.keys(), content)
     longest = max(map(len, content.split(b"\r\n")))
     if longest > _HARD_LIMIT:
         raise InvalidMessageError(

@@ -17,26 +17,36 @@ transaction). When the script runs out, the transport accepts everything
 (``on_exhausted="fail"``).
 
 What a step produces is what :class:`~reliable_smtp.SMTPTransport` produces when a
-real server behaves that way: replies are classified by
-:func:`~reliable_smtp.classify` in their phase, lost links by
-:func:`~reliable_smtp.replies.classify_connection_loss`; a failure before RCPT
-raises the :class:`~reliable_smtp.DeliveryError` subclass
+real server behaves that way, because both hand the replies (or the lost link) to
+the same interpreter, ``reliable_smtp.transports._transaction.Transaction``: a
+failure before RCPT raises the :class:`~reliable_smtp.DeliveryError` subclass
 :func:`~reliable_smtp.errors.error_for` picks, and anything from RCPT on is a
 :class:`~reliable_smtp.DeliveryReport` with a status for every recipient. The
-tests compare the two, step by step, against a real server.
+script plays a serial (unpipelined) server: commands are answered one at a time,
+and a step for the whole transaction at RCPT answers every recipient without a
+step of its own, so a ``421`` or a lost link there ends the transaction at the
+first of them. The tests compare the two, step by step, against a real server.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from ..envelope import Envelope
 from ..errors import DeliveryError, error_for
-from ..replies import Outcome, Phase, Reply, classify, classify_connection_loss
-from ..result import DeliveryReport, RecipientStatus
+from ..replies import Outcome, Phase, Reply, classify
+from ..result import DeliveryReport
+from ..transports._transaction import (
+    LinkLostError,
+    Next,
+    ReplyTimeoutError,
+    Transaction,
+    WireError,
+    failure_error,
+)
 from .outbox import Outbox, OutboxMessage, _address
 
 __all__ = [
@@ -174,6 +184,11 @@ def timeout(*, before_dot: bool | None = None, phase: Phase | None = None) -> Sc
 
 
 _ACCEPT = accept()
+_QUEUED = Reply(250, "2.0.0", "OK")
+# What the scripted server answers to the commands a step does not script.
+_MAIL_OK = Reply(250, "2.1.0", "OK")
+_RCPT_OK = Reply(250, "2.1.5", "OK")
+_GO_AHEAD = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 
 def _entry(entry: object) -> tuple[ScriptStep, ...]:
@@ -299,91 +314,64 @@ class ScriptedTransport(Outbox):
                 f"delivery's envelope ({', '.join(envelope.recipients)}); a retry only "
                 "carries the recipients still pending"
             )
-        if _ORDER[whole.phase] < _ORDER[Phase.RCPT]:
-            raise self._failure(whole)  # before any recipient: the transaction fails
+        if _ORDER[whole.phase] < _ORDER[Phase.MAIL]:
+            raise self._failure(whole)  # setting up the session failed: no transaction
 
-        statuses: dict[str, RecipientStatus] = {}
-        accepted: list[str] = []
-        for index, recipient in enumerate(envelope.recipients):
-            step = refusals.get(_address(recipient))
-            if step is None or step.reply is None:
-                accepted.append(recipient)
-                continue
-            statuses[recipient] = self._status(recipient, step.reply, Phase.RCPT)
-            if step.reply.code == 421:
-                # The server closes: nobody pending gets the message, all share the reply.
-                for other in [*envelope.recipients[index + 1 :], *accepted]:
-                    statuses[other] = self._status(other, step.reply, Phase.RCPT)
-                return self._report(envelope, statuses)
-
-        if accepted and whole.phase in (Phase.RCPT, Phase.DATA):
-            if whole.reply is not None:
-                for recipient in accepted:
-                    statuses[recipient] = self._status(recipient, whole.reply, whole.phase)
+        # The same interpreter as SMTPTransport's, fed one command at a time. A step for
+        # the whole transaction happens at its phase: at RCPT, to every recipient without
+        # a step of its own (a 421 or a lost link there ends the transaction).
+        transaction = Transaction(envelope, pipelined=False, server=self.name)
+        step = self._act(transaction, whole, Phase.MAIL, _MAIL_OK, transaction.on_mail)
+        for recipient in envelope.recipients:
+            if step is not Next.GO_ON:
+                break
+            own = refusals.get(_address(recipient))
+            if own is not None and own.reply is not None:
+                step = transaction.on_rcpt(own.reply)
             else:
-                error = self._failure(whole)
-                for recipient in accepted:
-                    statuses[recipient] = self._from_error(recipient, error)
-            return self._report(envelope, statuses)
-        if not accepted:
-            return self._report(envelope, statuses)  # no DATA without a recipient
+                step = self._act(transaction, whole, Phase.RCPT, _RCPT_OK, transaction.on_rcpt)
+        if step is Next.GO_ON:
+            step = self._act(transaction, whole, Phase.DATA, _GO_AHEAD, transaction.on_data)
+        if step is Next.SEND_BODY:
+            transaction.on_body_written()
+            self._act(transaction, whole, Phase.DATA_END, _QUEUED, transaction.on_final)
+            # The server has the message: it said so, or the link broke after the dot.
+            if transaction.final_reply is None or transaction.final_reply.severity == 2:
+                self.outbox.append(
+                    OutboxMessage(envelope=envelope.only(transaction.accepted), content=content)
+                )
+        return transaction.result()
 
-        if whole.reply is None:
-            # The link broke after the final dot: the server may have the message.
-            self._keep(envelope, accepted, content)
-            error = self._failure(whole)
-            for recipient in accepted:
-                statuses[recipient] = self._from_error(recipient, error)
-            return self._report(envelope, statuses)
-        for recipient in accepted:
-            statuses[recipient] = self._status(recipient, whole.reply, Phase.DATA_END)
-        if whole.reply.severity == 2:
-            self._keep(envelope, accepted, content)
-        return self._report(envelope, statuses, final_reply=whole.reply)
+    @staticmethod
+    def _act(
+        transaction: Transaction,
+        whole: ScriptStep,
+        phase: Phase,
+        default: Reply,
+        answer: Callable[[Reply], Next],
+    ) -> Next:
+        """Answer the command of ``phase``: as ``whole`` says if it is for this phase."""
+        if whole.phase is not phase:
+            return answer(default)
+        if whole.reply is not None:
+            return answer(whole.reply)
+        if whole.action == "timeout":
+            return transaction.on_failure(ReplyTimeoutError("scripted timeout"))
+        return transaction.on_failure(LinkLostError("scripted disconnect"))
 
     def _failure(self, step: ScriptStep) -> DeliveryError:
-        where = f"during {step.phase.value}"
+        """The error of a step before MAIL (CONNECT, TLS, EHLO, AUTH)."""
         if step.reply is not None:
             return error_for(
                 classify(step.reply, step.phase),
-                f"the server refused {where}",
+                f"the server refused during {step.phase.value}",
                 reply=step.reply,
                 phase=step.phase,
                 server=self.name,
             )
-        timed_out = step.action == "timeout"
-        summary = (
-            f"no reply from the server in time {where} (scripted)"
-            if timed_out
-            else f"connection problem {where}: scripted disconnect"
+        failure: WireError = (
+            ReplyTimeoutError("scripted timeout")
+            if step.action == "timeout"
+            else LinkLostError("scripted disconnect")
         )
-        return error_for(
-            classify_connection_loss(step.phase, timed_out=timed_out),
-            summary,
-            phase=step.phase,
-            server=self.name,
-            connection_lost=not timed_out,
-            timed_out=timed_out,
-        )
-
-    def _status(self, recipient: str, answer: Reply, phase: Phase) -> RecipientStatus:
-        return RecipientStatus.from_verdict(
-            recipient, classify(answer, phase), phase=phase, reply=answer, server=self.name
-        )
-
-    def _from_error(self, recipient: str, error: DeliveryError) -> RecipientStatus:
-        return RecipientStatus.from_error(recipient, error, server=self.name)
-
-    def _keep(self, envelope: Envelope, accepted: list[str], content: bytes) -> None:
-        self.outbox.append(OutboxMessage(envelope=envelope.only(accepted), content=content))
-
-    def _report(
-        self,
-        envelope: Envelope,
-        statuses: dict[str, RecipientStatus],
-        *,
-        final_reply: Reply | None = None,
-    ) -> DeliveryReport:
-        return DeliveryReport.in_envelope_order(
-            envelope, statuses, server=self.name, final_reply=final_reply
-        )
+        return failure_error(failure, step.phase, server=self.name)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from .._checks import line_breaker
+from ..envelope import line_break_problem
 from ..errors import AuthOrConfigError, DeliveryError
 from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import Phase, Reply
@@ -289,7 +289,7 @@ async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str
             "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
             "Google: https://mail.google.com/)",
         ) from exc
-    if not isinstance(token, str) or not token or line_breaker(token) is not None:
+    if not isinstance(token, str) or not token or line_break_problem(token) is not None:
         raise AuthOrConfigError(
             f"the OAuth2 token provider {name} returned no usable access token",
             phase=Phase.AUTH,

@@ -15,9 +15,12 @@ So for the length of one transaction :class:`Exchange` owns the connection's
 incoming bytes: it shadows the protocol instance's ``data_received``,
 ``eof_received`` and ``connection_lost`` (restoring them afterwards), writes
 commands to the transport itself, and parses replies from its own buffer - any
-number of them, in order, each with its own timeout. Errors are raised as
-aiosmtplib's own exception classes so the transport's single error boundary
-(``translate_error``) handles them like any other.
+number of them, in order, each with its own timeout. Replies come back as the
+library's :class:`~reliable_smtp.replies.Reply`; a reply that is not there comes
+back as the transaction's own failures (:class:`~._transaction.LinkLostError`,
+:class:`~._transaction.ReplyTimeoutError`, :class:`~._transaction.GarbledReplyError`), which the
+:class:`~._transaction.Transaction` interprets. aiosmtplib's exceptions are never
+raised from here.
 
 Written against aiosmtplib 5.1.3 (``SMTP.protocol``, ``SMTPProtocol.transport``,
 the three protocol callbacks). ``pyproject.toml`` pins ``aiosmtplib<6`` and
@@ -33,13 +36,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-from aiosmtplib import (
-    SMTP,
-    SMTPReadTimeoutError,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-)
-from aiosmtplib.response import SMTPResponse
+from aiosmtplib import SMTP
+
+from ..replies import Reply
+from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = ["Exchange", "dot_stuff", "transcript", "transcript_line"]
 
@@ -77,7 +77,7 @@ _SHADOWED = ("data_received", "eof_received", "connection_lost")
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(SMTPReadTimeoutError("Timed out waiting for server response"))
+        waiter.set_exception(ReplyTimeoutError("Timed out waiting for server response"))
 
 
 def dot_stuff(content: bytes) -> bytes:
@@ -107,11 +107,11 @@ class Exchange:
     def __init__(self, smtp: SMTP, *, server: str = "") -> None:
         protocol = smtp.protocol
         if protocol is None or not smtp.is_connected:
-            raise SMTPServerDisconnected("Server not connected")
+            raise LinkLostError("Server not connected")
         self._smtp = smtp
         self._protocol: Any = protocol
         self._buffer = bytearray()
-        self._lost: Exception | None = None
+        self._lost: WireError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._server = server
         self._written_at = time.monotonic()
@@ -127,13 +127,13 @@ class Exchange:
             self._wake()
 
         def eof_received() -> bool:
-            self._lost = self._lost or SMTPServerDisconnected("Unexpected EOF received")
+            self._lost = self._lost or LinkLostError("Unexpected EOF received")
             self._wake()
             return False  # let the transport close, as aiosmtplib does
 
         def connection_lost(exc: Exception | None) -> None:
             if self._lost is None:
-                self._lost = SMTPServerDisconnected("Connection lost")
+                self._lost = LinkLostError("Connection lost")
                 if exc is not None:
                     self._lost.__cause__ = exc
             self._wake()
@@ -175,7 +175,7 @@ class Exchange:
         """
         transport = self._protocol.transport
         if self._lost is not None or transport is None or transport.is_closing():
-            raise SMTPServerDisconnected("Connection lost")
+            raise LinkLostError("Connection lost")
         transport.write(data)
         self._written_at = time.monotonic()
         if transcript.isEnabledFor(logging.DEBUG):
@@ -185,26 +185,31 @@ class Exchange:
                 for line in data.decode("utf-8", "replace").splitlines():
                     transcript_line(self._server, ">", line)
 
-    async def read(self, *, timeout: float) -> SMTPResponse:
-        """The next reply, waiting at most ``timeout`` seconds for it."""
+    async def read(self, *, timeout: float) -> Reply:
+        """The next reply, waiting at most ``timeout`` seconds for it.
+
+        Instead of a reply: :class:`LinkLostError`, :class:`ReplyTimeoutError` or
+        :class:`GarbledReplyError`.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            reply = self._parse()
-            if reply is not None:
+            parsed = self._parse()
+            if parsed is not None:
+                code, text = parsed
                 if transcript.isEnabledFor(logging.DEBUG):
                     transcript_line(
                         self._server,
                         "<",
-                        f"{reply.code} {reply.message}".replace("\n", " / "),
+                        f"{code} {text}".replace("\n", " / "),
                         elapsed=time.monotonic() - self._written_at,
                     )
-                return reply
+                return Reply.from_server(code, text)
             if self._lost is not None:
                 raise self._lost
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise SMTPReadTimeoutError("Timed out waiting for server response")
+                raise ReplyTimeoutError("Timed out waiting for server response")
             # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
             # reply in a task, which costs more than parsing it.
             waiter = self._waiter = loop.create_future()
@@ -215,8 +220,11 @@ class Exchange:
                 timer.cancel()
                 self._waiter = None
 
-    def _parse(self) -> SMTPResponse | None:
-        """Take one complete (possibly multi-line) reply off the buffer, if there is one."""
+    def _parse(self) -> tuple[int, str] | None:
+        """Take one complete (possibly multi-line) reply off the buffer, if there is one.
+
+        Returns its code and its text (continuation lines joined with ``"\\n"``).
+        """
         buffer = self._buffer
         offset = 0
         code = -1
@@ -225,25 +233,24 @@ class Exchange:
             end = buffer.find(b"\n", offset)
             if end == -1:
                 if len(buffer) - offset > MAX_LINE or len(buffer) > MAX_REPLY:
-                    raise SMTPResponseException(-1, "Response too long")
+                    raise GarbledReplyError("Response too long")
                 return None
             line = bytes(buffer[offset : end + 1])
             offset = end + 1
             if len(line) > MAX_LINE:
-                raise SMTPResponseException(-1, "Response too long")
+                raise GarbledReplyError("Response too long")
             if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
                 text = line.decode("utf-8", "replace").rstrip("\r\n")
-                raise SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+                raise GarbledReplyError(f"Malformed SMTP response line: {text}")
             if lines and int(line[:3]) != code:
                 # RFC 5321 §4.2.1: every line of a reply has the same code. A reply that
                 # says 250 and 550 says nothing: never pick one of them.
-                raise SMTPResponseException(
-                    -1,
-                    f"Malformed SMTP reply: a {code} line followed by a {line[:3].decode()} line",
+                raise GarbledReplyError(
+                    f"Malformed SMTP reply: a {code} line followed by a {line[:3].decode()} line"
                 )
             code = int(line[:3])
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 del buffer[:offset]
                 text = b"\n".join(lines).decode("utf-8", "surrogateescape")
-                return SMTPResponse(code, text)
+                return code, text

@@ -6,11 +6,16 @@ one boundary). Opening a connection - greeting, EHLO, STARTTLS, AUTH, the TLS
 context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
 ``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
 
-The transport drives the transaction itself - MAIL, one RCPT per recipient,
-DATA, body - so that every recipient gets its own reply and a failure is pinned
-to its phase. Only a failure after the final dot is ambiguous. One connection is
-kept and reused across sends (serialised by a lock); after any unexpected error
-it is dropped, never reused in an unknown state.
+:func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
+aiosmtplib client. The transaction - MAIL,
+one RCPT per recipient, DATA, body, pipelined when the server offers it - is
+written and read by :class:`~._wire.Exchange`, and what each reply means is
+decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
+a failure is pinned to its phase, and only a failure after the final dot is
+ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
+``max_connections`` at once, each lent to one send at a time, reused for
+``max_messages_per_connection`` messages); after a 421, an out-of-step reply or
+any unexpected error a connection is dropped, never reused in an unknown state.
 """
 
 from __future__ import annotations
@@ -21,15 +26,13 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from .._checks import check_count, check_seconds, line_breaker
-from ..envelope import Envelope
+from .._checks import check_count, check_seconds
+from ..envelope import Envelope, line_break_problem
 from ..errors import (
-    AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
     ConnectionFailedError,
@@ -45,12 +48,10 @@ from ..replies import (
     Outcome,
     Phase,
     Reply,
-    Verdict,
     classify,
-    classify_connection_loss,
     classify_tls_failure,
 )
-from ..result import DeliveryReport, RecipientStatus
+from ..result import DeliveryReport
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -71,6 +72,15 @@ from ._session import (
     session_url,
     tls_context,
     warn_if_password_in_clear,
+)
+from ._transaction import (
+    GarbledReplyError,
+    LinkLostError,
+    Next,
+    ReplyTimeoutError,
+    Transaction,
+    WireError,
+    failure_error,
 )
 from ._wire import Exchange, dot_stuff
 from .base import Transport
@@ -171,7 +181,7 @@ class SMTPTransport(Transport):
                 f"tls must be one of 'starttls', 'implicit' or 'none', not {tls!r}",
                 setting="tls",
             ) from None
-        if not host or line_breaker(host) is not None or any(c in host for c in " /"):
+        if not host or line_break_problem(host) is not None or any(c in host for c in " /"):
             raise ConfigurationError(f"host {host!r} is not a host name or address", setting="host")
         if port is None:
             port = DEFAULT_PORTS[self.tls]
@@ -574,8 +584,8 @@ class SMTPTransport(Transport):
         pipelined = self.pipelining and smtp.supports_extension("pipelining")
         try:
             wire = Exchange(smtp, server=self.name)
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise _StaleConnectionError(exc) from exc
+        except LinkLostError as lost:
+            raise _StaleConnectionError(lost) from lost
         clean = True
         try:
             with wire:
@@ -611,114 +621,49 @@ class SMTPTransport(Transport):
     ) -> DeliveryReport:
         """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
 
-        Every reply is checked individually either way (RFC 2920 §3.1). The first digit
-        decides (RFC 5321 §4.2.1): any 2xx accepts MAIL and RCPT. A reply that is
-        neither the expected success nor a 4xx/5xx refusal (a 3xx, a code outside
-        2xx-5xx, a 2xx to DATA) means the server is out of step: it is classified
-        (a protocol error before the final dot, ambiguous after it) and the connection
-        is dropped, never reused.
+        The I/O of the transaction; what each reply (or failure) means is decided by
+        :class:`~._transaction.Transaction`, which checks every reply individually
+        either way (RFC 2920 §3.1) and says what to write next.
         """
+        transaction = Transaction(envelope, pipelined=pipelined, server=self.name)
         timeout = self.command_timeout
-        phase = Phase.MAIL
-        statuses: dict[str, RecipientStatus] = {}
-        accepted: list[str] = []
-        out_of_step = False
         try:
-            # MAIL: a closed connection here is stale, nothing was sent.
             try:
                 wire.write(mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail)
-                mail_reply = await wire.read(timeout=timeout)
-            except aiosmtplib.SMTPServerDisconnected as exc:
-                raise _StaleConnectionError(exc) from exc
-            mail_ok = mail_reply.code // 100 == 2
-            if not mail_ok and not pipelined:
-                if _out_of_step(mail_reply):
-                    wire.close_connection()
-                raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
-            if mail_reply.code == 421:
-                wire.close_connection()
-                raise self._reply_error(mail_reply, Phase.MAIL, "the server closed the connection")
-
-            phase = Phase.RCPT
-            for index, recipient in enumerate(envelope.recipients):
+                step = transaction.on_mail(await wire.read(timeout=timeout))
+            except LinkLostError as lost:
+                # Closed before MAIL was answered: a stale connection, nothing was sent.
+                raise _StaleConnectionError(lost) from lost
+            for rcpt in rcpts:
+                if step is not Next.GO_ON:
+                    break
                 if not pipelined:
-                    wire.write(rcpts[index])
-                response = await wire.read(timeout=timeout)
-                if response.code // 100 == 2:
-                    accepted.append(recipient)
-                    continue
-                out_of_step = out_of_step or _out_of_step(response)
-                reply = Reply.from_server(response.code, response.message)
-                verdict = classify(reply, Phase.RCPT)
-                statuses[recipient] = self._status(recipient, verdict, Phase.RCPT, reply)
-                if response.code == 421:
-                    # The server is closing: later recipients were never answered and the
-                    # accepted ones never got DATA. All of them are simply pending.
-                    for other in [*envelope.recipients[index + 1 :], *accepted]:
-                        statuses[other] = self._status(other, verdict, Phase.RCPT, reply)
-                    wire.close_connection()
-                    return self._report(envelope, statuses)
-
-            phase = Phase.DATA
-            if pipelined:
-                data_reply = await wire.read(timeout=timeout)
-            elif accepted:
-                wire.write(b"DATA\r\n")
-                data_reply = await wire.read(timeout=timeout)
-            else:
-                if out_of_step:
-                    wire.close_connection()
-                return self._report(envelope, statuses)
-            if not mail_ok:
-                # Pipelined: MAIL failed, so RCPT and DATA failed with it. If the server
-                # nevertheless said 354, an empty message ends the DATA phase (RFC 2920).
-                if data_reply.code == 354:
-                    wire.write(b".\r\n")
-                    await wire.read(timeout=timeout)
-                if out_of_step or _out_of_step(mail_reply):
-                    wire.close_connection()
-                raise self._reply_error(mail_reply, Phase.MAIL, "the server refused the sender")
-            if data_reply.code != 354:
-                reply = Reply.from_server(data_reply.code, data_reply.message)
-                verdict = classify(reply, Phase.DATA)
-                for recipient in accepted:
-                    statuses[recipient] = self._status(recipient, verdict, Phase.DATA, reply)
-                if data_reply.code == 421 or out_of_step or data_reply.code // 100 not in (4, 5):
-                    wire.close_connection()
-                return self._report(envelope, statuses)
-            if not accepted:
-                # Pipelined DATA was accepted although every RCPT failed: send an empty
-                # message so the server leaves the DATA state; it must not deliver it.
+                    wire.write(rcpt)
+                step = transaction.on_rcpt(await wire.read(timeout=timeout))
+            if step is Next.GO_ON:
+                if not pipelined:
+                    wire.write(b"DATA\r\n")
+                step = transaction.on_data(await wire.read(timeout=timeout))
+            if step is Next.END_EMPTY:
                 wire.write(b".\r\n")
-                await wire.read(timeout=timeout)
-                if out_of_step:
-                    wire.close_connection()
-                return self._report(envelope, statuses)
-
-            phase = Phase.DATA  # until the body is handed to the socket
-            wire.write(dot_stuff(content), body=True)
-            phase = Phase.DATA_END
-            final = await wire.read(timeout=self.data_timeout)
+                step = transaction.on_empty_end(await wire.read(timeout=timeout))
+            elif step is Next.SEND_BODY:
+                # The one place the message is handed over, to transaction.accepted. A check
+                # that may forbid the dot belongs right here: it ends the transaction with
+                # transaction.on_error(its error) - phase DATA, so never ambiguous.
+                wire.write(dot_stuff(content), body=True)
+                transaction.on_body_written()
+                step = transaction.on_final(await wire.read(timeout=self.data_timeout))
+        except WireError as failure:
+            transaction.on_failure(failure)
         except (DeliveryError, _StaleConnectionError):
             raise
         except Exception as exc:
-            failure = translate_error(exc, phase, server=self.name)
+            # Nothing else is expected from the wire; classified like a lost link.
+            transaction.on_error(translate_error(exc, transaction.phase, server=self.name))
+        if transaction.close:
             wire.close_connection()
-            if phase is Phase.MAIL:
-                raise failure from exc
-            # The link failed after RCPT began: every recipient not yet refused shares it.
-            for recipient in envelope.recipients:
-                if recipient not in statuses or recipient in accepted:
-                    statuses[recipient] = self._status_from_error(recipient, failure)
-            return self._report(envelope, statuses)
-
-        reply = Reply.from_server(final.code, final.message)
-        verdict = classify(reply, Phase.DATA_END)
-        for recipient in accepted:
-            statuses[recipient] = self._status(recipient, verdict, Phase.DATA_END, reply)
-        if final.code == 421 or out_of_step or final.code // 100 not in (2, 4, 5):
-            wire.close_connection()
-        return self._report(envelope, statuses, final_reply=reply)
+        return transaction.result()
 
     async def _reset(self, smtp: aiosmtplib.SMTP) -> None:
         """RSET after a transaction that did not end in a final reply; drop on any trouble."""
@@ -737,32 +682,6 @@ class SMTPTransport(Transport):
         return error_for(
             classify(reply, phase), summary, reply=reply, phase=phase, server=self.name
         )
-
-    def _status(
-        self, recipient: str, verdict: Verdict, phase: Phase, reply: Reply | None
-    ) -> RecipientStatus:
-        return RecipientStatus.from_verdict(
-            recipient, verdict, phase=phase, reply=reply, server=self.name
-        )
-
-    def _status_from_error(self, recipient: str, error: DeliveryError) -> RecipientStatus:
-        return RecipientStatus.from_error(recipient, error, server=self.name)
-
-    def _report(
-        self,
-        envelope: Envelope,
-        statuses: dict[str, RecipientStatus],
-        *,
-        final_reply: Reply | None = None,
-    ) -> DeliveryReport:
-        return DeliveryReport.in_envelope_order(
-            envelope, statuses, server=self.name, final_reply=final_reply
-        )
-
-
-def _out_of_step(response: SMTPResponse) -> bool:
-    """A reply that is neither success nor refusal where one of them was due (3xx, 600...)."""
-    return response.code // 100 not in (2, 4, 5)
 
 
 class _StaleConnectionError(Exception):
@@ -844,6 +763,8 @@ def translate_error(
     """
     if isinstance(exc, DeliveryError):
         return exc
+    if isinstance(exc, WireError):
+        return failure_error(exc, phase, server=server)
     where = f"during {phase.value}"
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         # Only aiosmtplib's sendmail() raises this; we never call it, but keep the facts.
@@ -860,23 +781,8 @@ def translate_error(
             )
         return PermanentError("every recipient was refused", phase=Phase.RCPT, server=server)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        if exc.code < 0 and phase is Phase.DATA_END:
-            # The server has the whole message and answered nonsense: it may have kept it.
-            return AmbiguousDeliveryError(
-                f"the server answered the final dot with something that is not SMTP: {exc.message}",
-                phase=phase,
-                server=server,
-                explanation="the server may or may not have accepted the message; "
-                "not resent automatically, to avoid a duplicate",
-            )
-        if exc.code < 0:
-            return ProtocolError(
-                f"the server sent a reply that is not SMTP {where}: {exc.message}",
-                phase=phase,
-                server=server,
-                explanation="the server or something in between (proxy, TLS port) is not "
-                "speaking SMTP; check host, port and TLS mode",
-            )
+        if exc.code < 0:  # aiosmtplib's own reader found no SMTP reply
+            return failure_error(GarbledReplyError(exc.message), phase, server=server)
         reply = Reply.from_server(exc.code, exc.message)
         reply_phase = (
             Phase.CONNECT if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else phase
@@ -900,19 +806,12 @@ def translate_error(
     if ssl_error is not None:
         return _tls_error(ssl_error, server)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        verdict = classify_connection_loss(phase, timed_out=True)
-        error = error_for(
-            verdict,
-            f"no reply from the server in time {where}",
-            phase=phase,
-            server=server,
-            timed_out=True,
-        )
+        explanation = None
         if "ready message" in str(exc):
             # TCP connected but no "220" came: typical of a client talking plain text to an
             # implicit-TLS port, where the server waits for a TLS hello.
             implicit = (server or "").startswith("smtps://")
-            error.explanation = (
+            explanation = (
                 "the TLS handshake finished but no greeting came: the server is overloaded, "
                 "or this port expects something else (plain or STARTTLS: tls='starttls', "
                 "RELIABLE_SMTP_TLS=starttls)"
@@ -922,22 +821,21 @@ def translate_error(
                 "otherwise the server is overloaded or slow to greet "
                 "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
             )
-        return error
+        return failure_error(
+            ReplyTimeoutError(str(exc)), phase, server=server, explanation=explanation
+        )
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
-        verdict = classify_connection_loss(phase, timed_out=False)
-        detail = str(exc) or type(exc).__name__
+        explanation = None
         if find_cause(exc, ConnectionRefusedError) is not None:
-            verdict = replace(
-                verdict,
-                explanation="connection refused: nothing listens on that host and port; check "
-                "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs",
+            explanation = (
+                "connection refused: nothing listens on that host and port; check "
+                "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs"
             )
-        return error_for(
-            verdict,
-            f"connection problem {where}: {detail}",
-            phase=phase,
+        return failure_error(
+            LinkLostError(str(exc) or type(exc).__name__),
+            phase,
             server=server,
-            connection_lost=True,
+            explanation=explanation,
         )
     if isinstance(exc, aiosmtplib.SMTPException):
         # aiosmtplib's plain SMTPException is a configuration mismatch: STARTTLS or AUTH
