@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiosmtplib
-from aiosmtplib.response import SMTPResponse
 
 from .._checks import check_count, check_seconds
 from ..envelope import Envelope, line_break_problem
@@ -674,14 +673,6 @@ class SMTPTransport(Transport):
             return
         if response.code != 250:
             smtp.close()
-
-    # -- building results ----------------------------------------------------------------
-
-    def _reply_error(self, response: SMTPResponse, phase: Phase, summary: str) -> DeliveryError:
-        reply = Reply.from_server(response.code, response.message)
-        return error_for(
-            classify(reply, phase), summary, reply=reply, phase=phase, server=self.name
-        )
 
 
 class _StaleConnectionError(Exception):
