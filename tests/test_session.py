@@ -39,6 +39,7 @@ from reliable_smtp.transports._session import (
     keyword_spelling,
     open_session,
     port_mode_conflict,
+    session_client,
     session_url,
 )
 
@@ -79,13 +80,13 @@ def setup_for(
 
 
 def client(server: LocalSMTPServer, tls: TLSMode) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname="127.0.0.1",
+    return session_client(
+        host="127.0.0.1",
         port=server.port,
-        local_hostname="localhost",
-        use_tls=tls is TLSMode.IMPLICIT,
-        start_tls=False,
+        tls=tls,
         tls_context=server.client_ssl_context() if tls is not TLSMode.NONE else None,
+        local_hostname=None,
+        command_timeout=5.0,
     )
 
 

@@ -71,6 +71,7 @@ from .transports._session import (
     StepTracker,
     TLSMode,
     open_session,
+    session_client,
     session_url,
     tls_context,
 )
@@ -769,16 +770,13 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     # -- TLS (implicit) and greeting, EHLO, STARTTLS, AUTH: the transport's session -----------
     marks: list[float] = []
     context = _tls_context(target, marks, clock) if target.tls is not TLSMode.NONE else None
-    smtp = aiosmtplib.SMTP(
-        hostname=target.host,
+    smtp = session_client(
+        host=target.host,
         sock=sock,
-        # Never None: aiosmtplib would resolve getfqdn() itself, unbounded, inside
-        # connect(); the session picks the name as the transport does.
-        local_hostname=target.local_hostname or "localhost",
-        timeout=target.command_timeout,
-        use_tls=target.tls is TLSMode.IMPLICIT,
-        start_tls=False,
+        tls=target.tls,
         tls_context=context,
+        local_hostname=target.local_hostname,
+        command_timeout=target.command_timeout,
     )
     # From here the socket belongs to aiosmtplib's asyncio transport, which closes it;
     # closing it here as well would free its descriptor while the event loop still

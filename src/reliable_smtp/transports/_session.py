@@ -65,6 +65,7 @@ __all__ = [
     "open_session",
     "port_mode_conflict",
     "port_problem",
+    "session_client",
     "session_url",
     "tls_context",
     "warn_if_password_in_clear",
@@ -264,6 +265,35 @@ class SessionSetup:
     command_timeout: float
     ehlo_name: EhloName
     login: PasswordLogin | TokenLogin | None = None
+
+
+def session_client(
+    *,
+    host: str,
+    tls: TLSMode,
+    tls_context: ssl.SSLContext | None,
+    local_hostname: str | None,
+    command_timeout: float,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+) -> aiosmtplib.SMTP:
+    """The aiosmtplib client :func:`open_session` expects, not yet connected.
+
+    Implicit TLS is ``use_tls``; ``start_tls`` is always off (STARTTLS is the session's,
+    and required). ``local_hostname`` is never ``None`` here: aiosmtplib would resolve
+    ``getfqdn()`` itself, unbounded, before the connect timeout starts; the session
+    sends the real name (:class:`EhloName`).
+    """
+    return aiosmtplib.SMTP(
+        hostname=host,
+        port=port,
+        sock=sock,
+        local_hostname=local_hostname or "localhost",
+        timeout=command_timeout,
+        use_tls=tls is TLSMode.IMPLICIT,
+        start_tls=False,
+        tls_context=tls_context if tls is not TLSMode.NONE else None,
+    )
 
 
 async def open_session(

@@ -68,6 +68,7 @@ from ._session import (
     open_session,
     port_mode_conflict,
     port_problem,
+    session_client,
     session_url,
     tls_context,
     warn_if_password_in_clear,
@@ -495,16 +496,13 @@ class SMTPTransport(Transport):
     async def _connect(self) -> aiosmtplib.SMTP:
         steps = StepTracker()
         try:
-            smtp = aiosmtplib.SMTP(
-                hostname=self.host,
+            smtp = session_client(
+                host=self.host,
                 port=self.port,
-                # Never None: aiosmtplib would resolve getfqdn() itself, unbounded,
-                # before the connect timeout starts. The session picks the real name.
-                local_hostname=self.local_hostname or "localhost",
-                timeout=self.command_timeout,
-                use_tls=self.tls is TLSMode.IMPLICIT,
-                start_tls=False,
+                tls=self.tls,
                 tls_context=self._tls_context() if self.tls is not TLSMode.NONE else None,
+                local_hostname=self.local_hostname,
+                command_timeout=self.command_timeout,
             )
             try:
                 await open_session(smtp, self._session_setup(), steps)
