@@ -26,7 +26,7 @@ from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import DeliveryError
 from reliable_smtp.replies import Phase
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports.smtp import _error_challenge
+from reliable_smtp.transports._login import _error_challenge
 
 ENVELOPE = Envelope.build("app@example.com", ["b@example.org"])
 CONTENT = b"Subject: oauth\r\n\r\nbody\r\n"

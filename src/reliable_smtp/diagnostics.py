@@ -15,13 +15,14 @@ Failures are explained by the library's own table: the error boundary
 :data:`_HINTS`: a short name for the cause and which setting to change, keyed by
 the name of the library rule that decided.
 
-The probe drives aiosmtplib the way :class:`~reliable_smtp.SMTPTransport` does
-(explicit EHLO, STARTTLS required in ``starttls`` mode, one AUTH attempt with
-PLAIN, else LOGIN), but opens the socket itself so that DNS and TCP get their own
-step and time, and marks the end of the TLS handshake through the context's
-``sslobject_class`` so that, with implicit TLS, the handshake and the greeting are
-timed apart although aiosmtplib does both in one call. The password is read only
-to log in; it is in no step, error or report.
+The probe opens the session with the transport's own code
+(:func:`reliable_smtp.transports._session.open_session`: the same EHLO name, HELO
+fallback, required STARTTLS, AUTH mechanism and credential exchange) and records
+each step through the session's observer interface. It opens the socket itself so
+that DNS and TCP get their own step and time, and marks the end of the TLS
+handshake through the context's ``sslobject_class`` so that, with implicit TLS, the
+handshake and the greeting are timed apart although aiosmtplib does both in one
+call. The password is read only to log in; it is in no step, error or report.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from .errors import (
     DeliveryError,
     InvalidMessageError,
     SMTPTimeoutError,
-    error_for,
 )
 from .mailer import AsyncMailer
 from .message import Message
@@ -54,7 +54,6 @@ from .redaction import SecretForms
 from .replies import (
     Outcome,
     Phase,
-    Reply,
     classify,
     classify_connection_loss,
     classify_tls_failure,
@@ -62,13 +61,21 @@ from .replies import (
 from .result import SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
-from .transports.smtp import (
+from .transports._login import PasswordLogin, password_mechanism
+from .transports._session import (
     DEFAULT_PORTS,
+    EhloName,
+    SessionSetup,
+    Step,
+    StepRecord,
+    StepTracker,
     TLSMode,
-    find_cause,
-    send_credentials,
-    translate_error,
+    open_session,
+    session_client,
+    session_url,
+    tls_context,
 )
+from .transports.smtp import find_cause, translate_error
 
 __all__ = [
     "SLOW_SECONDS",
@@ -133,8 +140,7 @@ class CheckTarget:
 
     @property
     def url(self) -> str:
-        scheme = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
-        return f"{scheme[self.tls]}://{self.host}:{self.port}"
+        return session_url(self.tls, self.host, self.port)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -399,17 +405,22 @@ class _Probe:
         warnings: Sequence[str] = (),
         details: Mapping[str, Any] | None = None,
     ) -> None:
+        self._timed(
+            name,
+            title,
+            seconds,
+            ok=True,
+            summary=summary,
+            notes=tuple(notes),
+            warnings=tuple(warnings),
+            details=dict(details or {}),
+        )
+
+    def _timed(self, name: str, title: str, seconds: float, **facts: Any) -> None:
+        """Record a step that ran (passed or failed): slow when it took too long."""
         self.steps.append(
             CheckStep(
-                name=name,
-                title=title,
-                ok=True,
-                seconds=seconds,
-                slow=seconds > self.slow_after,
-                summary=summary,
-                notes=tuple(notes),
-                warnings=tuple(warnings),
-                details=dict(details or {}),
+                name=name, title=title, seconds=seconds, slow=seconds > self.slow_after, **facts
             )
         )
 
@@ -457,23 +468,20 @@ class _Probe:
             }
         if error.phase is not None:
             facts["phase"] = error.phase.value
-        self.steps.append(
-            CheckStep(
-                name=name,
-                title=title,
-                ok=False,
-                seconds=seconds,
-                slow=seconds > self.slow_after,
-                summary=error_text,
-                notes=tuple(notes),
-                details=facts,
-                error=error_text,
-                cause=short_cause,
-                explanation=explanation,
-                hint=hint,
-                outcome=error.outcome,
-                rule=rule,
-            )
+        self._timed(
+            name,
+            title,
+            seconds,
+            ok=False,
+            summary=error_text,
+            notes=tuple(notes),
+            details=facts,
+            error=error_text,
+            cause=short_cause,
+            explanation=explanation,
+            hint=hint,
+            outcome=error.outcome,
+            rule=rule,
         )
         return _StepFailedError(name)
 
@@ -481,9 +489,8 @@ class _Probe:
 def _tls_context(
     target: CheckTarget, marks: list[float], clock: Callable[[], float]
 ) -> ssl.SSLContext:
-    # The same context SMTPTransport builds from these settings.
-    context = ssl.create_default_context(cafile=target.ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The same context SMTPTransport builds from these settings, timed.
+    context = tls_context(ca_file=target.ca_file)
 
     class _TimedSSLObject(ssl.SSLObject):
         # asyncio drives the handshake through SSLContext.wrap_bio(), which makes objects
@@ -682,10 +689,6 @@ def _redact_step(step: CheckStep, secrets: SecretForms) -> CheckStep:
 async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     target, clock = probe.target, probe.clock
     loop = asyncio.get_running_loop()
-    # aiosmtplib would look this up inside connect(), after it owns the socket; done
-    # first, nothing between handing it the socket and the TLS handshake can fail.
-    local_hostname = target.local_hostname or await asyncio.to_thread(socket.getfqdn)
-
     # -- DNS ------------------------------------------------------------------------------
     begun = clock()
     try:
@@ -764,18 +767,16 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
         details={"address": _address(peer), "local_address": _address(local), "failed": failures},
     )
 
-    # -- TLS (implicit) and greeting --------------------------------------------------------
+    # -- TLS (implicit) and greeting, EHLO, STARTTLS, AUTH: the transport's session -----------
     marks: list[float] = []
     context = _tls_context(target, marks, clock) if target.tls is not TLSMode.NONE else None
-    implicit = target.tls is TLSMode.IMPLICIT
-    smtp = aiosmtplib.SMTP(
-        hostname=target.host,
+    smtp = session_client(
+        host=target.host,
         sock=sock,
-        local_hostname=local_hostname,
-        timeout=target.command_timeout,
-        use_tls=implicit,
-        start_tls=False,
+        tls=target.tls,
         tls_context=context,
+        local_hostname=target.local_hostname,
+        command_timeout=target.command_timeout,
     )
     # From here the socket belongs to aiosmtplib's asyncio transport, which closes it;
     # closing it here as well would free its descriptor while the event loop still
@@ -794,157 +795,39 @@ def _address(sockaddr: Any) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+_TITLES = {
+    Step.GREETING: "Greeting",
+    Step.EHLO: "EHLO",
+    Step.STARTTLS: "STARTTLS",
+    Step.EHLO_TLS: "EHLO after STARTTLS",
+    Step.AUTH: "AUTH",
+}
+
+
 async def _converse(
     probe: _Probe,
     smtp: aiosmtplib.SMTP,
     settings: MailerSettings,
     marks: list[float],
 ) -> None:
-    target, clock = probe.target, probe.clock
-    implicit = target.tls is TLSMode.IMPLICIT
-    begun = clock()
+    target = probe.target
+    login = None
+    if target.username is not None:
+        password = settings.password.get_secret_value() if settings.password is not None else ""
+        login = PasswordLogin(username=target.username, password=password)
+    setup = SessionSetup(
+        server=target.url,
+        tls=target.tls,
+        connect_timeout=target.connect_timeout,
+        command_timeout=target.command_timeout,
+        ehlo_name=EhloName(target.local_hostname, connect_timeout=target.connect_timeout),
+        login=login,
+    )
+    reporter = _StepReporter(probe, smtp, marks)
     try:
-        greeting = await smtp.connect(timeout=target.connect_timeout)
+        await open_session(smtp, setup, reporter)
     except Exception as exc:
-        now = clock()
-        if implicit and not marks:
-            error = translate_error(exc, Phase.TLS, server=target.url)
-            raise probe.failed("tls", "TLS handshake", now - begun, error, cause=exc) from None
-        if implicit:
-            _tls_passed(probe, smtp, marks[0] - begun)
-            error = translate_error(exc, Phase.CONNECT, server=target.url)
-            if isinstance(error, SMTPTimeoutError):
-                # translate_error's advice (use implicit TLS) is already followed here.
-                error.explanation = classify_connection_loss(Phase.EHLO, timed_out=True).explanation
-                raise probe.failed(
-                    "greeting",
-                    "Greeting",
-                    now - marks[0],
-                    error,
-                    cause=exc,
-                    rule="no-greeting-after-tls",
-                ) from None
-            raise probe.failed("greeting", "Greeting", now - marks[0], error, cause=exc) from None
-        error = translate_error(exc, Phase.CONNECT, server=target.url)
-        # TCP is up, so a timeout here means no "220": typically a plain or STARTTLS
-        # client on an implicit-TLS port, where the server waits for a TLS hello.
-        rule = "no-greeting" if isinstance(error, SMTPTimeoutError) else None
-        raise probe.failed(
-            "greeting", "Greeting", now - begun, error, cause=exc, rule=rule
-        ) from None
-    now = clock()
-    greeted_from = begun
-    if implicit:
-        handshake_done = marks[0] if marks else now
-        _tls_passed(probe, smtp, handshake_done - begun)
-        greeted_from = handshake_done
-    probe.passed(
-        "greeting",
-        "Greeting",
-        now - greeted_from,
-        _first_line(greeting),
-        details={"code": greeting.code, "text": greeting.message},
-    )
-
-    await _ehlo(probe, smtp, "ehlo", "EHLO")
-
-    if target.tls is TLSMode.STARTTLS:
-        await _starttls(probe, smtp, marks)
-        await _ehlo(probe, smtp, "ehlo_tls", "EHLO after STARTTLS")
-
-    await _authenticate(probe, smtp, settings)
-
-
-def _tls_passed(probe: _Probe, smtp: aiosmtplib.SMTP, seconds: float) -> None:
-    ssl_object = smtp.get_transport_info("ssl_object") if smtp.is_connected else None
-    summary, notes, warnings, details = _tls_facts(
-        ssl_object, probe.target, datetime.now(timezone.utc)
-    )
-    probe.passed(
-        "tls", "TLS handshake", seconds, summary, notes=notes, warnings=warnings, details=details
-    )
-
-
-async def _ehlo(probe: _Probe, smtp: aiosmtplib.SMTP, name: str, title: str) -> None:
-    target, clock = probe.target, probe.clock
-    begun = clock()
-    hostname = (smtp.local_hostname or "localhost").encode("ascii")
-    try:
-        response = await smtp.execute_command(b"EHLO", hostname, timeout=target.command_timeout)
-        if response.code in (500, 502):
-            # An old server without ESMTP: HELO works, without extensions (as the transport).
-            helo = await smtp.helo(timeout=target.command_timeout)
-            probe.passed(
-                name,
-                title,
-                clock() - begun,
-                f"{_first_line(helo)} (HELO: the server does not speak ESMTP)",
-                notes=["no extensions: no STARTTLS, AUTH, SIZE or SMTPUTF8"],
-                details={"esmtp": False, "code": helo.code},
-            )
-            return
-    except Exception as exc:
-        error = translate_error(exc, Phase.EHLO, server=target.url)
-        raise probe.failed(name, title, clock() - begun, error, cause=exc) from None
-    if response.code != 250:
-        reply = Reply.from_server(response.code, response.message)
-        error = error_for(
-            classify(reply, Phase.EHLO),
-            "the server refused EHLO",
-            reply=reply,
-            phase=Phase.EHLO,
-            server=target.url,
-        )
-        raise probe.failed(name, title, clock() - begun, error)
-    smtp.last_ehlo_response = response  # parses the extension list
-    notes, details = _capabilities(smtp)
-    details = {"esmtp": True, "code": response.code, "name": hostname.decode(), **details}
-    warnings: list[str] = []
-    if target.tls is TLSMode.NONE:
-        warnings.append(
-            "tls=none: nothing is encrypted (only for a trusted relay on this machine or "
-            "a private network)"
-        )
-        if smtp.supports_extension("starttls"):
-            warnings.append("the server offers STARTTLS: consider tls=starttls")
-    probe.passed(
-        name,
-        title,
-        clock() - begun,
-        _first_line(response),
-        notes=notes,
-        warnings=warnings,
-        details=details,
-    )
-
-
-async def _starttls(probe: _Probe, smtp: aiosmtplib.SMTP, marks: list[float]) -> None:
-    target, clock = probe.target, probe.clock
-    begun = clock()
-    if not smtp.supports_extension("starttls"):
-        reason = "STARTTLS extension not supported by server"
-        verdict = classify_tls_failure(reason)
-        error = error_for(verdict, f"TLS failed: {reason}", phase=Phase.TLS, server=target.url)
-        raise probe.failed("starttls", "STARTTLS", 0.0, error, rule=verdict.rule)
-    marks.clear()
-    try:
-        response = await smtp.starttls(timeout=target.connect_timeout)
-    except Exception as exc:
-        error = translate_error(exc, Phase.TLS, server=target.url)
-        raise probe.failed("starttls", "STARTTLS", clock() - begun, error, cause=exc) from None
-    seconds = clock() - begun
-    ssl_object = smtp.get_transport_info("ssl_object")
-    summary, notes, warnings, details = _tls_facts(ssl_object, target, datetime.now(timezone.utc))
-    details["reply"] = _first_line(response)
-    if marks:
-        details["handshake_seconds"] = round(marks[0] - begun, 6)
-    probe.passed(
-        "starttls", "STARTTLS", seconds, summary, notes=notes, warnings=warnings, details=details
-    )
-
-
-async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSettings) -> None:
-    target, clock = probe.target, probe.clock
+        raise reporter.failure(exc) from None
     if target.username is None:
         offered = [m.upper() for m in smtp.server_auth_methods]
         notes = (
@@ -956,57 +839,182 @@ async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSe
         probe.skipped(
             "auth", "AUTH", "no username configured (unset or empty): no AUTH is sent", notes=notes
         )
-        return
-    begun = clock()
-    methods = smtp.server_auth_methods
-    password = settings.password.get_secret_value() if settings.password is not None else ""
-    # One mechanism, one attempt, as the transport does: retrying other mechanisms after
-    # a failure multiplies failed logins and gets accounts locked.
-    mechanism = "PLAIN" if "plain" in methods else "LOGIN" if "login" in methods else None
-    if mechanism is None:
-        mechanisms = " ".join(m.upper() for m in methods) or "none"
-        error = DeliveryError(
-            "the server offers no password authentication (AUTH PLAIN or LOGIN)",
-            phase=Phase.AUTH,
-            outcome=Outcome.AUTH_OR_CONFIG,
-            server=target.url,
-            explanation=(
-                f"mechanisms offered: {mechanisms}; if none are offered before TLS, check the "
-                "TLS mode; for XOAUTH2 use an OAuth2 token provider"
-            ),
+
+
+class _StepReporter(StepTracker):
+    """Hears the session's steps and records each as a check step: its time (the check's
+    clock), what the server said and offered, and - for the step that failed - why."""
+
+    def __init__(self, probe: _Probe, smtp: aiosmtplib.SMTP, marks: list[float]) -> None:
+        super().__init__()
+        self.probe = probe
+        self.smtp = smtp
+        self.marks = marks
+        self.begun = probe.clock()
+
+    def step_started(self, step: Step) -> None:
+        super().step_started(step)
+        self.begun = self.probe.clock()
+        if step is Step.STARTTLS:
+            self.marks.clear()  # only this handshake's end
+
+    def step_finished(self, record: StepRecord) -> None:
+        now = self.probe.clock()
+        if record.step is Step.GREETING:
+            self._greeted(record, now)
+        elif record.step in (Step.EHLO, Step.EHLO_TLS):
+            self._ehlo_passed(record, now)
+        elif record.step is Step.STARTTLS:
+            self._starttls_passed(record, now)
+        else:
+            self._authenticated(record, now)
+
+    # -- steps that passed -------------------------------------------------------------
+
+    def _greeted(self, record: StepRecord, now: float) -> None:
+        greeted_from = self.begun
+        if self.probe.target.tls is TLSMode.IMPLICIT:
+            handshake_done = self.marks[0] if self.marks else now
+            _tls_passed(self.probe, self.smtp, handshake_done - self.begun)
+            greeted_from = handshake_done
+        greeting = record.response
+        self.probe.passed(
+            "greeting",
+            "Greeting",
+            now - greeted_from,
+            _first_line(greeting),
+            details={"code": greeting.code, "text": greeting.message},
         )
-        raise probe.failed("auth", "AUTH", 0.0, error, rule="no-password-auth")
-    try:
-        # The transport's own login: the reply (or refusal) comes back with every form
-        # of the password redacted, so no step, note or JSON field can repeat it.
-        response = await send_credentials(
-            smtp,
-            mechanism,
-            target.username,
-            password,
-            timeout=target.command_timeout,
-            server=target.url,
+
+    def _ehlo_passed(self, record: StepRecord, now: float) -> None:
+        probe, smtp, response = self.probe, self.smtp, record.response
+        name, title = record.step.value, _TITLES[record.step]
+        if not record.esmtp:
+            probe.passed(
+                name,
+                title,
+                now - self.begun,
+                f"{_first_line(response)} (HELO: the server does not speak ESMTP)",
+                notes=["no extensions: no STARTTLS, AUTH, SIZE or SMTPUTF8"],
+                details={"esmtp": False, "code": response.code},
+            )
+            return
+        notes, details = _capabilities(smtp)
+        details = {"esmtp": True, "code": response.code, "name": record.ehlo_name, **details}
+        warnings: list[str] = []
+        if probe.target.tls is TLSMode.NONE:
+            warnings.append(
+                "tls=none: nothing is encrypted (only for a trusted relay on this machine or "
+                "a private network)"
+            )
+            if smtp.supports_extension("starttls"):
+                warnings.append("the server offers STARTTLS: consider tls=starttls")
+        probe.passed(
+            name,
+            title,
+            now - self.begun,
+            _first_line(response),
+            notes=notes,
+            warnings=warnings,
+            details=details,
         )
-    except Exception as exc:
-        error = translate_error(exc, Phase.AUTH, server=target.url)
-        raise probe.failed(
+
+    def _starttls_passed(self, record: StepRecord, now: float) -> None:
+        ssl_object = self.smtp.get_transport_info("ssl_object")
+        summary, notes, warnings, details = _tls_facts(
+            ssl_object, self.probe.target, datetime.now(timezone.utc)
+        )
+        details["reply"] = _first_line(record.response)
+        if self.marks:
+            details["handshake_seconds"] = round(self.marks[0] - self.begun, 6)
+        self.probe.passed(
+            "starttls",
+            "STARTTLS",
+            now - self.begun,
+            summary,
+            notes=notes,
+            warnings=warnings,
+            details=details,
+        )
+
+    def _authenticated(self, record: StepRecord, now: float) -> None:
+        target = self.probe.target
+        warnings = []
+        if target.tls is TLSMode.NONE:
+            warnings.append("the password crossed the network unencrypted (tls=none)")
+        self.probe.passed(
             "auth",
             "AUTH",
-            clock() - begun,
-            error,
-            cause=exc,
-            details={"mechanism": mechanism, "username": target.username},
-        ) from None
-    warnings = []
-    if target.tls is TLSMode.NONE:
-        warnings.append("the password crossed the network unencrypted (tls=none)")
+            now - self.begun,
+            f"{_first_line(record.response)} ({record.mechanism} as {target.username})",
+            warnings=warnings,
+            details={
+                "mechanism": record.mechanism,
+                "username": target.username,
+                "code": record.response.code,
+            },
+        )
+
+    # -- the step that failed ----------------------------------------------------------
+
+    def failure(self, exc: Exception) -> _StepFailedError:
+        """Record the failure of the step in progress; the exception that stops the probe."""
+        probe, target, step = self.probe, self.probe.target, self.step or Step.GREETING
+        seconds = probe.clock() - self.begun
+        if step is Step.GREETING:
+            return self._greeting_failed(exc)
+        name, title = step.value, _TITLES[step]
+        if isinstance(exc, DeliveryError):
+            # Refused by the session itself, or a reply it classified (a refused EHLO).
+            rule = None
+            if step is Step.STARTTLS:
+                rule = "tls-not-offered"
+            elif step is Step.AUTH:
+                rule = "no-password-auth"
+            return probe.failed(name, title, seconds, exc, rule=rule)
+        error = translate_error(exc, step.phase, server=target.url)
+        details = None
+        if step is Step.AUTH:
+            mechanism = password_mechanism(self.smtp.server_auth_methods)
+            details = {"mechanism": mechanism, "username": target.username}
+        return probe.failed(name, title, seconds, error, cause=exc, details=details)
+
+    def _greeting_failed(self, exc: Exception) -> _StepFailedError:
+        probe, target, marks, begun = self.probe, self.probe.target, self.marks, self.begun
+        implicit = target.tls is TLSMode.IMPLICIT
+        now = probe.clock()
+        if implicit and not marks:
+            error = translate_error(exc, Phase.TLS, server=target.url)
+            return probe.failed("tls", "TLS handshake", now - begun, error, cause=exc)
+        if implicit:
+            _tls_passed(probe, self.smtp, marks[0] - begun)
+            error = translate_error(exc, Phase.CONNECT, server=target.url)
+            if isinstance(error, SMTPTimeoutError):
+                # translate_error's advice (use implicit TLS) is already followed here.
+                error.explanation = classify_connection_loss(Phase.EHLO, timed_out=True).explanation
+                return probe.failed(
+                    "greeting",
+                    "Greeting",
+                    now - marks[0],
+                    error,
+                    cause=exc,
+                    rule="no-greeting-after-tls",
+                )
+            return probe.failed("greeting", "Greeting", now - marks[0], error, cause=exc)
+        error = translate_error(exc, Phase.CONNECT, server=target.url)
+        # TCP is up, so a timeout here means no "220": typically a plain or STARTTLS
+        # client on an implicit-TLS port, where the server waits for a TLS hello.
+        rule = "no-greeting" if isinstance(error, SMTPTimeoutError) else None
+        return probe.failed("greeting", "Greeting", now - begun, error, cause=exc, rule=rule)
+
+
+def _tls_passed(probe: _Probe, smtp: aiosmtplib.SMTP, seconds: float) -> None:
+    ssl_object = smtp.get_transport_info("ssl_object") if smtp.is_connected else None
+    summary, notes, warnings, details = _tls_facts(
+        ssl_object, probe.target, datetime.now(timezone.utc)
+    )
     probe.passed(
-        "auth",
-        "AUTH",
-        clock() - begun,
-        f"{_first_line(response)} ({mechanism} as {target.username})",
-        warnings=warnings,
-        details={"mechanism": mechanism, "username": target.username, "code": response.code},
+        "tls", "TLS handshake", seconds, summary, notes=notes, warnings=warnings, details=details
     )
 
 

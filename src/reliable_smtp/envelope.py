@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._checks import address_key
 from .errors import InvalidAddressError, InvalidMessageError
 
 __all__ = ["Envelope", "check_no_line_breaks", "dedupe_addresses", "line_break_problem"]
@@ -110,18 +111,12 @@ def _path_problem(path: str) -> str | None:
     return "is not an address of the form local@domain (one '@', outside any quoted local part)"
 
 
-def _address_key(address: str) -> str:
-    # The local part is case-sensitive in theory (RFC 5321 §2.4); the domain never is.
-    local, at, domain = address.rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else address
-
-
 def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
     """Drop repeated addresses (domain compared case-insensitively), keeping first occurrences."""
     seen: set[str] = set()
     unique: list[str] = []
     for address in addresses:
-        key = _address_key(address)
+        key = address_key(address)
         if key not in seen:
             seen.add(key)
             unique.append(address)

@@ -64,7 +64,6 @@ may already have the message; ``error.result`` still tells each recipient's stat
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from .replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
@@ -89,7 +88,6 @@ __all__ = [
     "ThrottledError",
     "TransientError",
     "TransportClosedError",
-    "check_seconds",
     "error_for",
 ]
 
@@ -125,23 +123,6 @@ class ConfigurationError(ReliableSMTPError, ValueError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
-
-
-def check_seconds(name: str, value: object, *, why: str = "every network wait is bounded") -> float:
-    """``value`` as float seconds, or a :class:`ConfigurationError` naming ``name``.
-
-    One rule for every duration a user sets: a real number, positive and finite.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (value > 0 and math.isfinite(value))
-    ):
-        raise ConfigurationError(
-            f"{name} must be a positive, finite number of seconds, got {value!r}: {why}",
-            setting=name,
-        )
-    return float(value)
 
 
 class InvalidMessageError(ReliableSMTPError, ValueError):

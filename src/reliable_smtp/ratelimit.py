@@ -43,11 +43,11 @@ processes (the outbox's workers) can apply the same rule to its own records.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._checks import check_count, check_rate, check_seconds
 from .errors import ConfigurationError
 
 __all__ = [
@@ -69,28 +69,6 @@ WINDOW = 10.0
 UNMEASURED_RATE = 1.0
 
 
-def _check_rate(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(
-            f"RateLimit.{name} must be messages per second (a number), got {value!r}",
-            setting=name,
-        )
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(
-            f"RateLimit.{name} must be a positive, finite number of messages per second, "
-            f"got {value!r} (use None for no limit, RateLimit.per_minute() for slow rates)",
-            setting=name,
-        )
-    if value < 1 / 86_400:
-        raise ConfigurationError(
-            f"RateLimit.{name}={value!r} is less than one message a day: that cannot be "
-            "what you mean (rates are messages per second; see RateLimit.per_minute())",
-            setting=name,
-        )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimit:
     """How fast a transport may send, in messages per second.
@@ -110,23 +88,15 @@ class RateLimit:
     """Seconds without a lowering after which a lowered rate doubles again."""
 
     def __post_init__(self) -> None:
-        _check_rate("per_connection", self.per_connection)
-        _check_rate("per_transport", self.per_transport)
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ConfigurationError(
-                f"RateLimit.burst must be a whole number of messages >= 1, got {self.burst!r}",
-                setting="burst",
-            )
+        check_rate("per_connection", self.per_connection, owner="RateLimit.")
+        check_rate("per_transport", self.per_transport, owner="RateLimit.")
+        check_count("burst", self.burst, owner="RateLimit.", why="messages sent back to back")
         if not 0 < self.throttle_factor < 1:
             raise ConfigurationError(
                 f"RateLimit.throttle_factor must be between 0 and 1, got {self.throttle_factor!r}",
                 setting="throttle_factor",
             )
-        if not (self.cooldown > 0 and math.isfinite(self.cooldown)):
-            raise ConfigurationError(
-                f"RateLimit.cooldown must be a positive number of seconds, got {self.cooldown!r}",
-                setting="cooldown",
-            )
+        check_seconds("cooldown", self.cooldown, owner="RateLimit.", why="")
 
     @classmethod
     def per_minute(

@@ -15,29 +15,15 @@ queue to retry for days; an in-process call is not a queue).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from .errors import ConfigurationError
+from ._checks import check_count, check_seconds
 from .replies import Outcome
 from .result import RecipientStatus
 
 __all__ = ["RetryPolicy"]
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigurationError(
-            f"RetryPolicy.{name} must be a number, got {value!r}", setting=name
-        )
-    if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
-        raise ConfigurationError(
-            f"RetryPolicy.{name} must be {'>= 0' if allow_zero else '> 0'} and finite, "
-            f"got {value!r}",
-            setting=name,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,18 +55,12 @@ class RetryPolicy:
     """Resend when the link broke after the final dot (may deliver twice)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ConfigurationError(
-                f"RetryPolicy.attempts must be an int, got {self.attempts!r}", setting="attempts"
-            )
-        if self.attempts < 1:
-            raise ConfigurationError(
-                f"RetryPolicy.attempts must be at least 1 (1 = no retry), got {self.attempts}",
-                setting="attempts",
-            )
-        _positive("deadline", self.deadline, allow_zero=False)
+        check_count("attempts", self.attempts, owner="RetryPolicy.", why="1 = no retry")
+        # The deadline must leave room for the first try; a wait of 0 is "do not wait"
+        # (without_waits() for tests), so the waits may be zero.
+        check_seconds("deadline", self.deadline, owner="RetryPolicy.", why="")
         for name in ("initial_wait", "max_wait", "jitter", "throttled_wait", "max_hint"):
-            _positive(name, getattr(self, name))
+            check_seconds(name, getattr(self, name), allow_zero=True, owner="RetryPolicy.", why="")
 
     @classmethod
     def never(cls) -> RetryPolicy:

@@ -20,25 +20,34 @@ Precedence, highest first:
 from __future__ import annotations
 
 import ssl
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._checks import count_problem, rate_problem, seconds_problem
 from .dsn import parse_url
-from .errors import ConfigurationError, InsecureConfigurationWarning
+from .errors import ConfigurationError
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
-from .transports.base import Transport
-from .transports.smtp import (
+from .transports._login import TokenProvider
+from .transports._session import (
     DEFAULT_PORTS,
-    SMTPTransport,
     TLSMode,
-    TokenProvider,
-    is_loopback_host,
+    port_mode_conflict,
+    port_problem,
+    warn_if_password_in_clear,
 )
+from .transports.base import Transport
+from .transports.smtp import SMTPTransport
 
 __all__ = ["ENV_PREFIX", "MailerSettings"]
 
@@ -179,6 +188,9 @@ class MailerSettings(BaseSettings):
     def _lower_tls(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    # The rules are the library's own (reliable_smtp._checks, transports._session), in
+    # the same words; pydantic adds the RELIABLE_SMTP_* variable that failed.
+
     @field_validator(
         "timeout",
         "connect_timeout",
@@ -187,63 +199,60 @@ class MailerSettings(BaseSettings):
         "retry_deadline",
         "idle_timeout",
         "pool_timeout",
-        "rate_per_second",
-        "rate_per_minute",
-        "rate_per_connection",
         "failover_down_for",
     )
     @classmethod
-    def _positive(cls, value: float | None) -> float | None:
-        if value is not None and (not value > 0 or value == float("inf")):
-            raise ValueError("must be a positive, finite number (every wait is bounded)")
+    def _seconds(cls, value: float | None) -> float | None:
+        problem = None if value is None else seconds_problem(value)
+        if problem is not None:
+            raise ValueError(f"{problem} (every wait is bounded)")
+        return value
+
+    @field_validator("rate_per_second", "rate_per_minute", "rate_per_connection")
+    @classmethod
+    def _rate(cls, value: float | None, info: ValidationInfo) -> float | None:
+        per = "minute" if info.field_name == "rate_per_minute" else "second"
+        problem = None if value is None else rate_problem(value, per=per)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("port")
     @classmethod
     def _port_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 < value < 65536:
-            raise ValueError("must be between 1 and 65535")
+        problem = None if value is None else port_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("retry_attempts", "max_connections", "max_messages_per_connection")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1")
+        problem = count_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> MailerSettings:
         if self.transport == "smtp":
             port = self.port or DEFAULT_PORTS[self.tls]
-            if self.tls is TLSMode.STARTTLS and port == 465:
-                raise ValueError(
-                    "port 465 speaks implicit TLS: set RELIABLE_SMTP_TLS=implicit, "
-                    "or use RELIABLE_SMTP_PORT=587 with STARTTLS"
-                )
-            if self.tls is TLSMode.IMPLICIT and port in (25, 587):
-                raise ValueError(
-                    f"port {port} expects STARTTLS: set RELIABLE_SMTP_TLS=starttls, "
-                    "or use RELIABLE_SMTP_PORT=465 with implicit TLS"
-                )
+            conflict = port_mode_conflict(self.tls, port, spell=_variable_spelling)
+            if conflict is not None:
+                raise ValueError(conflict)
             if self.password is not None and self.username is None:
                 raise ValueError(
                     "RELIABLE_SMTP_PASSWORD is set but RELIABLE_SMTP_USERNAME is not (an empty "
                     "value counts as not set, and then no AUTH is sent): set both to log in, "
                     "or neither for a server that takes mail without a login"
                 )
-            if (
-                self.password is not None
-                and self.tls is TLSMode.NONE
-                and not is_loopback_host(self.host)
-            ):
-                warnings.warn(
-                    f"RELIABLE_SMTP_TLS=none sends the password to {self.host} in clear text; "
-                    "use RELIABLE_SMTP_TLS=starttls (587) or implicit (465) unless this relay "
-                    "is on a network you trust",
-                    InsecureConfigurationWarning,
-                    stacklevel=2,
-                )
+            warn_if_password_in_clear(
+                self.tls,
+                self.host,
+                password_set=self.password is not None,
+                spell=_variable_spelling,
+                stacklevel=2,
+            )
             if self.rate_per_second is not None and self.rate_per_minute is not None:
                 raise ValueError(
                     "set RELIABLE_SMTP_RATE_PER_SECOND or RELIABLE_SMTP_RATE_PER_MINUTE, not both"
@@ -354,6 +363,11 @@ class MailerSettings(BaseSettings):
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe (other fields keep their defaults)."""
         return RetryPolicy(attempts=self.retry_attempts, deadline=self.retry_deadline)
+
+
+def _variable_spelling(setting: str, value: object) -> str:
+    """A setting as the environment spells it: ``RELIABLE_SMTP_TLS=implicit``."""
+    return f"{ENV_PREFIX}{setting.upper()}={value}"
 
 
 def _refuse_unknown_arguments(values: dict[str, Any]) -> None:

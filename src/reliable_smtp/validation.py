@@ -76,7 +76,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -87,6 +86,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_che
 
 from email_validator import EmailNotValidError, validate_email
 
+from ._checks import address_key, check_count, check_seconds
 from .envelope import Envelope
 from .errors import ConfigurationError, InvalidAddressError, InvalidMessageError
 from .replies import Outcome, Phase
@@ -295,12 +295,6 @@ def _as_str(value: object, what: str) -> str:
     return value if type(value) is str else str.__str__(value)
 
 
-def _key(address: str) -> str:
-    # Deduplication key, as envelope.dedupe_addresses: local part as is, domain lowercase.
-    local, at, domain = address.rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else address
-
-
 # --------------------------------------------------------------------------- DNS
 
 
@@ -456,31 +450,6 @@ def _check_flag(value: object, setting: str) -> None:
         raise ConfigurationError(f"{setting} must be True or False, got {value!r}", setting=setting)
 
 
-def _check_limit(value: object, setting: str, *, minimum: int, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        none = " or None (no limit)" if allow_none else ""
-        raise ConfigurationError(
-            f"{setting} must be an int >= {minimum}{none}, got {value!r}", setting=setting
-        )
-
-
-def _check_seconds(value: object, setting: str, *, positive: bool) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (value > 0 if positive else value >= 0)
-    )
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(
-            f"{setting} must be a finite number of seconds {bound}, got {value!r}",
-            setting=setting,
-        )
-
-
 def _normalize_domains(entries: object, setting: str) -> frozenset[str]:
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Iterable):
         raise ConfigurationError(
@@ -602,16 +571,13 @@ class RecipientPolicy:
                 f"on_invalid must be 'reject' or 'skip', got {self.on_invalid!r}",
                 setting="on_invalid",
             )
-        _check_limit(self.max_recipients, "max_recipients", minimum=1, allow_none=True)
-        _check_limit(
-            self.max_recipients_per_transaction,
-            "max_recipients_per_transaction",
-            minimum=1,
-            allow_none=True,
+        check_count("max_recipients", self.max_recipients, allow_none=True)
+        check_count(
+            "max_recipients_per_transaction", self.max_recipients_per_transaction, allow_none=True
         )
-        _check_limit(self.dns_cache_size, "dns_cache_size", minimum=0, allow_none=False)
-        _check_seconds(self.dns_timeout, "dns_timeout", positive=True)
-        _check_seconds(self.dns_cache_ttl, "dns_cache_ttl", positive=False)
+        check_count("dns_cache_size", self.dns_cache_size, minimum=0, why="0 = no cache")
+        check_seconds("dns_timeout", self.dns_timeout)
+        check_seconds("dns_cache_ttl", self.dns_cache_ttl, allow_zero=True, why="0 = no caching")
         if self.allowed_domains is not None:
             allowed = _normalize_domains(self.allowed_domains, "allowed_domains")
             object.__setattr__(self, "allowed_domains", allowed)
@@ -685,7 +651,7 @@ class RecipientPolicy:
             if isinstance(parsed, AddressProblem):
                 refused[address] = parsed
                 continue
-            key = _key(parsed.address)
+            key = address_key(parsed.address)
             if key in seen:
                 # Another spelling of a mailbox already decided: same verdict, not a new one.
                 continue
@@ -731,7 +697,7 @@ class RecipientPolicy:
             )
         if self.max_recipients is not None and len(given) > self.max_recipients:
             # Counted on distinct addresses, before validation: a huge list fails fast.
-            count = len({_key(a) for a in given})
+            count = len({address_key(a) for a in given})
             if count > self.max_recipients:
                 raise InvalidMessageError(
                     f"the message has {count} distinct recipients, more than the recipient "

@@ -9,11 +9,11 @@ lives in SQL. Everything here is pure; time and randomness come in as arguments.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from .._checks import check_seconds
 from ..errors import ConfigurationError
 from ..replies import Outcome, Phase, Reply
 from ..result import RecipientStatus
@@ -61,22 +61,16 @@ class OutboxSchedule:
     retry_ambiguous: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("minimum_backoff", "maximum_backoff", "lifetime", "max_hint"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigurationError(
-                    f"OutboxSchedule.{name} must be a number of seconds, got {value!r}",
-                    setting=name,
-                )
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigurationError(
-                    f"OutboxSchedule.{name} must be finite and not negative, got {value!r}",
-                    setting=name,
-                )
-        if not (0 <= self.throttled_minimum < math.inf):
-            raise ConfigurationError(
-                f"OutboxSchedule.throttled_minimum must be finite, got {self.throttled_minimum!r}",
-                setting="throttled_minimum",
+        # Zero is "no wait" (tests, an immediate retry), so these may be zero.
+        for name in (
+            "minimum_backoff",
+            "maximum_backoff",
+            "lifetime",
+            "max_hint",
+            "throttled_minimum",
+        ):
+            check_seconds(
+                name, getattr(self, name), allow_zero=True, owner="OutboxSchedule.", why=""
             )
         if self.maximum_backoff < self.minimum_backoff:
             raise ConfigurationError(

@@ -39,6 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "install them with `pip install 'reliable-smtp[testing]'`"
     ) from exc
 
+from ..transports._session import session_url
+
 __all__ = ["Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
 
 ServerTLS = Literal["none", "starttls", "implicit"]
@@ -528,8 +530,7 @@ class LocalSMTPServer:
     @property
     def url(self) -> str:
         """``scheme://host:port`` of this server (the transport's ``name``)."""
-        scheme = {"none": "smtp+plain", "starttls": "smtp", "implicit": "smtps"}[self.tls]
-        return f"{scheme}://{self.host}:{self.port}"
+        return session_url(self.tls, self.host, self.port)
 
     @property
     def settings_url(self) -> str:

@@ -85,6 +85,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import (
     ConfigurationError,
@@ -92,7 +93,6 @@ from ..errors import (
     DeliveryError,
     PoolExhaustedError,
     SMTPTimeoutError,
-    check_seconds,
 )
 from ..replies import Outcome, Phase, Reply
 from ..result import DeliveryReport, RecipientStatus

@@ -50,13 +50,13 @@ import re
 import signal as signal_module
 from collections.abc import Sequence
 
+from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import (
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
     ProtocolError,
-    check_seconds,
     error_for,
 )
 from ..replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss

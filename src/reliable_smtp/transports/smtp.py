@@ -1,10 +1,13 @@
 """SMTP and SMTPS submission over aiosmtplib, one recipient reply at a time.
 
-This module owns :class:`TLSMode`, :class:`SMTPTransport` and the translation of
-every aiosmtplib / OSError / ssl failure into the library's error tree
-(:func:`translate_error`, the one boundary).
+This module owns :class:`SMTPTransport` and the translation of every aiosmtplib /
+OSError / ssl failure into the library's error tree (:func:`translate_error`, the
+one boundary). Opening a connection - greeting, EHLO, STARTTLS, AUTH, the TLS
+context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
+``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
 
-aiosmtplib opens the session (connect, TLS, EHLO, AUTH). The transaction - MAIL,
+:func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
+aiosmtplib client. The transaction - MAIL,
 one RCPT per recipient, DATA, body, pipelined when the server offers it - is
 written and read by :class:`~._wire.Exchange`, and what each reply means is
 decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
@@ -18,43 +21,29 @@ any unexpected error a connection is dropped, never reused in an unknown state.
 from __future__ import annotations
 
 import asyncio
-import base64
-import concurrent.futures
-import contextlib
-import inspect
-import ipaddress
-import json
 import logging
 import os
-import re
-import socket
 import ssl
-import threading
 import time
-import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from enum import Enum
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
-from aiosmtplib.response import SMTPResponse
 
+from .._checks import check_count, check_seconds
 from .._hooks import note_session_event
-from ..envelope import Envelope
+from ..envelope import Envelope, line_break_problem
 from ..errors import (
     AuthOrConfigError,
     ConfigurationError,
     ConnectionFailedError,
     DeliveryError,
-    InsecureConfigurationWarning,
     PermanentError,
     PoolExhaustedError,
     ProtocolError,
     TransportClosedError,
-    check_seconds,
     error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
-from ..redaction import SecretForms, redacted_failure, redacted_response
 from ..replies import (
     Outcome,
     Phase,
@@ -63,6 +52,28 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport
+from ._login import (
+    PasswordLogin,
+    TokenLogin,
+    TokenProvider,
+    accepts_force_refresh,
+    send_credentials,
+)
+from ._session import (
+    DEFAULT_PORTS,
+    EhloName,
+    SessionSetup,
+    StepTracker,
+    TLSMode,
+    keyword_spelling,
+    open_session,
+    port_mode_conflict,
+    port_problem,
+    session_client,
+    session_url,
+    tls_context,
+    warn_if_password_in_clear,
+)
 from ._transaction import (
     GarbledReplyError,
     LinkLostError,
@@ -72,31 +83,22 @@ from ._transaction import (
     WireError,
     failure_error,
 )
-from ._wire import Exchange, dot_stuff, transcript_line
+from ._wire import Exchange, dot_stuff
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
-__all__ = ["SMTPTransport", "TLSMode", "TokenProvider", "send_credentials", "translate_error"]
+# TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
+# ._login (opening a session is shared with the check); they are re-exported here.
+__all__ = [
+    "DEFAULT_PORTS",
+    "SMTPTransport",
+    "TLSMode",
+    "TokenProvider",
+    "send_credentials",
+    "translate_error",
+]
 
 logger = logging.getLogger("reliable_smtp")
-
-
-class TLSMode(str, Enum):
-    """How the connection is encrypted. One setting, never two booleans."""
-
-    STARTTLS = "starttls"
-    """Plain connect, then STARTTLS, which is *required* (port 587). The default."""
-    IMPLICIT = "implicit"
-    """TLS from the first byte, "SMTPS" (port 465)."""
-    NONE = "none"
-    """No encryption at all. Only for a trusted relay on localhost or a private network:
-    the message and any password cross the network in clear text."""
-
-    def __str__(self) -> str:
-        return self.value
-
-
-DEFAULT_PORTS = {TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465, TLSMode.NONE: 25}
 
 
 def _secret_value(value: object) -> str | None:
@@ -111,98 +113,10 @@ def _secret_value(value: object) -> str | None:
     raise ConfigurationError("password must be a str or a pydantic SecretStr", setting="password")
 
 
-#: Returns an OAuth2 access token; sync or async. If it accepts ``force_refresh``, it is
-#: called with ``force_refresh=True`` after the server refused the previous token.
-TokenProvider = Callable[..., "str | Awaitable[str]"]
-
-
-def provider_name(provider: object) -> str:
-    """``module.qualname`` of a token provider, for errors: never its ``repr()``, which
-    may show bound credentials (a ``functools.partial`` holding a client secret)."""
-    function = getattr(provider, "func", provider)  # functools.partial
-    name = getattr(function, "__qualname__", None) or type(function).__qualname__
-    module = getattr(function, "__module__", None)
-    return f"{module}.{name}" if module and module != "builtins" else str(name)
-
-
-async def _call_in_daemon_thread(
-    function: Callable[..., object], kwargs: Mapping[str, object]
-) -> object:
-    """Run a blocking ``function`` in a thread of its own and await its result.
-
-    Not ``asyncio.to_thread``: a provider that hangs would hold one of the loop's
-    executor threads for good, and ``asyncio.run()`` and interpreter exit both wait
-    for those. A daemon thread is simply abandoned once nobody waits for it.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[object] = loop.create_future()
-
-    def settle(ok: bool, value: object) -> None:
-        if future.done():  # the caller stopped waiting (timed out, cancelled)
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            assert isinstance(value, BaseException)
-            future.set_exception(value)
-
-    def run() -> None:
-        try:
-            outcome: tuple[bool, object] = (True, function(**kwargs))
-        except Exception as exc:
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name="reliable-smtp-oauth-token", daemon=True).start()
-    return await future
-
-
-def _xoauth2_response(username: str, token: str) -> str:
-    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64."""
-    raw = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _error_challenge(text: str) -> dict[str, str]:
-    """The JSON a server sends in its 334 challenge when it refuses a token (Google:
-    ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}``).
-    Empty when it is not that."""
-    try:
-        decoded = json.loads(base64.b64decode(text.strip(), validate=True))
-    except (ValueError, RecursionError):  # not base64, not JSON, nested too deep
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {str(key): str(value) for key, value in decoded.items()}
-
-
-def _accepts_keyword(function: object, name: str) -> bool:
-    if function is None:
-        return False
-    try:
-        parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (where plain SMTP is not overheard)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
-    return value
+def _count(name: str, value: int) -> int:
+    checked = check_count(name, value)
+    assert checked is not None
+    return checked
 
 
 class SMTPTransport(Transport):
@@ -268,24 +182,16 @@ class SMTPTransport(Transport):
                 f"tls must be one of 'starttls', 'implicit' or 'none', not {tls!r}",
                 setting="tls",
             ) from None
-        if not host or any(c in host for c in "\r\n\x00 /"):
+        if not host or line_break_problem(host) is not None or any(c in host for c in " /"):
             raise ConfigurationError(f"host {host!r} is not a host name or address", setting="host")
         if port is None:
             port = DEFAULT_PORTS[self.tls]
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigurationError(f"port must be 1-65535, got {port!r}", setting="port")
-        if self.tls is TLSMode.STARTTLS and port == 465:
-            raise ConfigurationError(
-                "port 465 speaks implicit TLS (SMTPS), but tls='starttls' was chosen: "
-                "use tls='implicit' with port 465, or port 587 with STARTTLS",
-                setting="tls",
-            )
-        if self.tls is TLSMode.IMPLICIT and port in (25, 587):
-            raise ConfigurationError(
-                f"port {port} expects STARTTLS, but tls='implicit' was chosen: "
-                "use tls='starttls' with port 587, or port 465 with implicit TLS",
-                setting="tls",
-            )
+        problem = port_problem(port)
+        if problem is not None:
+            raise ConfigurationError(f"port {problem}, got {port!r}", setting="port")
+        conflict = port_mode_conflict(self.tls, port, spell=keyword_spelling)
+        if conflict is not None:
+            raise ConfigurationError(conflict, setting="tls")
         secret = _secret_value(password)
         if username is not None and not username.strip():
             # The same rule as MailerSettings and `reliable-smtp check`: an empty
@@ -313,16 +219,12 @@ class SMTPTransport(Transport):
                 "none, and then no AUTH is sent): set both, or neither",
                 setting="username",
             )
-        if (
-            secret is not None
-            and self.tls is TLSMode.NONE
-            and warn_insecure
-            and not is_loopback_host(host)
-        ):
-            warnings.warn(
-                f"tls='none' sends the password to {host} in clear text; use tls='starttls' "
-                "(587) or tls='implicit' (465) unless this relay is on a network you trust",
-                InsecureConfigurationWarning,
+        if warn_insecure:
+            warn_if_password_in_clear(
+                self.tls,
+                host,
+                password_set=secret is not None,
+                spell=keyword_spelling,
                 stacklevel=2,
             )
         if ssl_context is not None and (ca_file or client_cert or client_key):
@@ -338,7 +240,7 @@ class SMTPTransport(Transport):
         self.username = username
         self._password = secret
         self._token_provider = oauth_token_provider
-        self._token_takes_refresh = _accepts_keyword(oauth_token_provider, "force_refresh")
+        self._token_takes_refresh = accepts_force_refresh(oauth_token_provider)
         self._ssl_context = ssl_context
         self._ca_file = os.fspath(ca_file) if ca_file is not None else None
         self._client_cert = os.fspath(client_cert) if client_cert is not None else None
@@ -353,10 +255,9 @@ class SMTPTransport(Transport):
             if oauth_token_timeout is None
             else check_seconds("oauth_token_timeout", oauth_token_timeout)
         )
-        scheme = {TLSMode.STARTTLS: "smtp", TLSMode.IMPLICIT: "smtps", TLSMode.NONE: "smtp+plain"}
-        self.name = f"{scheme[self.tls]}://{host}:{port}"
-        self.max_connections = _check_count("max_connections", max_connections)
-        self.max_messages_per_connection = _check_count(
+        self.name = session_url(self.tls, host, port)
+        self.max_connections = _count("max_connections", max_connections)
+        self.max_messages_per_connection = _count(
             "max_messages_per_connection", max_messages_per_connection
         )
         self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
@@ -375,7 +276,7 @@ class SMTPTransport(Transport):
         # has, a failure without a reply points at the settings, not at the weather.
         self._ever_connected = False
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
-        self._fqdn: _FQDNLookup | None = None
+        self._ehlo_name = EhloName(local_hostname, connect_timeout=self.connect_timeout)
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._adaptive: AdaptiveRate | None = None
         self._transport_bucket: TokenBucket | None = None
@@ -510,7 +411,8 @@ class SMTPTransport(Transport):
         # The parent's sockets are not ours to use: forget them without QUIT.
         self._pool = None
         self._pool_loop = None
-        self._fqdn = None  # its lookup thread, if still running, stayed in the parent
+        # Its FQDN lookup thread, if still running, stayed in the parent.
+        self._ehlo_name = EhloName(self.local_hostname, connect_timeout=self.connect_timeout)
 
     # -- rate limits ---------------------------------------------------------------------
 
@@ -564,79 +466,55 @@ class SMTPTransport(Transport):
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            context = ssl.create_default_context(cafile=self._ca_file)
-            if self._client_cert is not None:
-                context.load_cert_chain(self._client_cert, self._client_key)
-            if self._minimum_tls_version is not None:
-                context.minimum_version = self._minimum_tls_version
-            self._ssl_context = context
+            self._ssl_context = tls_context(
+                ca_file=self._ca_file,
+                client_cert=self._client_cert,
+                client_key=self._client_key,
+                minimum_version=self._minimum_tls_version,
+            )
         return self._ssl_context
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        phase = Phase.CONNECT
-        try:
-            smtp = aiosmtplib.SMTP(
-                hostname=self.host,
-                port=self.port,
-                # Never None: aiosmtplib would resolve getfqdn() itself, unbounded,
-                # before the connect timeout starts. _ehlo() picks the real name.
-                local_hostname=self.local_hostname or "localhost",
-                timeout=self.command_timeout,
-                use_tls=self.tls is TLSMode.IMPLICIT,
-                start_tls=False,
-                tls_context=self._tls_context() if self.tls is not TLSMode.NONE else None,
+    def _session_setup(self) -> SessionSetup:
+        login: PasswordLogin | TokenLogin | None = None
+        if self._token_provider is not None:
+            assert self.username is not None
+            login = TokenLogin(
+                username=self.username,
+                provider=self._token_provider,
+                timeout=self.oauth_token_timeout,
+                takes_refresh=self._token_takes_refresh,
             )
-            started = time.monotonic()
-            greeting = await smtp.connect(timeout=self.connect_timeout)
-            note_session_event("connect", seconds=time.monotonic() - started)
-            transcript_line(
-                self.name,
-                "<",
-                f"{greeting.code} {greeting.message}",
-                elapsed=time.monotonic() - started,
+        elif self.username is not None:
+            login = PasswordLogin(username=self.username, password=self._password or "")
+        return SessionSetup(
+            server=self.name,
+            tls=self.tls,
+            connect_timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            ehlo_name=self._ehlo_name,
+            login=login,
+        )
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        steps = StepTracker()
+        try:
+            smtp = session_client(
+                host=self.host,
+                port=self.port,
+                tls=self.tls,
+                tls_context=self._tls_context() if self.tls is not TLSMode.NONE else None,
+                local_hostname=self.local_hostname,
+                command_timeout=self.command_timeout,
             )
             try:
-                phase = Phase.EHLO
-                await self._ehlo(smtp)
-                if self.tls is TLSMode.STARTTLS:
-                    phase = Phase.TLS
-                    if not smtp.supports_extension("starttls"):
-                        raise AuthOrConfigError(
-                            "the server does not offer STARTTLS",
-                            phase=Phase.TLS,
-                            server=self.name,
-                            setting="tls",
-                            explanation=(
-                                "STARTTLS is required in tls='starttls' mode so that nothing "
-                                "(password, message) is sent in clear text; if the port speaks "
-                                "implicit TLS use tls='implicit' (port 465); use tls='none' "
-                                "only for a trusted local relay"
-                            ),
-                        )
-                    started = time.monotonic()
-                    transcript_line(self.name, ">", "STARTTLS")
-                    await smtp.starttls(timeout=self.connect_timeout)
-                    tls = smtp.get_transport_info("ssl_object")
-                    version = tls.version() if tls is not None else "?"
-                    note_session_event("tls", version=version)
-                    transcript_line(
-                        self.name,
-                        "<",
-                        f"220 (TLS established: {version})",
-                        elapsed=time.monotonic() - started,
-                    )
-                    phase = Phase.EHLO
-                    await self._ehlo(smtp)
-                if self.username is not None:
-                    phase = Phase.AUTH
-                    await self._authenticate(smtp)
-                    note_session_event("auth")
+                await open_session(smtp, self._session_setup(), steps)
             except BaseException:
                 smtp.close()
                 raise
         except DeliveryError:
             raise
         except Exception as exc:
+            phase = steps.phase
             error = translate_error(exc, phase, server=self.name)
             if (
                 self.tls is TLSMode.IMPLICIT
@@ -657,235 +535,6 @@ class SMTPTransport(Transport):
             raise error from exc
         self._ever_connected = True
         return smtp
-
-    async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
-        name = await self._ehlo_name(smtp)
-        smtp.local_hostname = name  # aiosmtplib's helo() fallback below reads it
-        transcript_line(self.name, ">", f"EHLO {name}")
-        started = time.monotonic()
-        response = await smtp.execute_command(
-            b"EHLO", name.encode("ascii"), timeout=self.command_timeout
-        )
-        transcript_line(
-            self.name,
-            "<",
-            f"{response.code} {response.message}".replace("\n", " / "),
-            elapsed=time.monotonic() - started,
-        )
-        if response.code == 250:
-            smtp.last_ehlo_response = response  # parses the extension list
-            return
-        # An old server without ESMTP answers 500/502: HELO still works, without
-        # extensions (so no STARTTLS, no SIZE, no AUTH).
-        if response.code in (500, 502):
-            await smtp.helo(timeout=self.command_timeout)
-            return
-        raise self._reply_error(response, Phase.EHLO, "the server refused EHLO")
-
-    async def _ehlo_name(self, smtp: aiosmtplib.SMTP) -> str:
-        """``local_hostname``, else this host's FQDN if it resolves in time, else an address
-        literal of the connection's own address (RFC 5321 §4.1.4: "[192.0.2.1]").
-
-        aiosmtplib would call ``socket.getfqdn()`` for every connection, before its
-        connect timeout starts and without a bound: a slow resolver stalled every send.
-        Here the lookup runs once per transport, in its own thread, and is waited for at
-        most ``min(connect_timeout, EHLO_NAME_TIMEOUT)`` seconds, once.
-        """
-        if self.local_hostname is not None:
-            return self.local_hostname
-        if self._fqdn is None:
-            self._fqdn = _FQDNLookup()
-        name = await self._fqdn.result(timeout=min(self.connect_timeout, EHLO_NAME_TIMEOUT))
-        return name or _address_literal(smtp)
-
-    async def _authenticate(self, smtp: aiosmtplib.SMTP) -> None:
-        assert self.username is not None
-        encrypted = smtp.get_transport_info("sslcontext") is not None
-        if not encrypted and self.tls is not TLSMode.NONE:  # pragma: no cover - guarded above
-            raise AuthOrConfigError(
-                "refusing to send the password over an unencrypted connection",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="tls",
-            )
-        methods = smtp.server_auth_methods
-        if self._token_provider is not None:
-            await self._authenticate_xoauth2(smtp, methods)
-            return
-        password = self._password or ""
-        # One mechanism, one attempt: aiosmtplib's login() tries every mechanism after
-        # a failure, which multiplies failed logins and gets accounts locked (Gmail:
-        # "454 4.7.0 Too many login attempts").
-        if "plain" not in methods and "login" not in methods:
-            offered = " ".join(methods) or "none"
-            raise AuthOrConfigError(
-                "the server offers no password authentication (AUTH PLAIN or LOGIN)",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="username",
-                explanation=(
-                    f"mechanisms offered: {offered}; if none are offered before TLS, "
-                    "check the TLS mode; if the server takes mail without a login (a local "
-                    "relay, a devserver without --auth), unset the username "
-                    "(RELIABLE_SMTP_USERNAME); for XOAUTH2 use an OAuth2 token provider"
-                ),
-            )
-        mechanism = "PLAIN" if "plain" in methods else "LOGIN"
-        await send_credentials(
-            smtp,
-            mechanism,
-            self.username,
-            password,
-            timeout=self.command_timeout,
-            server=self.name,
-        )
-
-    async def _authenticate_xoauth2(self, smtp: aiosmtplib.SMTP, methods: list[str]) -> None:
-        assert self.username is not None
-        if "xoauth2" not in methods:
-            raise AuthOrConfigError(
-                "the server does not offer AUTH XOAUTH2",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="oauth_token_provider",
-                explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
-                "password (or app password) with this server, or the provider's OAuth host",
-            )
-        for refresh in (False, True):
-            token = await self._access_token(refresh=refresh)
-            reply, challenge = await self._xoauth2_exchange(smtp, token)
-            if reply.code == 235:
-                return
-            if reply.code != 535:
-                # Not "this token is invalid" (454 try later, 534, 530...): the generic
-                # reply rules say what it is.
-                raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
-            # An expired token is the common case: refresh it once and try once more.
-            # Never more - Gmail answers login loops with "454 4.7.0 Too many login
-            # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
-            if refresh:
-                raise self._token_refused_twice(reply, challenge)
-
-    async def _xoauth2_exchange(
-        self, smtp: aiosmtplib.SMTP, token: str
-    ) -> tuple[SMTPResponse, dict[str, str]]:
-        """AUTH XOAUTH2 with the initial response; the final reply (token-free) and the
-        server's error challenge, if it sent one.
-
-        aiosmtplib's ``auth_xoauth2`` does the same but discards the challenge, which
-        is where Google says which scope the token lacks.
-        """
-        assert self.username is not None
-        started = time.monotonic()
-        transcript_line(self.name, ">", "AUTH XOAUTH2 <credentials redacted>")
-        timeout = self.command_timeout
-        initial = _xoauth2_response(self.username, token).encode("ascii")
-        response = await smtp.execute_command(b"AUTH", b"XOAUTH2", initial, timeout=timeout)
-        challenge: dict[str, str] = {}
-        if response.code == 334:
-            challenge = _error_challenge(response.message)
-            transcript_line(self.name, "<", f"334 {json.dumps(challenge) if challenge else ''}")
-            # The refusal comes after the client answers the challenge with an empty line.
-            response = await smtp.execute_command(b"", timeout=timeout)
-        # A server may echo what it was sent: nothing below carries the token.
-        text = SecretForms.for_token(self.username, token).redact(response.message)
-        transcript_line(
-            self.name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
-        )
-        return SMTPResponse(response.code, text), challenge
-
-    def _token_refused_twice(
-        self, response: SMTPResponse, challenge: Mapping[str, str]
-    ) -> AuthOrConfigError:
-        """The final error: an OAuth2 user needs OAuth2 advice, not password advice."""
-        asked = ""
-        if challenge.get("scope"):
-            asked = f"the server asks for a token with the scope {challenge['scope']}; "
-        if self._token_takes_refresh:
-            summary = "the OAuth2 access token was refused twice, before and after a forced refresh"
-            refresh = ""
-        else:
-            summary = "the OAuth2 access token was refused twice"
-            refresh = (
-                f"; {provider_name(self._token_provider)} takes no force_refresh parameter, "
-                "so it could not be asked for a new token: accept force_refresh and fetch "
-                "a fresh token when it is True"
-            )
-        return AuthOrConfigError(
-            summary,
-            reply=Reply.from_server(response.code, response.message),
-            phase=Phase.AUTH,
-            server=self.name,
-            setting="oauth_token_provider",
-            explanation=(
-                f"{asked}check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
-                "https://outlook.office.com/SMTP.Send, or SMTP.SendAsApp for an app-only "
-                f"token), that the username {self.username!r} is the account the token was "
-                "issued for, and that SMTP AUTH is enabled for the mailbox (Microsoft 365: "
-                f"for the mailbox and the tenant){refresh}"
-            ),
-        )
-
-    async def _access_token(self, *, refresh: bool) -> str:
-        provider = self._token_provider
-        assert provider is not None
-        kwargs = {"force_refresh": refresh} if self._token_takes_refresh else {}
-        # Bounded like every other wait: token providers do network I/O.
-        call = asyncio.ensure_future(self._call_token_provider(provider, kwargs))
-        # A provider that fails after we stopped waiting must not log "never retrieved".
-        call.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            finished, _ = await asyncio.wait({call}, timeout=self.oauth_token_timeout)
-        finally:
-            if not call.done():
-                call.cancel()
-        name = provider_name(provider)
-        if not finished:
-            raise AuthOrConfigError(
-                f"the OAuth2 token provider {name} returned no access token within "
-                f"{self.oauth_token_timeout:g} s",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="oauth_token_provider",
-                explanation="the provider (its token endpoint) did not answer in time; check "
-                "its network access, or raise oauth_token_timeout "
-                "(RELIABLE_SMTP_OAUTH_TOKEN_TIMEOUT) if it is just slow. A sync provider's "
-                "thread cannot be stopped: it is left running",
-            )
-        try:
-            token = call.result()
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            raise AuthOrConfigError(
-                f"the OAuth2 token provider {name} failed: {type(exc).__name__}: {exc}",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="oauth_token_provider",
-                explanation="the provider could not get an access token; check its "
-                "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
-                "Google: https://mail.google.com/)",
-            ) from exc
-        if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
-            raise AuthOrConfigError(
-                f"the OAuth2 token provider {name} returned no usable access token",
-                phase=Phase.AUTH,
-                server=self.name,
-                setting="oauth_token_provider",
-                explanation="return the access token as a non-empty string",
-            )
-        return token
-
-    @staticmethod
-    async def _call_token_provider(provider: TokenProvider, kwargs: Mapping[str, object]) -> object:
-        if inspect.iscoroutinefunction(provider):
-            token: object = await provider(**kwargs)
-        else:
-            # A sync provider (MSAL, google-auth) does network I/O: not on the loop.
-            token = await _call_in_daemon_thread(provider, kwargs)
-        if inspect.isawaitable(token):
-            token = await token
-        return token
 
     # -- one transaction -----------------------------------------------------------------
 
@@ -1025,74 +674,6 @@ class SMTPTransport(Transport):
         if response.code != 250:
             smtp.close()
 
-    # -- building results ----------------------------------------------------------------
-
-    def _reply_error(self, response: SMTPResponse, phase: Phase, summary: str) -> DeliveryError:
-        reply = Reply.from_server(response.code, response.message)
-        return error_for(
-            classify(reply, phase), summary, reply=reply, phase=phase, server=self.name
-        )
-
-
-#: The longest the default EHLO name (this host's FQDN) is waited for, once per transport.
-EHLO_NAME_TIMEOUT = 2.0
-
-#: A dotted host name ("app1.example.com"): a bare "localhost" or "vm" is not one (RFC 5321
-#: §4.1.4 wants a resolvable name, or else an address literal).
-_DOMAIN_NAME = re.compile(
-    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
-)
-
-
-class _FQDNLookup:
-    """``socket.getfqdn()`` in a daemon thread, started once, waited for with a bound.
-
-    Not ``asyncio.to_thread``: a resolver that hangs would hold a worker of the loop's
-    default executor for as long as it hangs, and the wait could not be abandoned.
-    """
-
-    def __init__(self) -> None:
-        self._future: concurrent.futures.Future[str] = concurrent.futures.Future()
-        self._future.set_running_or_notify_cancel()  # a running future cannot be cancelled
-        self._deadline: float | None = None
-        threading.Thread(target=self._run, name="reliable-smtp-getfqdn", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self._future.set_result(socket.getfqdn())
-        except BaseException as exc:  # pragma: no cover - getfqdn() swallows resolver errors
-            self._future.set_exception(exc)
-
-    async def result(self, *, timeout: float) -> str | None:
-        """The FQDN if it is a usable EHLO name (a dotted domain name), else ``None``.
-
-        The wait ends ``timeout`` seconds after the *first* call, for every caller:
-        connections opened together agree on the name, and later ones never wait.
-        """
-        if not self._future.done():
-            now = time.monotonic()
-            if self._deadline is None:
-                self._deadline = now + timeout
-            if self._deadline > now:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.shield(asyncio.wrap_future(self._future)), self._deadline - now
-                    )
-        if not self._future.done() or self._future.exception() is not None:
-            return None
-        name = self._future.result()
-        return name if _DOMAIN_NAME.fullmatch(name) else None
-
-
-def _address_literal(smtp: aiosmtplib.SMTP) -> str:
-    """The EHLO name of a client without a domain name: its own address in brackets."""
-    sockname = smtp.get_transport_info("sockname")
-    try:
-        address = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
-    except (TypeError, ValueError, IndexError):
-        return "localhost"
-    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
-
 
 class _StaleConnectionError(Exception):
     """The connection turned out to be closed at MAIL, before anything was sent."""
@@ -1100,55 +681,6 @@ class _StaleConnectionError(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-# -- logging in ----------------------------------------------------------------------
-
-_LOGINS = {
-    "PLAIN": aiosmtplib.SMTP.auth_plain,
-    "LOGIN": aiosmtplib.SMTP.auth_login,
-    "XOAUTH2": aiosmtplib.SMTP.auth_xoauth2,
-}
-
-
-async def send_credentials(
-    smtp: aiosmtplib.SMTP,
-    mechanism: str,
-    username: str,
-    secret: str,
-    *,
-    timeout: float,
-    server: str,
-) -> SMTPResponse:
-    """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
-
-    The one way the library sends credentials (the transport and ``reliable-smtp
-    check`` both use it). A server may echo what it received; every form the secret
-    took on the wire is removed from the reply, or from the refusal raised, before
-    anything - transcript, error, check report - sees it (see
-    :mod:`reliable_smtp.redaction`). The refusal is a fresh exception with no chain
-    back to the one that held the echoed secret.
-    """
-    secrets = (
-        SecretForms.for_token(username, secret)
-        if mechanism == "XOAUTH2"
-        else SecretForms.for_password(username, secret)
-    )
-    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
-    started = time.monotonic()
-    refused: aiosmtplib.SMTPResponseException | None = None
-    try:
-        reply = await _LOGINS[mechanism](smtp, username, secret, timeout=timeout)
-    except aiosmtplib.SMTPResponseException as exc:
-        refused = redacted_failure(exc, secrets)
-    elapsed = time.monotonic() - started
-    if refused is not None:
-        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
-        # Raised here, outside the except block, so that the original is not __context__.
-        raise refused
-    reply = redacted_response(reply, secrets)
-    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
-    return reply
 
 
 # -- the error boundary ------------------------------------------------------------------
