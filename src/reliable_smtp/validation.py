@@ -73,19 +73,10 @@ Decisions, documented once:
 
 from __future__ import annotations
 
-from ._validation import (
-    MAX_ADDRESS_INPUT,
-    SYNTAX_CACHE_SIZE,
-    AddressProblem,
-    DNSResolver,
-    OnInvalid,
-    ProblemKind,
-    RecipientCheck,
-    RecipientPolicy,
-    RecipientsRejectedError,
-    Resolver,
-)
-from ._validation.syntax import parse_address
+from ._validation.policy import OnInvalid, RecipientCheck, RecipientPolicy
+from ._validation.problems import AddressProblem, ProblemKind, RecipientsRejectedError
+from ._validation.resolver import DNSResolver, Resolver
+from ._validation.syntax import MAX_ADDRESS_INPUT, SYNTAX_CACHE_SIZE, parse_address
 
 # The syntax LRU, under the name it had before the split (the tests read its cache_info()).
 _parse = parse_address

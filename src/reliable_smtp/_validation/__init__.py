@@ -10,23 +10,3 @@ Layout:
 
 The decisions behind them are documented once, in :mod:`reliable_smtp.validation`.
 """
-
-from __future__ import annotations
-
-from .policy import OnInvalid, RecipientCheck, RecipientPolicy
-from .problems import AddressProblem, ProblemKind, RecipientsRejectedError
-from .resolver import DNSResolver, Resolver
-from .syntax import MAX_ADDRESS_INPUT, SYNTAX_CACHE_SIZE
-
-__all__ = [
-    "MAX_ADDRESS_INPUT",
-    "SYNTAX_CACHE_SIZE",
-    "AddressProblem",
-    "DNSResolver",
-    "OnInvalid",
-    "ProblemKind",
-    "RecipientCheck",
-    "RecipientPolicy",
-    "RecipientsRejectedError",
-    "Resolver",
-]
