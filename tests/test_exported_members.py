@@ -63,7 +63,8 @@ PUBLIC_API = [
     "RoundRobinTransport",
     "SMTPTimeoutError",
     "SMTPTransport",
-    "SendOutcome",
+    "SendOutcome",  # deprecated alias of SendResultOrError, kept for one release
+    "SendResultOrError",
     "SendResult",
     "SendmailTransport",
     "SentMessage",

@@ -54,7 +54,7 @@ class Case:
     quota: bool = False
     protocol_error: bool = False
     retry: bool | None = None
-    """Expected ``retry_in_process``; ``None``: the default for the outcome."""
+    """Expected ``retryable``; ``None``: the default for the outcome."""
     delay: float | None = None
 
     @property
@@ -71,7 +71,7 @@ class Case:
         retry = self.retry
         if retry is None:
             retry = self.outcome in (TRANSIENT, THROTTLED) and not self.quota
-        assert verdict.retry_in_process is retry, verdict
+        assert verdict.retryable is retry, verdict
         assert verdict.delay_hint == self.delay, verdict
         assert verdict.explanation
         assert "\n" not in verdict.explanation
@@ -1129,7 +1129,7 @@ def test_garbage_codes_are_protocol_errors(code: int, text: str) -> None:
     assert verdict.outcome is PERMANENT
     assert verdict.protocol_error
     assert verdict.rule == "not-smtp"
-    assert not verdict.retry_in_process
+    assert not verdict.retryable
     assert "not SMTP" in verdict.explanation
 
 
@@ -1219,7 +1219,7 @@ def test_quota_keeps_the_hint_but_is_not_retried_now() -> None:
     )
     assert verdict.outcome is THROTTLED
     assert verdict.quota
-    assert not verdict.retry_in_process
+    assert not verdict.retryable
     assert verdict.delay_hint == 3600.0
 
 
@@ -1418,11 +1418,11 @@ def test_connection_loss(phase: Phase, timed_out: bool) -> None:
     assert "\n" not in verdict.explanation
     if phase is Phase.DATA_END:
         assert verdict.outcome is Outcome.AMBIGUOUS
-        assert not verdict.retry_in_process
+        assert not verdict.retryable
         assert "may have accepted" in verdict.explanation
     else:
         assert verdict.outcome is TRANSIENT
-        assert verdict.retry_in_process
+        assert verdict.retryable
         assert "retried" in verdict.explanation
     assert ("no reply in time" in verdict.explanation) is timed_out
 
@@ -1490,7 +1490,7 @@ def test_tls_failures(reason: str, outcome: Outcome, rule: str, words: list[str]
     verdict = classify_tls_failure(reason)
     assert verdict.outcome is outcome
     assert verdict.rule == rule
-    assert verdict.retry_in_process is (outcome is TRANSIENT)
+    assert verdict.retryable is (outcome is TRANSIENT)
     assert "\n" not in verdict.explanation
     for word in words:
         assert word in verdict.explanation
@@ -1535,10 +1535,10 @@ def test_classify_is_total_and_keeps_the_first_digit(
         assert explain(reply)
         if verdict.split:
             assert verdict.outcome is TRANSIENT
-            assert verdict.retry_in_process
+            assert verdict.retryable
         if verdict.quota:
             assert verdict.outcome is THROTTLED
-            assert not verdict.retry_in_process
+            assert not verdict.retryable
         if verdict.protocol_error:
             assert verdict.outcome is PERMANENT
         if verdict.delay_hint is not None:

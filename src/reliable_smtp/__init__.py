@@ -53,7 +53,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Mailer, SendOutcome
+from .mailer import AsyncMailer, Mailer, SendOutcome, SendResultOrError
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -131,6 +131,7 @@ __all__ = [
     "SMTPTransport",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendmailTransport",
     "SentMessage",
     "TLSMode",

@@ -42,6 +42,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from .errors import (
+    AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
@@ -55,6 +56,7 @@ from .replies import (
     Outcome,
     Phase,
     Reply,
+    Verdict,
     classify,
     classify_connection_loss,
     classify_tls_failure,
@@ -359,7 +361,7 @@ def _diagnose(rule: str, error_text: str, target: CheckTarget) -> tuple[str, str
 def _rule_for(error: DeliveryError, cause: BaseException | None) -> str:
     """The name of the library rule that decided ``error`` (or of a check-only failure)."""
     if error.reply is not None and error.phase is not None:
-        return classify(error.reply, error.phase).rule
+        return error.verdict.rule or classify(error.reply, error.phase).rule
     ssl_error = find_cause(cause, ssl.SSLError)
     if ssl_error is not None:
         return classify_tls_failure(str(ssl_error)).rule
@@ -696,14 +698,18 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     except (OSError, asyncio.TimeoutError) as exc:
         timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
         reason = "no answer in time" if timed_out else str(exc)
-        error = DeliveryError(
-            f"{target.host!r} did not resolve: {reason}",
-            phase=Phase.CONNECT,
+        verdict = Verdict(
             outcome=Outcome.TRANSIENT if timed_out else Outcome.AUTH_OR_CONFIG,
             explanation=(
                 "the host name has no address (a typo, or a name that only resolves on "
                 "another network), or DNS is not reachable from here"
             ),
+            timed_out=timed_out,
+            setting=None if timed_out else "host",
+            rule="dns-failed",
+        )
+        error = error_for(
+            verdict, f"{target.host!r} did not resolve: {reason}", phase=Phase.CONNECT
         )
         raise probe.failed(
             "dns", "DNS resolution", clock() - begun, error, cause=exc, rule="dns-failed"
@@ -815,7 +821,9 @@ async def _converse(
             error = translate_error(exc, Phase.CONNECT, server=target.url)
             if isinstance(error, SMTPTimeoutError):
                 # translate_error's advice (use implicit TLS) is already followed here.
-                error.explanation = classify_connection_loss(Phase.EHLO, timed_out=True).explanation
+                error = error.replace(
+                    explanation=classify_connection_loss(Phase.EHLO, timed_out=True).explanation
+                )
                 raise probe.failed(
                     "greeting",
                     "Greeting",
@@ -965,10 +973,9 @@ async def _authenticate(probe: _Probe, smtp: aiosmtplib.SMTP, settings: MailerSe
     mechanism = "PLAIN" if "plain" in methods else "LOGIN" if "login" in methods else None
     if mechanism is None:
         mechanisms = " ".join(m.upper() for m in methods) or "none"
-        error = DeliveryError(
+        error: DeliveryError = AuthOrConfigError(
             "the server offers no password authentication (AUTH PLAIN or LOGIN)",
             phase=Phase.AUTH,
-            outcome=Outcome.AUTH_OR_CONFIG,
             server=target.url,
             explanation=(
                 f"mechanisms offered: {mechanisms}; if none are offered before TLS, check the "
@@ -1070,9 +1077,8 @@ async def _send_test(probe: _Probe, settings: MailerSettings, message: Message) 
             result = await mailer.send(message)
         except InvalidMessageError as refused:
             # The mailer's recipient policy refused an address before any I/O.
-            error = DeliveryError(
+            error = AuthOrConfigError(
                 str(refused),
-                outcome=Outcome.AUTH_OR_CONFIG,
                 explanation="the library refused to send the message: nothing reached the "
                 "server; fix the address",
             )

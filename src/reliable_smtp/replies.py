@@ -42,10 +42,10 @@ A.4 has nine classes; :class:`Outcome` has six. The extra ones map as follows:
   server has the whole message and did not refuse it. Before the dot such a reply is
   a protocol error.
 * ``QUOTA`` -> :attr:`Outcome.THROTTLED` with ``quota=True`` and
-  ``retry_in_process=False``: a daily or billing limit clears in hours, so the
+  ``retryable=False``: a daily or billing limit clears in hours, so the
   caller should defer the message (and stop sending on that account), not retry now.
 * ``SPLIT`` -> :attr:`Outcome.TRANSIENT` with ``split=True`` and
-  ``retry_in_process=True``: the refused recipients go out at once in a new
+  ``retryable=True``: the refused recipients go out at once in a new
   transaction.
 * ``PROTOCOL_BUG`` (500, 501, 502, 503, 504, 555, unexpected 3xx, codes outside
   2xx-5xx) -> :attr:`Outcome.PERMANENT` with ``protocol_error=True``.
@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -204,14 +205,20 @@ class Reply:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Verdict:
-    """The meaning of a reply: its outcome class and what to do about it."""
+    """The meaning of a reply (or of a failure without one): the one outcome value.
+
+    A transport classifies once; the :class:`~reliable_smtp.RecipientStatus` and the
+    :class:`~reliable_smtp.DeliveryError` built from the verdict carry it unchanged
+    (``status.verdict``, ``error.verdict``), and the error's class is derived from it
+    alone (:func:`~reliable_smtp.errors.error_for`).
+    """
 
     outcome: Outcome
     explanation: str
     """One line: what happened and the usual fix."""
-    retry_in_process: bool = False
+    retryable: bool = False
     """Whether retrying within this call can help (False for quotas that clear in hours)."""
     split: bool = False
     """Too many recipients: resend the rest in a new transaction right away."""
@@ -221,8 +228,64 @@ class Verdict:
     """A daily or billing quota (A.4 ``QUOTA``): defer for hours, stop sending on the account."""
     protocol_error: bool = False
     """The server did not understand us, or did not speak SMTP (A.4 ``PROTOCOL_BUG``)."""
+    connection_lost: bool = False
+    """No reply came because the link broke (refused, reset, closed)."""
+    timed_out: bool = False
+    """No reply came in time."""
+    setting: str | None = None
+    """The setting (argument or ``RELIABLE_SMTP_*`` variable) to change, when one is known."""
     rule: str = ""
     """The name of the rule that decided (a :class:`Rule` name, or a connection/TLS rule)."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Outcome,
+        explanation: str,
+        retryable: bool | None = None,
+        split: bool = False,
+        delay_hint: float | None = None,
+        quota: bool = False,
+        protocol_error: bool = False,
+        connection_lost: bool = False,
+        timed_out: bool = False,
+        setting: str | None = None,
+        rule: str = "",
+        retry_in_process: bool | None = None,
+    ) -> None:
+        if retry_in_process is not None:
+            warnings.warn(
+                "Verdict(retry_in_process=...) is deprecated: write Verdict(retryable=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if retryable is None:
+                retryable = retry_in_process
+        values = {
+            "outcome": outcome,
+            "explanation": explanation,
+            "retryable": bool(retryable),
+            "split": split,
+            "delay_hint": delay_hint,
+            "quota": quota,
+            "protocol_error": protocol_error,
+            "connection_lost": connection_lost,
+            "timed_out": timed_out,
+            "setting": setting,
+            "rule": rule,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def retry_in_process(self) -> bool:
+        """Deprecated spelling of :attr:`retryable` (one name per concept)."""
+        warnings.warn(
+            "Verdict.retry_in_process is deprecated: read Verdict.retryable",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.retryable
 
 
 # --------------------------------------------------------------------------------------
@@ -324,7 +387,7 @@ class Rule:
         return Verdict(
             outcome=self.outcome,
             explanation=explanation,
-            retry_in_process=self.retry_in_process,
+            retryable=self.retry_in_process,
             split=self.split,
             delay_hint=delay_hint,
             quota=self.quota,
@@ -1412,6 +1475,8 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
                 f"{what} after the message was sent: the server may have accepted it; "
                 f"not resent automatically, to avoid a duplicate{slow}"
             ),
+            connection_lost=not timed_out,
+            timed_out=timed_out,
             rule="lost-after-final-dot",
         )
     template = _LOSS_EXPLANATION.get(phase, "{what} during {phase}; nothing was delivered: retried")
@@ -1421,7 +1486,9 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     return Verdict(
         outcome=Outcome.TRANSIENT,
         explanation=explanation,
-        retry_in_process=True,
+        retryable=True,
+        connection_lost=not timed_out,
+        timed_out=timed_out,
         rule="lost-before-final-dot",
     )
 
@@ -1475,10 +1542,13 @@ def classify_tls_failure(reason: str) -> Verdict:
     suffix = f" ({detail})" if detail else ""
     for name, pattern, outcome, explanation in _TLS_RULES:
         if pattern.search(reason):
-            return Verdict(outcome=outcome, explanation=explanation + suffix, rule=name)
+            return Verdict(
+                outcome=outcome, explanation=explanation + suffix, setting="tls", rule=name
+            )
     return Verdict(
         outcome=Outcome.TRANSIENT,
         explanation="TLS handshake failed: retried" + suffix,
-        retry_in_process=True,
+        retryable=True,
+        connection_lost=True,
         rule="tls-handshake-failed",
     )

@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .envelope import Envelope
 from .replies import Outcome, Phase, Reply, Verdict, classify
@@ -21,31 +22,100 @@ if TYPE_CHECKING:
 
 __all__ = ["Attempt", "DeliveryReport", "RecipientStatus", "SendResult"]
 
+_T = TypeVar("_T")
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RecipientStatus:
     """One recipient's outcome.
 
-    ``reply`` is the server reply that decided it (the RCPT refusal, or the reply
-    to the final dot), ``None`` when there was none (a lost connection, or a
-    recipient never contacted). ``server`` names the transport that delivered or
-    refused it.
+    ``verdict`` is the :class:`~reliable_smtp.Verdict` that decided it - the one
+    outcome value: ``outcome``, ``explanation``, ``retryable``, ``split`` and
+    ``delay_hint`` are read from it. ``reply`` is the server reply that decided it
+    (the RCPT refusal, or the reply to the final dot), ``None`` when there was none
+    (a lost connection, or a recipient never contacted). ``server`` names the
+    transport that delivered or refused it.
+
+    Build one with :meth:`from_reply`, :meth:`from_verdict` or :meth:`from_error`.
+    The constructor also takes ``outcome=``/``explanation=``/``retryable=``/
+    ``split=``/``delay_hint=`` instead of (or on top of) a verdict: a shorthand
+    that builds the verdict.
     """
 
     recipient: str
-    outcome: Outcome
+    verdict: Verdict
     phase: Phase
     reply: Reply | None = None
-    explanation: str = ""
     server: str = ""
-    retryable: bool = False
-    """Whether a new attempt soon may succeed (transient, not a quota)."""
-    split: bool = False
-    """Refused only because the transaction had too many recipients: resend now."""
-    delay_hint: float | None = None
-    """Seconds the server asked us to wait, when it said so."""
     attempts: int = 1
     """How many attempts included this recipient."""
+
+    def __init__(
+        self,
+        *,
+        recipient: str,
+        phase: Phase,
+        verdict: Verdict | None = None,
+        reply: Reply | None = None,
+        server: str = "",
+        attempts: int = 1,
+        outcome: Outcome | None = None,
+        explanation: str | None = None,
+        retryable: bool | None = None,
+        split: bool | None = None,
+        delay_hint: float | None = None,
+    ) -> None:
+        given: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("outcome", outcome),
+                ("explanation", explanation),
+                ("retryable", retryable),
+                ("split", split),
+                ("delay_hint", delay_hint),
+            )
+            if value is not None
+        }
+        if verdict is None:
+            if outcome is None:
+                raise TypeError("RecipientStatus needs a verdict (or an outcome)")
+            verdict = Verdict(outcome=outcome, explanation="")
+        if any(getattr(verdict, name) != value for name, value in given.items()):
+            verdict = dataclasses.replace(verdict, **given)
+        for name, value in (
+            ("recipient", recipient),
+            ("verdict", verdict),
+            ("phase", phase),
+            ("reply", reply),
+            ("server", server),
+            ("attempts", attempts),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def outcome(self) -> Outcome:
+        """The recipient's :class:`~reliable_smtp.Outcome` (``verdict.outcome``)."""
+        return self.verdict.outcome
+
+    @property
+    def explanation(self) -> str:
+        """What happened and the usual fix (``verdict.explanation``)."""
+        return self.verdict.explanation
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a new attempt soon may succeed: transient, not a quota (``verdict``)."""
+        return self.verdict.retryable
+
+    @property
+    def split(self) -> bool:
+        """Refused only because the transaction had too many recipients: resend now."""
+        return self.verdict.split
+
+    @property
+    def delay_hint(self) -> float | None:
+        """Seconds the server asked us to wait, when it said so (``verdict.delay_hint``)."""
+        return self.verdict.delay_hint
 
     @property
     def accepted(self) -> bool:
@@ -61,18 +131,8 @@ class RecipientStatus:
         reply: Reply | None = None,
         server: str = "",
     ) -> RecipientStatus:
-        """The status a reply's verdict gives ``recipient``."""
-        return cls(
-            recipient=recipient,
-            outcome=verdict.outcome,
-            phase=phase,
-            reply=reply,
-            explanation=verdict.explanation,
-            server=server,
-            retryable=verdict.retry_in_process,
-            split=verdict.split,
-            delay_hint=verdict.delay_hint,
-        )
+        """The status a reply's verdict gives ``recipient`` (the verdict is kept as is)."""
+        return cls(recipient=recipient, verdict=verdict, phase=phase, reply=reply, server=server)
 
     @classmethod
     def from_reply(
@@ -94,21 +154,57 @@ class RecipientStatus:
     def from_error(
         cls, recipient: str, error: DeliveryError, *, server: str = ""
     ) -> RecipientStatus:
-        """The status of ``recipient`` when the whole transaction failed with ``error``."""
+        """The status of ``recipient`` when the whole transaction failed with ``error``.
+
+        The status carries the error's verdict (an error without an explanation
+        lends its summary).
+        """
+        verdict = error.verdict
+        if not verdict.explanation:
+            verdict = dataclasses.replace(verdict, explanation=error.summary)
         return cls(
             recipient=recipient,
-            outcome=error.outcome,
+            verdict=verdict,
             phase=error.phase or Phase.CONNECT,
             reply=error.reply,
-            explanation=error.explanation or error.summary,
             server=server or error.server or "",
-            retryable=error.retryable,
-            delay_hint=error.delay_hint,
         )
+
+
+#: The verdict for a recipient a transport returned no status for.
+_NO_STATUS = Verdict(
+    outcome=Outcome.PERMANENT,
+    explanation="the transport returned no status for this recipient (a transport bug)",
+    rule="no-status",
+)
+
+
+def missing_status(recipient: str, server: str) -> RecipientStatus:
+    """The status of ``recipient`` when transport ``server`` returned none for it.
+
+    A transport that forgets a recipient breaks its contract: never count that
+    recipient as sent, and never resend it elsewhere (it may have been delivered).
+    """
+    return RecipientStatus(
+        recipient=recipient, verdict=_NO_STATUS, phase=Phase.DATA_END, server=server
+    )
 
 
 def _frozen(mapping: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
     return MappingProxyType(dict(mapping))
+
+
+def _rebuild(cls: type[_T], fields: dict[str, Any]) -> _T:
+    return cls(**fields)
+
+
+def _reduce(value: DeliveryReport | SendResult) -> tuple[object, ...]:
+    # A MappingProxyType cannot be pickled: hand pickle a plain dict of the statuses
+    # (the constructor freezes it again). Task queues pickle errors, and an error
+    # carries its SendResult.
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    fields["recipients"] = dict(value.recipients)
+    return (_rebuild, (type(value), fields))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +218,9 @@ class DeliveryReport:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipients", _frozen(self.recipients))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
     @classmethod
     def in_envelope_order(
@@ -197,6 +296,9 @@ class SendResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipients", _frozen(self.recipients))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
     @property
     def accepted(self) -> tuple[str, ...]:

@@ -21,13 +21,14 @@ whole transaction; that error propagates unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias
 
 from ..envelope import Envelope
 from ..errors import DeliveryError, PermanentError
-from ..replies import Outcome, Phase, Reply, Verdict, classify
+from ..replies import Phase, Reply, classify
 from ..result import DeliveryReport, RecipientStatus
 from .base import Transport
 
@@ -50,10 +51,9 @@ def status_from_reply(
     :func:`~reliable_smtp.classify`, whose verdict sets the outcome, explanation,
     retryability and any delay hint.
     """
+    verdict = classify(reply, phase)
     if reply.severity == 2:
-        verdict = Verdict(outcome=Outcome.SENT, explanation="accepted")
-    else:
-        verdict = classify(reply, phase)
+        verdict = dataclasses.replace(verdict, explanation="accepted")
     return RecipientStatus.from_verdict(recipient, verdict, phase=phase, reply=reply, server=server)
 
 

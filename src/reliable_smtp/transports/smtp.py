@@ -632,14 +632,14 @@ class SMTPTransport(Transport):
             ):
                 # With implicit TLS, "connect" includes the handshake: a link that drops
                 # with no SSL error is a server that hung up on the TLS hello.
-                error.explanation = (
-                    "the server closed the connection during the TLS handshake: this port "
-                    "may not speak implicit TLS (use tls='starttls', RELIABLE_SMTP_TLS="
-                    "starttls, usually port 587), or it refuses this client's TLS version; "
-                    "retried"
+                error = error.replace(
+                    explanation="the server closed the connection during the TLS handshake: "
+                    "this port may not speak implicit TLS (use tls='starttls', "
+                    "RELIABLE_SMTP_TLS=starttls, usually port 587), or it refuses this "
+                    "client's TLS version; retried"
                 )
             if not self._ever_connected:
-                _first_contact(error)
+                error = _first_contact(error)
             raise error from exc
         self._ever_connected = True
         return smtp
@@ -1232,17 +1232,11 @@ async def send_credentials(
 
 
 def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
-    verdict = classify_tls_failure(str(exc))
-    error = error_for(
-        verdict,
-        f"TLS failed: {exc}",
-        phase=Phase.TLS,
-        server=server,
-        connection_lost=verdict.outcome is Outcome.TRANSIENT,
+    # The verdict says it all: a transient handshake failure is a lost connection, a
+    # certificate or version mismatch is AUTH_OR_CONFIG naming the "tls" setting.
+    return error_for(
+        classify_tls_failure(str(exc)), f"TLS failed: {exc}", phase=Phase.TLS, server=server
     )
-    if isinstance(error, AuthOrConfigError):
-        error.setting = "tls"
-    return error
 
 
 #: Phases of opening a connection in which a failure without a reply, on the very first
@@ -1250,8 +1244,8 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
 _FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
 
 
-def _first_contact(error: DeliveryError) -> None:
-    """Mark ``error`` - the first connection ever to this server failed - as not retried.
+def _first_contact(error: DeliveryError) -> DeliveryError:
+    """``error`` - the first connection ever to this server failed - marked not retried.
 
     A server that has never answered will not start answering within the mailer's
     retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
@@ -1261,28 +1255,30 @@ def _first_contact(error: DeliveryError) -> None:
     for STARTTLS) is the server's own word and keeps its verdict.
     """
     if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
-        return
+        return error
     if not error.retryable:
-        return  # a certificate or TLS-version mismatch: already final, and says why
-    error.retryable = False
+        return error  # a certificate or TLS-version mismatch: already final, and says why
     cause = error.explanation
     for suffix in ("; retried", ": retried"):
         cause = cause.removesuffix(suffix)
     cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
-    error.explanation = (
-        f"{cause}; no connection to this server has succeeded yet, so this is not retried: "
-        "check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS (587 with "
-        "starttls, 465 with implicit, 25 with none for a local relay); raise "
-        "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+    return error.replace(
+        retryable=False,
+        explanation=(
+            f"{cause}; no connection to this server has succeeded yet, so this is not "
+            "retried: check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS "
+            "(587 with starttls, 465 with implicit, 25 with none for a local relay); raise "
+            "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+        ),
     )
 
 
-def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of ``kind`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
+def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> BaseException | None:
+    """The first ``exc_type`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
     seen: set[int] = set()
     current = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
+        if isinstance(current, exc_type):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -1356,28 +1352,26 @@ def translate_error(
         return _tls_error(ssl_error, server)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
         verdict = classify_connection_loss(phase, timed_out=True)
-        error = error_for(
-            verdict,
-            f"no reply from the server in time {where}",
-            phase=phase,
-            server=server,
-            timed_out=True,
-        )
         if "ready message" in str(exc):
             # TCP connected but no "220" came: typical of a client talking plain text to an
             # implicit-TLS port, where the server waits for a TLS hello.
             implicit = (server or "").startswith("smtps://")
-            error.explanation = (
-                "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls', "
-                "RELIABLE_SMTP_TLS=starttls)"
-                if implicit
-                else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
-                "otherwise the server is overloaded or slow to greet "
-                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
+            verdict = replace(
+                verdict,
+                explanation=(
+                    "the TLS handshake finished but no greeting came: the server is "
+                    "overloaded, or this port expects something else (plain or STARTTLS: "
+                    "tls='starttls', RELIABLE_SMTP_TLS=starttls)"
+                    if implicit
+                    else "connected, but the server sent no greeting: if this port expects "
+                    "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS="
+                    "implicit); otherwise the server is overloaded or slow to greet "
+                    "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
+                ),
             )
-        return error
+        return error_for(
+            verdict, f"no reply from the server in time {where}", phase=phase, server=server
+        )
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
         verdict = classify_connection_loss(phase, timed_out=False)
         detail = str(exc) or type(exc).__name__
@@ -1388,11 +1382,7 @@ def translate_error(
                 "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs",
             )
         return error_for(
-            verdict,
-            f"connection problem {where}: {detail}",
-            phase=phase,
-            server=server,
-            connection_lost=True,
+            verdict, f"connection problem {where}: {detail}", phase=phase, server=server
         )
     if isinstance(exc, aiosmtplib.SMTPException):
         # aiosmtplib's plain SMTPException is a configuration mismatch: STARTTLS or AUTH
