@@ -535,11 +535,12 @@ def test_the_documented_precedence_is_the_one_used() -> None:
 async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error() -> None:
     class Refusing(ScriptedTransport):
         async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-            status = RecipientStatus(
-                recipient=envelope.recipients[0],
-                outcome=Outcome.PERMANENT,
+            # The status carries the reply's verdict (protocol_error=True): the mailer's
+            # error follows from it, with no second look at the reply.
+            status = RecipientStatus.from_reply(
+                envelope.recipients[0],
+                Reply(500, "5.5.1", "Command unrecognized"),
                 phase=Phase.RCPT,
-                reply=Reply(500, "5.5.1", "Command unrecognized"),
             )
             return DeliveryReport.in_envelope_order(
                 envelope, {envelope.recipients[0]: status}, server=self.name
