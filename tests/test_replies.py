@@ -1576,3 +1576,23 @@ def test_parse_delay_hint_is_total_and_clamped(text: str, amount: int) -> None:
     for candidate in (text, f"{text} try again in {amount} seconds"):
         hint = parse_delay_hint(candidate, now=NOW)
         assert hint is None or 1.0 <= hint <= 3600.0
+
+
+def test_retry_in_process_is_the_deprecated_spelling_of_retryable() -> None:
+    with pytest.warns(DeprecationWarning, match="retryable"):
+        old = Verdict(outcome=Outcome.TRANSIENT, explanation="x", retry_in_process=True)
+    assert old == Verdict(outcome=Outcome.TRANSIENT, explanation="x", retryable=True)
+    with pytest.warns(DeprecationWarning, match=r"Verdict\.retryable"):
+        assert old.retry_in_process is True
+
+
+def test_failures_without_a_reply_say_so_on_the_verdict() -> None:
+    lost = classify_connection_loss(Phase.MAIL, timed_out=False)
+    slow = classify_connection_loss(Phase.MAIL, timed_out=True)
+    after_dot = classify_connection_loss(Phase.DATA_END, timed_out=True)
+    assert (lost.connection_lost, lost.timed_out) == (True, False)
+    assert (slow.connection_lost, slow.timed_out) == (False, True)
+    assert (after_dot.outcome, after_dot.timed_out) == (Outcome.AMBIGUOUS, True)
+    assert classify_tls_failure("connection reset by peer").connection_lost
+    mismatch = classify_tls_failure("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert (mismatch.outcome, mismatch.setting) == (Outcome.AUTH_OR_CONFIG, "tls")
