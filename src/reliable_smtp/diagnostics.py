@@ -535,7 +535,7 @@ def _tls_facts(
     if cert:
         subject = _name(cert.get("subject"))
         issuer = _name(cert.get("issuer"))
-        names = [value for _kind, value in cert.get("subjectAltName", ())]
+        names = [value for _name_type, value in cert.get("subjectAltName", ())]
         details.update(
             subject=subject,
             issuer=issuer,
@@ -730,8 +730,8 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     last_exc: BaseException | None = None
     # Every address in turn, as a client library would (without Happy Eyeballs'
     # parallel attempts, so each address gets its own verdict).
-    for family, kind, proto, _canonical, address in infos:
-        candidate = socket.socket(family, kind, proto)
+    for family, socktype, proto, _canonical, address in infos:
+        candidate = socket.socket(family, socktype, proto)
         candidate.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(candidate, address), target.connect_timeout)

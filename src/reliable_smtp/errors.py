@@ -78,7 +78,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
+from .replies import (
+    Outcome,
+    Phase,
+    Reply,
+    Verdict,
+    VerdictAttribute,
+    classify,
+    classify_connection_loss,
+)
 
 if TYPE_CHECKING:
     from .result import SendResult
@@ -255,22 +263,15 @@ class DeliveryError(ReliableSMTPError):
         # explanation, outcome, retryable, delay_hint and setting are a shorthand for the
         # verdict of an error built without one (PermanentError("...", explanation=...)):
         # they are stored on the verdict, never beside it.
-        given: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("explanation", explanation),
-                ("outcome", outcome),
-                ("retryable", retryable),
-                ("delay_hint", delay_hint),
-                ("setting", setting),
-            )
-            if value is not None
-        }
-        if verdict is None:
-            verdict = Verdict(outcome=type(self).default_outcome, explanation="")
-        changes: dict[str, Any] = {**given, **self._implied}
-        if any(getattr(verdict, name) != value for name, value in changes.items()):
-            verdict = dataclasses.replace(verdict, **changes)
+        base = verdict or Verdict(outcome=type(self).default_outcome, explanation="")
+        verdict = base.updated(
+            explanation=explanation,
+            outcome=outcome,
+            retryable=retryable,
+            delay_hint=delay_hint,
+            setting=setting,
+            **self._implied,
+        )
         if verdict.outcome is Outcome.SENT:
             raise ValueError("a SENT verdict is not an error")
         if not isinstance(self, _CLASS_FOR_OUTCOME[verdict.outcome]) and (
@@ -362,30 +363,11 @@ class DeliveryError(ReliableSMTPError):
 
     # -- read from the verdict ---------------------------------------------------------
 
-    @property
-    def outcome(self) -> Outcome:
-        """The :class:`~reliable_smtp.Outcome` (``verdict.outcome``)."""
-        return self.verdict.outcome
-
-    @property
-    def explanation(self) -> str:
-        """What it means and what to do about it (``verdict.explanation``)."""
-        return self.verdict.explanation
-
-    @property
-    def retryable(self) -> bool:
-        """Whether retrying soon may succeed (``verdict.retryable``)."""
-        return self.verdict.retryable
-
-    @property
-    def delay_hint(self) -> float | None:
-        """Seconds the server asked us to wait, when it said so (``verdict.delay_hint``)."""
-        return self.verdict.delay_hint
-
-    @property
-    def setting(self) -> str | None:
-        """The setting to change, when it is known (``verdict.setting``)."""
-        return self.verdict.setting
+    outcome = VerdictAttribute[Outcome]("The :class:`~reliable_smtp.Outcome`.")
+    explanation = VerdictAttribute[str]("What it means and what to do about it.")
+    retryable = VerdictAttribute[bool]("Whether retrying soon may succeed.")
+    delay_hint = VerdictAttribute["float | None"]("Seconds the server asked us to wait.")
+    setting = VerdictAttribute["str | None"]("The setting to change, when it is known.")
 
     # -- the public kit for transports: the right class for a failure ------------------------
     # Called on DeliveryError; the class built is the one the verdict selects (error_for), so

@@ -79,6 +79,7 @@ falls back to the first digit (A.1).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -88,6 +89,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "RULES",
@@ -142,6 +144,8 @@ class Outcome(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+
+_V = TypeVar("_V")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
@@ -277,6 +281,19 @@ class Verdict:
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
+    def updated(self, **fields: Any) -> Verdict:
+        """This verdict with every field of ``fields`` that is not ``None``.
+
+        Like :func:`dataclasses.replace`, but ``None`` means "keep": the shorthand
+        arguments of ``RecipientStatus(...)`` and ``DeliveryError(...)`` (``outcome=``,
+        ``explanation=``, ...) land on the verdict through it. Returns ``self`` when
+        nothing changes.
+        """
+        changes = {name: value for name, value in fields.items() if value is not None}
+        if all(getattr(self, name) == value for name, value in changes.items()):
+            return self
+        return dataclasses.replace(self, **changes)
+
     @property
     def retry_in_process(self) -> bool:
         """Deprecated spelling of :attr:`retryable` (one name per concept)."""
@@ -286,6 +303,39 @@ class Verdict:
             stacklevel=2,
         )
         return self.retryable
+
+
+class VerdictAttribute(Generic[_V]):
+    """A read-only attribute that is the same-named field of the owner's ``verdict``.
+
+    ``RecipientStatus.outcome`` and ``DeliveryError.explanation`` are declared with it,
+    so the verdict stays the one place the fact is kept.
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> VerdictAttribute[_V]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _V: ...
+    def __get__(
+        self, instance: object | None, owner: type | None = None
+    ) -> VerdictAttribute[_V] | _V:
+        if instance is None:
+            return self
+        value: _V = getattr(instance.verdict, self.name)  # type: ignore[attr-defined]
+        return value
+
+    def __set__(self, instance: object, value: object) -> None:
+        raise AttributeError(
+            f"{self.name} is read from the verdict: build a new {type(instance).__name__} "
+            "(or replace() one) with the verdict you mean"
+        )
 
 
 # --------------------------------------------------------------------------------------

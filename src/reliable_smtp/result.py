@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .envelope import Envelope
-from .replies import Outcome, Phase, Reply, Verdict, classify
+from .replies import Outcome, Phase, Reply, Verdict, VerdictAttribute, classify
 
 if TYPE_CHECKING:
     from .errors import DeliveryError
@@ -65,23 +65,17 @@ class RecipientStatus:
         split: bool | None = None,
         delay_hint: float | None = None,
     ) -> None:
-        given: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("outcome", outcome),
-                ("explanation", explanation),
-                ("retryable", retryable),
-                ("split", split),
-                ("delay_hint", delay_hint),
-            )
-            if value is not None
-        }
         if verdict is None:
             if outcome is None:
                 raise TypeError("RecipientStatus needs a verdict (or an outcome)")
             verdict = Verdict(outcome=outcome, explanation="")
-        if any(getattr(verdict, name) != value for name, value in given.items()):
-            verdict = dataclasses.replace(verdict, **given)
+        verdict = verdict.updated(
+            outcome=outcome,
+            explanation=explanation,
+            retryable=retryable,
+            split=split,
+            delay_hint=delay_hint,
+        )
         for name, value in (
             ("recipient", recipient),
             ("verdict", verdict),
@@ -92,30 +86,12 @@ class RecipientStatus:
         ):
             object.__setattr__(self, name, value)
 
-    @property
-    def outcome(self) -> Outcome:
-        """The recipient's :class:`~reliable_smtp.Outcome` (``verdict.outcome``)."""
-        return self.verdict.outcome
-
-    @property
-    def explanation(self) -> str:
-        """What happened and the usual fix (``verdict.explanation``)."""
-        return self.verdict.explanation
-
-    @property
-    def retryable(self) -> bool:
-        """Whether a new attempt soon may succeed: transient, not a quota (``verdict``)."""
-        return self.verdict.retryable
-
-    @property
-    def split(self) -> bool:
-        """Refused only because the transaction had too many recipients: resend now."""
-        return self.verdict.split
-
-    @property
-    def delay_hint(self) -> float | None:
-        """Seconds the server asked us to wait, when it said so (``verdict.delay_hint``)."""
-        return self.verdict.delay_hint
+    # Read from the verdict (the names transports and the retry policy always used).
+    outcome = VerdictAttribute[Outcome]("The recipient's :class:`~reliable_smtp.Outcome`.")
+    explanation = VerdictAttribute[str]("What happened and the usual fix.")
+    retryable = VerdictAttribute[bool]("Whether a new attempt soon may succeed.")
+    split = VerdictAttribute[bool]("Refused only for too many recipients: resend now.")
+    delay_hint = VerdictAttribute["float | None"]("Seconds the server asked us to wait.")
 
     @property
     def accepted(self) -> bool:
