@@ -437,8 +437,6 @@ class DeliveryError(ReliableSMTPError):
             summary,
             phase=phase,
             server=server,
-            connection_lost=not timed_out,
-            timed_out=timed_out,
         )
 
     @property

@@ -406,7 +406,6 @@ class SendmailTransport(Transport):
                 f"{self.name}: talking to the sendmail process failed: {exc}",
                 phase=Phase.DATA,
                 server=self.name,
-                connection_lost=True,
             ) from exc
         finally:
             # Cancellation from outside lands here too: never leave the child running.
@@ -513,7 +512,6 @@ class SendmailTransport(Transport):
                 "killed before the whole message was written to it",
                 phase=Phase.DATA,
                 server=self.name,
-                timed_out=True,
             )
         # The whole message was written: the MTA may have queued it before we killed it.
         lost = classify_connection_loss(Phase.DATA_END, timed_out=True)
