@@ -109,3 +109,41 @@ def test_results_and_reports_survive_pickling() -> None:
 def test_send_outcome_is_the_deprecated_name_of_send_result_or_error() -> None:
     assert SendOutcome is SendResultOrError
     assert PermanentError("x").outcome is Outcome.PERMANENT  # the enum keeps its name
+
+
+def test_transport_name_is_what_server_used_to_be_called() -> None:
+    # ``server`` held a transport's name ("memory", "recipient-policy"), not a server:
+    # ``transport_name`` says so; ``server`` is still accepted and readable.
+    old = RecipientStatus(
+        recipient="b@example.org", outcome=Outcome.SENT, phase=Phase.DATA_END, server="memory"
+    )
+    new = RecipientStatus(
+        recipient="b@example.org",
+        outcome=Outcome.SENT,
+        phase=Phase.DATA_END,
+        transport_name="memory",
+    )
+    assert old == new
+    assert (new.transport_name, new.server) == ("memory", "memory")
+    assert dataclasses.replace(new, server="smtp://mx").transport_name == "smtp://mx"
+    reply = Reply(250, "2.0.0", "OK")
+    assert RecipientStatus.from_reply(
+        "b@example.org", reply, phase=Phase.DATA_END, server="x"
+    ) == RecipientStatus.from_reply(
+        "b@example.org", reply, phase=Phase.DATA_END, transport_name="x"
+    )
+    report = DeliveryReport.all_sent(ENVELOPE, server="memory")
+    assert report == DeliveryReport.all_sent(ENVELOPE, transport_name="memory")
+    assert (report.transport_name, report.server) == ("memory", "memory")
+    assert DeliveryReport(recipients=report.recipients, server="memory") == DeliveryReport(
+        recipients=report.recipients, transport_name="memory"
+    )
+    result = SendResult(
+        message_id="<m@example.com>", envelope=ENVELOPE, recipients={}, server="memory"
+    )
+    assert (result.transport_name, result.server) == ("memory", "memory")
+    error = PermanentError("x", server="smtp://mx")
+    assert (error.transport_name, error.server) == ("smtp://mx", "smtp://mx")
+    assert error.replace(server="smtp://backup").transport_name == "smtp://backup"
+    assert error.replace(transport_name="smtp://b").server == "smtp://b"
+    assert "server smtp://mx" in str(error)

@@ -467,7 +467,7 @@ def _cmd_send(args: argparse.Namespace, console: _Console) -> int:
         attempts = len(outcome.attempts)
         console.out(
             f"{console.mark(True)} sent <{outcome.message_id}> to {len(outcome.accepted)} "
-            f"recipient{'s' * (len(outcome.accepted) != 1)} via {outcome.server} in "
+            f"recipient{'s' * (len(outcome.accepted) != 1)} via {outcome.transport_name} in "
             f"{outcome.elapsed:.2f} s ({attempts} attempt{'s' * (attempts != 1)})"
         )
         _print_recipients(outcome, console)

@@ -220,7 +220,8 @@ class DeliveryError(ReliableSMTPError):
     * ``recipient`` - the recipient it concerns, for a per-recipient failure;
     * ``result`` - the :class:`~reliable_smtp.SendResult` with every recipient's
       status and every attempt (given by the mailer: :meth:`with_result`);
-    * ``server`` - the name of the transport that reported it, when known;
+    * ``transport_name`` - the ``name`` of the transport that reported it, when known
+      (``server`` is its old name, still accepted and readable for one release);
     * ``program_exit`` - for a transport that runs a local program (sendmail), how
       it ended (:class:`ProgramExit`: exit code, signal, stderr).
 
@@ -239,7 +240,7 @@ class DeliveryError(ReliableSMTPError):
     reply: Reply | None
     phase: Phase | None
     recipient: str | None
-    server: str | None
+    transport_name: str | None
     result: SendResult | None
     program_exit: ProgramExit | None
 
@@ -251,9 +252,10 @@ class DeliveryError(ReliableSMTPError):
         reply: Reply | None = None,
         phase: Phase | None = None,
         recipient: str | None = None,
-        server: str | None = None,
+        transport_name: str | None = None,
         result: SendResult | None = None,
         program_exit: ProgramExit | None = None,
+        server: str | None = None,
         explanation: str | None = None,
         outcome: Outcome | None = None,
         retryable: bool | None = None,
@@ -289,7 +291,7 @@ class DeliveryError(ReliableSMTPError):
             "reply": reply,
             "phase": phase,
             "recipient": recipient,
-            "server": server,
+            "transport_name": server if server is not None else transport_name,
             "result": result,
             "program_exit": program_exit,
         }
@@ -320,7 +322,7 @@ class DeliveryError(ReliableSMTPError):
             "reply": self.reply,
             "phase": self.phase,
             "recipient": self.recipient,
-            "server": self.server,
+            "transport_name": self.transport_name,
             "result": self.result,
             "program_exit": self.program_exit,
         }
@@ -342,7 +344,7 @@ class DeliveryError(ReliableSMTPError):
         """A copy of this error with ``changes``, like :func:`dataclasses.replace`.
 
         ``changes`` name constructor arguments: ``summary``, ``verdict``, ``reply``,
-        ``phase``, ``recipient``, ``server``, ``result``, and the verdict's
+        ``phase``, ``recipient``, ``transport_name``, ``result``, and the verdict's
         ``explanation``, ``retryable``, ``delay_hint``, ``setting`` (changed on the
         verdict). The copy keeps the original's cause, context and traceback.
         """
@@ -363,6 +365,11 @@ class DeliveryError(ReliableSMTPError):
 
     # -- read from the verdict ---------------------------------------------------------
 
+    @property
+    def server(self) -> str | None:
+        """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        return self.transport_name
+
     outcome = VerdictAttribute[Outcome]("The :class:`~reliable_smtp.Outcome`.")
     explanation = VerdictAttribute[str]("What it means and what to do about it.")
     retryable = VerdictAttribute[bool]("Whether retrying soon may succeed.")
@@ -381,11 +388,12 @@ class DeliveryError(ReliableSMTPError):
         phase: Phase,
         recipient: str | None = None,
         server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for a refusal ``reply`` received in ``phase``, classified by the reply table.
 
         ``DeliveryError.from_reply(Reply(535, "5.7.8", "bad credentials"), "login refused",
-        phase=Phase.AUTH, server=self.name)`` is an :class:`AuthOrConfigError`; a 421 with
+        phase=Phase.AUTH, transport_name=self.name)`` is an :class:`AuthOrConfigError`; a 421 with
         "try again in 30 seconds" is a :class:`ThrottledError` with ``delay_hint=30``.
         Raises ``ValueError`` for a 2xx reply, which is no error.
         """
@@ -395,7 +403,7 @@ class DeliveryError(ReliableSMTPError):
             reply=reply,
             phase=phase,
             recipient=recipient,
-            server=server,
+            transport_name=transport_name or server,
         )
 
     @staticmethod
@@ -407,6 +415,7 @@ class DeliveryError(ReliableSMTPError):
         reply: Reply | None = None,
         recipient: str | None = None,
         server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for ``verdict``: for a failure the transport classified itself.
 
@@ -417,12 +426,22 @@ class DeliveryError(ReliableSMTPError):
         an :class:`AuthOrConfigError`. Raises ``ValueError`` for a ``SENT`` verdict.
         """
         return error_for(
-            verdict, summary, reply=reply, phase=phase, recipient=recipient, server=server
+            verdict,
+            summary,
+            reply=reply,
+            phase=phase,
+            recipient=recipient,
+            transport_name=transport_name or server,
         )
 
     @staticmethod
     def from_connection_loss(
-        summary: str, *, phase: Phase, timed_out: bool = False, server: str | None = None
+        summary: str,
+        *,
+        phase: Phase,
+        timed_out: bool = False,
+        server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for a connection that broke, or a reply that never came, in ``phase``.
 
@@ -436,7 +455,7 @@ class DeliveryError(ReliableSMTPError):
             classify_connection_loss(phase, timed_out=timed_out),
             summary,
             phase=phase,
-            server=server,
+            transport_name=transport_name or server,
         )
 
     @property
@@ -459,8 +478,8 @@ class DeliveryError(ReliableSMTPError):
             facts.append(f"phase {self.phase.value}")
         if self.recipient is not None:
             facts.append(f"recipient {self.recipient}")
-        if self.server:
-            facts.append(f"server {self.server}")
+        if self.transport_name:
+            facts.append(f"server {self.transport_name}")
         text = self.summary
         if facts:
             text += f" ({'; '.join(facts)})"
@@ -583,6 +602,7 @@ def error_for(
     server: str | None = None,
     connection_lost: bool = False,
     timed_out: bool = False,
+    transport_name: str | None = None,
 ) -> DeliveryError:
     """Build the error for ``verdict``, of the class :func:`error_class` derives from it.
 
@@ -596,5 +616,10 @@ def error_for(
             timed_out=verdict.timed_out or timed_out,
         )
     return error_class(verdict)(
-        summary, verdict=verdict, reply=reply, phase=phase, recipient=recipient, server=server
+        summary,
+        verdict=verdict,
+        reply=reply,
+        phase=phase,
+        recipient=recipient,
+        transport_name=transport_name or server,
     )

@@ -315,7 +315,7 @@ class AsyncMailer:
                         (
                             r,
                             RecipientStatus.from_error(
-                                r, error, server=error.server or self.transport.name
+                                r, error, transport_name=error.transport_name or self.transport.name
                             ),
                         )
                         for r in part.recipients
@@ -386,7 +386,7 @@ class AsyncMailer:
             recipients={**{r: statuses[r] for r in envelope.recipients}, **refused},
             attempts=tuple(attempts),
             elapsed=self._clock() - started,
-            server=self.transport.name,
+            transport_name=self.transport.name,
         )
         if result.ok:
             return result
@@ -517,7 +517,7 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
         reply=first.reply,
         phase=first.phase,
         recipient=first.recipient,
-        server=first.server or None,
+        transport_name=first.transport_name or None,
     )
     return error.with_result(result)
 
@@ -539,7 +539,7 @@ def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryErr
     error = AmbiguousDeliveryError(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=Phase.DATA_END,
-        server=server,
+        transport_name=server,
         explanation="an error the library did not expect (a bug: please report it with the "
         "logged traceback); the message may or may not have been sent, so it is not resent "
         "automatically, to avoid a duplicate",

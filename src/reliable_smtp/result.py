@@ -33,8 +33,11 @@ class RecipientStatus:
     outcome value: ``outcome``, ``explanation``, ``retryable``, ``split`` and
     ``delay_hint`` are read from it. ``reply`` is the server reply that decided it
     (the RCPT refusal, or the reply to the final dot), ``None`` when there was none
-    (a lost connection, or a recipient never contacted). ``server`` names the
-    transport that delivered or refused it.
+    (a lost connection, or a recipient never contacted). ``transport_name`` is the
+    ``name`` of the transport that delivered or refused it (``"memory"``,
+    ``"smtp://mx.example.com:587"``; ``"recipient-policy"`` when the mailer's
+    recipient policy refused the address before any transport saw it). ``server`` is
+    its old name, still accepted and readable for one release.
 
     Build one with :meth:`from_reply`, :meth:`from_verdict` or :meth:`from_error`.
     The constructor also takes ``outcome=``/``explanation=``/``retryable=``/
@@ -46,7 +49,7 @@ class RecipientStatus:
     verdict: Verdict
     phase: Phase
     reply: Reply | None = None
-    server: str = ""
+    transport_name: str = ""
     attempts: int = 1
     """How many attempts included this recipient."""
 
@@ -57,8 +60,9 @@ class RecipientStatus:
         phase: Phase,
         verdict: Verdict | None = None,
         reply: Reply | None = None,
-        server: str = "",
+        transport_name: str = "",
         attempts: int = 1,
+        server: str | None = None,
         outcome: Outcome | None = None,
         explanation: str | None = None,
         retryable: bool | None = None,
@@ -81,7 +85,7 @@ class RecipientStatus:
             ("verdict", verdict),
             ("phase", phase),
             ("reply", reply),
-            ("server", server),
+            ("transport_name", server if server is not None else transport_name),
             ("attempts", attempts),
         ):
             object.__setattr__(self, name, value)
@@ -92,6 +96,11 @@ class RecipientStatus:
     retryable = VerdictAttribute[bool]("Whether a new attempt soon may succeed.")
     split = VerdictAttribute[bool]("Refused only for too many recipients: resend now.")
     delay_hint = VerdictAttribute["float | None"]("Seconds the server asked us to wait.")
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        return self.transport_name
 
     @property
     def accepted(self) -> bool:
@@ -106,13 +115,26 @@ class RecipientStatus:
         phase: Phase,
         reply: Reply | None = None,
         server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
         """The status a reply's verdict gives ``recipient`` (the verdict is kept as is)."""
-        return cls(recipient=recipient, verdict=verdict, phase=phase, reply=reply, server=server)
+        return cls(
+            recipient=recipient,
+            verdict=verdict,
+            phase=phase,
+            reply=reply,
+            transport_name=transport_name or server,
+        )
 
     @classmethod
     def from_reply(
-        cls, recipient: str, reply: Reply, *, phase: Phase, server: str = ""
+        cls,
+        recipient: str,
+        reply: Reply,
+        *,
+        phase: Phase,
+        server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
         """The status ``reply``, received in ``phase``, gives ``recipient``.
 
@@ -120,15 +142,25 @@ class RecipientStatus:
         reply table): a 2xx is ``SENT``; otherwise the verdict sets the outcome, the
         explanation, whether a retry may help and any delay the server asked for.
         For a transport that reports one reply per recipient (an SMTP RCPT refusal,
-        an HTTP API's per-recipient result); ``server`` is the transport's ``name``.
+        an HTTP API's per-recipient result); ``transport_name`` is the transport's
+        ``name`` (``server`` is its old spelling).
         """
         return cls.from_verdict(
-            recipient, classify(reply, phase), phase=phase, reply=reply, server=server
+            recipient,
+            classify(reply, phase),
+            phase=phase,
+            reply=reply,
+            transport_name=transport_name or server,
         )
 
     @classmethod
     def from_error(
-        cls, recipient: str, error: DeliveryError, *, server: str = ""
+        cls,
+        recipient: str,
+        error: DeliveryError,
+        *,
+        server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
         """The status of ``recipient`` when the whole transaction failed with ``error``.
 
@@ -143,7 +175,7 @@ class RecipientStatus:
             verdict=verdict,
             phase=error.phase or Phase.CONNECT,
             reply=error.reply,
-            server=server or error.server or "",
+            transport_name=transport_name or server or error.transport_name or "",
         )
 
 
@@ -155,14 +187,17 @@ _NO_STATUS = Verdict(
 )
 
 
-def missing_status(recipient: str, server: str) -> RecipientStatus:
-    """The status of ``recipient`` when transport ``server`` returned none for it.
+def missing_status(recipient: str, transport_name: str) -> RecipientStatus:
+    """The status of ``recipient`` when transport ``transport_name`` returned none for it.
 
     A transport that forgets a recipient breaks its contract: never count that
     recipient as sent, and never resend it elsewhere (it may have been delivered).
     """
     return RecipientStatus(
-        recipient=recipient, verdict=_NO_STATUS, phase=Phase.DATA_END, server=server
+        recipient=recipient,
+        verdict=_NO_STATUS,
+        phase=Phase.DATA_END,
+        transport_name=transport_name,
     )
 
 
@@ -183,17 +218,35 @@ def _reduce(value: DeliveryReport | SendResult) -> tuple[object, ...]:
     return (_rebuild, (type(value), fields))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class DeliveryReport:
-    """A transport's account of one transaction: a status for every envelope recipient."""
+    """A transport's account of one transaction: a status for every envelope recipient.
+
+    ``transport_name`` is the ``name`` of the transport that reports it (``server``:
+    its old name, still accepted and readable for one release).
+    """
 
     recipients: Mapping[str, RecipientStatus]
-    server: str = ""
+    transport_name: str = ""
     final_reply: Reply | None = None
     """The reply to the final dot, when the transaction got that far."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "recipients", _frozen(self.recipients))
+    def __init__(
+        self,
+        *,
+        recipients: Mapping[str, RecipientStatus],
+        transport_name: str = "",
+        final_reply: Reply | None = None,
+        server: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "recipients", _frozen(recipients))
+        object.__setattr__(self, "transport_name", server if server is not None else transport_name)
+        object.__setattr__(self, "final_reply", final_reply)
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name`."""
+        return self.transport_name
 
     def __reduce__(self) -> tuple[object, ...]:
         return _reduce(self)
@@ -206,20 +259,27 @@ class DeliveryReport:
         *,
         server: str = "",
         final_reply: Reply | None = None,
+        transport_name: str = "",
     ) -> DeliveryReport:
         """A report listing ``statuses`` in envelope order (every recipient must have one)."""
         return cls(
             recipients={r: statuses[r] for r in envelope.recipients},
-            server=server,
+            transport_name=transport_name or server,
             final_reply=final_reply,
         )
 
     @classmethod
     def all_sent(
-        cls, envelope: Envelope, *, reply: Reply | None = None, server: str = ""
+        cls,
+        envelope: Envelope,
+        *,
+        reply: Reply | None = None,
+        server: str = "",
+        transport_name: str = "",
     ) -> DeliveryReport:
         """Every recipient accepted: the report of a transport that cannot fail per recipient."""
         reply = reply or Reply(250, "2.0.0", "OK")
+        name = transport_name or server
         return cls(
             recipients={
                 r: RecipientStatus(
@@ -228,11 +288,11 @@ class DeliveryReport:
                     phase=Phase.DATA_END,
                     reply=reply,
                     explanation="accepted",
-                    server=server,
+                    transport_name=name,
                 )
                 for r in envelope.recipients
             },
-            server=server,
+            transport_name=name,
             final_reply=reply,
         )
 
@@ -254,7 +314,7 @@ class Attempt:
     """The backoff waited after this attempt, if another followed."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SendResult:
     """Everything known about one message after ``send()``.
 
@@ -267,11 +327,37 @@ class SendResult:
     recipients: Mapping[str, RecipientStatus]
     attempts: tuple[Attempt, ...] = ()
     elapsed: float = 0.0
-    server: str = ""
+    transport_name: str = ""
+    """The ``name`` of the mailer's transport (``server``: its old name, for one release)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "recipients", _frozen(self.recipients))
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        envelope: Envelope,
+        recipients: Mapping[str, RecipientStatus],
+        attempts: tuple[Attempt, ...] = (),
+        elapsed: float = 0.0,
+        transport_name: str = "",
+        extra: Mapping[str, str] | None = None,
+        server: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("message_id", message_id),
+            ("envelope", envelope),
+            ("recipients", _frozen(recipients)),
+            ("attempts", attempts),
+            ("elapsed", elapsed),
+            ("transport_name", server if server is not None else transport_name),
+            ("extra", {} if extra is None else extra),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name`."""
+        return self.transport_name
 
     def __reduce__(self) -> tuple[object, ...]:
         return _reduce(self)

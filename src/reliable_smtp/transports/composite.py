@@ -52,7 +52,7 @@ at most once per call.
   that was accepted is therefore never given to a second member.
 * **Merged report.** Exactly one status per envelope recipient, in envelope order,
   each the latest word about it; its ``server`` names the member that produced it
-  (filled in when a member left it empty). ``DeliveryReport.server`` names the last
+  (filled in when a member left it empty). ``DeliveryReport.transport_name`` names the last
   member tried. Recipients still failing when the plan runs out keep the last
   member's status: the mailer's retry policy decides what happens next.
 * **Every member raised.** The composite raises the last *retryable* error if
@@ -317,7 +317,9 @@ class _CompositeTransport(Transport):
             try:
                 report = await member.deliver(pending, content)
             except DeliveryError as raised:
-                error = raised if raised.server else raised.replace(server=member.name)
+                error = (
+                    raised if raised.transport_name else raised.replace(transport_name=member.name)
+                )
                 if not is_server_failure(error):
                     if not statuses:
                         # About the message, not the server: no other member can help.
@@ -353,7 +355,7 @@ class _CompositeTransport(Transport):
             raise self._annotated(chosen, failures, plan)
         return DeliveryReport(
             recipients={r: statuses[r] for r in envelope.recipients},
-            server=self.transports[last].name,
+            transport_name=self.transports[last].name,
             final_reply=final_reply,
         )
 
@@ -367,7 +369,7 @@ class _CompositeTransport(Transport):
                 f"every server was marked down; tried {self.transports[plan.order[0]].name}, "
                 "the first due back"
             )
-        notes.extend(f"{e.server}: {_reason(e)}" for e in failures if e is not error)
+        notes.extend(f"{e.transport_name}: {_reason(e)}" for e in failures if e is not error)
         now = self._clock()
         notes.extend(
             f"skipped {self.transports[i].name}, down for another {self._down_until[i] - now:.3g} s"
@@ -413,14 +415,15 @@ def _status_in(report: DeliveryReport, recipient: str, member: Transport) -> Rec
     status = report.recipients.get(recipient)
     if status is None:
         return missing_status(recipient, member.name)
-    return status if status.server else replace(status, server=member.name)
+    return status if status.transport_name else replace(status, transport_name=member.name)
 
 
 def _from_error(
     envelope: Envelope, error: DeliveryError, member: Transport
 ) -> Iterable[tuple[str, RecipientStatus]]:
     return (
-        (r, RecipientStatus.from_error(r, error, server=member.name)) for r in envelope.recipients
+        (r, RecipientStatus.from_error(r, error, transport_name=member.name))
+        for r in envelope.recipients
     )
 
 

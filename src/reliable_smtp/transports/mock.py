@@ -90,7 +90,7 @@ class MockTransport(Transport):
             raise PermanentError(
                 f"MockTransport handler raised {type(exc).__name__}: {exc}",
                 phase=Phase.DATA_END,
-                server=self.name,
+                transport_name=self.name,
                 explanation="a bug in the test's handler; fix the handler",
             ) from exc
         try:
@@ -99,13 +99,13 @@ class MockTransport(Transport):
             raise PermanentError(
                 f"MockTransport handler returned an unusable response: {exc}",
                 phase=Phase.DATA_END,
-                server=self.name,
+                transport_name=self.name,
                 explanation="a bug in the test's handler; fix what it returns",
             ) from exc
 
     def _report(self, envelope: Envelope, response: object) -> DeliveryReport:
         if response is None:
-            return DeliveryReport.all_sent(envelope, server=self.name)
+            return DeliveryReport.all_sent(envelope, transport_name=self.name)
         if isinstance(response, DeliveryReport):
             return response
         if isinstance(response, Reply):
@@ -114,7 +114,7 @@ class MockTransport(Transport):
                     r: status_from_reply(r, response, Phase.DATA_END, self.name)
                     for r in envelope.recipients
                 },
-                server=self.name,
+                transport_name=self.name,
                 final_reply=response,
             )
         if isinstance(response, Mapping):
@@ -145,5 +145,5 @@ class MockTransport(Transport):
             statuses[recipient] = status_from_reply(recipient, reply, phase, self.name)
         accepted = any(status.accepted for status in statuses.values())
         return DeliveryReport(
-            recipients=statuses, server=self.name, final_reply=_OK if accepted else None
+            recipients=statuses, transport_name=self.name, final_reply=_OK if accepted else None
         )

@@ -405,7 +405,7 @@ class SendmailTransport(Transport):
                 verdict,
                 f"{self.name}: talking to the sendmail process failed: {exc}",
                 phase=Phase.DATA,
-                server=self.name,
+                transport_name=self.name,
             ) from exc
         finally:
             # Cancellation from outside lands here too: never leave the child running.
@@ -416,7 +416,7 @@ class SendmailTransport(Transport):
         assert returncode is not None  # waited for, or seen to exit
         if returncode == 0:
             return DeliveryReport.all_sent(
-                envelope, server=self.name, reply=Reply(250, "2.0.0", "handed to sendmail")
+                envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "handed to sendmail")
             )
         raise self._exit_error(returncode, bytes(exchange.stderr).decode("utf-8", "replace"))
 
@@ -441,7 +441,7 @@ class SendmailTransport(Transport):
                     f"sendmail program {self.path!r} {problem}",
                     setting="path",
                     phase=Phase.CONNECT,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation=(
                         "install an MTA that provides sendmail (for example postfix, or msmtp "
                         "with msmtp-mta), or point SendmailTransport(path=...) or "
@@ -458,7 +458,7 @@ class SendmailTransport(Transport):
                 verdict,
                 f"{self.name}: could not start {self.path!r}",
                 phase=Phase.CONNECT,
-                server=self.name,
+                transport_name=self.name,
             ) from exc
 
     @staticmethod
@@ -511,7 +511,7 @@ class SendmailTransport(Transport):
                 f"{self.name} did not take the message within {self.timeout:g} s; it was "
                 "killed before the whole message was written to it",
                 phase=Phase.DATA,
-                server=self.name,
+                transport_name=self.name,
             )
         # The whole message was written: the MTA may have queued it before we killed it.
         lost = classify_connection_loss(Phase.DATA_END, timed_out=True)
@@ -524,10 +524,12 @@ class SendmailTransport(Transport):
         )
         return DeliveryReport(
             recipients={
-                r: RecipientStatus.from_verdict(r, verdict, phase=Phase.DATA_END, server=self.name)
+                r: RecipientStatus.from_verdict(
+                    r, verdict, phase=Phase.DATA_END, transport_name=self.name
+                )
                 for r in envelope.recipients
             },
-            server=self.name,
+            transport_name=self.name,
         )
 
     def _exit_error(self, returncode: int, stderr: str) -> DeliveryError:
@@ -542,7 +544,7 @@ class SendmailTransport(Transport):
             verdict=verdict,
             reply=reply,
             phase=Phase.DATA_END,
-            server=self.name,
+            transport_name=self.name,
             program_exit=ProgramExit(exit_code=exit_code, signal=signal, stderr=stderr),
         )
 
