@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import pickle
 import ssl
@@ -22,6 +23,7 @@ from reliable_smtp.errors import (
     InvalidAddressError,
     InvalidMessageError,
     PermanentError,
+    ProgramExit,
     ProtocolError,
     ReliableSMTPError,
     SMTPTimeoutError,
@@ -409,3 +411,46 @@ def test_a_delivery_error_with_a_result_survives_pickling() -> None:
     assert str(copy) == str(error)
     with pytest.raises(AttributeError, match="immutable"):
         copy.result = None
+
+
+#: ``pickle.dumps([ThrottledError(...), AuthOrConfigError(..., setting="tls"), a sendmail
+#: TransientError with exit_code/signal/stderr attached])`` made by reliable-smtp before
+#: errors carried a verdict (commit 69b23f4): what a task queue may hold across an upgrade.
+_PREVIOUS_RELEASE_PICKLE = (
+    "gASV6QIAAAAAAABdlCiMFHJlbGlhYmxlX3NtdHAuZXJyb3JzlIwIX3JlYnVpbGSUk5RoAYwOVGhyb3R0bGVkRXJy"
+    "b3KUk5SMCXNsb3cgZG93bpSFlH2UKIwHc3VtbWFyeZRoBowFcmVwbHmUjBVyZWxpYWJsZV9zbXRwLnJlcGxpZXOU"
+    "jAVSZXBseZSTlCmBlF2UKE2lAYwFNC43LjCUjBdUcnkgYWdhaW4gaW4gMzAgc2Vjb25kc5RlYowFcGhhc2WUaAuM"
+    "BVBoYXNllJOUjARtYWlslIWUUpSMCXJlY2lwaWVudJROjAtleHBsYW5hdGlvbpSMGHRocm90dGxlZDogcmV0cmll"
+    "ZCBsYXRlcpSMB291dGNvbWWUaAuMB091dGNvbWWUk5SMCXRocm90dGxlZJSFlFKUjAlyZXRyeWFibGWUiIwKZGVs"
+    "YXlfaGludJRHQD4AAAAAAACMBnNlcnZlcpSMDXNtdHA6Ly9teDo1ODeUjAZyZXN1bHSUTnWHlFKUaANoAYwRQXV0"
+    "aE9yQ29uZmlnRXJyb3KUk5SMClRMUyBmYWlsZWSUhZR9lChoCWgqaApOaBJoFIwDdGxzlIWUUpRoGE5oGYwaY2Vy"
+    "dGlmaWNhdGUgZGlkIG5vdCB2ZXJpZnmUaBtoHYwOYXV0aF9vcl9jb25maWeUhZRSlGghiWgiTmgjjA1zbXRwOi8v"
+    "bXg6NDY1lGglTowHc2V0dGluZ5RoLXWHlFKUaANoAYwOVHJhbnNpZW50RXJyb3KUk5SMHnNlbmRtYWlsIGV4aXRl"
+    "ZCB3aXRoIHN0YXR1cyA3NZSFlH2UKGgJaDpoCk5oEmgUjAhkYXRhX2VuZJSFlFKUaBhOaBmMGnRlbXBvcmFyeSBm"
+    "YWlsdXJlOiByZXRyaWVklGgbaB2MCXRyYW5zaWVudJSFlFKUaCGIaCJOaCNOaCVOjAlleGl0X2NvZGWUS0uMBnNp"
+    "Z25hbJROjAZzdGRlcnKUjAVidXN5CpR1h5RSlGUu"
+)
+
+
+def test_errors_pickled_by_the_previous_release_still_load() -> None:
+    throttled, tls, sendmail = pickle.loads(base64.b64decode(_PREVIOUS_RELEASE_PICKLE))
+    assert type(throttled) is ThrottledError
+    assert throttled.verdict == Verdict(
+        outcome=Outcome.THROTTLED,
+        explanation="throttled: retried later",
+        retryable=True,
+        delay_hint=30.0,
+    )
+    assert (throttled.code, throttled.phase, throttled.transport_name) == (
+        421,
+        Phase.MAIL,
+        "smtp://mx:587",
+    )
+    assert "server smtp://mx:587" in str(throttled)
+    assert type(tls) is AuthOrConfigError
+    assert (tls.setting, tls.outcome, tls.retryable) == ("tls", Outcome.AUTH_OR_CONFIG, False)
+    assert sendmail.program_exit == ProgramExit(exit_code=75, signal=None, stderr="busy\n")
+    for error in (throttled, tls, sendmail):
+        assert error.result is None
+        with pytest.raises(AttributeError, match="immutable"):
+            error.summary = "patched"

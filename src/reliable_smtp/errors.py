@@ -136,8 +136,35 @@ def _rebuild(
 ) -> ReliableSMTPError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
+    if issubclass(cls, DeliveryError) and "verdict" not in state:
+        state = _from_previous_release(cls, state)
     error.__dict__.update(state)
     return error
+
+
+def _from_previous_release(cls: type[DeliveryError], state: dict[str, Any]) -> dict[str, object]:
+    """The state of a DeliveryError pickled by reliable-smtp before errors carried a verdict
+    (a task queue may hold one across an upgrade): its loose fields, on a verdict."""
+    state = dict(state)
+    verdict = Verdict(
+        outcome=state.pop("outcome", None) or cls.default_outcome,
+        explanation=state.pop("explanation", "") or "",
+        retryable=bool(state.pop("retryable", False)),
+        delay_hint=state.pop("delay_hint", None),
+        setting=state.pop("setting", None),
+    )
+    state["verdict"] = verdict.updated(**cls._implied)
+    state["transport_name"] = state.pop("server", None)
+    exit_facts = [state.pop(name, None) for name in ("exit_code", "signal", "stderr")]
+    state.setdefault("result", None)
+    state.setdefault(
+        "program_exit",
+        ProgramExit(exit_code=exit_facts[0], signal=exit_facts[1], stderr=exit_facts[2] or "")
+        if exit_facts[2] is not None
+        else None,
+    )
+    state[_FROZEN] = True
+    return state
 
 
 class InsecureConfigurationWarning(UserWarning):
