@@ -73,22 +73,22 @@ class RecipientStatus:
             if outcome is None:
                 raise TypeError("RecipientStatus needs a verdict (or an outcome)")
             verdict = Verdict(outcome=outcome, explanation="")
-        verdict = verdict.updated(
-            outcome=outcome,
-            explanation=explanation,
-            retryable=retryable,
-            split=split,
-            delay_hint=delay_hint,
-        )
-        for name, value in (
-            ("recipient", recipient),
-            ("verdict", verdict),
-            ("phase", phase),
-            ("reply", reply),
-            ("transport_name", server if server is not None else transport_name),
-            ("attempts", attempts),
-        ):
-            object.__setattr__(self, name, value)
+        if (outcome, explanation, retryable, split, delay_hint) != (None,) * 5:
+            verdict = verdict.updated(
+                outcome=outcome,
+                explanation=explanation,
+                retryable=retryable,
+                split=split,
+                delay_hint=delay_hint,
+            )
+        # One status per recipient per attempt: set the slots directly (frozen dataclass).
+        setter = object.__setattr__
+        setter(self, "recipient", recipient)
+        setter(self, "verdict", verdict)
+        setter(self, "phase", phase)
+        setter(self, "reply", reply)
+        setter(self, "transport_name", server if server is not None else transport_name)
+        setter(self, "attempts", attempts)
 
     # Read from the verdict (the names transports and the retry policy always used).
     outcome = VerdictAttribute[Outcome]("The recipient's :class:`~reliable_smtp.Outcome`.")
