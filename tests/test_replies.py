@@ -1370,7 +1370,7 @@ def test_rules_are_consistent() -> None:
         assert "\n" not in rule.explanation, rule.name
         assert re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", rule.name), rule.name
         if rule.outcome in (PERMANENT, CONFIG, SENT):
-            assert not rule.retry_in_process, rule.name
+            assert not rule.retryable, rule.name
 
 
 def test_rule_validation() -> None:
@@ -1379,7 +1379,7 @@ def test_rule_validation() -> None:
     with pytest.raises(ValueError, match="quota"):
         Rule(name="x", outcome=TRANSIENT, explanation="x", quota=True)
     with pytest.raises(ValueError, match="quota"):
-        Rule(name="x", outcome=THROTTLED, explanation="x", quota=True, retry_in_process=True)
+        Rule(name="x", outcome=THROTTLED, explanation="x", quota=True, retryable=True)
     with pytest.raises(ValueError, match="enhanced pattern"):
         Rule(name="x", outcome=PERMANENT, explanation="x", enhanced=("5.7.1",))
     with pytest.raises(ValueError, match="name"):
@@ -1393,7 +1393,7 @@ def test_custom_table_and_first_digit_fallback() -> None:
         severities=frozenset({5}),
         enhanced=("X.2.2",),
         outcome=TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="mailbox full: retried",
     )
     reply = Reply.from_server(552, "5.2.2 Mailbox full")
@@ -1584,6 +1584,13 @@ def test_retry_in_process_is_the_deprecated_spelling_of_retryable() -> None:
     assert old == Verdict(outcome=Outcome.TRANSIENT, explanation="x", retryable=True)
     with pytest.warns(DeprecationWarning, match=r"Verdict\.retryable"):
         assert old.retry_in_process is True
+    # The rule table's own field too: a custom table written with the old name still works.
+    with pytest.warns(DeprecationWarning, match=r"Rule\(retryable"):
+        rule = Rule(name="x", outcome=TRANSIENT, explanation="x", retry_in_process=True)
+    assert rule.retryable is True
+    assert rule.verdict().retryable is True
+    with pytest.warns(DeprecationWarning, match=r"Rule\.retryable"):
+        assert rule.retry_in_process is True
 
 
 def test_failures_without_a_reply_say_so_on_the_verdict() -> None:

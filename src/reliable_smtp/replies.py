@@ -84,7 +84,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -389,7 +389,7 @@ class Rule:
     text: re.Pattern[str] | None = None
     unless_enhanced: tuple[str, ...] = ()
     unless_text: re.Pattern[str] | None = None
-    retry_in_process: bool = False
+    retryable: bool = False
     split: bool = False
     quota: bool = False
     protocol_error: bool = False
@@ -397,13 +397,22 @@ class Rule:
     _unless_enhanced: tuple[tuple[int, int | None], ...] = field(
         init=False, repr=False, compare=False
     )
+    retry_in_process: InitVar[bool | None] = None
+    """Deprecated spelling of ``retryable`` (one name per concept), for one release."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, retry_in_process: bool | None) -> None:
+        if retry_in_process is not None:
+            warnings.warn(
+                "Rule(retry_in_process=...) is deprecated: write Rule(retryable=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "retryable", retry_in_process)
         if not self.name or not self.explanation:
             raise ValueError("a rule needs a name and an explanation")
         if self.split and self.outcome is not Outcome.TRANSIENT:
             raise ValueError(f"rule {self.name}: split implies Outcome.TRANSIENT")
-        if self.quota and (self.outcome is not Outcome.THROTTLED or self.retry_in_process):
+        if self.quota and (self.outcome is not Outcome.THROTTLED or self.retryable):
             raise ValueError(f"rule {self.name}: quota implies THROTTLED, not retried in-process")
         object.__setattr__(self, "_enhanced", tuple(map(_parse_pattern, self.enhanced)))
         object.__setattr__(
@@ -437,13 +446,25 @@ class Rule:
         return Verdict(
             outcome=self.outcome,
             explanation=explanation,
-            retryable=self.retry_in_process,
+            retryable=self.retryable,
             split=self.split,
             delay_hint=delay_hint,
             quota=self.quota,
             protocol_error=self.protocol_error,
             rule=self.name,
         )
+
+
+def _rule_retry_in_process(rule: Rule) -> bool:
+    """Deprecated spelling of :attr:`Rule.retryable`."""
+    warnings.warn(
+        "Rule.retry_in_process is deprecated: read Rule.retryable", DeprecationWarning, stacklevel=2
+    )
+    return rule.retryable
+
+
+# The InitVar's default is baked into __init__; reading the old name gives the real value.
+setattr(Rule, "retry_in_process", property(_rule_retry_in_process))  # noqa: B010
 
 
 def _re(pattern: str) -> re.Pattern[str]:
@@ -709,7 +730,7 @@ RULES: tuple[Rule, ...] = (
         phases=_phases(Phase.TLS),
         codes=_codes(454),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server cannot start TLS right now (a problem on its side): retried",
     ),
     # ---- Quotas (A.4 row 7): THROTTLED, quota, not retried in-process, even for 5xx ----
@@ -905,7 +926,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_re(r"too many (?:login|logon|auth|authentication) attempts"),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "too many login attempts: wait before logging in again, and reuse one "
             "connection instead of logging in for every message"
@@ -919,7 +940,7 @@ RULES: tuple[Rule, ...] = (
         codes=_codes(432),
         unless_enhanced=("X.3.2",),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server needs a password transition: log in once with PLAIN (over TLS), "
             "then this mechanism works; retried"
@@ -933,7 +954,7 @@ RULES: tuple[Rule, ...] = (
         codes=_codes(454),
         unless_text=_THROTTLE_TEXT,
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "temporary authentication failure on the server's side: retried; the "
             "credentials are not in doubt"
@@ -947,7 +968,7 @@ RULES: tuple[Rule, ...] = (
         enhanced=("X.5.3",),
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=_TOO_MANY_RECIPIENTS,
     ),
     Rule(
@@ -961,7 +982,7 @@ RULES: tuple[Rule, ...] = (
         unless_text=_PER_PERIOD_TEXT,
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=_TOO_MANY_RECIPIENTS,
     ),
     Rule(
@@ -974,7 +995,7 @@ RULES: tuple[Rule, ...] = (
         unless_text=_PER_PERIOD_TEXT,
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server takes no more recipients in this transaction (452): the rest are "
             "sent at once in a new transaction (split)"
@@ -987,7 +1008,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_re(r"too many errors"),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server ended the session after too many errors (look at the earlier "
             "replies): retried on a new connection"
@@ -1004,7 +1025,7 @@ RULES: tuple[Rule, ...] = (
             r"|too many (?:concurrent |simultaneous |parallel )?(?:connections|sessions)"
         ),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "too many simultaneous connections to this server or mailbox: lower the "
             "concurrency; slowed down and retried later"
@@ -1016,7 +1037,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         enhanced=("X.2.1",),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the recipient (or the relay account) is receiving mail too fast: slowed down "
             "and retried later"
@@ -1030,7 +1051,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_DELAY_TEXT,
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server asked us to wait before trying again: retried after the delay",
     ),
     Rule(
@@ -1041,7 +1062,7 @@ RULES: tuple[Rule, ...] = (
         enhanced=("X.7.*", "X.4.5"),
         text=_THROTTLE_TEXT,
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server is throttling us (sending too fast, or the sender's reputation): "
             "slowed down and retried later"
@@ -1052,7 +1073,7 @@ RULES: tuple[Rule, ...] = (
         name="closing-connection",
         codes=_codes(421),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server is closing the connection, usually temporary: retried on a new connection"
         ),
@@ -1062,28 +1083,28 @@ RULES: tuple[Rule, ...] = (
         name="mailbox-busy",
         codes=_codes(450),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the mailbox is busy or temporarily unavailable: retried with backoff",
     ),
     Rule(
         name="server-error",
         codes=_codes(451),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server had a local error in processing: retried with backoff",
     ),
     Rule(
         name="insufficient-storage",
         codes=_codes(452),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server is short of storage: retried with backoff",
     ),
     Rule(
         name="parameters-not-accommodated",
         codes=_codes(455),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server cannot accommodate the MAIL/RCPT parameters right now: retried with backoff"
         ),
@@ -1092,7 +1113,7 @@ RULES: tuple[Rule, ...] = (
         name="temporary",
         severities=_TEMP,
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="temporary failure (4xx): retried with backoff",
     ),
     # ---- Addresses (A.4 row 15), before the protocol rules so that 501 5.1.3 is an
