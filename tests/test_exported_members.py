@@ -70,6 +70,7 @@ PUBLIC_API = [
     "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
     "SentMessage",

@@ -62,7 +62,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Mailer, SendOutcome
+from .mailer import AsyncMailer, Mailer, SendOutcome, SendResultOrError
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -175,6 +175,7 @@ __all__ = [
     "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
     "SentMessage",

@@ -180,6 +180,6 @@ class FileTransport(Transport):
         verdict = Verdict(
             outcome=Outcome.TRANSIENT,
             explanation=f"{exc.strerror or exc}: nothing was written; retried",
-            retry_in_process=True,
+            retryable=True,
         )
         return error_for(verdict, f"FileTransport {summary}", phase=phase, server=self.name)

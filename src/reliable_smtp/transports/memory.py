@@ -82,7 +82,7 @@ class MemoryTransport(Transport):
         self.ensure_open()
         self.outbox.append(SentMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
-            envelope, server=self.name, reply=Reply(250, "2.0.0", "stored in memory")
+            envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "stored in memory")
         )
 
     def clear(self) -> None:
