@@ -1,0 +1,46 @@
+"""The durable outbox: messages that survive crashes, deploys and day-long outages.
+
+Layout (private; the public names are exported from :mod:`reliable_smtp`):
+
+* ``model`` - states, entries, claims, counts (pure values);
+* ``schedule`` - the retry schedule and the one settle/recovery rule (pure);
+* ``store`` - the :class:`Store` interface and :func:`open_store`;
+* ``sqlite`` / ``postgres`` - the two stores; ``schema`` - their DDL and migrations;
+* ``facade`` - :class:`Outbox` and :class:`AsyncOutbox`, what applications use.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    EntryNotFoundError,
+    EntryStateError,
+    LeaseLostError,
+    OutboxError,
+    OutboxUnavailableError,
+)
+from .model import (
+    Claim,
+    EntryState,
+    NewEntry,
+    OutboxEntry,
+    OutboxRecipient,
+    OutboxStats,
+    RecipientState,
+)
+from .schedule import OutboxSchedule
+
+__all__ = [
+    "Claim",
+    "EntryNotFoundError",
+    "EntryState",
+    "EntryStateError",
+    "LeaseLostError",
+    "NewEntry",
+    "OutboxEntry",
+    "OutboxError",
+    "OutboxRecipient",
+    "OutboxSchedule",
+    "OutboxStats",
+    "OutboxUnavailableError",
+    "RecipientState",
+]
