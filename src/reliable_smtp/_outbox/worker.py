@@ -432,6 +432,7 @@ class OutboxWorker:
                     extra={"event": "outbox_unavailable", "entry_id": claim.entry_id},
                 )
                 await self._sleep(delay)
+                await asyncio.sleep(0)  # an injected sleep may not yield
         if not settled:
             raise LeaseLostError(f"lease on outbox entry {claim.entry_id} was lost")
         self.stats.settled += 1
@@ -442,10 +443,14 @@ class OutboxWorker:
     # -- leases and wake-ups ------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Renew the leases held, every third of ``lease_seconds``."""
+        """Renew the leases held, every third of ``lease_seconds``.
+
+        Real time, not the injected ``sleep``: a lease is kept alive while real I/O
+        (an SMTP transaction) runs, whatever a test does with its clock.
+        """
         interval = self.lease_seconds / 3.0
         while True:
-            await self._sleep(interval)
+            await asyncio.sleep(interval)
             claims = list(self._held.values())
             if not claims:
                 continue
