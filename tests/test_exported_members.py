@@ -31,6 +31,16 @@ def test_design_names_are_public() -> None:
         "Transport",
         "Envelope",
         "DeliveryReport",
+        # The durable outbox (issue 13).
+        "Outbox",
+        "AsyncOutbox",
+        "OutboxEntry",
+        "EntryState",
+        "OutboxSchedule",
+        "OutboxError",
+        "OutboxUnavailableError",
+        "EntryNotFoundError",
+        "LeaseLostError",
     ):
         assert name in reliable_smtp.__all__, name
 

@@ -128,6 +128,11 @@ class MailerSettings(BaseSettings):
     retry_deadline: float = Field(
         default=120.0, description="Seconds after which no new try starts."
     )
+    outbox_url: SecretStr | None = Field(
+        default=None,
+        description="The durable outbox (Outbox.from_env(), the worker): sqlite:///path.db "
+        "or postgresql://user@host/db.",
+    )
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -18,6 +18,7 @@ from .errors import (
     OutboxError,
     OutboxUnavailableError,
 )
+from .facade import AsyncOutbox, Outbox
 from .model import (
     Claim,
     EntryState,
@@ -30,12 +31,14 @@ from .model import (
 from .schedule import OutboxSchedule
 
 __all__ = [
+    "AsyncOutbox",
     "Claim",
     "EntryNotFoundError",
     "EntryState",
     "EntryStateError",
     "LeaseLostError",
     "NewEntry",
+    "Outbox",
     "OutboxEntry",
     "OutboxError",
     "OutboxRecipient",

@@ -26,6 +26,8 @@ __all__ = [
     "describe_status",
     "plan_recovery",
     "plan_settlement",
+    "recipient_update",
+    "settlement_of",
 ]
 
 
@@ -164,7 +166,7 @@ def describe_status(status: RecipientStatus) -> str:
     return f"{line} - {status.explanation}" if status.explanation else line
 
 
-def _update(
+def recipient_update(
     recipient: OutboxRecipient,
     state: RecipientState,
     *,
@@ -172,6 +174,8 @@ def _update(
     due_at: float | None = None,
     explanation: str | None = None,
 ) -> RecipientUpdate:
+    """``recipient`` moved to ``state``; with ``status`` (a new reply) its facts and one
+    more attempt, without (an operator's or a recovery's decision) its facts kept."""
     return RecipientUpdate(
         position=recipient.position,
         state=state,
@@ -197,15 +201,15 @@ def _outcome_of_send(
     rng: random.Random,
 ) -> RecipientUpdate:
     if status.outcome is Outcome.SENT:
-        return _update(recipient, RecipientState.SENT, status=status)
+        return recipient_update(recipient, RecipientState.SENT, status=status)
     if status.outcome is Outcome.PERMANENT:
-        return _update(recipient, RecipientState.FAILED, status=status)
+        return recipient_update(recipient, RecipientState.FAILED, status=status)
     if status.outcome is Outcome.AMBIGUOUS and not schedule.retry_ambiguous:
-        return _update(recipient, RecipientState.AMBIGUOUS, status=status)
+        return recipient_update(recipient, RecipientState.AMBIGUOUS, status=status)
     # TRANSIENT, THROTTLED, AUTH_OR_CONFIG (and AMBIGUOUS when resending is allowed).
     due = now + schedule.wait_after(status, recipient.attempts + 1, rng)
     if due > expires_at:
-        return _update(
+        return recipient_update(
             recipient,
             RecipientState.FAILED,
             status=status,
@@ -213,12 +217,13 @@ def _outcome_of_send(
             f"({schedule.lifetime:g} s, OutboxSchedule.lifetime); last reply: "
             f"{status.explanation or status.outcome}",
         )
-    return _update(recipient, RecipientState.PENDING, status=status, due_at=due)
+    return recipient_update(recipient, RecipientState.PENDING, status=status, due_at=due)
 
 
-def _settlement(
+def settlement_of(
     recipients: Sequence[OutboxRecipient], updates: list[RecipientUpdate], last_error: str | None
 ) -> Settlement:
+    """The settlement of ``updates`` to an entry's ``recipients``: entry state and due time."""
     by_position = {u.position: u for u in updates}
     states: list[RecipientState] = []
     due: list[float] = []
@@ -258,7 +263,7 @@ def plan_settlement(
     claimed are left as they are.
     """
     updates: list[RecipientUpdate] = []
-    last_error: str | None = None
+    errors: list[str] = []
     for recipient in recipients:
         if recipient.address not in claimed or recipient.state not in _LIVE:
             continue
@@ -273,8 +278,8 @@ def plan_settlement(
         )
         updates.append(update)
         if status.outcome is not Outcome.SENT:
-            last_error = describe_status(status)
-    return _settlement(recipients, updates, last_error)
+            errors.append(describe_status(status))
+    return settlement_of(recipients, updates, "; ".join(errors) if errors else None)
 
 
 _LIVE = frozenset({RecipientState.PENDING, RecipientState.IN_FLIGHT})
@@ -286,8 +291,8 @@ def _recovered(
     if recipient.state is not RecipientState.IN_FLIGHT:
         return None  # no final dot was about to go: nothing reached the server's queue
     if schedule.retry_ambiguous:
-        return _update(recipient, RecipientState.PENDING, due_at=now)
-    return _update(
+        return recipient_update(recipient, RecipientState.PENDING, due_at=now)
+    return recipient_update(
         recipient,
         RecipientState.AMBIGUOUS,
         explanation="the worker stopped after marking the final dot and before recording "
@@ -310,4 +315,4 @@ def plan_recovery(
         for recipient in recipients
         if (update := _recovered(recipient, now=now, schedule=schedule)) is not None
     ]
-    return _settlement(recipients, updates, None)
+    return settlement_of(recipients, updates, None)

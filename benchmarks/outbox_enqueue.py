@@ -1,0 +1,135 @@
+"""Enqueue cost of the durable outbox: per-call latency and batched rate, SQLite and PostgreSQL.
+
+Run: .venv/bin/python benchmarks/outbox_enqueue.py [--calls 2000] [--batched 20000]
+     [--batch 1000] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+
+For each backend it opens a fresh outbox (a new SQLite file in a temporary
+directory, with the production settings: WAL, ``synchronous=FULL``; a new
+PostgreSQL schema, dropped afterwards) and measures, with the shared benchmark
+message (~2.4 KB of text and HTML, one recipient, built as a ``Message`` each time):
+
+* ``enqueue()`` one at a time, each call committed before it returns: p50 and
+  p99 of ``time.perf_counter`` around the call, in milliseconds;
+* ``enqueue_many()`` in batches of ``--batch`` (one transaction each): messages/s;
+* the store alone (``Store.enqueue`` of entries rendered beforehand, batched), to
+  separate validation and rendering from the database.
+
+It prints a table and the PostgreSQL/SQLite ratios. The targets of issue 13 are
+p50 <= 1 ms and >= 20,000 messages/s batched on SQLite. Nothing is asserted; the
+figures depend on the machine and its disk, so compare runs made on the same one.
+Without a reachable PostgreSQL its rows are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render import HTML, SENDER, SUBJECT, TEXT  # the shared benchmark message
+
+from reliable_smtp import Message, Outbox
+
+
+def build(i: int) -> Message:
+    return Message(
+        sender=SENDER, to=[f"user{i}@example.org"], subject=SUBJECT, text=TEXT, html=HTML
+    )
+
+
+def measure(url: str, calls: int, batched: int, batch: int) -> dict[str, float]:
+    with Outbox(url) as outbox:
+        for i in range(50):  # warm up: connections, caches
+            outbox.enqueue(build(i))
+        latencies = []
+        for i in range(calls):
+            message = build(i)
+            start = time.perf_counter()
+            outbox.enqueue(message)
+            latencies.append(time.perf_counter() - start)
+        messages = [build(i) for i in range(batched)]
+        start = time.perf_counter()
+        for first in range(0, batched, batch):
+            outbox.enqueue_many(messages[first : first + batch])
+        many = batched / (time.perf_counter() - start)
+        entries = [outbox.prepare(m) for m in messages]
+        start = time.perf_counter()
+        for first in range(0, batched, batch):
+            outbox.store.enqueue(entries[first : first + batch], now=time.time())
+        store_only = batched / (time.perf_counter() - start)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": quantiles[98] * 1000,
+        "many_per_s": many,
+        "store_per_s": store_only,
+    }
+
+
+def postgres_url(admin: str) -> tuple[str, str] | None:
+    try:
+        import psycopg
+
+        psycopg.connect(admin, connect_timeout=3).close()
+    except Exception as exc:
+        print(f"PostgreSQL left out ({admin}: {exc})")
+        return None
+    schema = f"bench_{secrets.token_hex(4)}"
+    return f"{admin}?schema={schema}", schema
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--batched", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["SQLite"] = measure(
+            f"sqlite:///{tmp}/outbox.db", args.calls, args.batched, args.batch
+        )
+    pg = postgres_url(args.postgres)
+    if pg is not None:
+        url, schema = pg
+        try:
+            results["PostgreSQL"] = measure(url, args.calls, args.batched, args.batch)
+        finally:
+            import psycopg
+
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    print(f"{args.calls} single enqueues; {args.batched} batched in batches of {args.batch}")
+    print(
+        f"{'backend':<12}{'p50 ms':>9}{'p99 ms':>9}{'enqueue_many msg/s':>21}"
+        f"{'store only msg/s':>19}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<12}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['many_per_s']:>21,.0f}"
+            f"{r['store_per_s']:>19,.0f}"
+        )
+    if "PostgreSQL" in results:
+        s, p = results["SQLite"], results["PostgreSQL"]
+        print()
+        print(f"PostgreSQL/SQLite p50 latency: {p['p50_ms'] / s['p50_ms']:.2f}x")
+        print(f"PostgreSQL/SQLite batched rate: {p['many_per_s'] / s['many_per_s']:.2f}x")
+    s = results["SQLite"]
+    print()
+    print(
+        f"targets on SQLite: p50 <= 1 ms: {'met' if s['p50_ms'] <= 1 else 'NOT met'} "
+        f"({s['p50_ms']:.3f} ms); >= 20,000 msg/s batched: "
+        f"{'met' if s['many_per_s'] >= 20000 else 'NOT met'} ({s['many_per_s']:,.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
