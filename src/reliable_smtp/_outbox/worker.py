@@ -25,10 +25,10 @@ A database that goes away makes the worker back off and reconnect (it never
 marks mail failed because the queue was unreachable). SIGTERM/SIGINT stop
 claiming, let in-flight transactions finish and settle, and return.
 
-Wake-up: PostgreSQL ``LISTEN`` on the store's channel; SQLite: an in-process
-notification when the enqueue happens in this process, else a cheap poll of
-``PRAGMA data_version`` every 50 ms. A lost notification only delays: the
-worker claims at least every ``poll_interval`` seconds anyway.
+Wake-up: ``Store.wait_for_work`` (PostgreSQL ``LISTEN`` on the store's channel;
+SQLite: an in-process notification when the enqueue happens in this process,
+else a cheap poll of ``PRAGMA data_version`` every 50 ms). A lost notification
+only delays: the worker claims at least every ``poll_interval`` seconds anyway.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -217,10 +216,7 @@ class OutboxWorker:
         in_flight: set[asyncio.Task[None]] = set()
         slot_freed = asyncio.Event()
         helpers = [asyncio.create_task(self._heartbeat(), name="outbox-heartbeat")]
-        watcher = self._watch_for_work()
-        if watcher is not None:
-            helpers.append(asyncio.create_task(watcher, name="outbox-wakeup"))
-        unsubscribe = _subscribe(self._store, self.notify)
+        helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
         failures = 0
         try:
             while not self._stopping.is_set():
@@ -276,7 +272,6 @@ class OutboxWorker:
                         waiter.cancel()
             await self._finish(in_flight)
         finally:
-            unsubscribe()
             for helper in helpers:
                 helper.cancel()
             for helper in helpers:
@@ -466,16 +461,37 @@ class OutboxWorker:
                     extra={"event": "outbox_renew_failed"},
                 )
 
-    def _watch_for_work(self) -> Coroutine[Any, Any, None] | None:
-        """The store's wake-up source: PostgreSQL LISTEN, or SQLite's data version."""
-        store = self._store
-        conninfo = getattr(store, "_conninfo", None)
-        if isinstance(conninfo, str):
-            return _listen_postgres(conninfo, str(getattr(store, "schema_name", "")), self.notify)
-        path = getattr(store, "path", None)
-        if isinstance(path, str):
-            return _watch_sqlite(path, self.notify)
-        return None
+    async def _watch_for_work(self) -> None:
+        """Wake the main loop when the store says work arrived (``Store.wait_for_work``:
+        PostgreSQL LISTEN; SQLite in-process notification and ``PRAGMA data_version``).
+
+        It blocks, so it runs in a thread of its own, in short slices so a stop is
+        never held up; a failure (the database went away) only means polling until
+        it is back.
+        """
+        loop = asyncio.get_running_loop()
+        watcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reliable-smtp-wakeup")
+        delay = self.reconnect_min
+        try:
+            while True:
+                try:
+                    woke = await loop.run_in_executor(
+                        watcher, self._store.wait_for_work, WAKE_SLICE
+                    )
+                except Exception as exc:
+                    logger.info(
+                        "outbox: waiting for work failed (%s); polling until it is back",
+                        type(exc).__name__,
+                        extra={"event": "outbox_wait_failed"},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2.0, self.reconnect_max)
+                    continue
+                delay = self.reconnect_min
+                if woke:
+                    self.notify()
+        finally:
+            watcher.shutdown(wait=False)
 
     async def _db_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # One thread for every store call of this worker: a SQLite connection belongs
@@ -512,67 +528,8 @@ class OutboxWorker:
         return restore
 
 
-#: How often an idle worker on SQLite looks whether another connection committed.
-SQLITE_WATCH_INTERVAL = 0.05
-
-
-async def _watch_sqlite(path: str, notify: Callable[[], None]) -> None:
-    """Wake the worker when any other connection commits to the file.
-
-    ``PRAGMA data_version`` changes when another connection (this process's or
-    another's) committed; reading it takes no lock and costs microseconds, so a
-    50 ms poll wakes an idle worker well within 100 ms of an enqueue.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        last = None
-        while True:
-            try:
-                row = conn.execute("PRAGMA data_version").fetchone()
-            except sqlite3.Error:
-                row = None
-            version = row[0] if row else None
-            if version is not None and last is not None and version != last:
-                notify()
-            last = version if version is not None else last
-            await asyncio.sleep(SQLITE_WATCH_INTERVAL)
-    finally:
-        conn.close()
-
-
-async def _listen_postgres(conninfo: str, schema: str, notify: Callable[[], None]) -> None:
-    """``LISTEN`` on the store's channel; reconnect with backoff when the link drops.
-
-    Every (re)connection wakes the worker once, since notifications sent while
-    it was away are lost; the poll in the main loop covers the rest.
-    """
-    import psycopg
-
-    from .postgres import NOTIFY_CHANNEL
-
-    delay = 0.5
-    while True:
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                conninfo, autocommit=True, connect_timeout=10
-            )
-            async with conn:
-                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                delay = 0.5
-                notify()
-                async for message in conn.notifies():
-                    if not schema or message.payload == schema:
-                        notify()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.info(
-                "outbox LISTEN connection failed (%s); polling until it is back",
-                type(exc).__name__,
-                extra={"event": "outbox_listen_failed"},
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2.0, 30.0)
+#: The longest one blocking ``wait_for_work`` call lasts (a stop waits at most this).
+WAKE_SLICE = 0.5
 
 
 def _store_of(outbox: Any) -> Any:
@@ -583,14 +540,6 @@ def _store_of(outbox: Any) -> Any:
     if all(hasattr(outbox, m) for m in ("claim", "settle", "mark_final_dot", "renew")):
         return outbox  # a Store itself
     raise TypeError(f"outbox must be an Outbox or AsyncOutbox, got {type(outbox).__name__}")
-
-
-def _subscribe(store: Any, notify: Callable[[], None]) -> Callable[[], None]:
-    subscribe = getattr(store, "subscribe", None)
-    if subscribe is None:
-        return lambda: None
-    result = subscribe(notify)
-    return result if callable(result) else (lambda: None)
 
 
 def _whole(name: str, value: int) -> int:
