@@ -41,6 +41,7 @@ def test_design_names_are_public() -> None:
         "OutboxUnavailableError",
         "EntryNotFoundError",
         "LeaseLostError",
+        "OutboxWorker",
     ):
         assert name in reliable_smtp.__all__, name
 

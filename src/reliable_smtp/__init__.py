@@ -35,6 +35,7 @@ from ._outbox import (
     OutboxUnavailableError,
     RecipientState,
 )
+from ._outbox.worker import OutboxWorker
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -113,6 +114,7 @@ __all__ = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",

@@ -56,7 +56,9 @@ from ..result import RecipientStatus
 from ..retry import RetryPolicy
 from ..transports._commit import FinalDotForbiddenError, guard_final_dot
 from .errors import LeaseLostError
+from .facade import AsyncOutbox, Outbox
 from .model import Claim
+from .store import Store
 
 __all__ = ["OutboxWorker", "WorkerStats"]
 
@@ -114,7 +116,7 @@ class OutboxWorker:
 
     def __init__(
         self,
-        outbox: Any,
+        outbox: Outbox | AsyncOutbox | Store,
         mailer: Mailer | AsyncMailer,
         *,
         concurrency: int | None = None,
