@@ -47,7 +47,10 @@ class CountingSink:
         self._lock = threading.Lock()
         self._deliveries: Counter[tuple[str, str]] = Counter()
         self._seen: set[str] = set()
+        self._answered_data: set[str] = set()
         self.delayed_dots = 0
+        self.replies_pending = 0
+        """Delayed replies to a final dot not yet written (a kill now lands between them)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -62,8 +65,15 @@ class CountingSink:
 
     @property
     def seen_in_data(self) -> set[str]:
+        """Message-IDs of every DATA body begun, even one cut off before its dot."""
         with self._lock:
             return set(self._seen)
+
+    @property
+    def answered_data(self) -> set[str]:
+        """Recipients of every transaction whose DATA got its 354 (the body may follow)."""
+        with self._lock:
+            return set(self._answered_data)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -138,6 +148,8 @@ class CountingSink:
                     if refusal or not recipients:
                         writer.write((refusal or "554 5.5.1 no recipients").encode() + b"\r\n")
                         continue
+                    with self._lock:
+                        self._answered_data.update(recipients)
                     writer.write(b"354 go ahead\r\n")
                     if not await self._data(reader, writer, recipients):
                         return
@@ -183,9 +195,14 @@ class CountingSink:
             delayed = self._rng.random() < self.delay_share
             if delayed:
                 self.delayed_dots += 1
+                self.replies_pending += 1
         if delayed:
-            if self.on_delayed_dot is not None:
-                self.on_delayed_dot()
-            await asyncio.sleep(self.delay)
+            try:
+                if self.on_delayed_dot is not None:
+                    self.on_delayed_dot()
+                await asyncio.sleep(self.delay)
+            finally:
+                with self._lock:
+                    self.replies_pending -= 1
         writer.write(b"250 2.0.0 queued\r\n")
         return True
