@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
+from ..envelope import Envelope
 from ..replies import Outcome, Phase, Reply
 from ..result import RecipientStatus
 
@@ -190,6 +191,10 @@ class Claim:
     lease_expires_at: float
     attempt: int
     """This claim's number (1 for the first)."""
+
+    def envelope(self) -> Envelope:
+        """MAIL FROM / RCPT TO for this attempt: the sender and the recipients due now."""
+        return Envelope(self.sender, self.recipients)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

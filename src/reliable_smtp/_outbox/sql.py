@@ -173,6 +173,16 @@ class SQLStore(Store):
     @abstractmethod
     def _lock_for_migration(self, conn: Connection) -> None: ...
 
+    def _insert_entries(
+        self, conn: Connection, sql: str, params: Sequence[tuple[object, ...]]
+    ) -> list[int | None]:
+        """Run the entry INSERT ... RETURNING id for each row; None where the key was taken."""
+        ids: list[int | None] = []
+        for values in params:
+            row = conn.execute(sql, values).fetchone()
+            ids.append(None if row is None else int(row[0]))
+        return ids
+
     def _notify(self, conn: Connection) -> None:
         """Wake idle workers once the enqueue commits (PostgreSQL NOTIFY)."""
 
@@ -256,30 +266,23 @@ class SQLStore(Store):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
         )
-        rows: list[tuple[object, ...]] = []
-        stored: list[OutboxEntry | int] = []  # a new entry, or the id of one already stored
+        params: list[tuple[object, ...]] = []
         for new in entries:
-            accepted = [a for a in new.recipients if a not in new.refused]
-            state = EntryState.QUEUED if accepted else EntryState.FAILED
+            accepted = any(a not in new.refused for a in new.recipients)
             metadata = (
                 json.dumps(dict(new.metadata), separators=(",", ":")) if new.metadata else "{}"
             )
-            row = conn.execute(
-                insert_entry,
-                (
-                    new.idempotency_key,
-                    new.message_id,
-                    new.sender,
-                    new.content,
-                    state.value,
-                    now,
-                    now,
-                    now if accepted else None,
-                    new.expires_at,
-                    metadata,
-                ),
-            ).fetchone()
-            if row is None:  # the idempotency key is taken: return that entry
+            params.append((
+                new.idempotency_key, new.message_id, new.sender, new.content,
+                (EntryState.QUEUED if accepted else EntryState.FAILED).value, now, now,
+                now if accepted else None, new.expires_at, metadata,
+            ))  # fmt: skip
+        rows: list[tuple[object, ...]] = []
+        stored: list[OutboxEntry | int] = []  # a new entry, or the id of one already stored
+        for new, values, entry_id in zip(
+            entries, params, self._insert_entries(conn, insert_entry, params), strict=True
+        ):
+            if entry_id is None:  # the idempotency key is taken: return that entry
                 found = self._execute(
                     conn,
                     "SELECT id FROM {entries} WHERE idempotency_key = ?",
@@ -288,15 +291,15 @@ class SQLStore(Store):
                 stored.append(int(found[0]))
                 continue
             recipient_rows = [
-                _new_recipient_row(int(row[0]), position, address, new.refused.get(address), now)
+                _new_recipient_row(entry_id, position, address, new.refused.get(address), now)
                 for position, address in enumerate(new.recipients)
             ]
             rows.extend(recipient_rows)
             # Built from what was just written, not read back: a batch costs one round trip less.
+            key, message_id, sender, content, state, _, _, due_at, expires_at, meta = values
             stored.append(_entry(
-                (row[0], state.value, new.message_id, new.sender, new.content,
-                 new.idempotency_key, 0, now, now, now if accepted else None, new.expires_at, "",
-                 metadata),
+                (entry_id, state, message_id, sender, content, key, 0, now, now, due_at,
+                 expires_at, "", meta),
                 [_recipient(r) for r in recipient_rows],
             ))  # fmt: skip
         if rows:
