@@ -29,6 +29,7 @@ from reliable_smtp.testing import FakeClock, LocalSMTPServer
 from reliable_smtp.transports.base import Transport
 from reliable_smtp.transports.mock import MockTransport
 from reliable_smtp.transports.smtp import SMTPTransport
+from test_outbox_support import outbox_url, postgres_database  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -317,3 +318,30 @@ async def test_outcomes_reach_the_store_per_recipient(store: Store) -> None:
     assert stored.recipient("a@example.org").outcome is Outcome.SENT
     assert stored.recipient("b@example.org").outcome is Outcome.PERMANENT
     assert stored.state is EntryState.FAILED
+
+
+# -- group commit: the store's batch calls the worker uses ------------------------------
+
+
+async def test_batched_marks_and_settles_are_fenced_per_claim(outbox_url: str) -> None:  # noqa: F811
+    store = open_store(outbox_url)
+    try:
+        now = time.time()
+        first, second = (enqueue(store, f"{name}@example.org", now=now) for name in "ab")
+        claims = store.claim("w", limit=2, lease_seconds=1.0, now=now)
+        assert {c.entry_id for c in claims} == {first.id, second.id}
+        mine, lost = sorted(claims, key=lambda c: c.entry_id)
+        store.release(lost, now=now)  # its lease is gone
+        assert store.mark_final_dot_many(
+            [(mine, mine.recipients), (lost, lost.recipients)], now=now
+        ) == [True, False]
+        # Marking again within the same claim (a failover member after a 421) is fine.
+        assert store.mark_final_dot_many([(mine, mine.recipients)], now=now) == [True]
+        assert store.get(first.id).recipients[0].state is RecipientState.IN_FLIGHT
+        assert store.get(second.id).recipients[0].dot_at is None
+        sent = DeliveryReport.all_sent(mine.envelope()).recipients
+        assert store.settle_many([(mine, sent), (lost, {})], now=now) == [True, False]
+        assert store.get(first.id).state is EntryState.SENT
+        assert store.get(second.id).state is EntryState.QUEUED
+    finally:
+        store.close()

@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..envelope import Envelope
 from ..errors import ConfigurationError, DeliveryError, check_seconds
@@ -164,6 +164,16 @@ class OutboxWorker:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._held: dict[int, Claim] = {}
+        # Group commit: marks (and settles) that arrive while one batch is being written
+        # share the next commit - one fsync for many transactions, none waits longer.
+        self._marks_batch: _GroupCommit[tuple[Claim, tuple[str, ...]]] = _GroupCommit(
+            lambda items: self._db_call(self._store.mark_final_dot_many, items, now=self._clock())
+        )
+        self._settles_batch: _GroupCommit[tuple[Claim, Mapping[str, RecipientStatus]]] = (
+            _GroupCommit(
+                lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
+            )
+        )
         self.stats = WorkerStats()
 
     # -- running ------------------------------------------------------------------------
@@ -220,17 +230,27 @@ class OutboxWorker:
         helpers = [asyncio.create_task(self._heartbeat(), name="outbox-heartbeat")]
         helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
         failures = 0
+        # Claim in batches: wait until a good share of the slots is free (one claim
+        # transaction for several entries), unless nothing at all is in flight.
+        refill = max(1, min(self.batch, self.concurrency // 2))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
         try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(in_flight)
                 claims: list[Claim] = []
-                if free > 0:
+                asked = 0
+                if free >= refill or (free > 0 and not in_flight):
+                    asked = min(free, self.batch)
                     self._wake.clear()
                     try:
                         claims = await self._db_call(
                             self._store.claim,
                             self.owner,
-                            limit=min(free, self.batch),
+                            limit=asked,
                             lease_seconds=self.lease_seconds,
                             now=self._clock(),
                         )
@@ -245,14 +265,9 @@ class OutboxWorker:
                         self.stats.claimed += 1
                         task = asyncio.create_task(self._process(claim))
                         in_flight.add(task)
-
-                        def finished(task: asyncio.Task[None]) -> None:
-                            in_flight.discard(task)
-                            slot_freed.set()
-
                         task.add_done_callback(finished)
-                    if claims and len(claims) == min(free, self.batch) and free > len(claims):
-                        continue  # a full batch and room for more: claim again at once
+                    if len(claims) == asked and self.concurrency - len(in_flight) >= refill:
+                        continue  # a full batch and room for another: more may be due
                 if until_idle and not claims and not in_flight:
                     break
                 slot_freed.clear()
@@ -260,13 +275,10 @@ class OutboxWorker:
                     asyncio.ensure_future(self._stopping.wait()),
                     asyncio.ensure_future(slot_freed.wait()),
                 ]
-                if len(in_flight) < self.concurrency:
-                    if not claims:
-                        waits.append(asyncio.ensure_future(self._wake.wait()))
-                        waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
-                    # else: room left, a partial batch: look again at once
-                    else:
-                        continue
+                if asked and len(claims) < asked:
+                    # Nothing more is due: an enqueue (or the poll) is the next reason to look.
+                    waits.append(asyncio.ensure_future(self._wake.wait()))
+                    waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -388,13 +400,15 @@ class OutboxWorker:
     async def _mark(self, claim: Claim, recipients: tuple[str, ...]) -> None:
         """The final-dot guard: record durably that the dot is about to go to ``recipients``."""
         try:
-            await self._db_call(self._store.mark_final_dot, claim, recipients, now=self._clock())
-        except LeaseLostError as lost:
-            raise FinalDotForbiddenError("the outbox lease was lost") from lost
+            marked = await self._marks_batch.submit((claim, recipients))
         except Exception as exc:
             raise FinalDotForbiddenError(
                 f"the outbox could not record the final-dot mark ({exc})"
             ) from exc
+        if not marked:
+            raise FinalDotForbiddenError("the outbox lease was lost") from LeaseLostError(
+                f"lease on outbox entry {claim.entry_id} was lost"
+            )
 
     async def _settle(self, claim: Claim, statuses: Mapping[str, RecipientStatus]) -> None:
         """Apply the statuses; keep trying while the database is away, until the lease is
@@ -402,12 +416,7 @@ class OutboxWorker:
         failures = 0
         while True:
             try:
-                settled = await self._db_call(
-                    self._store.settle, claim, statuses, now=self._clock()
-                )
-                break
-            except LeaseLostError:
-                settled = False
+                settled = await self._settles_batch.submit((claim, statuses))
                 break
             except Exception as exc:
                 failures += 1
@@ -528,6 +537,50 @@ class OutboxWorker:
                 signal.signal(signum, old)
 
         return restore
+
+
+Item = TypeVar("Item")
+
+
+class _GroupCommit(Generic[Item]):
+    """Calls that arrive while a batch is being written join the next one.
+
+    The first call goes at once (no added latency when idle); under load, every
+    transaction that reached its dot (or its reply) while the database was busy
+    shares the next commit. Each item gets its own result (``bool``); a failure of
+    the batch (the database went away) is every item's exception.
+    """
+
+    def __init__(self, write: Callable[[list[Item]], Awaitable[list[bool]]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[Item, asyncio.Future[bool]]] = []
+        self._writing = False
+        self._drainer: asyncio.Future[None] | None = None
+
+    async def submit(self, item: Item) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if not self._writing:
+            self._writing = True
+            self._drainer = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await self._write([item for item, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._writing = False
 
 
 #: The longest one blocking ``wait_for_work`` call lasts (a stop waits at most this).
