@@ -7,17 +7,19 @@ entries' states against what the server actually received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import relay_transport
 from outbox_sink import CountingSink
-from reliable_smtp import AsyncMailer, Envelope, Message
+from reliable_smtp import AsyncMailer, Envelope, Message, Outbox
 from reliable_smtp._outbox.model import EntryState, NewEntry, OutboxEntry, RecipientState
 from reliable_smtp._outbox.schedule import OutboxSchedule
 from reliable_smtp._outbox.store import Store, open_store
@@ -29,7 +31,11 @@ from reliable_smtp.testing import FakeClock, LocalSMTPServer
 from reliable_smtp.transports.base import Transport
 from reliable_smtp.transports.mock import MockTransport
 from reliable_smtp.transports.smtp import SMTPTransport
-from test_outbox_support import outbox_url, postgres_database  # noqa: F401 - fixtures
+from test_outbox_support import (  # noqa: F401 - fixtures
+    ADMIN_URL,
+    outbox_url,
+    postgres_database,
+)
 
 
 @pytest.fixture
@@ -345,3 +351,103 @@ async def test_batched_marks_and_settles_are_fenced_per_claim(outbox_url: str) -
         assert store.get(second.id).state is EntryState.QUEUED
     finally:
         store.close()
+
+
+# -- transactional enqueue, end to end ---------------------------------------------------
+
+
+def _app_connection(outbox_url: str) -> Any:
+    if outbox_url.startswith("sqlite"):
+        return sqlite3.connect(outbox_url.removeprefix("sqlite:///"))
+    import psycopg
+
+    return psycopg.connect(outbox_url.partition("?")[0])
+
+
+async def test_transactional_enqueue_rolled_back_is_never_sent_committed_once(
+    outbox_url: str,  # noqa: F811
+) -> None:
+    with Outbox(outbox_url) as outbox:
+        app = _app_connection(outbox_url)
+        try:
+            with contextlib.suppress(RuntimeError), _transaction(app):  # rolls back
+                outbox.enqueue(message_to("lost@example.org"), connection=app)
+                raise RuntimeError("the order could not be saved")
+            with _transaction(app):  # commits
+                kept = outbox.enqueue(message_to("kept@example.org"), connection=app)
+        finally:
+            app.close()
+        with LocalSMTPServer() as server:
+            async with relay_transport(server) as transport:
+                await worker_for(outbox.store, transport).run_until_idle()
+                await worker_for(outbox.store, transport).run_until_idle()  # nothing twice
+            assert server.deliveries_to("kept@example.org") == 1
+            assert server.deliveries_to("lost@example.org") == 0
+            assert len(server.messages) == 1
+        assert outbox.get(kept.id).state is EntryState.SENT
+        assert [e.id for e in outbox.list()] == [kept.id]
+
+
+def _transaction(app: Any) -> Any:
+    """The application's own transaction: ``with conn`` (sqlite3), ``conn.transaction()``."""
+    return app if isinstance(app, sqlite3.Connection) else app.transaction()
+
+
+def message_to(*to: str) -> Message:
+    return Message(sender="app@example.com", to=list(to), subject="receipt", text="thanks")
+
+
+# -- a database that goes away -----------------------------------------------------------
+
+
+async def test_a_database_that_goes_away_is_waited_out_and_nothing_fails(
+    postgres_database: str,  # noqa: F811
+) -> None:
+    import psycopg
+
+    database = postgres_database.rpartition("/")[2]
+    url = f"{postgres_database}?schema=away"
+    slept: list[float] = []
+
+    async def recorded(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0.01)
+
+    def terminate(allow: bool) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}')
+            if not allow:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+
+    with Outbox(url) as outbox, LocalSMTPServer() as server:
+        first = outbox.enqueue(message_to("a@example.org"))
+        async with relay_transport(server) as transport:
+            worker = OutboxWorker(
+                outbox, AsyncMailer(transport), poll_interval=0.05, sleep=recorded
+            )
+            running = asyncio.create_task(worker.arun())
+            while outbox.get(first.id).state is not EntryState.SENT:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(terminate, False)  # the database goes away
+            try:
+                while worker.stats.database_errors < 3:
+                    assert not running.done(), running
+                    await asyncio.sleep(0.02)
+            finally:
+                await asyncio.to_thread(terminate, True)  # and comes back
+            second = outbox.enqueue(message_to("b@example.org"))
+            while outbox.get(second.id).state is not EntryState.SENT:
+                assert not running.done(), running
+                await asyncio.sleep(0.02)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+    # It backed off (growing waits), never crashed, and marked nothing failed.
+    backoffs = [s for s in slept if s > 0.05]
+    assert len(backoffs) >= 3
+    assert backoffs[1] > backoffs[0]
+    assert server.deliveries_to("a@example.org") == 1
+    assert server.deliveries_to("b@example.org") == 1
