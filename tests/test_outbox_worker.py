@@ -356,12 +356,12 @@ async def test_batched_marks_and_settles_are_fenced_per_claim(outbox_url: str) -
 # -- transactional enqueue, end to end ---------------------------------------------------
 
 
-def _app_connection(outbox_url: str) -> Any:
-    if outbox_url.startswith("sqlite"):
-        return sqlite3.connect(outbox_url.removeprefix("sqlite:///"))
+def _app_connection(url: str) -> Any:
+    if url.startswith("sqlite"):
+        return sqlite3.connect(url.removeprefix("sqlite:///"))
     import psycopg
 
-    return psycopg.connect(outbox_url.partition("?")[0])
+    return psycopg.connect(url.partition("?")[0])
 
 
 async def test_transactional_enqueue_rolled_back_is_never_sent_committed_once(
@@ -431,6 +431,7 @@ async def test_a_database_that_goes_away_is_waited_out_and_nothing_fails(
             )
             running = asyncio.create_task(worker.arun())
             while outbox.get(first.id).state is not EntryState.SENT:
+                assert not running.done(), running
                 await asyncio.sleep(0.02)
             await asyncio.to_thread(terminate, False)  # the database goes away
             try:
