@@ -16,6 +16,12 @@ EXPECTED = {
         "1 sent after 1 attempt",
         "server received 1 message(s)",
     ],
+    "outbox_send.py": [
+        "entry 1: queued; same key again -> 1",
+        "ann@example.org: sent (250",
+        "gone@example.org: failed (550 5.1.1",
+        "server received 1 message(s)",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",
