@@ -77,6 +77,13 @@ def register(
         help="longest idle wait before looking again (default 1; wake-ups come sooner)",
     )
     worker.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for transactions in flight (default 30)",
+    )
+    worker.add_argument(
         "--until-idle", action="store_true", help="exit once nothing is due (for scripts)"
     )
     connection_options(worker)
@@ -401,6 +408,7 @@ def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
             concurrency=args.concurrency,
             lease_seconds=args.lease,
             poll_interval=args.poll,
+            stop_timeout=args.stop_timeout,
         )
         console.out(f"worker {worker.owner}: sending from {store.url} via {mailer.transport.name}")
 
