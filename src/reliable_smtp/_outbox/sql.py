@@ -129,6 +129,10 @@ class SQLStore(Store):
     share_lock = ""
     """Appended to the fencing sub-SELECT of ``mark_final_dot`` (PostgreSQL: FOR SHARE), so
     a recovery running at the same time either waits for the mark or makes it fail."""
+    due_index = ""
+    """Appended to the claim's FROM where the planner must be told to use the partial index
+    of due entries (SQLite without ANALYZE statistics sorts every queued entry instead:
+    84 ms per claim at 70,000 queued, 0.03 ms with the index)."""
 
     def __init__(
         self,
@@ -372,8 +376,9 @@ class SQLStore(Store):
         with self._transaction() as conn:
             rows = self._execute(
                 conn,
-                "SELECT id, message_id, sender, content, attempts FROM {entries} "
-                "WHERE state IN ('queued', 'deferred') AND due_at <= ? "
+                "SELECT id, message_id, sender, content, attempts FROM {entries}"
+                + self.due_index
+                + " WHERE state IN ('queued', 'deferred') AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?" + self.skip_locked,
                 (now, limit),
             ).fetchall()

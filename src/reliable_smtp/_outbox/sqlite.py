@@ -92,6 +92,7 @@ class SQLiteStore(SQLStore):
     """An outbox in one SQLite file; safe for several processes on one machine."""
 
     dialect = SQLITE
+    due_index = " INDEXED BY outbox_entries_due"
 
     def __init__(
         self,

@@ -234,7 +234,8 @@ class OutboxWorker:
         in_flight: set[asyncio.Task[None]] = set()
         slot_freed = asyncio.Event()
         helpers = [asyncio.create_task(self._heartbeat(), name="outbox-heartbeat")]
-        helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
+        if not until_idle:  # run_until_idle returns when nothing is due: no need to wake it
+            helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
         failures = 0
         # Claim in batches: wait until a good share of the slots is free (one claim
         # transaction for several entries), unless nothing at all is in flight.
@@ -508,7 +509,9 @@ class OutboxWorker:
                 if woke:
                     self.notify()
         finally:
-            watcher.shutdown(wait=False)
+            # Wait for the blocked call to return (at most WAKE_SLICE): it uses a store
+            # connection, which must not be closed under it (libpq is not thread-safe).
+            await loop.run_in_executor(None, partial(watcher.shutdown, wait=True))
 
     async def _db_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # One thread for every store call of this worker: a SQLite connection belongs
