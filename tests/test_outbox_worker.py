@@ -496,3 +496,28 @@ def test_run_with_a_sync_mailer_until_stop(tmp_path: Path) -> None:
     assert not thread.is_alive()
     assert outcome
     assert getattr(outcome[0], "settled", None) == 1
+
+
+def test_a_claim_reads_the_due_index_not_every_queued_entry(tmp_path: Path) -> None:
+    """Regression: SQLite sorted every queued entry per claim (84 ms at 70,000 queued)."""
+    store = open_store(f"sqlite:///{tmp_path / 'outbox.db'}")
+    try:
+        now = time.time()
+        store.enqueue([new_entry(f"u{i}@example.org", now=now) for i in range(3000)], now=now)
+        with store._pool.connection() as conn:  # type: ignore[attr-defined]
+            steps = 0
+
+            def step() -> int:
+                nonlocal steps
+                steps += 1
+                return 0
+
+            conn.set_progress_handler(step, 1000)  # one tick per 1,000 VM instructions
+        try:
+            (claim,) = store.claim("w", limit=1, lease_seconds=60.0, now=now + 1)
+        finally:
+            conn.set_progress_handler(None, 0)
+        assert claim.entry_id == 1
+        assert steps < 10, f"{steps}k SQLite instructions for one claim: a full scan"
+    finally:
+        store.close()
