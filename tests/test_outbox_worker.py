@@ -521,3 +521,26 @@ def test_a_claim_reads_the_due_index_not_every_queued_entry(tmp_path: Path) -> N
         assert steps < 10, f"{steps}k SQLite instructions for one claim: a full scan"
     finally:
         store.close()
+
+
+async def test_the_heartbeat_keeps_a_slow_transaction_from_being_recovered(
+    store: Store,
+) -> None:
+    with CountingSink(delay_share=1.0, delay=1.5) as sink:
+        entry = enqueue(store, "a@example.org")
+        slow = SMTPTransport("127.0.0.1", sink.port, tls="none")
+        other = SMTPTransport("127.0.0.1", sink.port, tls="none")
+        async with slow, other:
+            # A 0.6 s lease and a 1.5 s wait for the reply to the dot: only the renewals
+            # keep the second worker (recovering before every claim) away from it.
+            sender = worker_for(store, slow, lease_seconds=0.6)
+            rival = worker_for(store, other)
+            rival_running = asyncio.create_task(rival.arun())
+            stats = await sender.run_until_idle()
+            rival.stop()
+            await asyncio.wait_for(rival_running, 10)
+    assert stats.lost == 0
+    assert stats.settled == 1
+    assert rival.stats.claimed == 0
+    assert store.get(entry.id).state is EntryState.SENT
+    assert sink.deliveries == {(entry.message_id, "a@example.org"): 1}
