@@ -43,6 +43,7 @@ from ._outbox import (
     OutboxUnavailableError,
     RecipientState,
 )
+from ._outbox.worker import OutboxWorker
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -154,6 +155,7 @@ __all__ = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",

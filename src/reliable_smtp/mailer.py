@@ -313,8 +313,11 @@ class AsyncMailer:
         refused: Mapping[str, RecipientStatus],
         chunk_size: int | None,
         watch: SendWatch | None = None,
+        policy: RetryPolicy | None = None,
     ) -> SendResult:
-        policy = self.retry
+        # ``policy`` overrides ``self.retry`` for one call: the outbox worker makes one
+        # attempt per claim (the outbox schedule retries) and only resends 452 splits.
+        policy = policy or self.retry
         started = self._clock()
         if watch is None:
             watch = self.hooks.watch()

@@ -52,6 +52,7 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport
+from ._commit import FinalDotForbiddenError, before_final_dot
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -144,6 +145,8 @@ class SMTPTransport(Transport):
     ``setting="oauth_token_provider"``. Never more: a login loop gets the account
     locked.
     """
+
+    marks_final_dot = True
 
     def __init__(
         self,
@@ -647,12 +650,19 @@ class SMTPTransport(Transport):
                 wire.write(b".\r\n")
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
-                # The one place the message is handed over, to transaction.accepted. A check
-                # that may forbid the dot belongs right here: it ends the transaction with
-                # transaction.on_error(its error) - phase DATA, so never ambiguous.
-                wire.write(dot_stuff(content), body=True)
-                transaction.on_body_written()
-                step = transaction.on_final(await wire.read(timeout=self.data_timeout))
+                # The one place the message is handed over, to transaction.accepted. The
+                # outbox's guard records the dot mark here, or forbids the dot: then the
+                # transaction ends in phase DATA (never ambiguous) and the link is dropped.
+                try:
+                    await before_final_dot(tuple(transaction.accepted))
+                except FinalDotForbiddenError as forbidden:
+                    transaction.on_error(
+                        forbidden.error(server=self.name, what="the final dot was never written")
+                    )
+                else:
+                    wire.write(dot_stuff(content), body=True)
+                    transaction.on_body_written()
+                    transaction.on_final(await wire.read(timeout=self.data_timeout))
         except WireError as failure:
             transaction.on_failure(failure)
         except (DeliveryError, _StaleConnectionError):
