@@ -7,10 +7,10 @@ so kills land between the dot and its reply. Whatever the kills, at the end:
 * no (Message-ID, recipient) was delivered twice;
 * every entry is in a final state (SENT) or parked (AMBIGUOUS);
 * AMBIGUOUS only for recipients whose transaction had reached DATA (354), and
-  almost only for entries whose DATA body the server had seen: the dot mark is
-  committed *before* the body is written, so a kill in that instant gives a false
-  "ambiguous" (allowed by the contract; a duplicate never is). Such entries are
-  counted and bounded by the number of kills;
+  only for entries whose DATA body the server had seen: the worker writes the body,
+  then commits the dot mark, then writes the final dot alone, so a kill can leave a
+  mark only once the body is on the wire (a kill between the mark and the dot is a
+  false "ambiguous", which the contract allows; a duplicate never is);
 * every recipient the outbox calls SENT was delivered exactly once, and every
   delivery the server counted belongs to a SENT or AMBIGUOUS recipient.
 
@@ -136,9 +136,8 @@ def _reconcile(outbox: Outbox, sink: CountingSink, count: int, *, kills: int = 0
                 assert recipient.state is RecipientState.AMBIGUOUS, (key, recipient)
                 accounted += deliveries[key]
     assert accounted == sum(deliveries.values())  # every delivery belongs to an entry
-    # A kill interrupts at most the transactions in flight (4 connections) in the
-    # instant between the committed mark and the body's write.
-    assert states["ambiguous, body never seen"] <= 4 * kills, states
+    # The mark is committed only after the body was written (transports/smtp.py).
+    assert states["ambiguous, body never seen"] == 0, states
     return states
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "FinalDotGuard",
     "before_commit",
     "before_final_dot",
+    "final_dot_guarded",
     "guard_final_dot",
 ]
 
@@ -81,6 +82,11 @@ def guard_final_dot(guard: FinalDotGuard) -> Iterator[None]:
         yield
     finally:
         _guard.reset(token)
+
+
+def final_dot_guarded() -> bool:
+    """Whether a guard is installed for this task (an outbox worker's send)."""
+    return _guard.get() is not None
 
 
 async def before_final_dot(recipients: tuple[str, ...]) -> None:

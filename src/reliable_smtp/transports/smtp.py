@@ -52,7 +52,7 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport
-from ._commit import FinalDotForbiddenError, before_final_dot
+from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -650,19 +650,31 @@ class SMTPTransport(Transport):
                 wire.write(b".\r\n")
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
-                # The one place the message is handed over, to transaction.accepted. The
-                # outbox's guard records the dot mark here, or forbids the dot: then the
-                # transaction ends in phase DATA (never ambiguous) and the link is dropped.
-                try:
-                    await before_final_dot(tuple(transaction.accepted))
-                except FinalDotForbiddenError as forbidden:
-                    transaction.on_error(
-                        forbidden.error(server=self.name, what="the final dot was never written")
-                    )
-                else:
-                    wire.write(dot_stuff(content), body=True)
+                # The one place the message is handed over, to transaction.accepted.
+                stuffed = dot_stuff(content)
+                if not final_dot_guarded():
+                    wire.write(stuffed, body=True)
                     transaction.on_body_written()
                     transaction.on_final(await wire.read(timeout=self.data_timeout))
+                else:
+                    # An outbox send: the body goes first, then the guard records the dot
+                    # mark, then the dot goes alone. So the mark is the last thing before
+                    # the commit, and a recipient left marked by a crash (AMBIGUOUS) always
+                    # had the whole body on the wire. A veto drops the link before the dot:
+                    # the server discards the message (phase DATA, never ambiguous).
+                    wire.write(stuffed[: -len(_FINAL_DOT)], body=True)
+                    try:
+                        await before_final_dot(tuple(transaction.accepted))
+                    except FinalDotForbiddenError as forbidden:
+                        transaction.on_error(
+                            forbidden.error(
+                                server=self.name, what="the final dot was never written"
+                            )
+                        )
+                    else:
+                        wire.write(_FINAL_DOT)
+                        transaction.on_body_written()
+                        transaction.on_final(await wire.read(timeout=self.data_timeout))
         except WireError as failure:
             transaction.on_failure(failure)
         except (DeliveryError, _StaleConnectionError):
@@ -683,6 +695,10 @@ class SMTPTransport(Transport):
             return
         if response.code != 250:
             smtp.close()
+
+
+#: The end of the message (RFC 5321 §4.1.1.4), the last bytes ``dot_stuff`` appends.
+_FINAL_DOT = b".\r\n"
 
 
 class _StaleConnectionError(Exception):
