@@ -49,6 +49,7 @@ PUBLIC_API = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",
@@ -70,6 +71,7 @@ PUBLIC_API = [
     "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
     "SentMessage",
@@ -172,6 +174,7 @@ def test_design_names_are_public() -> None:
         "OutboxError",
         "OutboxUnavailableError",
         "EntryNotFoundError",
+        "OutboxWorker",
     ):
         assert name in reliable_smtp.__all__, name
 

@@ -57,22 +57,25 @@ from .errors import (
     error_for,
 )
 from .message import Message, render
-from .replies import Outcome, Phase, Verdict, classify
-from .result import Attempt, RecipientStatus, SendResult
+from .replies import Outcome, Phase
+from .result import Attempt, RecipientStatus, SendResult, missing_status
 from .retry import RetryPolicy
 from .transports.base import Transport
 from .transports.smtp import TokenProvider
 from .validation import RecipientPolicy
 
-__all__ = ["AsyncMailer", "Mailer", "SendOutcome"]
+__all__ = ["AsyncMailer", "Mailer", "SendOutcome", "SendResultOrError"]
 
 logger = logging.getLogger("reliable_smtp")
 
 T = TypeVar("T")
 _HookFunction = TypeVar("_HookFunction", bound=Callable[[Any], Any])
 AnyMessage: TypeAlias = "Message | EmailMessage"
-SendOutcome: TypeAlias = "SendResult | ReliableSMTPError"
+SendResultOrError: TypeAlias = "SendResult | ReliableSMTPError"
 """What ``send_many`` returns per message: the result, or the error that send() would raise."""
+SendOutcome: TypeAlias = SendResultOrError
+"""Deprecated name of :data:`SendResultOrError` (it is not an :class:`~reliable_smtp.Outcome`);
+kept for one release."""
 
 
 class _Default(Enum):
@@ -219,7 +222,7 @@ class AsyncMailer:
         messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
         *,
         concurrency: int = 4,
-    ) -> list[SendOutcome]:
+    ) -> list[SendResultOrError]:
         """Send every message; return, in order, a result or an error for each.
 
         One message's failure never stops the others. At most ``concurrency``
@@ -234,7 +237,7 @@ class AsyncMailer:
         messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
         *,
         concurrency: int = 4,
-    ) -> AsyncGenerator[SendOutcome, None]:
+    ) -> AsyncGenerator[SendResultOrError, None]:
         """Send every message, yielding each one's result or error in order as it is known.
 
         Memory stays flat however many messages there are: at most ``concurrency``
@@ -248,9 +251,9 @@ class AsyncMailer:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
         slots = asyncio.Semaphore(concurrency)
-        window: deque[asyncio.Task[SendOutcome]] = deque()
+        window: deque[asyncio.Task[SendResultOrError]] = deque()
 
-        async def outcome(message: AnyMessage) -> SendOutcome:
+        async def outcome(message: AnyMessage) -> SendResultOrError:
             async with slots:
                 try:
                     return await self.send(message)
@@ -310,8 +313,11 @@ class AsyncMailer:
         refused: Mapping[str, RecipientStatus],
         chunk_size: int | None,
         watch: SendWatch | None = None,
+        policy: RetryPolicy | None = None,
     ) -> SendResult:
-        policy = self.retry
+        # ``policy`` overrides ``self.retry`` for one call: the outbox worker makes one
+        # attempt per claim (the outbox schedule retries) and only resends 452 splits.
+        policy = policy or self.retry
         started = self._clock()
         if watch is None:
             watch = self.hooks.watch()
@@ -349,14 +355,14 @@ class AsyncMailer:
                         (
                             r,
                             RecipientStatus.from_error(
-                                r, error, server=error.server or self.transport.name
+                                r, error, transport_name=error.transport_name or self.transport.name
                             ),
                         )
                         for r in part.recipients
                     )
             for recipient in targets.recipients:
                 tries[recipient] += 1
-                status = fresh.get(recipient) or _missing_status(recipient, self.transport.name)
+                status = fresh.get(recipient) or missing_status(recipient, self.transport.name)
                 statuses[recipient] = replace(status, attempts=tries[recipient])
             attempts.append(
                 _attempt_record(
@@ -423,7 +429,7 @@ class AsyncMailer:
             recipients={**{r: statuses[r] for r in envelope.recipients}, **refused},
             attempts=tuple(attempts),
             elapsed=self._clock() - started,
-            server=self.transport.name,
+            transport_name=self.transport.name,
         )
         if result.ok:
             await watch.finish(result, None, now=self._clock())
@@ -449,17 +455,6 @@ def _configured(
         oauth_token_provider=oauth_token_provider, ssl_context=ssl_context
     )
     return transport, config.retry_policy()
-
-
-def _missing_status(recipient: str, server: str) -> RecipientStatus:
-    # A transport that forgets a recipient breaks the contract; never count it as sent.
-    return RecipientStatus(
-        recipient=recipient,
-        outcome=Outcome.PERMANENT,
-        phase=Phase.DATA_END,
-        explanation="the transport returned no status for this recipient (a transport bug)",
-        server=server,
-    )
 
 
 def _attempt_record(
@@ -558,34 +553,19 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
     ):
         # The whole last attempt failed the same way (connect, AUTH, MAIL...): that error
         # is the story; give it the result.
-        last_error.result = result
-        return last_error
+        return last_error.with_result(result)
+    # Otherwise the first recipient of the top outcome tells it: its status carries the
+    # verdict, so the class (ProtocolError for a 500 5.5.1, ...) follows from it.
     first = next(s for s in failed if s.outcome is top)
-    summary = _failure_summary(result.message_id, failed, total)
-    # Statuses keep the reply, not the verdict's flags: ask the table again whether a
-    # permanent refusal was a protocol error (500 5.5.1, a code outside 2xx-5xx).
-    protocol_error = (
-        top is Outcome.PERMANENT
-        and first.reply is not None
-        and classify(first.reply, first.phase).protocol_error
-    )
-    verdict = Verdict(
-        outcome=top,
-        explanation=first.explanation,
-        retry_in_process=first.retryable,
-        delay_hint=first.delay_hint,
-        protocol_error=protocol_error,
-    )
     error = error_for(
-        verdict,
-        summary,
+        first.verdict,
+        _failure_summary(result.message_id, failed, total),
         reply=first.reply,
         phase=first.phase,
         recipient=first.recipient,
-        server=first.server or None,
+        transport_name=first.transport_name or None,
     )
-    error.result = result
-    return error
+    return error.with_result(result)
 
 
 def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryError:
@@ -605,7 +585,7 @@ def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryErr
     error = AmbiguousDeliveryError(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=Phase.DATA_END,
-        server=server,
+        transport_name=server,
         explanation="an error the library did not expect (a bug: please report it with the "
         "logged traceback); the message may or may not have been sent, so it is not resent "
         "automatically, to avoid a duplicate",
@@ -782,13 +762,13 @@ class Mailer:
 
     def send_many(
         self, messages: Iterable[AnyMessage], *, concurrency: int = 4
-    ) -> list[SendOutcome]:
+    ) -> list[SendResultOrError]:
         """Send every message; see :meth:`AsyncMailer.send_many`."""
         return self._run(partial(self._async.send_many, messages, concurrency=concurrency))
 
     def stream(
         self, messages: Iterable[AnyMessage], *, concurrency: int = 4
-    ) -> Iterator[SendOutcome]:
+    ) -> Iterator[SendResultOrError]:
         """Yield each message's result or error in order; see :meth:`AsyncMailer.stream`."""
         runner = self._portal()
         outcomes = self._async.stream(messages, concurrency=concurrency)
