@@ -1,0 +1,457 @@
+"""The message values and MIME assembly: what an application builds and the bytes it becomes.
+
+This module owns :class:`Message` and :class:`Attachment` (validated when
+built, immutable), :class:`RenderedMessage` (what a transport sends), and the
+hand-written MIME assembly of :func:`render_message`: text parts in 7bit or
+quoted-printable, base64 attachments, and the ``multipart/related``,
+``alternative`` and ``mixed`` structure around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import mimetypes
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..envelope import dedupe_addresses
+from ..errors import InvalidAddressError, InvalidMessageError
+from .mailbox import bad_address, parse_mailbox
+from .words import (
+    HARD_LIMIT,
+    MAX_ID,
+    check_extra_header,
+    check_header_name,
+    check_header_value,
+    check_message_id,
+    fold,
+    header_words,
+    id_domain,
+    mailbox_words,
+    param_words,
+    split_words,
+    unstructured_words,
+)
+
+__all__ = ["Attachment", "Message", "RenderedMessage", "render_message"]
+
+_ADDRESS_WHAT = {
+    "to": "to address",
+    "cc": "cc address",
+    "bcc": "bcc address",
+    "reply_to": "reply_to address",
+}
+# Shared by every Message without extra headers: immutable and empty, so nothing can leak.
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+_CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")
+_MIME_NAME = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
+_CONTENT_TYPE = re.compile(rf"({_MIME_NAME})/({_MIME_NAME})\s*(;[ -~]*)?")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A file attached to a :class:`Message`, or an inline image the HTML refers to.
+
+    ``content_type`` defaults to a guess from ``filename`` (``application/octet-stream``
+    when unknown). An ``inline`` attachment gets a ``content_id`` when none is given:
+    refer to it from the HTML as ``<img src="cid:{attachment.content_id}">``.
+    ``content_id`` is stored without angle brackets.
+    """
+
+    filename: str
+    content: bytes
+    content_type: str | None = None
+    inline: bool = False
+    content_id: str | None = None
+
+    def __post_init__(self) -> None:
+        filename = check_header_value(self.filename, what="attachment filename")
+        if not filename:
+            raise InvalidMessageError(
+                "attachment filename is empty; give the name the recipient will see"
+            )
+        content: object = self.content
+        if isinstance(content, (bytearray, memoryview)):
+            object.__setattr__(self, "content", bytes(content))
+        elif not isinstance(content, bytes):
+            hint = " (encode it first: content=text.encode())" if isinstance(content, str) else ""
+            raise InvalidMessageError(
+                f"attachment {filename!r}: content must be bytes, got "
+                f"{type(content).__name__}{hint}"
+            )
+        object.__setattr__(self, "content_type", self._content_type(filename))
+        if self.content_id is not None:
+            cid = check_header_value(self.content_id, what="attachment content_id").strip()
+            if cid.startswith("<") and cid.endswith(">"):
+                cid = cid[1:-1]
+            if _CONTENT_ID.fullmatch(cid) is None:
+                raise InvalidMessageError(
+                    f"attachment {filename!r}: content_id {self.content_id!r} must be printable "
+                    "ASCII without spaces, brackets or quotes (for example 'logo@example.com')"
+                )
+            if len(cid) > MAX_ID:
+                raise InvalidMessageError(
+                    f"attachment {filename!r}: content_id is {len(cid)} characters long; at "
+                    f"most {MAX_ID} fit on the Content-ID line (RFC 5322 allows {HARD_LIMIT} "
+                    "octets)"
+                )
+            object.__setattr__(self, "content_id", cid)
+        elif self.inline:
+            object.__setattr__(self, "content_id", f"{secrets.token_hex(12)}@reliable-smtp")
+
+    def _content_type(self, filename: str) -> str:
+        given = self.content_type
+        if given is None:
+            guessed = mimetypes.guess_type(filename, strict=False)[0]
+            # message/* bodies may not be base64-encoded (RFC 2046 §5.2.1), and
+            # multipart/* is not a file: send such files as opaque bytes.
+            if guessed is None or guessed.startswith(("message/", "multipart/")):
+                return "application/octet-stream"
+            return guessed
+        text = check_header_value(given, what=f"attachment {filename!r} content_type").strip()
+        match = _CONTENT_TYPE.fullmatch(text)
+        if match is None:
+            raise InvalidMessageError(
+                f"attachment {filename!r}: content_type {given!r} is not a MIME type such as "
+                "'application/pdf' (type/subtype, optional ASCII parameters)"
+            )
+        maintype = match.group(1).lower()
+        if maintype in ("message", "multipart"):
+            raise InvalidMessageError(
+                f"attachment {filename!r}: content_type {given!r} cannot be sent base64-encoded; "
+                "use 'application/octet-stream' (or leave content_type None)"
+            )
+        content_type = f"{maintype}/{match.group(2).lower()}{match.group(3) or ''}"
+        # Rendered as "Content-Type: <content_type>;", folded only at its spaces.
+        longest = max(map(len, split_words(content_type + ";")))
+        if len("Content-Type: ") + longest > HARD_LIMIT:
+            raise InvalidMessageError(
+                f"attachment {filename!r}: content_type has {longest} characters without a "
+                f"space; a header line may not exceed {HARD_LIMIT} octets (RFC 5322 §2.1.1), "
+                "so shorten its parameters"
+            )
+        return content_type
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        inline: bool = False,
+        content_id: str | None = None,
+    ) -> Attachment:
+        """Read ``path`` now and attach it under its file name. Raises ``OSError`` if unreadable."""
+        file = Path(path)
+        return cls(
+            filename=file.name,
+            content=file.read_bytes(),
+            content_type=content_type,
+            inline=inline,
+            content_id=content_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Mailboxes:
+    """The parsed ``(display_name, addr_spec)`` pairs of a Message, validated once."""
+
+    sender: tuple[str, str]
+    to: tuple[tuple[str, str], ...]
+    cc: tuple[tuple[str, str], ...]
+    bcc: tuple[tuple[str, str], ...]
+    reply_to: tuple[tuple[str, str], ...]
+    envelope_sender: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One email, validated when built. Render it with :func:`~reliable_smtp.render`.
+
+    Address fields (``sender``, ``to``, ``cc``, ``bcc``, ``reply_to``) take
+    ``'local@domain'`` or ``'Display Name <local@domain>'``; ``to``/``cc``/``bcc``/
+    ``reply_to`` take one such string or a sequence of them and are stored as
+    tuples. A string holding several addresses (``'a@x.com, b@y.com'``) is
+    rejected: give a list. Bcc recipients receive the message but never appear
+    in its headers.
+
+    ``headers`` are extra headers (``List-Unsubscribe``, ``X-Entity-Ref-ID``...);
+    they may not repeat a header the Message writes itself. ``message_id`` is
+    given without angle brackets (brackets are stripped); ``None`` generates one
+    at render time, as does ``date=None`` (a given ``date`` must be timezone-aware).
+    ``envelope_sender`` is the bounce address for MAIL FROM (default: the
+    sender's address; ``""`` for the null sender).
+    """
+
+    sender: str
+    to: Sequence[str] | str = ()
+    cc: Sequence[str] | str = ()
+    bcc: Sequence[str] | str = ()
+    reply_to: Sequence[str] | str = ()
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: Sequence[Attachment] = ()
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    message_id: str | None = None
+    date: datetime | None = None
+    envelope_sender: str | None = None
+    _mailboxes: _Mailboxes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sender, str) and not self.sender.strip():
+            raise InvalidAddressError(
+                "sender is empty; give the From address, e.g. sender='App <no-reply@example.com>'",
+                address=self.sender,
+                reason="empty",
+            )
+        sender = parse_mailbox(self.sender, what="sender")
+        to = self._mailbox_list("to")
+        cc = self._mailbox_list("cc")
+        bcc = self._mailbox_list("bcc")
+        reply_to = self._mailbox_list("reply_to")
+        if not (to or cc or bcc):
+            raise InvalidMessageError(
+                "the message has no recipients: give at least one of to, cc or bcc"
+            )
+        object.__setattr__(
+            self,
+            "_mailboxes",
+            _Mailboxes(sender, to, cc, bcc, reply_to, self._envelope_sender(sender[1])),
+        )
+
+        check_header_value(self.subject, what="subject")
+        if self.text is not None and not isinstance(self.text, str):
+            raise InvalidMessageError(f"text must be a str or None, got {type(self.text).__name__}")
+        if self.html is not None and not isinstance(self.html, str):
+            raise InvalidMessageError(f"html must be a str or None, got {type(self.html).__name__}")
+
+        if self.attachments:
+            attachments = tuple(self.attachments)
+            for attachment in attachments:
+                if not isinstance(attachment, Attachment):
+                    raise InvalidMessageError(
+                        "attachments must be Attachment objects, got "
+                        f"{type(attachment).__name__} (use Attachment(...) or "
+                        "Attachment.from_path(...))"
+                    )
+            object.__setattr__(self, "attachments", attachments)
+        elif type(self.attachments) is not tuple:
+            object.__setattr__(self, "attachments", ())
+
+        if not isinstance(self.headers, Mapping):
+            raise InvalidMessageError(
+                f"headers must be a mapping of str to str, got {type(self.headers).__name__}"
+            )
+        if self.headers:
+            headers = {
+                check_header_name(name): check_extra_header(name, value)
+                for name, value in self.headers.items()
+            }
+            object.__setattr__(self, "headers", MappingProxyType(headers))
+        elif type(self.headers) is not MappingProxyType:
+            object.__setattr__(self, "headers", _NO_HEADERS)
+
+        if self.message_id is not None:
+            object.__setattr__(self, "message_id", check_message_id(self.message_id))
+        if self.date is not None:
+            if not isinstance(self.date, datetime):
+                raise InvalidMessageError(
+                    f"date must be a datetime, got {type(self.date).__name__}"
+                )
+            if self.date.utcoffset() is None:
+                raise InvalidMessageError(
+                    f"date {self.date!r} has no timezone; give an aware datetime, "
+                    "e.g. datetime.now(timezone.utc)"
+                )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuild through __init__ (re-validating) so pickle and copy work: the
+        # read-only headers proxy cannot be pickled itself.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        fields["headers"] = dict(self.headers)
+        return (_rebuild_message, (fields,))
+
+    def _mailbox_list(self, field_name: str) -> tuple[tuple[str, str], ...]:
+        """Normalize one address field to a tuple of str and return its parsed mailboxes."""
+        value = getattr(self, field_name)
+        if isinstance(value, str):
+            entries: tuple[str, ...] = (value,)
+        elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+            raise InvalidMessageError(
+                f"{field_name} must be a str or a sequence of str, got {type(value).__name__}"
+            )
+        else:
+            entries = tuple(value)
+        object.__setattr__(self, field_name, entries)
+        if not entries:
+            return ()
+        what = _ADDRESS_WHAT[field_name]
+        return tuple([parse_mailbox(entry, what=what) for entry in entries])
+
+    def _envelope_sender(self, sender_address: str) -> str:
+        if self.envelope_sender is None:
+            return sender_address
+        if self.envelope_sender == "":
+            return ""  # the null reverse-path <>
+        display, address = parse_mailbox(self.envelope_sender, what="envelope_sender")
+        if display:
+            raise bad_address(
+                self.envelope_sender,
+                "envelope_sender",
+                "has a display name; give the bare bounce address (local@domain)",
+            )
+        return address
+
+
+def _rebuild_message(fields: dict[str, Any]) -> Message:
+    return Message(**fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedMessage:
+    """A message ready for a transport.
+
+    ``content`` is the RFC 5322 message (CRLF line endings, no Bcc header);
+    ``message_id`` is the Message-ID *without* angle brackets (``abc@example.com``);
+    ``sender`` is the bare envelope sender (MAIL FROM; ``""`` for the null sender);
+    ``recipients`` are the bare To, Cc and Bcc addresses, deduplicated, in that order.
+    """
+
+    content: bytes = field(repr=False)
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- MIME assembly
+
+# A part is its header block (str, CRLF-terminated lines) and its encoded body.
+_Part = tuple[str, bytes]
+
+
+def _text_part(text: str, subtype: str) -> _Part:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # 7bit when it is safe: ASCII, no NUL, lines within 998 octets, and no "=_",
+    # the prefix of every boundary, so no boundary can occur in a 7bit body.
+    # Quoted-printable and base64 can never produce "=_".
+    if (
+        text.isascii()
+        and "\x00" not in text
+        and "=_" not in text
+        and (len(text) <= HARD_LIMIT or max(map(len, text.split("\n"))) <= HARD_LIMIT)
+    ):
+        cte = "7bit"
+        body = text.replace("\n", "\r\n").encode("ascii")
+    else:
+        cte = "quoted-printable"
+        body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return (
+        f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n",
+        body,
+    )
+
+
+def _attachment_part(attachment: Attachment) -> _Part:
+    content_type = attachment.content_type or "application/octet-stream"
+    filename = attachment.filename
+    disposition = "inline" if attachment.inline else "attachment"
+    lines = [
+        fold("Content-Type", [*split_words(content_type + ";"), *param_words("name", filename)]),
+        "Content-Transfer-Encoding: base64\r\n",
+        fold("Content-Disposition", [disposition + ";", *param_words("filename", filename)]),
+    ]
+    if attachment.content_id is not None:
+        lines.append(f"Content-ID: <{attachment.content_id}>\r\n")
+    # encodebytes writes 76-character lines ending in LF; SMTP needs CRLF.
+    body = base64.encodebytes(attachment.content).rstrip(b"\n").replace(b"\n", b"\r\n")
+    return "".join(lines), body
+
+
+def _multipart(subtype: str, boundary: str, parts: Sequence[_Part], extra: str = "") -> _Part:
+    delimiter = b"--" + boundary.encode("ascii")
+    chunks: list[bytes] = []
+    for headers, body in parts:
+        chunks += (delimiter, b"\r\n", headers.encode("utf-8"), b"\r\n", body, b"\r\n")
+    chunks += (delimiter, b"--\r\n")
+    header = f'Content-Type: multipart/{subtype};{extra}\r\n boundary="{boundary}"\r\n'
+    return header, b"".join(chunks)
+
+
+def _body(message: Message) -> _Part:
+    token = secrets.token_hex(12)
+    inline = [a for a in message.attachments if a.inline]
+    regular = [a for a in message.attachments if not a.inline]
+
+    html = _text_part(message.html, "html") if message.html is not None else None
+    if html is not None and inline:
+        related = [html, *map(_attachment_part, inline)]
+        html = _multipart("related", f"=_{token}_r", related, ' type="text/html";')
+    elif inline:
+        # Nothing refers to them: send them along with the other attachments,
+        # keeping their inline disposition.
+        regular = list(message.attachments)
+
+    text = _text_part(message.text, "plain") if message.text is not None else None
+    body: _Part | None
+    if text is not None and html is not None:
+        body = _multipart("alternative", f"=_{token}_a", [text, html])
+    else:
+        body = text or html
+    if regular:
+        parts = [body] if body is not None else []
+        parts += map(_attachment_part, regular)
+        body = _multipart("mixed", f"=_{token}_m", parts)
+    return body if body is not None else _text_part("", "plain")
+
+
+# --------------------------------------------------------------------------- rendering a Message
+
+
+def render_message(message: Message, domain: str | None) -> RenderedMessage:
+    """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
+    boxes = message._mailboxes
+    message_id = message.message_id or (
+        f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
+    )
+    date = message.date or datetime.now(timezone.utc)
+    lines = [fold("From", mailbox_words((boxes.sender,)))]
+    if boxes.reply_to:
+        lines.append(fold("Reply-To", mailbox_words(boxes.reply_to)))
+    if boxes.to:
+        lines.append(fold("To", mailbox_words(boxes.to)))
+    if boxes.cc:
+        lines.append(fold("Cc", mailbox_words(boxes.cc)))
+    lines.append(fold("Subject", unstructured_words(message.subject)))
+    lines.append(f"Date: {format_datetime(date)}\r\nMessage-ID: <{message_id}>\r\n")
+    for name, value in message.headers.items():
+        lines.append(fold(name, header_words(value)))
+    lines.append("MIME-Version: 1.0\r\n")
+    part_headers, body = _body(message)
+    lines.append(part_headers)
+    lines.append("\r\n")
+    content = "".join(lines).encode("utf-8") + body
+    if body and not body.endswith(b"\r\n"):
+        content += b"\r\n"
+    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    return RenderedMessage(
+        content=content,
+        message_id=message_id,
+        sender=boxes.envelope_sender,
+        recipients=recipients,
+    )
