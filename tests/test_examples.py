@@ -58,6 +58,12 @@ EXPECTED = {
         "https://mail.google.com/",
         "logins tried: 2; messages received in all: 2",
     ],
+    "outbox_send.py": [
+        "entry 1: queued; same key again -> 1",
+        "ann@example.org: sent (250",
+        "gone@example.org: failed (550 5.1.1",
+        "server received 1 message(s)",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",

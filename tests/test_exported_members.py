@@ -45,6 +45,7 @@ PUBLIC_API = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",
@@ -161,6 +162,8 @@ def test_design_names_are_public() -> None:
         "OutboxError",
         "OutboxUnavailableError",
         "EntryNotFoundError",
+        "LeaseLostError",
+        "OutboxWorker",
     ):
         assert name in reliable_smtp.__all__, name
 

@@ -34,6 +34,7 @@ from ._outbox import (
     OutboxUnavailableError,
     RecipientState,
 )
+from ._outbox.worker import OutboxWorker
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -111,6 +112,7 @@ __all__ = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",

@@ -1152,6 +1152,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     devserver.add_argument("-v", "--verbose", action="store_true", help="print every command")
     devserver.set_defaults(handler=_cmd_devserver)
+
+    from .cli_outbox import register as register_outbox  # the durable outbox's commands
+
+    register_outbox(commands, logs=logs, connection_options=_add_connection_options)
     return parser
 
 

@@ -277,8 +277,11 @@ class AsyncMailer:
         *,
         refused: Mapping[str, RecipientStatus],
         chunk_size: int | None,
+        policy: RetryPolicy | None = None,
     ) -> SendResult:
-        policy = self.retry
+        # ``policy`` overrides ``self.retry`` for one call: the outbox worker makes one
+        # attempt per claim (the outbox schedule retries) and only resends 452 splits.
+        policy = policy or self.retry
         started = self._clock()
         statuses: dict[str, RecipientStatus] = {}
         tries: dict[str, int] = dict.fromkeys(envelope.recipients, 0)

@@ -209,6 +209,8 @@ class _CompositeTransport(Transport):
                 setting="clock",
             )
         self.transports: tuple[Transport, ...] = members
+        # The outbox can trust the hook only if every member that may carry a send calls it.
+        self.marks_final_dot = all(member.marks_final_dot for member in members)
         self.down_for = down_for
         self._clock = clock
         self._down_until = [-math.inf] * len(members)

@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
 from ..result import DeliveryReport, RecipientStatus
+from ._commit import before_commit
 from .base import Transport
 
 __all__ = ["SendmailTransport", "classify_exit", "reply_from_output"]
@@ -347,6 +348,8 @@ class SendmailTransport(Transport):
     (``""``) is passed as an empty ``-f`` argument.
     """
 
+    marks_final_dot = True
+
     def __init__(
         self,
         path: str | os.PathLike[str] = DEFAULT_SENDMAIL_PATH,
@@ -380,6 +383,9 @@ class SendmailTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Run sendmail for ``envelope`` with ``content`` on stdin; see the module docstring."""
         self.ensure_open()
+        # The MTA queues whatever reached it once stdin closes - also a truncated message
+        # if this process dies mid-write - so the commit point is before the spawn.
+        await before_commit(envelope, server=self.name)
         process = await self._spawn(self.command(envelope))
         exchange = _Exchange()
         try:

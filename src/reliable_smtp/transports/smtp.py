@@ -62,6 +62,7 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport, RecipientStatus
+from ._commit import FinalDotForbiddenError, before_final_dot
 from ._wire import Exchange, dot_stuff, transcript_line
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
@@ -220,6 +221,8 @@ class SMTPTransport(Transport):
     ``setting="oauth_token_provider"``. Never more: a login loop gets the account
     locked.
     """
+
+    marks_final_dot = True
 
     def __init__(
         self,
@@ -1042,6 +1045,14 @@ class SMTPTransport(Transport):
                 return self._report(envelope, statuses)
 
             phase = Phase.DATA  # until the body is handed to the socket
+            try:
+                await before_final_dot(tuple(accepted))
+            except FinalDotForbiddenError as forbidden:
+                # Nothing of the body was written: drop the link (no dot), nothing is sent.
+                wire.close_connection()
+                for recipient in accepted:
+                    statuses[recipient] = forbidden.status(recipient, server=self.name)
+                return self._report(envelope, statuses)
             wire.write(dot_stuff(content), body=True)
             phase = Phase.DATA_END
             final = await wire.read(timeout=self.data_timeout)
