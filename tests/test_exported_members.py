@@ -162,7 +162,6 @@ def test_design_names_are_public() -> None:
         "OutboxError",
         "OutboxUnavailableError",
         "EntryNotFoundError",
-        "LeaseLostError",
         "OutboxWorker",
     ):
         assert name in reliable_smtp.__all__, name
