@@ -13,7 +13,8 @@ SECRET_KEY = "test-only-not-secret"
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["testserver"]
-INSTALLED_APPS = ["django_project.mailapp"]
+# reliable_smtp.contrib.django: the outbox's commands, and `migrate` creates its tables.
+INSTALLED_APPS = ["django_project.mailapp", "reliable_smtp.contrib.django"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 ROOT_URLCONF = "django_project.urls"
 MIDDLEWARE: list[str] = []
