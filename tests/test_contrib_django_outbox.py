@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -385,3 +388,28 @@ def test_migrate_creates_the_outbox_tables_through_post_migrate(tmp_path: Path) 
         assert {"outbox_entries", "outbox_recipients", "mailapp_order"} <= tables
     finally:
         _remove_database(alias)
+
+
+def test_a_project_test_under_django_test_runner_sends_through_the_worker(
+    smtp: LocalSMTPServer, tmp_path: Path
+) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "test", "django_project.mailapp.outbox_checks", "-v", "2"],
+        cwd=tests_dir,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "django_project.settings",
+            "MAILAPP_SMTP_PORT": str(smtp.port),
+            "MAILAPP_TEST_DB": str(tmp_path / "test_app.db"),
+            "PYTHONPATH": str(tests_dir),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Ran 1 test" in done.stderr
+    [received] = smtp.messages
+    assert received.recipients == ("ann@example.org",)

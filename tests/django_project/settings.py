@@ -15,7 +15,13 @@ USE_TZ = True
 ALLOWED_HOSTS = ["testserver"]
 # reliable_smtp.contrib.django: the outbox's commands, and `migrate` creates its tables.
 INSTALLED_APPS = ["django_project.mailapp", "reliable_smtp.contrib.django"]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES: dict[str, dict[str, object]] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+}
+if os.environ.get("MAILAPP_TEST_DB"):
+    # The outbox worker reads the database on connections of its own: under Django's
+    # test runner the test database must then be a file, not SQLite's :memory:.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["MAILAPP_TEST_DB"]}
 ROOT_URLCONF = "django_project.urls"
 MIDDLEWARE: list[str] = []
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
