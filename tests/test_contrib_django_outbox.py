@@ -32,7 +32,7 @@ if not settings.configured:
     django.setup()
 
 from django.core import mail  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+from django.core.management import CommandError, call_command  # noqa: E402
 from django.db import DatabaseError, connections, transaction  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
@@ -413,3 +413,20 @@ def test_a_project_test_under_django_test_runner_sends_through_the_worker(
     assert "Ran 1 test" in done.stderr
     [received] = smtp.messages
     assert received.recipients == ("ann@example.org",)
+
+
+def test_the_outbox_command_acts_on_the_backends_outbox(
+    database: str, smtp: LocalSMTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mail.send_mail("Hi", "Body.", None, ["ann@example.org"])
+    (entry,) = _entries(database)
+    call_command("reliable_smtp_outbox", "show", str(entry.id), database=database)
+    shown = capsys.readouterr().out
+    assert f"entry {entry.id}: queued" in shown
+    assert "ann@example.org: pending" in shown
+    call_command("reliable_smtp_outbox", "cancel", str(entry.id), database=database)
+    assert _entries(database)[0].state is EntryState.CANCELLED
+    _work(database)
+    assert smtp.messages == []
+    with pytest.raises(CommandError, match="exited 1"):
+        call_command("reliable_smtp_outbox", "show", "999", database=database)
