@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -430,3 +432,75 @@ def test_the_outbox_command_acts_on_the_backends_outbox(
     assert smtp.messages == []
     with pytest.raises(CommandError, match="exited 1"):
         call_command("reliable_smtp_outbox", "show", "999", database=database)
+
+
+def test_a_psycopg_connection_whose_transaction_has_not_begun_keeps_the_entry_in_it(
+    postgres_database: str,  # noqa: F811
+) -> None:
+    # The store-level form of the mail-first case, for any psycopg caller: autocommit off
+    # and nothing executed yet, then enqueue, then rollback.
+    import psycopg
+
+    url = f"{postgres_database}?schema=idle_{os.getpid()}"
+    with Outbox(url) as outbox, psycopg.connect(postgres_database, autocommit=False) as conn:
+        outbox.enqueue(_message("rolled back"), connection=conn)
+        conn.rollback()
+        outbox.enqueue(_message("committed"), connection=conn)
+        conn.commit()
+        assert [e.recipients[0].address for e in outbox.list()] == ["committed@example.org"]
+        conn.execute(f"DROP SCHEMA idle_{os.getpid()} CASCADE")
+        conn.commit()
+
+
+def _message(local: str) -> Any:
+    from reliable_smtp import Message
+
+    address = f"{local.replace(' ', '-')}@example.org"
+    return Message(sender="shop@example.com", to=[address], subject="Hi", text=".")
+
+
+def test_the_worker_command_runs_until_sigterm_and_sends_what_commits_meanwhile(
+    smtp: LocalSMTPServer, tmp_path: Path
+) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    app_db = tmp_path / "app.db"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "django_project.settings",
+        "MAILAPP_SMTP_PORT": str(smtp.port),
+        "MAILAPP_DB": str(app_db),
+        "PYTHONPATH": str(tests_dir),
+    }
+    django_cmd = [sys.executable, "-m", "django"]
+    migrated = subprocess.run(
+        [*django_cmd, "migrate", "--run-syncdb", "-v", "0"],
+        cwd=tests_dir, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
+    worker = subprocess.Popen(
+        [*django_cmd, "reliable_smtp_worker", "--poll", "0.2"],
+        cwd=tests_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    alias = "outbox_worker_file"
+    _add_database(alias, {"ENGINE": "django.db.backends.sqlite3", "NAME": app_db})
+    try:
+        assert worker.stdout is not None
+        assert "sending from sqlite:///" in worker.stdout.readline()  # it is up
+        with override_settings(EMAIL_BACKEND=OUTBOX_BACKEND, RELIABLE_SMTP_OUTBOX_DATABASE=alias):
+            with pytest.raises(RuntimeError):
+                place_order(1, "bob@example.org", using=alias, fail=True)
+            place_order(2, "ann@example.org", using=alias)
+        deadline = time.monotonic() + 30  # a bound on waiting, not a timing assertion
+        while not smtp.messages and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        close_outboxes()
+        _remove_database(alias)
+    assert worker.returncode == 0, err
+    assert "worker stopped: 1 claimed, 1 settled (1 sent)" in out
+    assert [m.recipients for m in smtp.messages] == [("ann@example.org",)]

@@ -18,6 +18,8 @@ INSTALLED_APPS = ["django_project.mailapp", "reliable_smtp.contrib.django"]
 DATABASES: dict[str, dict[str, object]] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 }
+if os.environ.get("MAILAPP_DB"):  # a file, for a worker run as `django reliable_smtp_worker`
+    DATABASES["default"]["NAME"] = os.environ["MAILAPP_DB"]
 if os.environ.get("MAILAPP_TEST_DB"):
     # The outbox worker reads the database on connections of its own: under Django's
     # test runner the test database must then be a file, not SQLite's :memory:.
