@@ -504,3 +504,9 @@ def test_the_worker_command_runs_until_sigterm_and_sends_what_commits_meanwhile(
     assert worker.returncode == 0, err
     assert "worker stopped: 1 claimed, 1 settled (1 sent)" in out
     assert [m.recipients for m in smtp.messages] == [("ann@example.org",)]
+
+
+def test_the_worker_command_refuses_mailers_instead_of_sending_elsewhere(database: str) -> None:
+    mailers = {"default": {"BACKEND": OUTBOX_BACKEND, "OPTIONS": {"host": "smtp.example.com"}}}
+    with override_settings(MAILERS=mailers), pytest.raises(CommandError, match="MAILERS"):
+        _work(database)

@@ -16,7 +16,7 @@ import signal
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
 from reliable_smtp import Outbox, OutboxWorker
@@ -44,6 +44,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.is_overridden("MAILERS") and getattr(settings, "MAILERS", None):
+            # Django 6.1's MAILERS: the EMAIL_* fallback below would send to EMAIL_HOST's
+            # default (localhost) instead of the configured mailer. Refuse rather than guess.
+            raise CommandError(
+                "reliable_smtp_worker reads the EMAIL_* settings; MAILERS (Django 6.1) is not "
+                "supported yet: set EMAIL_HOST, EMAIL_PORT... for the worker, or run "
+                "`reliable-smtp worker` with RELIABLE_SMTP_* variables and --outbox URL"
+            )
         backend_class: Any = import_string(settings.EMAIL_BACKEND)
         if not (isinstance(backend_class, type) and issubclass(backend_class, EmailBackend)):
             backend_class = EmailBackend
