@@ -76,10 +76,14 @@ def _remove_database(alias: str) -> None:
     settings.DATABASES.pop(alias, None)  # often the same dict
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-server-binding"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A DATABASES alias with the Order table and the outbox tables, on a fresh database."""
-    alias = f"outbox_{request.param}"
+    """A DATABASES alias with the Order table and the outbox tables, on a fresh database.
+
+    PostgreSQL twice: Django's default client-side binding cursor, and
+    ``server_side_binding`` (the store's queries run on the cursor class Django set).
+    """
+    alias = f"outbox_{request.param.replace('-', '_')}"
     if request.param == "sqlite":
         config: dict[str, Any] = {
             "ENGINE": "django.db.backends.sqlite3",
@@ -93,6 +97,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             "USER": url.username or "",
             "HOST": url.hostname or "",
             "PORT": url.port or "",
+            "OPTIONS": {"server_side_binding": request.param.endswith("server-binding")},
         }
     _add_database(alias, config)
     try:
@@ -101,7 +106,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         call_command("reliable_smtp_migrate", database=alias, stdout=io.StringIO())
         with override_settings(EMAIL_BACKEND=OUTBOX_BACKEND, RELIABLE_SMTP_OUTBOX_DATABASE=alias):
             yield alias
-        if request.param == "postgresql":
+        if request.param != "sqlite":
             with connections[alias].cursor() as cursor:  # the next test's schema is fresh
                 cursor.execute("DROP SCHEMA reliable_smtp CASCADE")
                 cursor.execute('DROP TABLE "mailapp_order"')
