@@ -515,3 +515,8 @@ def test_the_worker_command_refuses_mailers_instead_of_sending_elsewhere(databas
     mailers = {"default": {"BACKEND": OUTBOX_BACKEND, "OPTIONS": {"host": "smtp.example.com"}}}
     with override_settings(MAILERS=mailers), pytest.raises(CommandError, match="MAILERS"):
         _work(database)
+
+
+def test_an_unknown_database_alias_is_refused_with_the_setting_to_change() -> None:
+    with pytest.raises(ConfigurationError, match=r"'nowhere' is not in DATABASES.*default"):
+        OutboxEmailBackend(database="nowhere").open()

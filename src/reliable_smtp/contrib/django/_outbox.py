@@ -104,6 +104,12 @@ def outbox_url(database: str | None = None) -> str:
     explicit = _setting("RELIABLE_SMTP_OUTBOX_URL", None)
     if explicit:
         return str(explicit)
+    if alias not in connections:
+        raise ConfigurationError(
+            f"the outbox database {alias!r} is not in DATABASES ({', '.join(connections)}): "
+            "set RELIABLE_SMTP_OUTBOX_DATABASE (or the backend's database=) to one of those",
+            setting="RELIABLE_SMTP_OUTBOX_DATABASE",
+        )
     connection = connections[alias]
     params = connection.settings_dict
     if connection.vendor == "sqlite":
