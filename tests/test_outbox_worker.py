@@ -219,21 +219,27 @@ async def test_a_lost_lease_forbids_the_dot_and_the_entry_is_sent_once_later(
 
 
 async def test_an_idle_worker_wakes_on_enqueue_without_waiting_for_the_poll(
-    store: Store, server: LocalSMTPServer
+    outbox_url: str,  # noqa: F811
+    server: LocalSMTPServer,
 ) -> None:
-    async with relay_transport(server) as transport:
-        # A 60 s poll: only the wake-up (SQLite's data version) can explain a quick send.
-        worker = worker_for(store, transport, poll_interval=60.0)
-        running = asyncio.create_task(worker.arun())
-        await asyncio.sleep(0.2)  # idle now
-        started = time.monotonic()
-        entry = await asyncio.to_thread(enqueue, store, "a@example.org")
-        while store.get(entry.id).state is not EntryState.SENT:
-            assert time.monotonic() - started < 10, "the worker did not wake up"
-            await asyncio.sleep(0.01)
-        worker.stop()
-        await asyncio.wait_for(running, 10)
-    assert server.deliveries_to("a@example.org") == 1
+    store = open_store(outbox_url)
+    try:
+        async with relay_transport(server) as transport:
+            # A 60 s poll: only the wake-up (PostgreSQL NOTIFY, SQLite's data version or
+            # in-process notification) can explain a quick send.
+            worker = worker_for(store, transport, poll_interval=60.0)
+            running = asyncio.create_task(worker.arun())
+            await asyncio.sleep(0.3)  # idle now (the first claim found nothing)
+            started = time.monotonic()
+            entry = await asyncio.to_thread(enqueue, store, "a@example.org")
+            while store.get(entry.id).state is not EntryState.SENT:
+                assert time.monotonic() - started < 10, "the worker did not wake up"
+                await asyncio.sleep(0.01)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+        assert server.deliveries_to("a@example.org") == 1
+    finally:
+        store.close()
 
 
 async def test_stop_lets_the_transaction_in_flight_finish_and_settle(store: Store) -> None:
@@ -452,3 +458,41 @@ async def test_a_database_that_goes_away_is_waited_out_and_nothing_fails(
     assert backoffs[1] > backoffs[0]
     assert server.deliveries_to("a@example.org") == 1
     assert server.deliveries_to("b@example.org") == 1
+
+
+async def test_a_server_that_always_splits_gets_a_bounded_number_of_tries(store: Store) -> None:
+    with LocalSMTPServer() as server:
+        server.script("RCPT", "452 4.5.3 Too many recipients", times=None)
+        entry = enqueue(store, "a@example.org", "b@example.org")
+        async with relay_transport(server) as transport:
+            await worker_for(store, transport).run_until_idle()
+        rcpts = [arg for _, name, arg in server.commands if name == "RCPT"]
+    assert len(rcpts) <= 2 * 3  # two recipients, at most three transactions
+    assert store.get(entry.id).state is EntryState.DEFERRED  # the schedule takes over
+
+
+def test_run_with_a_sync_mailer_until_stop(tmp_path: Path) -> None:
+    from reliable_smtp import Mailer
+
+    with Outbox(f"sqlite:///{tmp_path / 'outbox.db'}") as outbox, LocalSMTPServer() as server:
+        entry = outbox.enqueue(message_to("a@example.org"))
+        with Mailer(SMTPTransport("127.0.0.1", server.port, tls="none")) as mailer:
+            worker = OutboxWorker(outbox, mailer, poll_interval=0.05)
+            outcome: list[object] = []
+            thread = threading.Thread(target=lambda: outcome.append(worker.run()))
+            thread.start()
+            try:
+                deadline = time.monotonic() + 10
+                while outbox.get(entry.id).state is not EntryState.SENT:
+                    assert time.monotonic() < deadline, "not sent"
+                    time.sleep(0.01)
+            finally:
+                worker.stop()
+                thread.join(10)
+            # The mailer's own loop did the sending: it stays usable afterwards.
+            mailer.send(message_to("b@example.org"))
+        assert server.deliveries_to("a@example.org") == 1
+        assert server.deliveries_to("b@example.org") == 1
+    assert not thread.is_alive()
+    assert outcome
+    assert getattr(outcome[0], "settled", None) == 1

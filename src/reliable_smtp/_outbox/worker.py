@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -80,6 +80,12 @@ class _SplitsOnly(RetryPolicy):
 
 
 _ONE_ATTEMPT = _SplitsOnly().without_waits()
+
+
+def _one_attempt(recipients: int) -> RetryPolicy:
+    """The claim's policy: each split round takes at least one recipient, so a server
+    that keeps answering 452 gets at most ``recipients`` extra transactions."""
+    return _ONE_ATTEMPT.replace(attempts=recipients + 1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -386,15 +392,15 @@ class OutboxWorker:
                 claim.message_id,
                 refused={},
                 chunk_size=self._chunk_size,
-                policy=_ONE_ATTEMPT,
+                policy=_one_attempt(len(envelope.recipients)),
             )
         except DeliveryError as error:
-            if error.result is not None:
-                return error.result.recipients
-            return {
-                r: RecipientStatus.from_error(r, error, server=error.server or "")
-                for r in envelope.recipients
-            }
+            if error.result is None:
+                return {
+                    r: RecipientStatus.from_error(r, error, server=error.server or "")
+                    for r in envelope.recipients
+                }
+            return _no_splits(error.result.recipients)
         return result.recipients
 
     async def _mark(self, claim: Claim, recipients: tuple[str, ...]) -> None:
@@ -585,6 +591,19 @@ class _GroupCommit(Generic[Item]):
 
 #: The longest one blocking ``wait_for_work`` call lasts (a stop waits at most this).
 WAKE_SLICE = 0.5
+
+
+def _no_splits(statuses: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
+    """A split still pending after this claim's split rounds is an ordinary 4xx.
+
+    The schedule resends a split at once; if the server refused the smaller
+    transactions too (it says 452 to every RCPT), "at once" would be a tight loop
+    against it. Such recipients wait for the schedule's backoff instead.
+    """
+    return {
+        recipient: replace(status, split=False) if status.split else status
+        for recipient, status in statuses.items()
+    }
 
 
 def _store_of(outbox: Any) -> Any:
