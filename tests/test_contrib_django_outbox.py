@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -520,3 +521,34 @@ def test_the_worker_command_refuses_mailers_instead_of_sending_elsewhere(databas
 def test_an_unknown_database_alias_is_refused_with_the_setting_to_change() -> None:
     with pytest.raises(ConfigurationError, match=r"'nowhere' is not in DATABASES.*default"):
         OutboxEmailBackend(database="nowhere").open()
+
+
+def test_a_sqlite_store_closed_while_a_thread_waits_for_work_is_not_used_after_close(
+    tmp_path: Path,
+) -> None:
+    # What the worker command does: its wake-up thread may still be inside
+    # wait_for_work (up to a slice) when the command closes the outbox. Closing the
+    # connection that thread executes on crashed the process (a segfault in sqlite3), and
+    # a wait after close opened a new connection nobody would close.
+    outbox = Outbox(f"sqlite:///{tmp_path}/outbox.db")
+    store = outbox.store
+    errors: list[BaseException] = []
+
+    deadline = time.monotonic() + 10  # a bound on a broken store, not a timing assertion
+
+    def wait() -> None:
+        try:
+            while time.monotonic() < deadline:
+                store.wait_for_work(0.06)
+        except BaseException as exc:  # the close ends the loop
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    store.wait_for_work(0.06)  # the watcher connection exists now
+    outbox.close()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert [type(e).__name__ for e in errors] == ["OutboxError"]
+    assert "closed" in str(errors[0])
+    assert store._watcher is None  # nothing reopened after close
