@@ -13,8 +13,17 @@ SECRET_KEY = "test-only-not-secret"
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["testserver"]
-INSTALLED_APPS = ["django_project.mailapp"]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# reliable_smtp.contrib.django: the outbox's commands, and `migrate` creates its tables.
+INSTALLED_APPS = ["django_project.mailapp", "reliable_smtp.contrib.django"]
+DATABASES: dict[str, dict[str, object]] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+}
+if os.environ.get("MAILAPP_DB"):  # a file, for a worker run as `django reliable_smtp_worker`
+    DATABASES["default"]["NAME"] = os.environ["MAILAPP_DB"]
+if os.environ.get("MAILAPP_TEST_DB"):
+    # The outbox worker reads the database on connections of its own: under Django's
+    # test runner the test database must then be a file, not SQLite's :memory:.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["MAILAPP_TEST_DB"]}
 ROOT_URLCONF = "django_project.urls"
 MIDDLEWARE: list[str] = []
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

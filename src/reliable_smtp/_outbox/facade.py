@@ -51,7 +51,9 @@ class Outbox:
     they mean for :class:`~reliable_smtp.AsyncMailer`; ``schedule`` is the
     :class:`~reliable_smtp.OutboxSchedule` (retry waits, lifetime); ``clock``
     (epoch seconds, default ``time.time``) is for tests. The schema is created or
-    upgraded on first use.
+    upgraded on first use; with ``migrate=False`` it is not (call :meth:`migrate`
+    ahead, e.g. at deploy time): opening then takes no lock, which matters inside a
+    transaction that already holds the SQLite file's write lock.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Outbox:
         clock: Callable[[], float] | None = None,
         message_id_domain: str | None = None,
         rng: random.Random | None = None,
+        migrate: bool = True,
     ) -> None:
         self.schedule = schedule if schedule is not None else OutboxSchedule()
         self.recipient_policy: RecipientPolicy | None = (
@@ -70,7 +73,7 @@ class Outbox:
         )
         self._clock = clock or time.time
         self._message_id_domain = message_id_domain
-        self.store: Store = open_store(url, schedule=self.schedule, rng=rng)
+        self.store: Store = open_store(url, schedule=self.schedule, rng=rng, migrate=migrate)
         """The store underneath, for the worker and the CLI."""
 
     @classmethod

@@ -143,6 +143,12 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _nested(self, conn: Any) -> Iterator[None]:
         # In the caller's open transaction this is a savepoint; their rollback undoes it.
+        if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+            # A non-autocommit connection whose transaction has not begun yet (Django's
+            # atomic() before its first query): psycopg would make the block below an
+            # outer transaction and COMMIT it on exit. Begin the caller's transaction as
+            # their own first statement would, so their commit or rollback decides.
+            conn.execute("SELECT 1")
         with conn.transaction():
             yield
 

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError
-from .errors import OutboxUnavailableError
+from .errors import OutboxError, OutboxUnavailableError
 from .schedule import OutboxSchedule
 from .schema import SQLITE
 from .sql import SQLStore
@@ -110,6 +110,11 @@ class SQLiteStore(SQLStore):
         self._seen = self._wakeup.count
         self._watcher: sqlite3.Connection | None = None
         self._watched_version: int | None = None
+        # close() may run while another thread is inside wait_for_work (a worker's
+        # wake-up thread outlives run() by up to a slice): closing a sqlite3 connection
+        # another thread is executing on crashes the process, so the two take turns.
+        self._watcher_lock = threading.Lock()
+        self._watcher_closed = False
         if migrate:
             self.migrate()
 
@@ -142,10 +147,13 @@ class SQLiteStore(SQLStore):
 
     def _data_version(self) -> int:
         """Changes whenever another connection commits to the file."""
-        if self._watcher is None:
-            self._watcher = self._connect()
-        row = self._watcher.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        with self._watcher_lock:
+            if self._watcher_closed:
+                raise OutboxError("this outbox is closed; open a new one")
+            if self._watcher is None:
+                self._watcher = self._connect()
+            row = self._watcher.execute("PRAGMA data_version").fetchone()
+            return int(row[0])
 
     def wait_for_work(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -167,9 +175,11 @@ class SQLiteStore(SQLStore):
                     return True
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
+        with self._watcher_lock:
+            self._watcher_closed = True
+            if self._watcher is not None:
+                self._watcher.close()
+                self._watcher = None
         super().close()
 
     def _usable(self, conn: sqlite3.Connection) -> bool:

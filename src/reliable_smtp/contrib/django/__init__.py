@@ -21,6 +21,13 @@ After a send, every Django message carries ``message.reliable_smtp_result`` (the
 :class:`~reliable_smtp.DeliveryError` subclasses that are also
 ``smtplib.SMTPException`` (an ``OSError``), which is what Django code catches.
 
+``OutboxEmailBackend`` queues instead, in the application's database transaction,
+for ``python manage.py reliable_smtp_worker`` to send (add
+``"reliable_smtp.contrib.django"`` to ``INSTALLED_APPS`` for the command and for
+``migrate`` to create the outbox tables)::
+
+    EMAIL_BACKEND = "reliable_smtp.contrib.django.OutboxEmailBackend"
+
 Needs Django: ``pip install 'reliable-smtp[django]'``.
 """
 
@@ -35,12 +42,24 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from ._backend import RELIABLE_OPTIONS, EmailBackend, close_shared_connections
 from ._errors import django_compatible
+from ._outbox import (
+    IDEMPOTENCY_HEADER,
+    OutboxEmailBackend,
+    close_outboxes,
+    migrate_outbox,
+    outbox_url,
+)
 from .signals import message_sent
 
 __all__ = [
+    "IDEMPOTENCY_HEADER",
     "RELIABLE_OPTIONS",
     "EmailBackend",
+    "OutboxEmailBackend",
+    "close_outboxes",
     "close_shared_connections",
     "django_compatible",
     "message_sent",
+    "migrate_outbox",
+    "outbox_url",
 ]

@@ -44,6 +44,7 @@ from django.core.mail.utils import DNS_NAME
 from django.utils.encoding import force_str
 
 from reliable_smtp import (
+    AsyncMailer,
     DeliveryError,
     Envelope,
     InvalidAddressError,
@@ -249,6 +250,14 @@ class EmailBackend(BaseEmailBackend):
     def build_mailer(self) -> Mailer:
         """The mailer for one open connection."""
         return Mailer(
+            self.build_transport(),
+            retry=self.retry or self.options.retry_policy(),
+            recipient_policy=self.recipient_policy,
+        )
+
+    def build_async_mailer(self) -> AsyncMailer:
+        """The same mailer for async code: what ``reliable_smtp_worker`` sends with."""
+        return AsyncMailer(
             self.build_transport(),
             retry=self.retry or self.options.retry_policy(),
             recipient_policy=self.recipient_policy,

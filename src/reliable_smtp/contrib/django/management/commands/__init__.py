@@ -1,0 +1,1 @@
+"""Management commands of reliable-smtp: ``reliable_smtp_worker``, ``reliable_smtp_migrate``."""
