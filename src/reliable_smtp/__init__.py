@@ -62,7 +62,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Mailer, SendOutcome
+from .mailer import AsyncMailer, Completed, Mailer, SendOutcome
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -127,6 +127,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthOrConfigError",
+    "Completed",
     "ConfigurationError",
     "ConnectionFailedError",
     "DeliveryError",
