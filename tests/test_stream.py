@@ -213,7 +213,8 @@ def test_cli_bulk_send_writes_each_row_as_its_send_ends(
     emails = [SLOW] + [f"user{i}@example.org" for i in range(1, 6)]
     (work / "list.csv").write_text("email\n" + "\n".join(emails) + "\n")
     out = work / "out.jsonl"
-    # Two connections: one is held by the slow row, the other serves the rest.
+    # --concurrency 2 opens two connections (RELIABLE_SMTP_MAX_CONNECTIONS is not set):
+    # one is held by the slow row, the other serves the rest.
 
     arguments = [
         "send", *relay(server), "--attempts", "1", "--from", "app@example.com", "--text", "hi",
@@ -222,8 +223,7 @@ def test_cli_bulk_send_writes_each_row_as_its_send_ends(
     finished: list[subprocess.CompletedProcess[str]] = []
 
     def send() -> None:
-        env = cli_env(RELIABLE_SMTP_MAX_CONNECTIONS="2")
-        finished.append(run_cli(work, *arguments, env=env))
+        finished.append(run_cli(work, *arguments, env=cli_env()))
 
     def rows() -> list[dict[str, object]]:
         text = out.read_text() if out.exists() else ""
@@ -247,3 +247,18 @@ def test_cli_bulk_send_writes_each_row_as_its_send_ends(
     assert final[-1]["line"] == 2
     assert final[-1]["recipient"] == SLOW
     assert final[-1]["outcome"] != "sent"
+
+
+def test_cli_bulk_send_keeps_a_configured_connection_cap(
+    tmp_path: Path, server: LocalSMTPServer
+) -> None:
+    emails = [f"user{i}@example.org" for i in range(6)]
+    (tmp_path / "list.csv").write_text("email\n" + "\n".join(emails) + "\n")
+    done = run_cli(
+        tmp_path, "send", *relay(server), "--from", "app@example.com", "--text", "hi",
+        "--recipients", "list.csv", "--concurrency", "4",
+        env=cli_env(RELIABLE_SMTP_MAX_CONNECTIONS="1"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(server.messages) == 6
+    assert server.connections == 1

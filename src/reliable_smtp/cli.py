@@ -593,6 +593,11 @@ def _send_bulk(
         messages.append(message)
         rows.append(recipient)
 
+    if "max_connections" not in settings.model_fields_set:
+        # --concurrency sends at once need as many connections: over one, a slow row
+        # would hold back every other (RELIABLE_SMTP_MAX_CONNECTIONS, when set, caps them).
+        settings = settings.model_copy(update={"max_connections": args.concurrency})
+
     counts: Counter[str] = Counter()
     results_path = Path(args.results) if args.results else None
     try:
@@ -1069,7 +1074,11 @@ def _parser() -> argparse.ArgumentParser:
         "'email' key",
     )
     bulk.add_argument(
-        "--concurrency", type=int, default=4, help="messages in flight at once (default 4)"
+        "--concurrency",
+        type=int,
+        default=4,
+        help="messages in flight at once, over as many connections unless "
+        "RELIABLE_SMTP_MAX_CONNECTIONS is set (default 4)",
     )
     send.add_argument("--results", metavar="FILE", help="write one JSON line per recipient to FILE")
     send.add_argument(
