@@ -262,3 +262,25 @@ def test_cli_bulk_send_keeps_a_configured_connection_cap(
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(server.messages) == 6
     assert server.connections == 1
+
+
+async def test_an_input_that_raises_ends_after_the_sends_it_started(
+    server: LocalSMTPServer,
+) -> None:
+    def messages() -> Iterator[Message]:
+        yield from batch(3, slow_at=None)
+        raise LookupError("the recipient list broke")
+
+    async with mailer_for(server, connections=2) as mailer:
+        taken: list[Completed] = []
+
+        async def take_all() -> None:
+            async for done in mailer.as_completed(messages(), concurrency=2):
+                taken.append(done)
+
+        with pytest.raises(LookupError, match="recipient list broke"):
+            await take_all()
+    # The three messages taken before the input broke were sent, and said so.
+    assert sorted(done.index for done in taken) == [0, 1, 2]
+    assert all(done.ok for done in taken)
+    assert len(server.messages) == 3

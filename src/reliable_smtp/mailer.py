@@ -309,7 +309,9 @@ class AsyncMailer:
         a slot, or finished and not yet taken), so memory stays flat; one message's
         failure, even a foreign exception, never stops the others; stopping the
         iteration cancels the unfinished sends and waits until they have given their
-        connections back. Messages finishing together come in input order.
+        connections back. Messages finishing together come in input order. If the input
+        raises, no more messages are taken; the sends already started end and are
+        yielded, then the input's exception is raised.
         """
         _check_concurrency(concurrency)
         slots = asyncio.Semaphore(concurrency)
@@ -325,6 +327,7 @@ class AsyncMailer:
         inputs = _aiter(messages)
         pulled = 0
         exhausted = False
+        broken: Exception | None = None  # what the input raised, once the sends it fed end
         try:
             while True:
                 while not exhausted and len(held) < window:
@@ -333,9 +336,16 @@ class AsyncMailer:
                     except StopAsyncIteration:
                         exhausted = True
                         break
+                    except Exception as exc:
+                        # Sends already started may deliver: finish and report them
+                        # before raising, so no message's fate is left unknown.
+                        exhausted, broken = True, exc
+                        break
                     held[asyncio.create_task(outcome(message))] = (pulled, message)
                     pulled += 1
                 if not held:
+                    if broken is not None:
+                        raise broken
                     return
                 finished, _ = await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(finished, key=lambda task: held[task][0]):
