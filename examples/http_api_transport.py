@@ -170,14 +170,14 @@ class HTTPAPITransport(Transport):
             verdict = Verdict(
                 outcome=Outcome.THROTTLED,
                 explanation="the API's rate limit: retried after the wait it asked for",
-                retry_in_process=True,
+                retryable=True,
                 delay_hint=wait,
             )
         elif status >= 500 or status == 408:
             verdict = Verdict(
                 outcome=Outcome.TRANSIENT,
                 explanation="the API failed on its side; nothing was delivered: retried",
-                retry_in_process=True,
+                retryable=True,
             )
         else:  # 400, 413, 422...: this request can never succeed as it is
             verdict = Verdict(

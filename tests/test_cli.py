@@ -389,7 +389,7 @@ def test_explain_a_whole_reply_line(workdir: Path) -> None:
     done = run_cli(workdir, "explain", "550 5.1.1 <bob@example.org>: no such user")
 
     assert done.returncode == 0
-    assert "class:    permanent - never retried" in done.stdout
+    assert "outcome:  permanent - never retried" in done.stdout
     assert "the mailbox does not exist" in done.stdout
     assert "give_up" not in done.stderr  # the library's log records stay quiet without --log
     assert "phase:    rcpt (assumed" in done.stdout
@@ -426,7 +426,7 @@ def test_explain_classes(
     done = cli_main("explain", reply)
 
     assert done.returncode == 0
-    assert f"class:    {label}" in done.stdout
+    assert f"outcome:  {label}" in done.stdout
 
 
 def test_explain_a_pasted_multiline_reply(

@@ -28,6 +28,7 @@ from reliable_smtp.errors import (
     ThrottledError,
     TransientError,
     TransportClosedError,
+    error_for,
 )
 from reliable_smtp.mailer import AsyncMailer
 from reliable_smtp.message import Message
@@ -119,10 +120,9 @@ def reply_error(
     cls: type[DeliveryError], code: int, enhanced: str, text: str, phase: Phase
 ) -> DeliveryError:
     reply = Reply(code, enhanced, text)
-    verdict = classify(reply, phase)
-    return cls(
-        "refused", reply=reply, phase=phase, outcome=verdict.outcome, delay_hint=verdict.delay_hint
-    )
+    error = error_for(classify(reply, phase), "refused", reply=reply, phase=phase)
+    assert type(error) is cls, (type(error), cls)  # the class follows from the verdict
+    return error
 
 
 SERVER_FAILURES = {
@@ -131,7 +131,7 @@ SERVER_FAILURES = {
     "554-greeting": reply_error(PermanentError, 554, "5.3.2", "no service", Phase.CONNECT),
     "tls-certificate": AuthOrConfigError("certificate verify failed", phase=Phase.TLS),
     "454-tls": reply_error(TransientError, 454, "4.7.0", "TLS not available", Phase.TLS),
-    "ehlo-refused": reply_error(AuthOrConfigError, 550, "5.7.1", "bad EHLO name", Phase.EHLO),
+    "ehlo-refused": reply_error(PermanentError, 550, "5.7.1", "bad EHLO name", Phase.EHLO),
     "535-auth": reply_error(AuthOrConfigError, 535, "5.7.8", "bad credentials", Phase.AUTH),
     "421-mail": reply_error(TransientError, 421, "4.3.2", "shutting down", Phase.MAIL),
     "451-4.7.1-mail": reply_error(ThrottledError, 451, "4.7.1", "rate limited", Phase.MAIL),
@@ -168,7 +168,7 @@ NOT_SERVER_FAILURES = {
         recipient=ANN, outcome=Outcome.AMBIGUOUS, phase=Phase.CONNECT
     ),
     "size-at-mail": PermanentError("too big", phase=Phase.MAIL),
-    "sender-refused": reply_error(AuthOrConfigError, 553, "5.7.1", "sender not owned", Phase.MAIL),
+    "sender-refused": reply_error(PermanentError, 553, "5.7.1", "sender not owned", Phase.MAIL),
     "451-at-mail": reply_error(TransientError, 451, "4.3.0", "local error", Phase.MAIL),
     "garbled-mail": ProtocolError("not SMTP", phase=Phase.MAIL),
 }

@@ -587,12 +587,15 @@ def test_errors_keep_their_class_facts_and_survive_pickling(reliable: LocalSMTPS
     assert isinstance(error, smtplib.SMTPSenderRefused)
     assert (error.code, error.enhanced_code, error.smtp_code) == (451, "4.7.1", 451)
     assert error.sender == "f@example.com"
-    # The re-typed class pickles by name (SendResult itself does not pickle: its
-    # mappings are read-only proxies), so task queues can carry the error.
-    error.result = None
+    # The re-typed class pickles by name, result included, so task queues can carry it.
+    assert error.result is not None
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
     assert copy.code == 451
+    assert copy.sender == "f@example.com"
+    assert copy.result == error.result
+    with pytest.raises(AttributeError, match="immutable"):
+        error.sender = "other@example.com"
 
 
 def test_reliable_settings_keyword_beats_django_setting_beats_environment(

@@ -32,7 +32,7 @@ from reliable_smtp.errors import (
 )
 from reliable_smtp.mailer import FAILURE_PRECEDENCE, AsyncMailer
 from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase, Reply
+from reliable_smtp.replies import Outcome, Phase, Reply, Verdict
 from reliable_smtp.result import DeliveryReport, RecipientStatus, SendResult
 from reliable_smtp.retry import RetryPolicy
 from reliable_smtp.testing import FakeClock
@@ -535,11 +535,12 @@ def test_the_documented_precedence_is_the_one_used() -> None:
 async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error() -> None:
     class Refusing(ScriptedTransport):
         async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-            status = RecipientStatus(
-                recipient=envelope.recipients[0],
-                outcome=Outcome.PERMANENT,
+            # The status carries the reply's verdict (protocol_error=True): the mailer's
+            # error follows from it, with no second look at the reply.
+            status = RecipientStatus.from_reply(
+                envelope.recipients[0],
+                Reply(500, "5.5.1", "Command unrecognized"),
                 phase=Phase.RCPT,
-                reply=Reply(500, "5.5.1", "Command unrecognized"),
             )
             return DeliveryReport.in_envelope_order(
                 envelope, {envelope.recipients[0]: status}, server=self.name
@@ -548,6 +549,39 @@ async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error()
     async with AsyncMailer(Refusing(), retry=RetryPolicy.never()) as mailer:
         with pytest.raises(ProtocolError):
             await mailer.send(message(1))
+
+
+async def test_the_raised_error_carries_the_deciding_statuss_verdict_whole() -> None:
+    # Mixed failures: the error is built from the first top-precedence status's verdict,
+    # not from a few fields copied out of it, so nothing the verdict says is lost (here
+    # the setting to change, which a rebuilt verdict used to drop).
+    refused_sender = Verdict(
+        outcome=Outcome.AUTH_OR_CONFIG,
+        explanation="the API key may not send as this address: change the sender",
+        setting="RELIABLE_SMTP_SENDER",
+        rule="api-sender-not-allowed",
+    )
+
+    class Mixed(ScriptedTransport):
+        async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
+            first, second = envelope.recipients
+            statuses = {
+                first: RecipientStatus.from_reply(
+                    first, Reply(550, "5.1.1", "no such user"), phase=Phase.RCPT
+                ),
+                second: RecipientStatus.from_verdict(second, refused_sender, phase=Phase.RCPT),
+            }
+            return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+
+    async with AsyncMailer(Mixed(), retry=RetryPolicy.never()) as mailer:
+        with pytest.raises(AuthOrConfigError) as caught:
+            await mailer.send(message(1, "a@example.org", "b@example.org"))
+    error = caught.value
+    assert error.verdict == refused_sender
+    assert error.setting == "RELIABLE_SMTP_SENDER"
+    assert error.recipient == "b@example.org"
+    assert error.result is not None
+    assert error.result.recipients["a@example.org"].outcome is Outcome.PERMANENT
 
 
 async def test_an_abandoned_stream_waits_for_its_cancelled_sends(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import pickle
 import ssl
@@ -12,6 +13,7 @@ import aiosmtplib.errors
 import pytest
 
 from reliable_smtp import errors
+from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
@@ -21,15 +23,18 @@ from reliable_smtp.errors import (
     InvalidAddressError,
     InvalidMessageError,
     PermanentError,
+    ProgramExit,
     ProtocolError,
     ReliableSMTPError,
     SMTPTimeoutError,
     ThrottledError,
     TransientError,
     TransportClosedError,
+    error_class,
     error_for,
 )
 from reliable_smtp.replies import Outcome, Phase, Reply, Verdict
+from reliable_smtp.result import RecipientStatus, SendResult
 from reliable_smtp.transports.smtp import translate_error
 
 
@@ -211,3 +216,241 @@ def test_delivery_errors_survive_pickling() -> None:
         30.0,
         str(error),
     )
+
+
+# -- one outcome value: the verdict decides the class, and the error carries it -------------
+
+
+@pytest.mark.parametrize(
+    ("verdict", "cls"),
+    [
+        (Verdict(outcome=Outcome.TRANSIENT, explanation="x"), TransientError),
+        (
+            Verdict(outcome=Outcome.TRANSIENT, explanation="x", connection_lost=True),
+            ConnectionFailedError,
+        ),
+        (Verdict(outcome=Outcome.TRANSIENT, explanation="x", timed_out=True), SMTPTimeoutError),
+        (Verdict(outcome=Outcome.THROTTLED, explanation="x", delay_hint=5.0), ThrottledError),
+        (Verdict(outcome=Outcome.PERMANENT, explanation="x"), PermanentError),
+        (Verdict(outcome=Outcome.PERMANENT, explanation="x", protocol_error=True), ProtocolError),
+        (
+            Verdict(outcome=Outcome.AUTH_OR_CONFIG, explanation="x", setting="tls"),
+            AuthOrConfigError,
+        ),
+        (
+            Verdict(outcome=Outcome.AMBIGUOUS, explanation="x", connection_lost=True),
+            AmbiguousDeliveryError,
+        ),
+    ],
+)
+def test_the_class_follows_from_the_verdict_alone(
+    verdict: Verdict, cls: type[DeliveryError]
+) -> None:
+    assert error_class(verdict) is cls
+    error = error_for(verdict, "it failed")
+    assert type(error) is cls
+    assert error.verdict == verdict  # carried unchanged, every flag included
+    assert (error.outcome, error.explanation, error.retryable, error.delay_hint, error.setting) == (
+        verdict.outcome,
+        verdict.explanation,
+        verdict.retryable,
+        verdict.delay_hint,
+        verdict.setting,
+    )
+    # And back: the class an error was built as says what its verdict says.
+    assert error_class(error.verdict) is cls
+
+
+@pytest.mark.parametrize(
+    ("cls", "flag"),
+    [
+        (ConnectionFailedError, "connection_lost"),
+        (SMTPTimeoutError, "timed_out"),
+        (ProtocolError, "protocol_error"),
+    ],
+)
+def test_a_class_built_directly_puts_what_it_stands_for_on_its_verdict(
+    cls: type[DeliveryError], flag: str
+) -> None:
+    error = cls("it failed", explanation="why")
+    assert getattr(error.verdict, flag) is True
+    assert error_class(error.verdict) is cls
+
+
+@pytest.mark.parametrize(
+    ("cls", "outcome"),
+    [
+        (TransientError, Outcome.THROTTLED),
+        (PermanentError, Outcome.AUTH_OR_CONFIG),
+        (AuthOrConfigError, Outcome.PERMANENT),
+        (DeliveryError, Outcome.AUTH_OR_CONFIG),
+        (AmbiguousDeliveryError, Outcome.TRANSIENT),
+    ],
+)
+def test_a_class_and_an_outcome_that_disagree_are_refused(
+    cls: type[DeliveryError], outcome: Outcome
+) -> None:
+    with pytest.raises(ValueError, match="error_for"):
+        cls("x", outcome=outcome)
+    with pytest.raises(ValueError, match="error_for"):
+        cls("x", verdict=Verdict(outcome=outcome, explanation="x"))
+
+
+def test_an_error_never_carries_a_sent_verdict() -> None:
+    with pytest.raises(ValueError, match="SENT"):
+        PermanentError("x", verdict=Verdict(outcome=Outcome.SENT, explanation="ok"))
+
+
+def test_shorthand_arguments_are_stored_on_the_verdict() -> None:
+    error = AuthOrConfigError("bad login", explanation="check the password", setting="password")
+    assert error.verdict == Verdict(
+        outcome=Outcome.AUTH_OR_CONFIG, explanation="check the password", setting="password"
+    )
+    assert error.setting == "password"
+    throttled = ThrottledError("slow", retryable=True, delay_hint=30.0)
+    assert (throttled.verdict.retryable, throttled.verdict.delay_hint) == (True, 30.0)
+
+
+# -- immutable errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "summary",
+        "verdict",
+        "reply",
+        "phase",
+        "recipient",
+        "server",
+        "result",
+        "explanation",
+        "retryable",
+        "outcome",
+        "delay_hint",
+        "setting",
+        "anything_new",
+        "args",
+    ],
+)
+def test_an_error_cannot_be_patched_after_construction(name: str) -> None:
+    error = TransientError("x", explanation="why", retryable=True)
+    before = (str(error), error.verdict, error.__dict__.copy())
+    with pytest.raises(AttributeError, match="immutable"):
+        setattr(error, name, None)
+    with pytest.raises(AttributeError):
+        delattr(error, name)
+    assert (str(error), error.verdict, error.__dict__) == before
+
+
+def test_python_bookkeeping_stays_writable() -> None:
+    error = PermanentError("x")
+    cause = OSError("boom")
+    error.__cause__ = cause
+    error.add_note("a note")  # sets __notes__
+    with pytest.raises(PermanentError) as raised:
+        raise error
+    assert raised.value.__traceback__ is not None
+    assert error.__cause__ is cause
+    assert error.__notes__ == ["a note"]
+
+
+def test_replace_returns_a_changed_copy_that_keeps_cause_and_traceback() -> None:
+    cause = OSError("reset")
+    try:
+        try:
+            raise cause
+        except OSError as exc:
+            raise ConnectionFailedError("lost", phase=Phase.MAIL, explanation="retried") from exc
+    except ConnectionFailedError as raised:
+        original = raised
+    original.add_note("seen by the pool")
+    copy = original.replace(explanation="not retried", retryable=False, server="smtp://mx:25")
+    assert type(copy) is ConnectionFailedError
+    assert copy is not original
+    assert (copy.explanation, copy.retryable, copy.server, copy.phase) == (
+        "not retried",
+        False,
+        "smtp://mx:25",
+        Phase.MAIL,
+    )
+    assert copy.verdict.connection_lost
+    assert (original.explanation, original.server) == ("retried", None)  # untouched
+    assert copy.__cause__ is cause
+    assert copy.__suppress_context__
+    assert copy.__traceback__ is original.__traceback__
+    assert copy.__notes__ == ["seen by the pool"]
+    with pytest.raises(AttributeError, match="immutable"):
+        copy.server = "elsewhere"
+
+
+def test_a_delivery_error_with_a_result_survives_pickling() -> None:
+    # Task queues pickle errors; the mailer's error carries its SendResult, whose
+    # statuses are a read-only mapping (MappingProxyType does not pickle by itself).
+    envelope = Envelope(sender="a@example.com", recipients=("b@example.org", "c@example.org"))
+    refused = RecipientStatus.from_reply(
+        "b@example.org", Reply(550, "5.1.1", "no such user"), phase=Phase.RCPT, server="smtp://mx"
+    )
+    sent = RecipientStatus.from_reply(
+        "c@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, server="smtp://mx"
+    )
+    result = SendResult(
+        message_id="<m@example.com>",
+        envelope=envelope,
+        recipients={"b@example.org": refused, "c@example.org": sent},
+        server="smtp://mx",
+    )
+    error = error_for(refused.verdict, "not delivered", reply=refused.reply, phase=Phase.RCPT)
+    error = error.with_result(result)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is PermanentError
+    assert copy.result == result
+    assert copy.result is not None
+    assert copy.result.rejected == ("b@example.org",)
+    assert copy.verdict == refused.verdict
+    assert str(copy) == str(error)
+    with pytest.raises(AttributeError, match="immutable"):
+        copy.result = None
+
+
+#: ``pickle.dumps([ThrottledError(...), AuthOrConfigError(..., setting="tls"), a sendmail
+#: TransientError with exit_code/signal/stderr attached])`` made by reliable-smtp before
+#: errors carried a verdict (commit 69b23f4): what a task queue may hold across an upgrade.
+_PREVIOUS_RELEASE_PICKLE = (
+    "gASV6QIAAAAAAABdlCiMFHJlbGlhYmxlX3NtdHAuZXJyb3JzlIwIX3JlYnVpbGSUk5RoAYwOVGhyb3R0bGVkRXJy"
+    "b3KUk5SMCXNsb3cgZG93bpSFlH2UKIwHc3VtbWFyeZRoBowFcmVwbHmUjBVyZWxpYWJsZV9zbXRwLnJlcGxpZXOU"
+    "jAVSZXBseZSTlCmBlF2UKE2lAYwFNC43LjCUjBdUcnkgYWdhaW4gaW4gMzAgc2Vjb25kc5RlYowFcGhhc2WUaAuM"
+    "BVBoYXNllJOUjARtYWlslIWUUpSMCXJlY2lwaWVudJROjAtleHBsYW5hdGlvbpSMGHRocm90dGxlZDogcmV0cmll"
+    "ZCBsYXRlcpSMB291dGNvbWWUaAuMB091dGNvbWWUk5SMCXRocm90dGxlZJSFlFKUjAlyZXRyeWFibGWUiIwKZGVs"
+    "YXlfaGludJRHQD4AAAAAAACMBnNlcnZlcpSMDXNtdHA6Ly9teDo1ODeUjAZyZXN1bHSUTnWHlFKUaANoAYwRQXV0"
+    "aE9yQ29uZmlnRXJyb3KUk5SMClRMUyBmYWlsZWSUhZR9lChoCWgqaApOaBJoFIwDdGxzlIWUUpRoGE5oGYwaY2Vy"
+    "dGlmaWNhdGUgZGlkIG5vdCB2ZXJpZnmUaBtoHYwOYXV0aF9vcl9jb25maWeUhZRSlGghiWgiTmgjjA1zbXRwOi8v"
+    "bXg6NDY1lGglTowHc2V0dGluZ5RoLXWHlFKUaANoAYwOVHJhbnNpZW50RXJyb3KUk5SMHnNlbmRtYWlsIGV4aXRl"
+    "ZCB3aXRoIHN0YXR1cyA3NZSFlH2UKGgJaDpoCk5oEmgUjAhkYXRhX2VuZJSFlFKUaBhOaBmMGnRlbXBvcmFyeSBm"
+    "YWlsdXJlOiByZXRyaWVklGgbaB2MCXRyYW5zaWVudJSFlFKUaCGIaCJOaCNOaCVOjAlleGl0X2NvZGWUS0uMBnNp"
+    "Z25hbJROjAZzdGRlcnKUjAVidXN5CpR1h5RSlGUu"
+)
+
+
+def test_errors_pickled_by_the_previous_release_still_load() -> None:
+    throttled, tls, sendmail = pickle.loads(base64.b64decode(_PREVIOUS_RELEASE_PICKLE))
+    assert type(throttled) is ThrottledError
+    assert throttled.verdict == Verdict(
+        outcome=Outcome.THROTTLED,
+        explanation="throttled: retried later",
+        retryable=True,
+        delay_hint=30.0,
+    )
+    assert (throttled.code, throttled.phase, throttled.transport_name) == (
+        421,
+        Phase.MAIL,
+        "smtp://mx:587",
+    )
+    assert "server smtp://mx:587" in str(throttled)
+    assert type(tls) is AuthOrConfigError
+    assert (tls.setting, tls.outcome, tls.retryable) == ("tls", Outcome.AUTH_OR_CONFIG, False)
+    assert sendmail.program_exit == ProgramExit(exit_code=75, signal=None, stderr="busy\n")
+    for error in (throttled, tls, sendmail):
+        assert error.result is None
+        with pytest.raises(AttributeError, match="immutable"):
+            error.summary = "patched"

@@ -69,6 +69,12 @@ EXPECTED = {
         '"name": "reliable_smtp.send.duration"',
         "server received: 2 messages",
     ],
+    "outbox_send.py": [
+        "entry 1: queued; same key again -> 1",
+        "ann@example.org: sent (250",
+        "gone@example.org: failed (550 5.1.1",
+        "server received 1 message(s)",
+    ],
     "quickstart.py": ["2 sent after 1 attempt", "Subject: =?utf-8?q?Your_sign-in_code"],
     "retry_and_results.py": [
         "2 sent after 2 attempts",

@@ -50,6 +50,7 @@ PUBLIC_API = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",
@@ -71,6 +72,7 @@ PUBLIC_API = [
     "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
     "SentMessage",
@@ -173,6 +175,7 @@ def test_design_names_are_public() -> None:
         "OutboxError",
         "OutboxUnavailableError",
         "EntryNotFoundError",
+        "OutboxWorker",
     ):
         assert name in reliable_smtp.__all__, name
 

@@ -31,7 +31,7 @@ import pytest
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal, wait_until
 from reliable_smtp.errors import AmbiguousDeliveryError, DeliveryError, ReliableSMTPError
-from reliable_smtp.mailer import AsyncMailer, SendOutcome
+from reliable_smtp.mailer import AsyncMailer, SendResultOrError
 from reliable_smtp.message import Message
 from reliable_smtp.replies import Outcome
 from reliable_smtp.result import SendResult
@@ -146,7 +146,7 @@ async def test_every_fault_at_once_never_duplicates_loses_crashes_or_leaks(seed:
         pool_timeout=10.0,
     )
     mailer = AsyncMailer(transport, retry=RetryPolicy(attempts=3), sleep=no_wait)
-    outcomes: dict[str, SendOutcome] = {}
+    outcomes: dict[str, SendResultOrError] = {}
     cancelled: set[str] = set()
     foreign: list[BaseException] = []
 
@@ -216,7 +216,7 @@ async def test_every_fault_at_once_never_duplicates_loses_crashes_or_leaks(seed:
     assert cancelled
 
 
-def _message_id(outcome: SendOutcome) -> str:
+def _message_id(outcome: SendResultOrError) -> str:
     if isinstance(outcome, SendResult):
         return outcome.message_id
     assert isinstance(outcome, DeliveryError), f"not a delivery outcome: {outcome!r}"
@@ -224,14 +224,14 @@ def _message_id(outcome: SendOutcome) -> str:
     return outcome.result.message_id
 
 
-def _kind(outcome: SendOutcome) -> str:
+def _kind(outcome: SendResultOrError) -> str:
     if isinstance(outcome, SendResult):
         return "sent"
     assert isinstance(outcome, DeliveryError)
     return "transient" if outcome.outcome is Outcome.THROTTLED else outcome.outcome.value
 
 
-def _check_outcomes(outcomes: dict[str, SendOutcome], server: RawSMTPServer) -> None:
+def _check_outcomes(outcomes: dict[str, SendResultOrError], server: RawSMTPServer) -> None:
     for message_id, outcome in outcomes.items():
         assert isinstance(outcome, (SendResult, ReliableSMTPError)), outcome
         if isinstance(outcome, SendResult):

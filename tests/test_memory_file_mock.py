@@ -285,7 +285,7 @@ async def test_mock_failure_reply_is_classified_per_recipient(reply: Reply) -> N
     assert list(report.recipients) == list(ENVELOPE.recipients)
     for status in report.recipients.values():
         assert status.outcome is verdict.outcome
-        assert status.retryable is verdict.retry_in_process
+        assert status.retryable is verdict.retryable
         assert status.explanation == verdict.explanation
         assert status.reply == reply
         assert status.phase is Phase.DATA_END
@@ -414,7 +414,7 @@ def test_status_from_reply(reply: Reply, phase: Phase) -> None:
         verdict = classify(reply, phase)
         assert status.outcome is verdict.outcome
         assert status.explanation == verdict.explanation
-        assert status.retryable is verdict.retry_in_process
+        assert status.retryable is verdict.retryable
         assert status.split is verdict.split
         assert status.delay_hint == verdict.delay_hint
 

@@ -54,7 +54,7 @@ class Case:
     quota: bool = False
     protocol_error: bool = False
     retry: bool | None = None
-    """Expected ``retry_in_process``; ``None``: the default for the outcome."""
+    """Expected ``retryable``; ``None``: the default for the outcome."""
     delay: float | None = None
 
     @property
@@ -71,7 +71,7 @@ class Case:
         retry = self.retry
         if retry is None:
             retry = self.outcome in (TRANSIENT, THROTTLED) and not self.quota
-        assert verdict.retry_in_process is retry, verdict
+        assert verdict.retryable is retry, verdict
         assert verdict.delay_hint == self.delay, verdict
         assert verdict.explanation
         assert "\n" not in verdict.explanation
@@ -1129,7 +1129,7 @@ def test_garbage_codes_are_protocol_errors(code: int, text: str) -> None:
     assert verdict.outcome is PERMANENT
     assert verdict.protocol_error
     assert verdict.rule == "not-smtp"
-    assert not verdict.retry_in_process
+    assert not verdict.retryable
     assert "not SMTP" in verdict.explanation
 
 
@@ -1219,7 +1219,7 @@ def test_quota_keeps_the_hint_but_is_not_retried_now() -> None:
     )
     assert verdict.outcome is THROTTLED
     assert verdict.quota
-    assert not verdict.retry_in_process
+    assert not verdict.retryable
     assert verdict.delay_hint == 3600.0
 
 
@@ -1370,7 +1370,7 @@ def test_rules_are_consistent() -> None:
         assert "\n" not in rule.explanation, rule.name
         assert re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", rule.name), rule.name
         if rule.outcome in (PERMANENT, CONFIG, SENT):
-            assert not rule.retry_in_process, rule.name
+            assert not rule.retryable, rule.name
 
 
 def test_rule_validation() -> None:
@@ -1379,7 +1379,7 @@ def test_rule_validation() -> None:
     with pytest.raises(ValueError, match="quota"):
         Rule(name="x", outcome=TRANSIENT, explanation="x", quota=True)
     with pytest.raises(ValueError, match="quota"):
-        Rule(name="x", outcome=THROTTLED, explanation="x", quota=True, retry_in_process=True)
+        Rule(name="x", outcome=THROTTLED, explanation="x", quota=True, retryable=True)
     with pytest.raises(ValueError, match="enhanced pattern"):
         Rule(name="x", outcome=PERMANENT, explanation="x", enhanced=("5.7.1",))
     with pytest.raises(ValueError, match="name"):
@@ -1393,7 +1393,7 @@ def test_custom_table_and_first_digit_fallback() -> None:
         severities=frozenset({5}),
         enhanced=("X.2.2",),
         outcome=TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="mailbox full: retried",
     )
     reply = Reply.from_server(552, "5.2.2 Mailbox full")
@@ -1418,11 +1418,11 @@ def test_connection_loss(phase: Phase, timed_out: bool) -> None:
     assert "\n" not in verdict.explanation
     if phase is Phase.DATA_END:
         assert verdict.outcome is Outcome.AMBIGUOUS
-        assert not verdict.retry_in_process
+        assert not verdict.retryable
         assert "may have accepted" in verdict.explanation
     else:
         assert verdict.outcome is TRANSIENT
-        assert verdict.retry_in_process
+        assert verdict.retryable
         assert "retried" in verdict.explanation
     assert ("no reply in time" in verdict.explanation) is timed_out
 
@@ -1490,7 +1490,7 @@ def test_tls_failures(reason: str, outcome: Outcome, rule: str, words: list[str]
     verdict = classify_tls_failure(reason)
     assert verdict.outcome is outcome
     assert verdict.rule == rule
-    assert verdict.retry_in_process is (outcome is TRANSIENT)
+    assert verdict.retryable is (outcome is TRANSIENT)
     assert "\n" not in verdict.explanation
     for word in words:
         assert word in verdict.explanation
@@ -1535,10 +1535,10 @@ def test_classify_is_total_and_keeps_the_first_digit(
         assert explain(reply)
         if verdict.split:
             assert verdict.outcome is TRANSIENT
-            assert verdict.retry_in_process
+            assert verdict.retryable
         if verdict.quota:
             assert verdict.outcome is THROTTLED
-            assert not verdict.retry_in_process
+            assert not verdict.retryable
         if verdict.protocol_error:
             assert verdict.outcome is PERMANENT
         if verdict.delay_hint is not None:
@@ -1576,3 +1576,30 @@ def test_parse_delay_hint_is_total_and_clamped(text: str, amount: int) -> None:
     for candidate in (text, f"{text} try again in {amount} seconds"):
         hint = parse_delay_hint(candidate, now=NOW)
         assert hint is None or 1.0 <= hint <= 3600.0
+
+
+def test_retry_in_process_is_the_deprecated_spelling_of_retryable() -> None:
+    with pytest.warns(DeprecationWarning, match="retryable"):
+        old = Verdict(outcome=Outcome.TRANSIENT, explanation="x", retry_in_process=True)
+    assert old == Verdict(outcome=Outcome.TRANSIENT, explanation="x", retryable=True)
+    with pytest.warns(DeprecationWarning, match=r"Verdict\.retryable"):
+        assert old.retry_in_process is True
+    # The rule table's own field too: a custom table written with the old name still works.
+    with pytest.warns(DeprecationWarning, match=r"Rule\(retryable"):
+        rule = Rule(name="x", outcome=TRANSIENT, explanation="x", retry_in_process=True)
+    assert rule.retryable is True
+    assert rule.verdict().retryable is True
+    with pytest.warns(DeprecationWarning, match=r"Rule\.retryable"):
+        assert rule.retry_in_process is True
+
+
+def test_failures_without_a_reply_say_so_on_the_verdict() -> None:
+    lost = classify_connection_loss(Phase.MAIL, timed_out=False)
+    slow = classify_connection_loss(Phase.MAIL, timed_out=True)
+    after_dot = classify_connection_loss(Phase.DATA_END, timed_out=True)
+    assert (lost.connection_lost, lost.timed_out) == (True, False)
+    assert (slow.connection_lost, slow.timed_out) == (False, True)
+    assert (after_dot.outcome, after_dot.timed_out) == (Outcome.AMBIGUOUS, True)
+    assert classify_tls_failure("connection reset by peer").connection_lost
+    mismatch = classify_tls_failure("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert (mismatch.outcome, mismatch.setting) == (Outcome.AUTH_OR_CONFIG, "tls")

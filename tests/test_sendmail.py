@@ -24,6 +24,7 @@ from reliable_smtp.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentError,
+    ProgramExit,
     ProtocolError,
     SMTPTimeoutError,
     TransientError,
@@ -208,9 +209,9 @@ async def test_exit_status_raises_its_class(
     assert error.retryable is (outcome is Outcome.TRANSIENT)
     assert error.phase is Phase.DATA_END
     assert error.server == transport.name
-    assert error.exit_code == code  # type: ignore[attr-defined]
-    assert error.signal is None  # type: ignore[attr-defined]
-    assert error.stderr == f"sendmail: failure number {code}\n"  # type: ignore[attr-defined]
+    assert error.program_exit == ProgramExit(
+        exit_code=code, signal=None, stderr=f"sendmail: failure number {code}\n"
+    )
     text = str(error)
     assert f"exited with status {code}" in text
     assert f"sendmail: failure number {code}" in text
@@ -233,7 +234,9 @@ async def test_usage_error_before_reading_stdin_is_still_classified(
     script = make_script("echo 'sendmail: usage: bad option' >&2; exit 64")
     with pytest.raises(ProtocolError) as caught:
         await SendmailTransport(script).deliver(ENVELOPE, CONTENT + b"z" * 2_000_000)
-    assert caught.value.exit_code == 64  # type: ignore[attr-defined]
+    assert caught.value.program_exit is not None
+    assert caught.value.program_exit.exit_code == 64
+    assert caught.value.verdict.protocol_error  # the class follows from the verdict
 
 
 async def test_msmtp_transient_reply_overrides_exit_69(make_script: MakeScript) -> None:
@@ -251,7 +254,8 @@ async def test_msmtp_transient_reply_overrides_exit_69(make_script: MakeScript) 
     assert error.reply == reply
     assert error.outcome is classify(reply, Phase.DATA_END).outcome
     assert error.outcome in (Outcome.TRANSIENT, Outcome.THROTTLED)
-    assert error.exit_code == 69  # type: ignore[attr-defined]
+    assert error.program_exit is not None
+    assert error.program_exit.exit_code == 69
     assert "status 69" in str(error)
     assert "451 4.7.1 try later" in str(error)
 
@@ -278,8 +282,9 @@ async def test_death_by_signal_is_transient(make_script: MakeScript) -> None:
     error = caught.value
     assert type(error) is TransientError
     assert error.retryable
-    assert error.exit_code is None  # type: ignore[attr-defined]
-    assert error.signal == signal.SIGTERM  # type: ignore[attr-defined]
+    assert error.program_exit is not None
+    assert error.program_exit.exit_code is None
+    assert error.program_exit.signal == signal.SIGTERM
     assert "SIGTERM" in str(error)
 
 
@@ -294,7 +299,8 @@ async def test_long_stderr_is_trimmed_in_the_message_but_kept_whole(
         await SendmailTransport(script).deliver(ENVELOPE, CONTENT)
     assert len(str(caught.value)) < 1500
     assert "…" in str(caught.value)
-    assert "line 399 of noise" in caught.value.stderr  # type: ignore[attr-defined]
+    assert caught.value.program_exit is not None
+    assert "line 399 of noise" in caught.value.program_exit.stderr
 
 
 async def test_error_keeps_exit_facts_across_pickling(make_script: MakeScript) -> None:
@@ -302,8 +308,23 @@ async def test_error_keeps_exit_facts_across_pickling(make_script: MakeScript) -
         await SendmailTransport(make_script("echo busy >&2; exit 75")).deliver(ENVELOPE, CONTENT)
     copy = pickle.loads(pickle.dumps(caught.value))
     assert type(copy) is TransientError
-    assert (copy.exit_code, copy.stderr) == (75, "busy\n")  # type: ignore[attr-defined]
+    assert copy.program_exit == ProgramExit(exit_code=75, signal=None, stderr="busy\n")
     assert str(copy) == str(caught.value)
+
+
+async def test_old_exit_attributes_still_read_with_a_deprecation_warning(
+    make_script: MakeScript,
+) -> None:
+    with pytest.raises(TransientError) as caught:
+        await SendmailTransport(make_script("echo busy >&2; exit 75")).deliver(ENVELOPE, CONTENT)
+    with pytest.warns(DeprecationWarning, match="program_exit.exit_code"):
+        assert caught.value.exit_code == 75
+    with pytest.warns(DeprecationWarning, match="program_exit.stderr"):
+        assert caught.value.stderr == "busy\n"
+    with pytest.warns(DeprecationWarning, match="program_exit.signal"):
+        assert caught.value.signal is None
+    with pytest.raises(AttributeError):
+        _ = caught.value.no_such_fact
 
 
 # -- timeouts and cancellation: the child never outlives deliver() -------------------------
@@ -508,7 +529,7 @@ SYSEXITS: dict[int, Outcome] = {
 def test_classify_exit_sysexits(code: int, outcome: Outcome) -> None:
     verdict = classify_exit(code, "")
     assert verdict.outcome is outcome
-    assert verdict.retry_in_process is (outcome is Outcome.TRANSIENT)
+    assert verdict.retryable is (outcome is Outcome.TRANSIENT)
     assert verdict.explanation
 
 
@@ -533,14 +554,14 @@ def test_classify_exit_zero_is_sent_whatever_stderr_says() -> None:
 def test_classify_exit_unknown_status_is_ambiguous() -> None:
     verdict = classify_exit(None, "")
     assert verdict.outcome is Outcome.AMBIGUOUS
-    assert not verdict.retry_in_process
+    assert not verdict.retryable
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, 99])
 def test_classify_exit_death_by_signal_is_transient(signum: int) -> None:
     verdict = classify_exit(None, "", signal=signum)
     assert verdict.outcome is Outcome.TRANSIENT
-    assert verdict.retry_in_process
+    assert verdict.retryable
     assert classify_exit(-signum, "") == verdict  # asyncio's negative returncode
 
 

@@ -25,7 +25,7 @@ from conftest import relay_transport
 from rawsmtp import wait_until
 from reliable_smtp import Completed, SendFinished
 from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import AmbiguousDeliveryError
+from reliable_smtp.errors import AmbiguousDeliveryError, PermanentError
 from reliable_smtp.mailer import AsyncMailer, Mailer
 from reliable_smtp.message import Message
 from reliable_smtp.result import DeliveryReport, SendResult
@@ -76,8 +76,8 @@ async def test_as_completed_yields_later_messages_while_a_slow_one_is_unanswered
     # each tagged with its input.
     assert sorted(done.index for done in early) == list(range(1, 8))
     assert all(done.message is messages[done.index] for done in early)
-    assert all(done.ok and isinstance(done.outcome, SendResult) for done in early)
-    assert [done.outcome.accepted for done in early if isinstance(done.outcome, SendResult)] == [
+    assert all(done.ok and done.error is None for done in early)
+    assert [done.result.accepted for done in early if done.result is not None] == [
         (f"user{done.index}@example.org",) for done in early
     ]
     assert server.deliveries_to(SLOW) == 0
@@ -169,10 +169,17 @@ async def test_a_failure_or_a_foreign_exception_is_that_messages_outcome(
         by_index = {done.index: done async for done in mailer.as_completed(messages)}
 
     assert sorted(by_index) == list(range(6))
-    bug = by_index[1].outcome
+    bug = by_index[1].error
     assert isinstance(bug, AmbiguousDeliveryError)
     assert isinstance(bug.__cause__, KeyError)
-    assert not by_index[2].ok
+    assert by_index[1].result_or_error is bug
+    refused = by_index[2]
+    assert isinstance(refused.error, PermanentError)
+    # The result is the error's own: every recipient's status, as send() would tell.
+    assert refused.result is refused.error.result
+    assert refused.result is not None
+    assert refused.result.recipients["gone@example.org"].reply is not None
+    assert isinstance(by_index[0].result_or_error, SendResult)
     assert [i for i, done in sorted(by_index.items()) if done.ok] == [0, 3, 4, 5]
 
 

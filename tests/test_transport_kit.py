@@ -216,7 +216,7 @@ def test_error_from_reply_has_the_class_the_table_selects_and_the_smtp_facts(
     )
     assert (error.phase, error.recipient, error.server) == (phase, "ann@example.org", "api")
     assert error.explanation == verdict.explanation
-    assert error.retryable is verdict.retry_in_process
+    assert error.retryable is verdict.retryable
     assert error.delay_hint == verdict.delay_hint
     assert str(reply) in str(error)
 
@@ -243,9 +243,7 @@ def test_a_2xx_reply_or_a_sent_verdict_is_no_error() -> None:
 def test_error_from_verdict_follows_the_outcome_and_keeps_the_hint(
     outcome: Outcome, cls: type[DeliveryError]
 ) -> None:
-    verdict = Verdict(
-        outcome=outcome, explanation="rate limited", retry_in_process=True, delay_hint=7.0
-    )
+    verdict = Verdict(outcome=outcome, explanation="rate limited", retryable=True, delay_hint=7.0)
     error = DeliveryError.from_verdict(verdict, "HTTP 429", phase=Phase.MAIL, server="api")
     assert type(error) is cls
     assert (error.outcome, error.explanation, error.retryable, error.delay_hint) == (

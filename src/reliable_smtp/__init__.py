@@ -43,6 +43,7 @@ from ._outbox import (
     OutboxUnavailableError,
     RecipientState,
 )
+from ._outbox.worker import OutboxWorker
 from .envelope import Envelope
 from .errors import (
     AmbiguousDeliveryError,
@@ -62,7 +63,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Completed, Mailer, SendOutcome
+from .mailer import AsyncMailer, Completed, Mailer, SendOutcome, SendResultOrError
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -155,6 +156,7 @@ __all__ = [
     "OutboxSchedule",
     "OutboxStats",
     "OutboxUnavailableError",
+    "OutboxWorker",
     "Outcome",
     "PermanentError",
     "Phase",
@@ -176,6 +178,7 @@ __all__ = [
     "SendFinished",
     "SendOutcome",
     "SendResult",
+    "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
     "SentMessage",

@@ -59,7 +59,7 @@ from .errors import (
     InvalidMessageError,
     ReliableSMTPError,
 )
-from .mailer import AsyncMailer, SendOutcome
+from .mailer import AsyncMailer, SendResultOrError
 from .message import Attachment, Message, bare_address, render
 from .redaction import SecretForms
 from .replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
@@ -408,7 +408,7 @@ def _single_message(args: argparse.Namespace) -> tuple[Message | EmailMessage, E
 
 
 def _result_rows(
-    outcome: SendOutcome, recipient: str | None = None, **extra: Any
+    outcome: SendResultOrError, recipient: str | None = None, **extra: Any
 ) -> list[dict[str, Any]]:
     """Per-recipient JSON rows for a send's result or error (``recipient``: when unknown)."""
     if isinstance(outcome, SendResult):
@@ -467,7 +467,7 @@ def _cmd_send(args: argparse.Namespace, console: _Console) -> int:
         attempts = len(outcome.attempts)
         console.out(
             f"{console.mark(True)} sent <{outcome.message_id}> to {len(outcome.accepted)} "
-            f"recipient{'s' * (len(outcome.accepted) != 1)} via {outcome.server} in "
+            f"recipient{'s' * (len(outcome.accepted) != 1)} via {outcome.transport_name} in "
             f"{outcome.elapsed:.2f} s ({attempts} attempt{'s' * (attempts != 1)})"
         )
         _print_recipients(outcome, console)
@@ -484,7 +484,7 @@ def _cmd_send(args: argparse.Namespace, console: _Console) -> int:
 
 async def _send_one(
     settings: MailerSettings, message: Message | EmailMessage, envelope: Envelope | None
-) -> SendOutcome:
+) -> SendResultOrError:
     async with AsyncMailer(settings.build_transport(), retry=settings.retry_policy()) as mailer:
         try:
             return await mailer.send(message, envelope=envelope)
@@ -554,7 +554,7 @@ class _Progress:
         self.stream.flush()
 
 
-def _outcome_name(outcome: SendOutcome) -> str:
+def _outcome_name(outcome: SendResultOrError) -> str:
     if isinstance(outcome, SendResult):
         return Outcome.SENT.value
     if isinstance(outcome, DeliveryError):
@@ -605,7 +605,7 @@ def _send_bulk(
     except OSError as exc:
         raise _UsageError(f"--results: cannot write {results_path}: {exc.strerror}") from exc
 
-    def record(outcome: SendOutcome, recipient: _Recipient) -> None:
+    def record(outcome: SendResultOrError, recipient: _Recipient) -> None:
         counts[_outcome_name(outcome)] += 1
         if results_file is not None:
             for row in _result_rows(outcome, recipient.email, line=recipient.line):
@@ -625,7 +625,7 @@ def _send_bulk(
             # In the order the sends end, not the input order: a slow row (a greylisting
             # server, a timeout) holds back neither the others nor their result rows.
             async for done in mailer.as_completed(messages, concurrency=args.concurrency):
-                record(done.outcome, rows[done.index])
+                record(done.result_or_error, rows[done.index])
 
     try:
         asyncio.run(run())
@@ -656,7 +656,7 @@ def _print_summary(counts: Counter[str], elapsed: float, console: _Console) -> N
 
 _REPLY_LINE = re.compile(r"^\s*(\d{3})(?:[ -](.*))?$")
 
-_CLASS_LABELS = {
+_OUTCOME_LABELS = {
     Outcome.SENT: "success",
     Outcome.TRANSIENT: "transient - retried with exponential backoff",
     Outcome.THROTTLED: "throttled - retried later, after a longer wait",
@@ -703,11 +703,11 @@ def _cmd_explain(args: argparse.Namespace, console: _Console) -> int:
     rows = [
         ("reply", str(reply)),
         ("phase", f"{phase.value}{assumed}"),
-        ("class", _CLASS_LABELS[verdict.outcome]),
+        ("outcome", _OUTCOME_LABELS[verdict.outcome]),
         ("meaning", verdict.explanation),
     ]
     if verdict.outcome is not Outcome.SENT:
-        rows.append(("retry", "yes, within the call" if verdict.retry_in_process else "no"))
+        rows.append(("retry", "yes, within the call" if verdict.retryable else "no"))
     if verdict.quota:
         rows.append(("quota", "a daily or billing limit: defer for hours, stop sending on it"))
     if verdict.split:
@@ -730,7 +730,8 @@ def _verdict_dict(reply: Reply, phase: Phase, verdict: Verdict, assumed: bool) -
         "phase_assumed": assumed,
         "outcome": verdict.outcome.value,
         "explanation": verdict.explanation,
-        "retry_in_process": verdict.retry_in_process,
+        "retryable": verdict.retryable,
+        "retry_in_process": verdict.retryable,  # the old name of "retryable", for one release
         "quota": verdict.quota,
         "split": verdict.split,
         "delay_hint": verdict.delay_hint,
@@ -1143,6 +1144,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     devserver.add_argument("-v", "--verbose", action="store_true", help="print every command")
     devserver.set_defaults(handler=_cmd_devserver)
+
+    from .cli_outbox import register as register_outbox  # the durable outbox's commands
+
+    register_outbox(commands, logs=logs, connection_options=_add_connection_options)
     return parser
 
 

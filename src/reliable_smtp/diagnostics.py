@@ -43,10 +43,12 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from .errors import (
+    AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
     SMTPTimeoutError,
+    error_for,
 )
 from .mailer import AsyncMailer
 from .message import Message
@@ -54,6 +56,7 @@ from .redaction import SecretForms
 from .replies import (
     Outcome,
     Phase,
+    Verdict,
     classify,
     classify_connection_loss,
     classify_tls_failure,
@@ -365,7 +368,7 @@ def _diagnose(rule: str, error_text: str, target: CheckTarget) -> tuple[str, str
 def _rule_for(error: DeliveryError, cause: BaseException | None) -> str:
     """The name of the library rule that decided ``error`` (or of a check-only failure)."""
     if error.reply is not None and error.phase is not None:
-        return classify(error.reply, error.phase).rule
+        return error.verdict.rule or classify(error.reply, error.phase).rule
     ssl_error = find_cause(cause, ssl.SSLError)
     if ssl_error is not None:
         return classify_tls_failure(str(ssl_error)).rule
@@ -540,7 +543,7 @@ def _tls_facts(
     if cert:
         subject = _name(cert.get("subject"))
         issuer = _name(cert.get("issuer"))
-        names = [value for _kind, value in cert.get("subjectAltName", ())]
+        names = [value for _name_type, value in cert.get("subjectAltName", ())]
         details.update(
             subject=subject,
             issuer=issuer,
@@ -699,14 +702,18 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     except (OSError, asyncio.TimeoutError) as exc:
         timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
         reason = "no answer in time" if timed_out else str(exc)
-        error = DeliveryError(
-            f"{target.host!r} did not resolve: {reason}",
-            phase=Phase.CONNECT,
+        verdict = Verdict(
             outcome=Outcome.TRANSIENT if timed_out else Outcome.AUTH_OR_CONFIG,
             explanation=(
                 "the host name has no address (a typo, or a name that only resolves on "
                 "another network), or DNS is not reachable from here"
             ),
+            timed_out=timed_out,
+            setting=None if timed_out else "host",
+            rule="dns-failed",
+        )
+        error = error_for(
+            verdict, f"{target.host!r} did not resolve: {reason}", phase=Phase.CONNECT
         )
         raise probe.failed(
             "dns", "DNS resolution", clock() - begun, error, cause=exc, rule="dns-failed"
@@ -727,8 +734,8 @@ async def _probe_server(probe: _Probe, settings: MailerSettings) -> None:
     last_exc: BaseException | None = None
     # Every address in turn, as a client library would (without Happy Eyeballs'
     # parallel attempts, so each address gets its own verdict).
-    for family, kind, proto, _canonical, address in infos:
-        candidate = socket.socket(family, kind, proto)
+    for family, socktype, proto, _canonical, address in infos:
+        candidate = socket.socket(family, socktype, proto)
         candidate.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(candidate, address), target.connect_timeout)
@@ -991,7 +998,9 @@ class _StepReporter(StepTracker):
             error = translate_error(exc, Phase.CONNECT, server=target.url)
             if isinstance(error, SMTPTimeoutError):
                 # translate_error's advice (use implicit TLS) is already followed here.
-                error.explanation = classify_connection_loss(Phase.EHLO, timed_out=True).explanation
+                error = error.replace(
+                    explanation=classify_connection_loss(Phase.EHLO, timed_out=True).explanation
+                )
                 return probe.failed(
                     "greeting",
                     "Greeting",
@@ -1078,9 +1087,8 @@ async def _send_test(probe: _Probe, settings: MailerSettings, message: Message) 
             result = await mailer.send(message)
         except InvalidMessageError as refused:
             # The mailer's recipient policy refused an address before any I/O.
-            error = DeliveryError(
+            error = AuthOrConfigError(
                 str(refused),
-                outcome=Outcome.AUTH_OR_CONFIG,
                 explanation="the library refused to send the message: nothing reached the "
                 "server; fix the address",
             )

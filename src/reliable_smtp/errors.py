@@ -28,9 +28,15 @@ One warning: ``InsecureConfigurationWarning`` (a ``UserWarning``) when a setting
 works but exposes secrets, such as a password over plain SMTP to a remote host.
 
 Every :class:`DeliveryError` carries the SMTP facts - ``code``, ``enhanced_code``,
-``text``, ``phase``, ``recipient`` - plus ``outcome``, a one-line ``explanation``
-with the usual fix, and ``result``: the :class:`~reliable_smtp.SendResult` that
-says which recipients did get the message. ``AmbiguousDeliveryError`` is
+``text``, ``phase``, ``recipient`` - plus its ``verdict`` (the
+:class:`~reliable_smtp.Verdict`: ``outcome``, a one-line ``explanation`` with the
+usual fix, ``retryable``, ``delay_hint``, ``setting``), and ``result``: the
+:class:`~reliable_smtp.SendResult` that says which recipients did get the message.
+The class of an error is derived from its verdict alone (:func:`error_class`), so
+the two never disagree; errors are immutable (``error.replace(...)``,
+``error.with_result(result)`` return copies) and survive pickling, result included.
+A transport that runs a local program (sendmail) adds ``program_exit``, a
+:class:`ProgramExit` (exit code, signal, stderr). ``AmbiguousDeliveryError`` is
 deliberately *not* a ``ConnectionError``: code that retries every
 ``ConnectionError`` would send the message twice.
 
@@ -64,12 +70,32 @@ may already have the message; ``error.result`` still tells each recipient's stat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
+from .replies import (
+    Outcome,
+    Phase,
+    Reply,
+    Verdict,
+    VerdictAttribute,
+    classify,
+    classify_connection_loss,
+)
 
 if TYPE_CHECKING:
     from .result import SendResult
+
+_E = TypeVar("_E", bound="DeliveryError")
+
+#: Set in an error's __dict__ once its constructor has run: from then on it is immutable.
+_FROZEN = "_frozen"
+#: The verdict fields an error's constructor and replace() accept as shorthand.
+_VERDICT_SHORTHAND = ("explanation", "outcome", "retryable", "delay_hint", "setting")
 
 __all__ = [
     "AmbiguousDeliveryError",
@@ -82,12 +108,14 @@ __all__ = [
     "InvalidMessageError",
     "PermanentError",
     "PoolExhaustedError",
+    "ProgramExit",
     "ProtocolError",
     "ReliableSMTPError",
     "SMTPTimeoutError",
     "ThrottledError",
     "TransientError",
     "TransportClosedError",
+    "error_class",
     "error_for",
 ]
 
@@ -106,8 +134,35 @@ def _rebuild(
 ) -> ReliableSMTPError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
+    if issubclass(cls, DeliveryError) and "verdict" not in state:
+        state = _from_previous_release(cls, state)
     error.__dict__.update(state)
     return error
+
+
+def _from_previous_release(cls: type[DeliveryError], state: dict[str, Any]) -> dict[str, object]:
+    """The state of a DeliveryError pickled by reliable-smtp before errors carried a verdict
+    (a task queue may hold one across an upgrade): its loose fields, on a verdict."""
+    state = dict(state)
+    verdict = Verdict(
+        outcome=state.pop("outcome", None) or cls.default_outcome,
+        explanation=state.pop("explanation", "") or "",
+        retryable=bool(state.pop("retryable", False)),
+        delay_hint=state.pop("delay_hint", None),
+        setting=state.pop("setting", None),
+    )
+    state["verdict"] = verdict.updated(**cls._implied)
+    state["transport_name"] = state.pop("server", None)
+    exit_facts = [state.pop(name, None) for name in ("exit_code", "signal", "stderr")]
+    state.setdefault("result", None)
+    state.setdefault(
+        "program_exit",
+        ProgramExit(exit_code=exit_facts[0], signal=exit_facts[1], stderr=exit_facts[2] or "")
+        if exit_facts[2] is not None
+        else None,
+    )
+    state[_FROZEN] = True
+    return state
 
 
 class InsecureConfigurationWarning(UserWarning):
@@ -148,49 +203,186 @@ class TransportClosedError(ReliableSMTPError, RuntimeError):
     """A mailer or transport was used after ``close()``/``aclose()``."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgramExit:
+    """How a local program (the sendmail binary) ended: its side of a failed hand-over."""
+
+    exit_code: int | None
+    """The exit status, ``None`` when it died by a signal."""
+    signal: int | None = None
+    """The signal that killed it, when one did."""
+    stderr: str = ""
+    """What it wrote to stderr (decoded, possibly trimmed)."""
+
+
 class DeliveryError(ReliableSMTPError):
     """The message was not accepted for every recipient.
 
     Attributes (``None`` where they do not apply):
 
-    * ``code``, ``enhanced_code``, ``text`` - the server's reply;
+    * ``verdict`` - the :class:`~reliable_smtp.Verdict`: the one outcome value, from
+      which the class of the error, ``outcome``, ``explanation``, ``retryable``,
+      ``delay_hint`` and ``setting`` are all read;
+    * ``code``, ``enhanced_code``, ``text`` - the server's reply (``reply``);
     * ``phase`` - where it happened (:class:`~reliable_smtp.Phase`);
     * ``recipient`` - the recipient it concerns, for a per-recipient failure;
-    * ``outcome`` - the :class:`~reliable_smtp.Outcome` class;
-    * ``explanation`` - what it means and what to do about it;
-    * ``retryable`` - whether retrying soon may succeed;
     * ``result`` - the :class:`~reliable_smtp.SendResult` with every recipient's
-      status and every attempt (set by the mailer);
-    * ``server`` - which server answered, when known.
+      status and every attempt (given by the mailer: :meth:`with_result`);
+    * ``transport_name`` - the ``name`` of the transport that reported it, when known
+      (``server`` is its old name, still accepted and readable for one release);
+    * ``program_exit`` - for a transport that runs a local program (sendmail), how
+      it ended (:class:`ProgramExit`: exit code, signal, stderr).
+
+    An error is immutable once built: assigning an attribute raises
+    ``AttributeError``; :meth:`replace` and :meth:`with_result` return a changed copy.
+    The verdict's outcome must be the one the class stands for (a ``TransientError``
+    cannot say ``THROTTLED``): build errors for a verdict with :func:`error_for`.
     """
 
-    default_outcome = Outcome.PERMANENT
+    default_outcome: ClassVar[Outcome] = Outcome.PERMANENT
+    #: Verdict flags the class itself stands for (a ProtocolError is a protocol error).
+    _implied: ClassVar[Mapping[str, bool]] = MappingProxyType({})
+
+    verdict: Verdict
+    summary: str
+    reply: Reply | None
+    phase: Phase | None
+    recipient: str | None
+    transport_name: str | None
+    result: SendResult | None
+    program_exit: ProgramExit | None
 
     def __init__(
         self,
         summary: str,
         *,
+        verdict: Verdict | None = None,
         reply: Reply | None = None,
         phase: Phase | None = None,
         recipient: str | None = None,
-        explanation: str = "",
-        outcome: Outcome | None = None,
-        retryable: bool = False,
-        delay_hint: float | None = None,
-        server: str | None = None,
+        transport_name: str | None = None,
         result: SendResult | None = None,
+        program_exit: ProgramExit | None = None,
+        server: str | None = None,
+        explanation: str | None = None,
+        outcome: Outcome | None = None,
+        retryable: bool | None = None,
+        delay_hint: float | None = None,
+        setting: str | None = None,
     ) -> None:
+        # explanation, outcome, retryable, delay_hint and setting are a shorthand for the
+        # verdict of an error built without one (PermanentError("...", explanation=...)):
+        # they are stored on the verdict, never beside it.
+        base = verdict or Verdict(outcome=type(self).default_outcome, explanation="")
+        verdict = base.updated(
+            explanation=explanation,
+            outcome=outcome,
+            retryable=retryable,
+            delay_hint=delay_hint,
+            setting=setting,
+            **self._implied,
+        )
+        if verdict.outcome is Outcome.SENT:
+            raise ValueError("a SENT verdict is not an error")
+        if not isinstance(self, _CLASS_FOR_OUTCOME[verdict.outcome]) and (
+            verdict.outcome is not type(self).default_outcome
+        ):
+            raise ValueError(
+                f"a {type(self).__name__} cannot carry the outcome {verdict.outcome.value} "
+                f"(that is a {_CLASS_FOR_OUTCOME[verdict.outcome].__name__}): build the "
+                "error with error_for(verdict, ...)"
+            )
         super().__init__(summary)
-        self.summary = summary
-        self.reply = reply
-        self.phase = phase
-        self.recipient = recipient
-        self.explanation = explanation
-        self.outcome = outcome if outcome is not None else self.default_outcome
-        self.retryable = retryable
-        self.delay_hint = delay_hint
-        self.server = server
-        self.result = result
+        values: dict[str, object] = {
+            "summary": summary,
+            "verdict": verdict,
+            "reply": reply,
+            "phase": phase,
+            "recipient": recipient,
+            "transport_name": server if server is not None else transport_name,
+            "result": result,
+            "program_exit": program_exit,
+        }
+        self.__dict__.update(values)
+        self.__dict__[_FROZEN] = True
+
+    # -- immutable: copies instead of patches --------------------------------------------
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Python's own bookkeeping (__cause__, __traceback__, __notes__ from add_note)
+        # stays writable; the facts do not.
+        if self.__dict__.get(_FROZEN) and not (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: build a changed copy with "
+                f"error.replace({name}=...)"
+            )
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get(_FROZEN) and not (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(f"{type(self).__name__} is immutable")
+        super().__delattr__(name)
+
+    def _fields(self) -> dict[str, object]:
+        """What a copy needs to rebuild this error (subclasses add their own fields)."""
+        return {
+            "verdict": self.verdict,
+            "reply": self.reply,
+            "phase": self.phase,
+            "recipient": self.recipient,
+            "transport_name": self.transport_name,
+            "result": self.result,
+            "program_exit": self.program_exit,
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for attributes not found: the sendmail transport used to attach
+        # exit_code/signal/stderr to the error itself; they live on program_exit now.
+        program_exit = self.__dict__.get("program_exit")
+        if program_exit is not None and name in ("exit_code", "signal", "stderr"):
+            warnings.warn(
+                f"error.{name} is deprecated: read error.program_exit.{name}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(program_exit, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def replace(self: _E, **changes: Any) -> _E:
+        """A copy of this error with ``changes``, like :func:`dataclasses.replace`.
+
+        ``changes`` name constructor arguments: ``summary``, ``verdict``, ``reply``,
+        ``phase``, ``recipient``, ``transport_name``, ``result``, and the verdict's
+        ``explanation``, ``retryable``, ``delay_hint``, ``setting`` (changed on the
+        verdict). The copy keeps the original's cause, context and traceback.
+        """
+        verdict_changes = {k: changes.pop(k) for k in _VERDICT_SHORTHAND if k in changes}
+        fields = {"summary": self.summary, **self._fields(), **changes}
+        if verdict_changes:
+            fields["verdict"] = dataclasses.replace(fields["verdict"], **verdict_changes)
+        copy = type(self)(**fields)
+        for name in ("__cause__", "__context__", "__suppress_context__", "__traceback__"):
+            object.__setattr__(copy, name, getattr(self, name))
+        if hasattr(self, "__notes__"):
+            object.__setattr__(copy, "__notes__", list(self.__notes__))
+        return copy
+
+    def with_result(self: _E, result: SendResult) -> _E:
+        """A copy of this error carrying ``result`` (what the mailer raises)."""
+        return self.replace(result=result)
+
+    # -- read from the verdict ---------------------------------------------------------
+
+    @property
+    def server(self) -> str | None:
+        """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        return self.transport_name
+
+    outcome = VerdictAttribute[Outcome]("The :class:`~reliable_smtp.Outcome`.")
+    explanation = VerdictAttribute[str]("What it means and what to do about it.")
+    retryable = VerdictAttribute[bool]("Whether retrying soon may succeed.")
+    delay_hint = VerdictAttribute["float | None"]("Seconds the server asked us to wait.")
+    setting = VerdictAttribute["str | None"]("The setting to change, when it is known.")
 
     # -- the public kit for transports: the right class for a failure ------------------------
     # Called on DeliveryError; the class built is the one the verdict selects (error_for), so
@@ -204,11 +396,12 @@ class DeliveryError(ReliableSMTPError):
         phase: Phase,
         recipient: str | None = None,
         server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for a refusal ``reply`` received in ``phase``, classified by the reply table.
 
         ``DeliveryError.from_reply(Reply(535, "5.7.8", "bad credentials"), "login refused",
-        phase=Phase.AUTH, server=self.name)`` is an :class:`AuthOrConfigError`; a 421 with
+        phase=Phase.AUTH, transport_name=self.name)`` is an :class:`AuthOrConfigError`; a 421 with
         "try again in 30 seconds" is a :class:`ThrottledError` with ``delay_hint=30``.
         Raises ``ValueError`` for a 2xx reply, which is no error.
         """
@@ -218,7 +411,7 @@ class DeliveryError(ReliableSMTPError):
             reply=reply,
             phase=phase,
             recipient=recipient,
-            server=server,
+            transport_name=transport_name or server,
         )
 
     @staticmethod
@@ -230,6 +423,7 @@ class DeliveryError(ReliableSMTPError):
         reply: Reply | None = None,
         recipient: str | None = None,
         server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for ``verdict``: for a failure the transport classified itself.
 
@@ -240,12 +434,22 @@ class DeliveryError(ReliableSMTPError):
         an :class:`AuthOrConfigError`. Raises ``ValueError`` for a ``SENT`` verdict.
         """
         return error_for(
-            verdict, summary, reply=reply, phase=phase, recipient=recipient, server=server
+            verdict,
+            summary,
+            reply=reply,
+            phase=phase,
+            recipient=recipient,
+            transport_name=transport_name or server,
         )
 
     @staticmethod
     def from_connection_loss(
-        summary: str, *, phase: Phase, timed_out: bool = False, server: str | None = None
+        summary: str,
+        *,
+        phase: Phase,
+        timed_out: bool = False,
+        server: str | None = None,
+        transport_name: str | None = None,
     ) -> DeliveryError:
         """The error for a connection that broke, or a reply that never came, in ``phase``.
 
@@ -259,9 +463,7 @@ class DeliveryError(ReliableSMTPError):
             classify_connection_loss(phase, timed_out=timed_out),
             summary,
             phase=phase,
-            server=server,
-            connection_lost=not timed_out,
-            timed_out=timed_out,
+            transport_name=transport_name or server,
         )
 
     @property
@@ -284,8 +486,8 @@ class DeliveryError(ReliableSMTPError):
             facts.append(f"phase {self.phase.value}")
         if self.recipient is not None:
             facts.append(f"recipient {self.recipient}")
-        if self.server:
-            facts.append(f"server {self.server}")
+        if self.transport_name:
+            facts.append(f"server {self.transport_name}")
         text = self.summary
         if facts:
             text += f" ({'; '.join(facts)})"
@@ -309,9 +511,13 @@ class ConnectionFailedError(TransientError, ConnectionError):
     if any recipient were ambiguous, ``AmbiguousDeliveryError`` would be raised instead).
     """
 
+    _implied = MappingProxyType({"connection_lost": True})
+
 
 class SMTPTimeoutError(TransientError, TimeoutError):
     """The server did not answer in time, before the final dot. Nothing was delivered."""
+
+    _implied = MappingProxyType({"timed_out": True})
 
 
 class PoolExhaustedError(TransientError):
@@ -340,18 +546,16 @@ class ProtocolError(PermanentError):
     """A reply that is not SMTP (no code, a code outside 2xx-5xx, a truncated reply), or a
     5.5.x reply to a command the server did not understand."""
 
+    _implied = MappingProxyType({"protocol_error": True})
+
 
 class AuthOrConfigError(DeliveryError):
     """Credentials, TLS settings or the sender identity are wrong. Never retried.
 
-    ``setting`` names the setting to fix, when it is known.
+    ``setting`` (``verdict.setting``) names the setting to fix, when it is known.
     """
 
     default_outcome = Outcome.AUTH_OR_CONFIG
-
-    def __init__(self, summary: str, *, setting: str | None = None, **kwargs: object) -> None:
-        super().__init__(summary, **kwargs)  # type: ignore[arg-type]
-        self.setting = setting
 
 
 class AmbiguousDeliveryError(DeliveryError):
@@ -364,13 +568,36 @@ class AmbiguousDeliveryError(DeliveryError):
     default_outcome = Outcome.AMBIGUOUS
 
 
-_CLASS_FOR_OUTCOME: dict[Outcome, type[DeliveryError]] = {
-    Outcome.TRANSIENT: TransientError,
-    Outcome.THROTTLED: ThrottledError,
-    Outcome.PERMANENT: PermanentError,
-    Outcome.AUTH_OR_CONFIG: AuthOrConfigError,
-    Outcome.AMBIGUOUS: AmbiguousDeliveryError,
-}
+_CLASS_FOR_OUTCOME: Mapping[Outcome, type[DeliveryError]] = MappingProxyType(
+    {
+        Outcome.TRANSIENT: TransientError,
+        Outcome.THROTTLED: ThrottledError,
+        Outcome.PERMANENT: PermanentError,
+        Outcome.AUTH_OR_CONFIG: AuthOrConfigError,
+        Outcome.AMBIGUOUS: AmbiguousDeliveryError,
+    }
+)
+
+
+def error_class(verdict: Verdict) -> type[DeliveryError]:
+    """The class of the error for ``verdict``, read from the verdict alone.
+
+    The outcome picks the family; within it the verdict's flags pick the most
+    specific class: ``protocol_error`` (the server did not understand us, or did not
+    speak SMTP: 500-504, 555, an unexpected 3xx, a code outside 2xx-5xx) makes a
+    permanent verdict a :class:`ProtocolError`; ``timed_out`` / ``connection_lost``
+    (no reply came) make a transient one an :class:`SMTPTimeoutError` /
+    :class:`ConnectionFailedError`. Raises ``ValueError`` for a ``SENT`` verdict.
+    """
+    if verdict.outcome is Outcome.SENT:
+        raise ValueError("a SENT verdict is not an error")
+    if verdict.outcome is Outcome.PERMANENT and verdict.protocol_error:
+        return ProtocolError
+    if verdict.outcome is Outcome.TRANSIENT and verdict.timed_out:
+        return SMTPTimeoutError
+    if verdict.outcome is Outcome.TRANSIENT and verdict.connection_lost:
+        return ConnectionFailedError
+    return _CLASS_FOR_OUTCOME[verdict.outcome]
 
 
 def error_for(
@@ -383,34 +610,24 @@ def error_for(
     server: str | None = None,
     connection_lost: bool = False,
     timed_out: bool = False,
+    transport_name: str | None = None,
 ) -> DeliveryError:
-    """Build the most specific error for ``verdict``.
+    """Build the error for ``verdict``, of the class :func:`error_class` derives from it.
 
-    ``connection_lost``/``timed_out`` select :class:`ConnectionFailedError` /
-    :class:`SMTPTimeoutError` for transient failures that had no reply; a permanent
-    verdict with ``protocol_error`` (the server did not understand us, or did not
-    speak SMTP: 500-504, 555, an unexpected 3xx, a code outside 2xx-5xx) is a
-    :class:`ProtocolError`.
+    The error carries ``verdict`` unchanged. ``connection_lost``/``timed_out`` are a
+    shorthand for setting those flags on the verdict (a failure that had no reply).
     """
-    cls: type[DeliveryError]
-    if verdict.outcome is Outcome.PERMANENT and verdict.protocol_error:
-        cls = ProtocolError
-    elif verdict.outcome is Outcome.TRANSIENT and timed_out:
-        cls = SMTPTimeoutError
-    elif verdict.outcome is Outcome.TRANSIENT and connection_lost:
-        cls = ConnectionFailedError
-    elif verdict.outcome is Outcome.SENT:
-        raise ValueError("a SENT verdict is not an error")
-    else:
-        cls = _CLASS_FOR_OUTCOME[verdict.outcome]
-    return cls(
+    if (connection_lost and not verdict.connection_lost) or (timed_out and not verdict.timed_out):
+        verdict = dataclasses.replace(
+            verdict,
+            connection_lost=verdict.connection_lost or connection_lost,
+            timed_out=verdict.timed_out or timed_out,
+        )
+    return error_class(verdict)(
         summary,
+        verdict=verdict,
         reply=reply,
         phase=phase,
         recipient=recipient,
-        explanation=verdict.explanation,
-        outcome=verdict.outcome,
-        retryable=verdict.retry_in_process,
-        delay_hint=verdict.delay_hint,
-        server=server,
+        transport_name=transport_name or server,
     )

@@ -57,41 +57,63 @@ from .errors import (
     error_for,
 )
 from .message import Message, render
-from .replies import Outcome, Phase, Verdict, classify
-from .result import Attempt, RecipientStatus, SendResult
+from .replies import Outcome, Phase
+from .result import Attempt, RecipientStatus, SendResult, missing_status
 from .retry import RetryPolicy
 from .transports.base import Transport
 from .transports.smtp import TokenProvider
 from .validation import RecipientPolicy
 
-__all__ = ["AsyncMailer", "Completed", "Mailer", "SendOutcome"]
+__all__ = ["AsyncMailer", "Completed", "Mailer", "SendOutcome", "SendResultOrError"]
 
 logger = logging.getLogger("reliable_smtp")
 
 T = TypeVar("T")
 _HookFunction = TypeVar("_HookFunction", bound=Callable[[Any], Any])
 AnyMessage: TypeAlias = "Message | EmailMessage"
-SendOutcome: TypeAlias = "SendResult | ReliableSMTPError"
+SendResultOrError: TypeAlias = "SendResult | ReliableSMTPError"
 """What ``send_many`` returns per message: the result, or the error that send() would raise."""
+SendOutcome: TypeAlias = SendResultOrError
+"""Deprecated name of :data:`SendResultOrError` (it is not an :class:`~reliable_smtp.Outcome`);
+kept for one release."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Completed:
     """One message's end, as :meth:`AsyncMailer.as_completed` yields it: which input, and how.
 
-    ``index`` is the message's position in the input (from 0), ``message`` the
-    object given, ``outcome`` its :class:`~reliable_smtp.SendResult` or the error
-    send() would have raised.
+    ``index`` is the message's position in the input (from 0) and ``message`` the
+    object given. As in :class:`~reliable_smtp.SendFinished`: ``error`` is what
+    send() would have raised (``None`` when every recipient accepted the message) and
+    ``result`` the :class:`~reliable_smtp.SendResult` - also when the send failed (the
+    one the error carries), ``None`` only when nothing was tried (an invalid message,
+    every recipient refused by the recipient policy).
     """
 
     index: int
     message: AnyMessage
-    outcome: SendOutcome
+    result: SendResult | None
+    error: ReliableSMTPError | None
+
+    @classmethod
+    def of(cls, index: int, message: AnyMessage, ended: SendResultOrError) -> Completed:
+        if isinstance(ended, SendResult):
+            return cls(index=index, message=message, result=ended, error=None)
+        result = ended.result if isinstance(ended, DeliveryError) else None
+        return cls(index=index, message=message, result=result, error=ended)
 
     @property
     def ok(self) -> bool:
         """Every recipient accepted the message."""
-        return isinstance(self.outcome, SendResult)
+        return self.error is None
+
+    @property
+    def result_or_error(self) -> SendResultOrError:
+        """What :meth:`AsyncMailer.stream` would have yielded for this message."""
+        if self.error is not None:
+            return self.error
+        assert self.result is not None  # one of the two is always set
+        return self.result
 
 
 class _Default(Enum):
@@ -238,7 +260,7 @@ class AsyncMailer:
         messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
         *,
         concurrency: int = 4,
-    ) -> list[SendOutcome]:
+    ) -> list[SendResultOrError]:
         """Send every message; return, in order, a result or an error for each.
 
         One message's failure never stops the others. At most ``concurrency``
@@ -253,7 +275,7 @@ class AsyncMailer:
         messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
         *,
         concurrency: int = 4,
-    ) -> AsyncGenerator[SendOutcome, None]:
+    ) -> AsyncGenerator[SendResultOrError, None]:
         """Send every message, yielding each one's result or error in order as it is known.
 
         Memory stays flat however many messages there are: at most ``concurrency``
@@ -270,9 +292,9 @@ class AsyncMailer:
         """
         _check_concurrency(concurrency)
         slots = asyncio.Semaphore(concurrency)
-        window: deque[asyncio.Task[SendOutcome]] = deque()
+        window: deque[asyncio.Task[SendResultOrError]] = deque()
 
-        async def outcome(message: AnyMessage) -> SendOutcome:
+        async def outcome(message: AnyMessage) -> SendResultOrError:
             async with slots:
                 return await self._outcome(message)
 
@@ -303,7 +325,7 @@ class AsyncMailer:
         :meth:`stream` without the input order, so a slow message (a greylisting
         server, a long timeout, retries with backoff) never holds back the others:
         each value says which input it is for (``index`` from 0, the ``message``
-        itself) and its ``outcome`` (the result, or the error send() would raise).
+        itself), its ``result`` and its ``error`` (what send() would raise, if anything).
         The same guarantees as :meth:`stream`: at most ``concurrency`` sends in
         flight and at most ``2 * concurrency`` messages held (in flight, waiting for
         a slot, or finished and not yet taken), so memory stays flat; one message's
@@ -318,9 +340,9 @@ class AsyncMailer:
         # Twice the concurrency: a message is ready the moment a slot frees up, while
         # the consumer has not yet taken the results of those that just finished.
         window = 2 * concurrency
-        held: dict[asyncio.Task[SendOutcome], tuple[int, AnyMessage]] = {}
+        held: dict[asyncio.Task[SendResultOrError], tuple[int, AnyMessage]] = {}
 
-        async def outcome(message: AnyMessage) -> SendOutcome:
+        async def outcome(message: AnyMessage) -> SendResultOrError:
             async with slots:
                 return await self._outcome(message)
 
@@ -352,12 +374,12 @@ class AsyncMailer:
                     # Taken out of ``held`` one at a time: if the consumer stops here,
                     # the clean-up below still sees every task not yet yielded.
                     index, message = held.pop(task)
-                    yield Completed(index=index, message=message, outcome=task.result())
+                    yield Completed.of(index, message, task.result())
         finally:
             await _cancel_and_wait(held)
             await inputs.aclose()
 
-    async def _outcome(self, message: AnyMessage) -> SendOutcome:
+    async def _outcome(self, message: AnyMessage) -> SendResultOrError:
         """send(), its error returned rather than raised (for send_many, stream, as_completed)."""
         try:
             return await self.send(message)
@@ -397,8 +419,11 @@ class AsyncMailer:
         refused: Mapping[str, RecipientStatus],
         chunk_size: int | None,
         watch: SendWatch | None = None,
+        policy: RetryPolicy | None = None,
     ) -> SendResult:
-        policy = self.retry
+        # ``policy`` overrides ``self.retry`` for one call: the outbox worker makes one
+        # attempt per claim (the outbox schedule retries) and only resends 452 splits.
+        policy = policy or self.retry
         started = self._clock()
         if watch is None:
             watch = self.hooks.watch()
@@ -436,14 +461,14 @@ class AsyncMailer:
                         (
                             r,
                             RecipientStatus.from_error(
-                                r, error, server=error.server or self.transport.name
+                                r, error, transport_name=error.transport_name or self.transport.name
                             ),
                         )
                         for r in part.recipients
                     )
             for recipient in targets.recipients:
                 tries[recipient] += 1
-                status = fresh.get(recipient) or _missing_status(recipient, self.transport.name)
+                status = fresh.get(recipient) or missing_status(recipient, self.transport.name)
                 statuses[recipient] = replace(status, attempts=tries[recipient])
             attempts.append(
                 _attempt_record(
@@ -510,7 +535,7 @@ class AsyncMailer:
             recipients={**{r: statuses[r] for r in envelope.recipients}, **refused},
             attempts=tuple(attempts),
             elapsed=self._clock() - started,
-            server=self.transport.name,
+            transport_name=self.transport.name,
         )
         if result.ok:
             await watch.finish(result, None, now=self._clock())
@@ -536,17 +561,6 @@ def _configured(
         oauth_token_provider=oauth_token_provider, ssl_context=ssl_context
     )
     return transport, config.retry_policy()
-
-
-def _missing_status(recipient: str, server: str) -> RecipientStatus:
-    # A transport that forgets a recipient breaks the contract; never count it as sent.
-    return RecipientStatus(
-        recipient=recipient,
-        outcome=Outcome.PERMANENT,
-        phase=Phase.DATA_END,
-        explanation="the transport returned no status for this recipient (a transport bug)",
-        server=server,
-    )
 
 
 def _attempt_record(
@@ -645,34 +659,19 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
     ):
         # The whole last attempt failed the same way (connect, AUTH, MAIL...): that error
         # is the story; give it the result.
-        last_error.result = result
-        return last_error
+        return last_error.with_result(result)
+    # Otherwise the first recipient of the top outcome tells it: its status carries the
+    # verdict, so the class (ProtocolError for a 500 5.5.1, ...) follows from it.
     first = next(s for s in failed if s.outcome is top)
-    summary = _failure_summary(result.message_id, failed, total)
-    # Statuses keep the reply, not the verdict's flags: ask the table again whether a
-    # permanent refusal was a protocol error (500 5.5.1, a code outside 2xx-5xx).
-    protocol_error = (
-        top is Outcome.PERMANENT
-        and first.reply is not None
-        and classify(first.reply, first.phase).protocol_error
-    )
-    verdict = Verdict(
-        outcome=top,
-        explanation=first.explanation,
-        retry_in_process=first.retryable,
-        delay_hint=first.delay_hint,
-        protocol_error=protocol_error,
-    )
     error = error_for(
-        verdict,
-        summary,
+        first.verdict,
+        _failure_summary(result.message_id, failed, total),
         reply=first.reply,
         phase=first.phase,
         recipient=first.recipient,
-        server=first.server or None,
+        transport_name=first.transport_name or None,
     )
-    error.result = result
-    return error
+    return error.with_result(result)
 
 
 def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryError:
@@ -692,7 +691,7 @@ def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryErr
     error = AmbiguousDeliveryError(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=Phase.DATA_END,
-        server=server,
+        transport_name=server,
         explanation="an error the library did not expect (a bug: please report it with the "
         "logged traceback); the message may or may not have been sent, so it is not resent "
         "automatically, to avoid a duplicate",
@@ -726,7 +725,7 @@ def _check_concurrency(concurrency: object) -> None:
         raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
 
 
-async def _cancel_and_wait(tasks: Iterable[asyncio.Task[SendOutcome]]) -> None:
+async def _cancel_and_wait(tasks: Iterable[asyncio.Task[SendResultOrError]]) -> None:
     """Cancel the sends of an abandoned stream and wait until they have ended.
 
     Waiting lets the cancelled sends finish their clean-up (connections go back to
@@ -886,13 +885,13 @@ class Mailer:
 
     def send_many(
         self, messages: Iterable[AnyMessage], *, concurrency: int = 4
-    ) -> list[SendOutcome]:
+    ) -> list[SendResultOrError]:
         """Send every message; see :meth:`AsyncMailer.send_many`."""
         return self._run(partial(self._async.send_many, messages, concurrency=concurrency))
 
     def stream(
         self, messages: Iterable[AnyMessage], *, concurrency: int = 4
-    ) -> Iterator[SendOutcome]:
+    ) -> Iterator[SendResultOrError]:
         """Yield each message's result or error in order; see :meth:`AsyncMailer.stream`."""
         return self._blocking(self._async.stream(messages, concurrency=concurrency))
 

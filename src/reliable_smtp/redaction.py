@@ -130,9 +130,9 @@ def redacted_failure(
     Raise it outside the ``except`` block that caught ``exc``: raised inside, Python
     would keep ``exc`` (and its unredacted text) as ``__context__``.
     """
-    kind = type(exc)
+    exc_type = type(exc)
     try:
-        fresh = kind(exc.code, secrets.redact(exc.message))
+        fresh = exc_type(exc.code, secrets.redact(exc.message))
     except TypeError:  # a subclass with another signature: keep the common base
         fresh = aiosmtplib.SMTPResponseException(exc.code, secrets.redact(exc.message))
     return fresh

@@ -42,10 +42,10 @@ A.4 has nine classes; :class:`Outcome` has six. The extra ones map as follows:
   server has the whole message and did not refuse it. Before the dot such a reply is
   a protocol error.
 * ``QUOTA`` -> :attr:`Outcome.THROTTLED` with ``quota=True`` and
-  ``retry_in_process=False``: a daily or billing limit clears in hours, so the
+  ``retryable=False``: a daily or billing limit clears in hours, so the
   caller should defer the message (and stop sending on that account), not retry now.
 * ``SPLIT`` -> :attr:`Outcome.TRANSIENT` with ``split=True`` and
-  ``retry_in_process=True``: the refused recipients go out at once in a new
+  ``retryable=True``: the refused recipients go out at once in a new
   transaction.
 * ``PROTOCOL_BUG`` (500, 501, 502, 503, 504, 555, unexpected 3xx, codes outside
   2xx-5xx) -> :attr:`Outcome.PERMANENT` with ``protocol_error=True``.
@@ -79,14 +79,17 @@ falls back to the first digit (A.1).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "RULES",
@@ -141,6 +144,8 @@ class Outcome(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+
+_V = TypeVar("_V")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
@@ -204,14 +209,20 @@ class Reply:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Verdict:
-    """The meaning of a reply: its outcome class and what to do about it."""
+    """The meaning of a reply (or of a failure without one): the one outcome value.
+
+    A transport classifies once; the :class:`~reliable_smtp.RecipientStatus` and the
+    :class:`~reliable_smtp.DeliveryError` built from the verdict carry it unchanged
+    (``status.verdict``, ``error.verdict``), and the error's class is derived from it
+    alone (:func:`~reliable_smtp.errors.error_for`).
+    """
 
     outcome: Outcome
     explanation: str
     """One line: what happened and the usual fix."""
-    retry_in_process: bool = False
+    retryable: bool = False
     """Whether retrying within this call can help (False for quotas that clear in hours)."""
     split: bool = False
     """Too many recipients: resend the rest in a new transaction right away."""
@@ -221,8 +232,110 @@ class Verdict:
     """A daily or billing quota (A.4 ``QUOTA``): defer for hours, stop sending on the account."""
     protocol_error: bool = False
     """The server did not understand us, or did not speak SMTP (A.4 ``PROTOCOL_BUG``)."""
+    connection_lost: bool = False
+    """No reply came because the link broke (refused, reset, closed)."""
+    timed_out: bool = False
+    """No reply came in time."""
+    setting: str | None = None
+    """The setting (argument or ``RELIABLE_SMTP_*`` variable) to change, when one is known."""
     rule: str = ""
     """The name of the rule that decided (a :class:`Rule` name, or a connection/TLS rule)."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Outcome,
+        explanation: str,
+        retryable: bool | None = None,
+        split: bool = False,
+        delay_hint: float | None = None,
+        quota: bool = False,
+        protocol_error: bool = False,
+        connection_lost: bool = False,
+        timed_out: bool = False,
+        setting: str | None = None,
+        rule: str = "",
+        retry_in_process: bool | None = None,
+    ) -> None:
+        if retry_in_process is not None:
+            warnings.warn(
+                "Verdict(retry_in_process=...) is deprecated: write Verdict(retryable=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if retryable is None:
+                retryable = retry_in_process
+        values = {
+            "outcome": outcome,
+            "explanation": explanation,
+            "retryable": bool(retryable),
+            "split": split,
+            "delay_hint": delay_hint,
+            "quota": quota,
+            "protocol_error": protocol_error,
+            "connection_lost": connection_lost,
+            "timed_out": timed_out,
+            "setting": setting,
+            "rule": rule,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def updated(self, **fields: Any) -> Verdict:
+        """This verdict with every field of ``fields`` that is not ``None``.
+
+        Like :func:`dataclasses.replace`, but ``None`` means "keep": the shorthand
+        arguments of ``RecipientStatus(...)`` and ``DeliveryError(...)`` (``outcome=``,
+        ``explanation=``, ...) land on the verdict through it. Returns ``self`` when
+        nothing changes.
+        """
+        changes = {name: value for name, value in fields.items() if value is not None}
+        if all(getattr(self, name) == value for name, value in changes.items()):
+            return self
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def retry_in_process(self) -> bool:
+        """Deprecated spelling of :attr:`retryable` (one name per concept)."""
+        warnings.warn(
+            "Verdict.retry_in_process is deprecated: read Verdict.retryable",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.retryable
+
+
+class VerdictAttribute(Generic[_V]):
+    """A read-only attribute that is the same-named field of the owner's ``verdict``.
+
+    ``RecipientStatus.outcome`` and ``DeliveryError.explanation`` are declared with it,
+    so the verdict stays the one place the fact is kept.
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> VerdictAttribute[_V]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _V: ...
+    def __get__(
+        self, instance: object | None, owner: type | None = None
+    ) -> VerdictAttribute[_V] | _V:
+        if instance is None:
+            return self
+        value: _V = getattr(instance.verdict, self.name)  # type: ignore[attr-defined]
+        return value
+
+    def __set__(self, instance: object, value: object) -> None:
+        raise AttributeError(
+            f"{self.name} is read from the verdict: build a new {type(instance).__name__} "
+            "(or replace() one) with the verdict you mean"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -276,7 +389,7 @@ class Rule:
     text: re.Pattern[str] | None = None
     unless_enhanced: tuple[str, ...] = ()
     unless_text: re.Pattern[str] | None = None
-    retry_in_process: bool = False
+    retryable: bool = False
     split: bool = False
     quota: bool = False
     protocol_error: bool = False
@@ -284,13 +397,22 @@ class Rule:
     _unless_enhanced: tuple[tuple[int, int | None], ...] = field(
         init=False, repr=False, compare=False
     )
+    retry_in_process: InitVar[bool | None] = None
+    """Deprecated spelling of ``retryable`` (one name per concept), for one release."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, retry_in_process: bool | None) -> None:
+        if retry_in_process is not None:
+            warnings.warn(
+                "Rule(retry_in_process=...) is deprecated: write Rule(retryable=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "retryable", retry_in_process)
         if not self.name or not self.explanation:
             raise ValueError("a rule needs a name and an explanation")
         if self.split and self.outcome is not Outcome.TRANSIENT:
             raise ValueError(f"rule {self.name}: split implies Outcome.TRANSIENT")
-        if self.quota and (self.outcome is not Outcome.THROTTLED or self.retry_in_process):
+        if self.quota and (self.outcome is not Outcome.THROTTLED or self.retryable):
             raise ValueError(f"rule {self.name}: quota implies THROTTLED, not retried in-process")
         object.__setattr__(self, "_enhanced", tuple(map(_parse_pattern, self.enhanced)))
         object.__setattr__(
@@ -324,13 +446,25 @@ class Rule:
         return Verdict(
             outcome=self.outcome,
             explanation=explanation,
-            retry_in_process=self.retry_in_process,
+            retryable=self.retryable,
             split=self.split,
             delay_hint=delay_hint,
             quota=self.quota,
             protocol_error=self.protocol_error,
             rule=self.name,
         )
+
+
+def _rule_retry_in_process(rule: Rule) -> bool:
+    """Deprecated spelling of :attr:`Rule.retryable`."""
+    warnings.warn(
+        "Rule.retry_in_process is deprecated: read Rule.retryable", DeprecationWarning, stacklevel=2
+    )
+    return rule.retryable
+
+
+# The InitVar's default is baked into __init__; reading the old name gives the real value.
+setattr(Rule, "retry_in_process", property(_rule_retry_in_process))  # noqa: B010
 
 
 def _re(pattern: str) -> re.Pattern[str]:
@@ -596,7 +730,7 @@ RULES: tuple[Rule, ...] = (
         phases=_phases(Phase.TLS),
         codes=_codes(454),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server cannot start TLS right now (a problem on its side): retried",
     ),
     # ---- Quotas (A.4 row 7): THROTTLED, quota, not retried in-process, even for 5xx ----
@@ -792,7 +926,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_re(r"too many (?:login|logon|auth|authentication) attempts"),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "too many login attempts: wait before logging in again, and reuse one "
             "connection instead of logging in for every message"
@@ -806,7 +940,7 @@ RULES: tuple[Rule, ...] = (
         codes=_codes(432),
         unless_enhanced=("X.3.2",),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server needs a password transition: log in once with PLAIN (over TLS), "
             "then this mechanism works; retried"
@@ -820,7 +954,7 @@ RULES: tuple[Rule, ...] = (
         codes=_codes(454),
         unless_text=_THROTTLE_TEXT,
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "temporary authentication failure on the server's side: retried; the "
             "credentials are not in doubt"
@@ -834,7 +968,7 @@ RULES: tuple[Rule, ...] = (
         enhanced=("X.5.3",),
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=_TOO_MANY_RECIPIENTS,
     ),
     Rule(
@@ -848,7 +982,7 @@ RULES: tuple[Rule, ...] = (
         unless_text=_PER_PERIOD_TEXT,
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=_TOO_MANY_RECIPIENTS,
     ),
     Rule(
@@ -861,7 +995,7 @@ RULES: tuple[Rule, ...] = (
         unless_text=_PER_PERIOD_TEXT,
         outcome=Outcome.TRANSIENT,
         split=True,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server takes no more recipients in this transaction (452): the rest are "
             "sent at once in a new transaction (split)"
@@ -874,7 +1008,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_re(r"too many errors"),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server ended the session after too many errors (look at the earlier "
             "replies): retried on a new connection"
@@ -891,7 +1025,7 @@ RULES: tuple[Rule, ...] = (
             r"|too many (?:concurrent |simultaneous |parallel )?(?:connections|sessions)"
         ),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "too many simultaneous connections to this server or mailbox: lower the "
             "concurrency; slowed down and retried later"
@@ -903,7 +1037,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         enhanced=("X.2.1",),
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the recipient (or the relay account) is receiving mail too fast: slowed down "
             "and retried later"
@@ -917,7 +1051,7 @@ RULES: tuple[Rule, ...] = (
         severities=_TEMP,
         text=_DELAY_TEXT,
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server asked us to wait before trying again: retried after the delay",
     ),
     Rule(
@@ -928,7 +1062,7 @@ RULES: tuple[Rule, ...] = (
         enhanced=("X.7.*", "X.4.5"),
         text=_THROTTLE_TEXT,
         outcome=Outcome.THROTTLED,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server is throttling us (sending too fast, or the sender's reputation): "
             "slowed down and retried later"
@@ -939,7 +1073,7 @@ RULES: tuple[Rule, ...] = (
         name="closing-connection",
         codes=_codes(421),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server is closing the connection, usually temporary: retried on a new connection"
         ),
@@ -949,28 +1083,28 @@ RULES: tuple[Rule, ...] = (
         name="mailbox-busy",
         codes=_codes(450),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the mailbox is busy or temporarily unavailable: retried with backoff",
     ),
     Rule(
         name="server-error",
         codes=_codes(451),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server had a local error in processing: retried with backoff",
     ),
     Rule(
         name="insufficient-storage",
         codes=_codes(452),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="the server is short of storage: retried with backoff",
     ),
     Rule(
         name="parameters-not-accommodated",
         codes=_codes(455),
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation=(
             "the server cannot accommodate the MAIL/RCPT parameters right now: retried with backoff"
         ),
@@ -979,7 +1113,7 @@ RULES: tuple[Rule, ...] = (
         name="temporary",
         severities=_TEMP,
         outcome=Outcome.TRANSIENT,
-        retry_in_process=True,
+        retryable=True,
         explanation="temporary failure (4xx): retried with backoff",
     ),
     # ---- Addresses (A.4 row 15), before the protocol rules so that 501 5.1.3 is an
@@ -1412,6 +1546,8 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
                 f"{what} after the message was sent: the server may have accepted it; "
                 f"not resent automatically, to avoid a duplicate{slow}"
             ),
+            connection_lost=not timed_out,
+            timed_out=timed_out,
             rule="lost-after-final-dot",
         )
     template = _LOSS_EXPLANATION.get(phase, "{what} during {phase}; nothing was delivered: retried")
@@ -1421,7 +1557,9 @@ def classify_connection_loss(phase: Phase, *, timed_out: bool) -> Verdict:
     return Verdict(
         outcome=Outcome.TRANSIENT,
         explanation=explanation,
-        retry_in_process=True,
+        retryable=True,
+        connection_lost=not timed_out,
+        timed_out=timed_out,
         rule="lost-before-final-dot",
     )
 
@@ -1475,10 +1613,13 @@ def classify_tls_failure(reason: str) -> Verdict:
     suffix = f" ({detail})" if detail else ""
     for name, pattern, outcome, explanation in _TLS_RULES:
         if pattern.search(reason):
-            return Verdict(outcome=outcome, explanation=explanation + suffix, rule=name)
+            return Verdict(
+                outcome=outcome, explanation=explanation + suffix, setting="tls", rule=name
+            )
     return Verdict(
         outcome=Outcome.TRANSIENT,
         explanation="TLS handshake failed: retried" + suffix,
-        retry_in_process=True,
+        retryable=True,
+        connection_lost=True,
         rule="tls-handshake-failed",
     )

@@ -8,44 +8,99 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .envelope import Envelope
-from .replies import Outcome, Phase, Reply, Verdict, classify
+from .replies import Outcome, Phase, Reply, Verdict, VerdictAttribute, classify
 
 if TYPE_CHECKING:
     from .errors import DeliveryError
 
 __all__ = ["Attempt", "DeliveryReport", "RecipientStatus", "SendResult"]
 
+_T = TypeVar("_T")
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RecipientStatus:
     """One recipient's outcome.
 
-    ``reply`` is the server reply that decided it (the RCPT refusal, or the reply
-    to the final dot), ``None`` when there was none (a lost connection, or a
-    recipient never contacted). ``server`` names the transport that delivered or
-    refused it.
+    ``verdict`` is the :class:`~reliable_smtp.Verdict` that decided it - the one
+    outcome value: ``outcome``, ``explanation``, ``retryable``, ``split`` and
+    ``delay_hint`` are read from it. ``reply`` is the server reply that decided it
+    (the RCPT refusal, or the reply to the final dot), ``None`` when there was none
+    (a lost connection, or a recipient never contacted). ``transport_name`` is the
+    ``name`` of the transport that delivered or refused it (``"memory"``,
+    ``"smtp://mx.example.com:587"``; ``"recipient-policy"`` when the mailer's
+    recipient policy refused the address before any transport saw it). ``server`` is
+    its old name, still accepted and readable for one release.
+
+    Build one with :meth:`from_reply`, :meth:`from_verdict` or :meth:`from_error`.
+    The constructor also takes ``outcome=``/``explanation=``/``retryable=``/
+    ``split=``/``delay_hint=`` instead of (or on top of) a verdict: a shorthand
+    that builds the verdict.
     """
 
     recipient: str
-    outcome: Outcome
+    verdict: Verdict
     phase: Phase
     reply: Reply | None = None
-    explanation: str = ""
-    server: str = ""
-    retryable: bool = False
-    """Whether a new attempt soon may succeed (transient, not a quota)."""
-    split: bool = False
-    """Refused only because the transaction had too many recipients: resend now."""
-    delay_hint: float | None = None
-    """Seconds the server asked us to wait, when it said so."""
+    transport_name: str = ""
     attempts: int = 1
     """How many attempts included this recipient."""
+
+    def __init__(
+        self,
+        *,
+        recipient: str,
+        phase: Phase,
+        verdict: Verdict | None = None,
+        reply: Reply | None = None,
+        transport_name: str = "",
+        attempts: int = 1,
+        server: str | None = None,
+        outcome: Outcome | None = None,
+        explanation: str | None = None,
+        retryable: bool | None = None,
+        split: bool | None = None,
+        delay_hint: float | None = None,
+    ) -> None:
+        if verdict is None:
+            if outcome is None:
+                raise TypeError("RecipientStatus needs a verdict (or an outcome)")
+            verdict = Verdict(outcome=outcome, explanation="")
+        if (outcome, explanation, retryable, split, delay_hint) != (None,) * 5:
+            verdict = verdict.updated(
+                outcome=outcome,
+                explanation=explanation,
+                retryable=retryable,
+                split=split,
+                delay_hint=delay_hint,
+            )
+        # One status per recipient per attempt: set the slots directly (frozen dataclass).
+        setter = object.__setattr__
+        setter(self, "recipient", recipient)
+        setter(self, "verdict", verdict)
+        setter(self, "phase", phase)
+        setter(self, "reply", reply)
+        setter(self, "transport_name", server if server is not None else transport_name)
+        setter(self, "attempts", attempts)
+
+    # Read from the verdict (the names transports and the retry policy always used).
+    outcome = VerdictAttribute[Outcome]("The recipient's :class:`~reliable_smtp.Outcome`.")
+    explanation = VerdictAttribute[str]("What happened and the usual fix.")
+    retryable = VerdictAttribute[bool]("Whether a new attempt soon may succeed.")
+    split = VerdictAttribute[bool]("Refused only for too many recipients: resend now.")
+    delay_hint = VerdictAttribute["float | None"]("Seconds the server asked us to wait.")
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        return self.transport_name
 
     @property
     def accepted(self) -> bool:
@@ -60,23 +115,26 @@ class RecipientStatus:
         phase: Phase,
         reply: Reply | None = None,
         server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
-        """The status a reply's verdict gives ``recipient``."""
+        """The status a reply's verdict gives ``recipient`` (the verdict is kept as is)."""
         return cls(
             recipient=recipient,
-            outcome=verdict.outcome,
+            verdict=verdict,
             phase=phase,
             reply=reply,
-            explanation=verdict.explanation,
-            server=server,
-            retryable=verdict.retry_in_process,
-            split=verdict.split,
-            delay_hint=verdict.delay_hint,
+            transport_name=transport_name or server,
         )
 
     @classmethod
     def from_reply(
-        cls, recipient: str, reply: Reply, *, phase: Phase, server: str = ""
+        cls,
+        recipient: str,
+        reply: Reply,
+        *,
+        phase: Phase,
+        server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
         """The status ``reply``, received in ``phase``, gives ``recipient``.
 
@@ -84,44 +142,114 @@ class RecipientStatus:
         reply table): a 2xx is ``SENT``; otherwise the verdict sets the outcome, the
         explanation, whether a retry may help and any delay the server asked for.
         For a transport that reports one reply per recipient (an SMTP RCPT refusal,
-        an HTTP API's per-recipient result); ``server`` is the transport's ``name``.
+        an HTTP API's per-recipient result); ``transport_name`` is the transport's
+        ``name`` (``server`` is its old spelling).
         """
         return cls.from_verdict(
-            recipient, classify(reply, phase), phase=phase, reply=reply, server=server
+            recipient,
+            classify(reply, phase),
+            phase=phase,
+            reply=reply,
+            transport_name=transport_name or server,
         )
 
     @classmethod
     def from_error(
-        cls, recipient: str, error: DeliveryError, *, server: str = ""
+        cls,
+        recipient: str,
+        error: DeliveryError,
+        *,
+        server: str = "",
+        transport_name: str = "",
     ) -> RecipientStatus:
-        """The status of ``recipient`` when the whole transaction failed with ``error``."""
+        """The status of ``recipient`` when the whole transaction failed with ``error``.
+
+        The status carries the error's verdict (an error without an explanation
+        lends its summary).
+        """
+        verdict = error.verdict
+        if not verdict.explanation:
+            verdict = dataclasses.replace(verdict, explanation=error.summary)
         return cls(
             recipient=recipient,
-            outcome=error.outcome,
+            verdict=verdict,
             phase=error.phase or Phase.CONNECT,
             reply=error.reply,
-            explanation=error.explanation or error.summary,
-            server=server or error.server or "",
-            retryable=error.retryable,
-            delay_hint=error.delay_hint,
+            transport_name=transport_name or server or error.transport_name or "",
         )
+
+
+#: The verdict for a recipient a transport returned no status for.
+_NO_STATUS = Verdict(
+    outcome=Outcome.PERMANENT,
+    explanation="the transport returned no status for this recipient (a transport bug)",
+    rule="no-status",
+)
+
+
+def missing_status(recipient: str, transport_name: str) -> RecipientStatus:
+    """The status of ``recipient`` when transport ``transport_name`` returned none for it.
+
+    A transport that forgets a recipient breaks its contract: never count that
+    recipient as sent, and never resend it elsewhere (it may have been delivered).
+    """
+    return RecipientStatus(
+        recipient=recipient,
+        verdict=_NO_STATUS,
+        phase=Phase.DATA_END,
+        transport_name=transport_name,
+    )
 
 
 def _frozen(mapping: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
     return MappingProxyType(dict(mapping))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+def _rebuild(cls: type[_T], fields: dict[str, Any]) -> _T:
+    return cls(**fields)
+
+
+def _reduce(value: DeliveryReport | SendResult) -> tuple[object, ...]:
+    # A MappingProxyType cannot be pickled: hand pickle a plain dict of the statuses
+    # (the constructor freezes it again). Task queues pickle errors, and an error
+    # carries its SendResult.
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    fields["recipients"] = dict(value.recipients)
+    return (_rebuild, (type(value), fields))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class DeliveryReport:
-    """A transport's account of one transaction: a status for every envelope recipient."""
+    """A transport's account of one transaction: a status for every envelope recipient.
+
+    ``transport_name`` is the ``name`` of the transport that reports it (``server``:
+    its old name, still accepted and readable for one release).
+    """
 
     recipients: Mapping[str, RecipientStatus]
-    server: str = ""
+    transport_name: str = ""
     final_reply: Reply | None = None
     """The reply to the final dot, when the transaction got that far."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "recipients", _frozen(self.recipients))
+    def __init__(
+        self,
+        *,
+        recipients: Mapping[str, RecipientStatus],
+        transport_name: str = "",
+        final_reply: Reply | None = None,
+        server: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "recipients", _frozen(recipients))
+        object.__setattr__(self, "transport_name", server if server is not None else transport_name)
+        object.__setattr__(self, "final_reply", final_reply)
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name`."""
+        return self.transport_name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
     @classmethod
     def in_envelope_order(
@@ -131,20 +259,27 @@ class DeliveryReport:
         *,
         server: str = "",
         final_reply: Reply | None = None,
+        transport_name: str = "",
     ) -> DeliveryReport:
         """A report listing ``statuses`` in envelope order (every recipient must have one)."""
         return cls(
             recipients={r: statuses[r] for r in envelope.recipients},
-            server=server,
+            transport_name=transport_name or server,
             final_reply=final_reply,
         )
 
     @classmethod
     def all_sent(
-        cls, envelope: Envelope, *, reply: Reply | None = None, server: str = ""
+        cls,
+        envelope: Envelope,
+        *,
+        reply: Reply | None = None,
+        server: str = "",
+        transport_name: str = "",
     ) -> DeliveryReport:
         """Every recipient accepted: the report of a transport that cannot fail per recipient."""
         reply = reply or Reply(250, "2.0.0", "OK")
+        name = transport_name or server
         return cls(
             recipients={
                 r: RecipientStatus(
@@ -153,11 +288,11 @@ class DeliveryReport:
                     phase=Phase.DATA_END,
                     reply=reply,
                     explanation="accepted",
-                    server=server,
+                    transport_name=name,
                 )
                 for r in envelope.recipients
             },
-            server=server,
+            transport_name=name,
             final_reply=reply,
         )
 
@@ -179,7 +314,7 @@ class Attempt:
     """The backoff waited after this attempt, if another followed."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SendResult:
     """Everything known about one message after ``send()``.
 
@@ -192,11 +327,40 @@ class SendResult:
     recipients: Mapping[str, RecipientStatus]
     attempts: tuple[Attempt, ...] = ()
     elapsed: float = 0.0
-    server: str = ""
+    transport_name: str = ""
+    """The ``name`` of the mailer's transport (``server``: its old name, for one release)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "recipients", _frozen(self.recipients))
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        envelope: Envelope,
+        recipients: Mapping[str, RecipientStatus],
+        attempts: tuple[Attempt, ...] = (),
+        elapsed: float = 0.0,
+        transport_name: str = "",
+        extra: Mapping[str, str] | None = None,
+        server: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("message_id", message_id),
+            ("envelope", envelope),
+            ("recipients", _frozen(recipients)),
+            ("attempts", attempts),
+            ("elapsed", elapsed),
+            ("transport_name", server if server is not None else transport_name),
+            ("extra", {} if extra is None else extra),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def server(self) -> str:
+        """Deprecated name of :attr:`transport_name`."""
+        return self.transport_name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _reduce(self)
 
     @property
     def accepted(self) -> tuple[str, ...]:

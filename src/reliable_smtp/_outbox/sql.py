@@ -129,6 +129,10 @@ class SQLStore(Store):
     share_lock = ""
     """Appended to the fencing sub-SELECT of ``mark_final_dot`` (PostgreSQL: FOR SHARE), so
     a recovery running at the same time either waits for the mark or makes it fail."""
+    due_index = ""
+    """Appended to the claim's FROM where the planner must be told to use the partial index
+    of due entries (SQLite without ANALYZE statistics sorts every queued entry instead:
+    84 ms per claim at 70,000 queued, 0.03 ms with the index)."""
 
     def __init__(
         self,
@@ -372,8 +376,9 @@ class SQLStore(Store):
         with self._transaction() as conn:
             rows = self._execute(
                 conn,
-                "SELECT id, message_id, sender, content, attempts FROM {entries} "
-                "WHERE state IN ('queued', 'deferred') AND due_at <= ? "
+                "SELECT id, message_id, sender, content, attempts FROM {entries}"
+                + self.due_index
+                + " WHERE state IN ('queued', 'deferred') AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?" + self.skip_locked,
                 (now, limit),
             ).fetchall()
@@ -454,6 +459,64 @@ class SQLStore(Store):
                     "(expired and recovered, or the entry was changed by an operator); "
                     "not sending the final dot. Raise the worker's lease time if this recurs."
                 )
+
+    def mark_final_dot_many(
+        self, marks: Sequence[tuple[Claim, Collection[str]]], *, now: float
+    ) -> list[bool]:
+        # Group commit for the worker: the marks of every transaction that reached its
+        # dot meanwhile share one commit (one fsync), each still fenced by its own token.
+        # A recipient marked already in this claim (a failover member re-sending after a
+        # 421) stays marked: only a lost lease makes an item fail.
+        done: list[bool] = []
+        with self._transaction() as conn:
+            for claim, recipients in marks:
+                addresses = list(recipients)
+                if not addresses:
+                    done.append(True)
+                    continue
+                places = ", ".join("?" * len(addresses))
+                cursor = self._execute(
+                    conn,
+                    "UPDATE {recipients} SET state = 'in_flight', dot_at = ?, dot_token = ?, "
+                    "updated_at = ? WHERE entry_id = ? AND state IN ('pending', 'in_flight') "
+                    f"AND address IN ({places}) "
+                    "AND EXISTS (SELECT 1 FROM {entries} WHERE id = ? AND lease_token = ? "
+                    "AND state = 'sending'" + self.share_lock + ")",
+                    (
+                        now,
+                        claim.token,
+                        now,
+                        claim.entry_id,
+                        *addresses,
+                        claim.entry_id,
+                        claim.token,
+                    ),
+                )
+                done.append(cursor.rowcount > 0)
+        return done
+
+    def settle_many(
+        self, results: Sequence[tuple[Claim, Mapping[str, RecipientStatus]]], *, now: float
+    ) -> list[bool]:
+        settled: list[bool] = []
+        with self._transaction() as conn:
+            for claim, statuses in results:
+                entry = self._fenced(conn, claim)
+                if entry is None:
+                    settled.append(False)
+                    continue
+                plan = plan_settlement(
+                    entry.recipients,
+                    statuses,
+                    claimed=set(claim.recipients),
+                    now=now,
+                    expires_at=entry.expires_at,
+                    schedule=self.schedule,
+                    rng=self._rng,
+                )
+                self._apply(conn, claim.entry_id, plan, now)
+                settled.append(True)
+        return settled
 
     def _fenced(self, conn: Connection, claim: Claim) -> OutboxEntry | None:
         row = self._execute(

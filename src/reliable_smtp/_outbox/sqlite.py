@@ -92,6 +92,7 @@ class SQLiteStore(SQLStore):
     """An outbox in one SQLite file; safe for several processes on one machine."""
 
     dialect = SQLITE
+    due_index = " INDEXED BY outbox_entries_due"
 
     def __init__(
         self,
@@ -188,6 +189,15 @@ class SQLiteStore(SQLStore):
     def _nested(self, conn: sqlite3.Connection) -> Iterator[None]:
         # A savepoint: inside the caller's transaction it nests (their rollback undoes it);
         # outside one it is a transaction of its own, committed on release.
+        if (
+            not conn.in_transaction
+            and conn.isolation_level is not None
+            and getattr(conn, "autocommit", -1) is not True
+        ):
+            # The caller's connection opens transactions implicitly (sqlite3's default), but
+            # only before INSERT/UPDATE/DELETE, never before SAVEPOINT: open it as sqlite3
+            # would, so that the caller's commit or rollback decides, as for their own rows.
+            conn.execute("BEGIN")
         conn.execute("SAVEPOINT reliable_smtp_enqueue")
         try:
             yield

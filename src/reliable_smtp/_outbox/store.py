@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from ..result import RecipientStatus
+from .errors import LeaseLostError
 from .model import Claim, EntryState, NewEntry, OutboxEntry, OutboxStats
 from .schedule import OutboxSchedule
 
@@ -93,6 +94,30 @@ class Store(ABC):
     @abstractmethod
     def release(self, claim: Claim, *, now: float) -> bool:
         """Give a lease back without results (shutdown): as if recovered at once."""
+
+    def mark_final_dot_many(
+        self, marks: Sequence[tuple[Claim, Collection[str]]], *, now: float
+    ) -> list[bool]:
+        """:meth:`mark_final_dot` for several claims in ONE durable commit (group commit).
+
+        Returns, per item, whether it was marked (``False``: that lease is gone).
+        The worker batches the marks of transactions that reach their dot together.
+        """
+        done = []
+        for claim, recipients in marks:
+            try:
+                self.mark_final_dot(claim, recipients, now=now)
+            except LeaseLostError:
+                done.append(False)
+            else:
+                done.append(True)
+        return done
+
+    def settle_many(
+        self, results: Sequence[tuple[Claim, Mapping[str, RecipientStatus]]], *, now: float
+    ) -> list[bool]:
+        """:meth:`settle` for several claims in one transaction; per item, as ``settle``."""
+        return [self.settle(claim, statuses, now=now) for claim, statuses in results]
 
     @abstractmethod
     def renew(self, claims: Iterable[Claim], *, lease_seconds: float, now: float) -> set[int]:

@@ -26,6 +26,7 @@ from typing import TypeAlias
 from ..envelope import Envelope
 from ..replies import Reply
 from ..result import DeliveryReport
+from ..transports._commit import before_commit
 from ..transports.memory import MemoryTransport, SentMessage
 
 __all__ = ["Outbox", "OutboxAttachment", "OutboxMessage", "TextMatch"]
@@ -246,6 +247,7 @@ class Outbox(MemoryTransport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Keep the message and report every recipient ``SENT``."""
         self.ensure_open()
+        await before_commit(envelope, server=self.name)
         self.outbox.append(OutboxMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
             envelope, server=self.name, reply=Reply(250, "2.0.0", "kept in the outbox")

@@ -49,6 +49,11 @@ class Transport(abc.ABC):
 
     #: A short name for reports and logs (``smtp://host:587``, ``memory``...); no secrets.
     name: str = "transport"
+    #: True when ``deliver`` calls :func:`~reliable_smtp.transports._commit.before_final_dot`
+    #: right before its commit point (the outbox worker then records the "dot about to be
+    #: sent" mark at that instant). False: the worker marks every recipient before calling
+    #: ``deliver``, which after a crash can only give a false "ambiguous", never a duplicate.
+    marks_final_dot: bool = False
     _closed: bool = False
 
     @abc.abstractmethod

@@ -52,7 +52,7 @@ at most once per call.
   that was accepted is therefore never given to a second member.
 * **Merged report.** Exactly one status per envelope recipient, in envelope order,
   each the latest word about it; its ``server`` names the member that produced it
-  (filled in when a member left it empty). ``DeliveryReport.server`` names the last
+  (filled in when a member left it empty). ``DeliveryReport.transport_name`` names the last
   member tried. Recipients still failing when the plan runs out keep the last
   member's status: the mailer's retry policy decides what happens next.
 * **Every member raised.** The composite raises the last *retryable* error if
@@ -89,13 +89,11 @@ from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import (
     ConfigurationError,
-    ConnectionFailedError,
     DeliveryError,
     PoolExhaustedError,
-    SMTPTimeoutError,
 )
 from ..replies import Outcome, Phase, Reply
-from ..result import DeliveryReport, RecipientStatus
+from ..result import DeliveryReport, RecipientStatus, missing_status
 from .base import Transport
 
 __all__ = ["FailoverTransport", "RoundRobinTransport", "is_server_failure"]
@@ -128,10 +126,9 @@ def is_server_failure(item: RecipientStatus | DeliveryError, /) -> bool:
         return True
     if item.phase in _SERVER_PHASES:
         return True
-    if isinstance(item, (ConnectionFailedError, SMTPTimeoutError)):
-        return True  # by definition before the final dot (after it they are AMBIGUOUS)
-    # A status carries no exception class: TRANSIENT without a reply is how a lost link
-    # or a timeout before the final dot reaches a report (classify_connection_loss).
+    if item.verdict.connection_lost or item.verdict.timed_out:
+        return True  # no reply came, before the final dot (after it that is AMBIGUOUS)
+    # A transport's own TRANSIENT failure without a reply (a custom transport's outage).
     return outcome is Outcome.TRANSIENT and reply is None and item.phase is not Phase.DATA_END
 
 
@@ -158,7 +155,7 @@ class _Plan:
 class _CompositeTransport(Transport):
     """What both composites share: members, health, the failover walk. See the module."""
 
-    _kind = "composite"
+    _strategy = "composite"
 
     def __init__(
         self,
@@ -167,32 +164,32 @@ class _CompositeTransport(Transport):
         down_for: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        kind = type(self).__name__
+        class_name = type(self).__name__
         try:
             members = tuple(transports)
         except TypeError:
             raise ConfigurationError(
-                f"{kind} takes a list of transports, got {type(transports).__name__}: "
-                f"write {kind}([primary, backup])",
+                f"{class_name} takes a list of transports, got {type(transports).__name__}: "
+                f"write {class_name}([primary, backup])",
                 setting="transports",
             ) from None
         if not members:
             raise ConfigurationError(
-                f"{kind} needs at least one transport: {kind}([primary, backup])",
+                f"{class_name} needs at least one transport: {class_name}([primary, backup])",
                 setting="transports",
             )
         for position, member in enumerate(members):
             if not isinstance(member, Transport):
                 raise ConfigurationError(
-                    f"{kind} member {position} is a {type(member).__name__}, not a Transport: "
-                    "pass SMTPTransport(...) or other reliable_smtp transports",
+                    f"{class_name} member {position} is a {type(member).__name__}, not a "
+                    "Transport: pass SMTPTransport(...) or other reliable_smtp transports",
                     setting="transports",
                 )
         seen: set[int] = set()
         for member in members:
             if id(member) in seen:
                 raise ConfigurationError(
-                    f"{member.name} is given to {kind} twice: each member must be a distinct "
+                    f"{member.name} is given to {class_name} twice: each member must be a distinct "
                     "transport object (create a second transport to the same server if you "
                     "mean to)",
                     setting="transports",
@@ -209,10 +206,12 @@ class _CompositeTransport(Transport):
                 setting="clock",
             )
         self.transports: tuple[Transport, ...] = members
+        # The outbox can trust the hook only if every member that may carry a send calls it.
+        self.marks_final_dot = all(member.marks_final_dot for member in members)
         self.down_for = down_for
         self._clock = clock
         self._down_until = [-math.inf] * len(members)
-        self.name = f"{self._kind}({', '.join(m.name for m in members)})"
+        self.name = f"{self._strategy}({', '.join(m.name for m in members)})"
 
     async def __aenter__(self: _C) -> _C:
         # Typed as the composite, so ``async with FailoverTransport(...) as t`` sees
@@ -319,13 +318,14 @@ class _CompositeTransport(Transport):
             last = position
             try:
                 report = await member.deliver(pending, content)
-            except DeliveryError as error:
-                if not error.server:
-                    error.server = member.name
+            except DeliveryError as raised:
+                error = (
+                    raised if raised.transport_name else raised.replace(transport_name=member.name)
+                )
                 if not is_server_failure(error):
                     if not statuses:
-                        self._annotate(error, failures, plan)
-                        raise  # about the message, not the server: no other member can help
+                        # About the message, not the server: no other member can help.
+                        raise self._annotated(error, failures, plan) from raised.__cause__
                     statuses.update(_from_error(pending, error, member))
                     break
                 self._mark_down(
@@ -354,34 +354,34 @@ class _CompositeTransport(Transport):
             # Every member raised a server failure: nothing was delivered anywhere.
             retryable = [e for e in failures if e.retryable]
             chosen = (retryable or failures)[-1]
-            self._annotate(chosen, failures, plan)
-            raise chosen
+            raise self._annotated(chosen, failures, plan)
         return DeliveryReport(
             recipients={r: statuses[r] for r in envelope.recipients},
-            server=self.transports[last].name,
+            transport_name=self.transports[last].name,
             final_reply=final_reply,
         )
 
-    def _annotate(
+    def _annotated(
         self, error: DeliveryError, failures: Sequence[DeliveryError], plan: _Plan
-    ) -> None:
-        """Append to ``error``'s explanation what else happened in this call."""
+    ) -> DeliveryError:
+        """``error`` with what else happened in this call appended to its explanation."""
         notes: list[str] = []
         if plan.probing:
             notes.append(
                 f"every server was marked down; tried {self.transports[plan.order[0]].name}, "
                 "the first due back"
             )
-        notes.extend(f"{e.server}: {_reason(e)}" for e in failures if e is not error)
+        notes.extend(f"{e.transport_name}: {_reason(e)}" for e in failures if e is not error)
         now = self._clock()
         notes.extend(
             f"skipped {self.transports[i].name}, down for another {self._down_until[i] - now:.3g} s"
             for i in plan.skipped
         )
-        if notes:
-            text = "; ".join(notes)
-            prefix = f"{error.explanation} " if error.explanation else ""
-            error.explanation = f"{prefix}[{self.name}: {text}]"
+        if not notes:
+            return error
+        text = "; ".join(notes)
+        prefix = f"{error.explanation} " if error.explanation else ""
+        return error.replace(explanation=f"{prefix}[{self.name}: {text}]")
 
     async def aclose(self) -> None:
         """Close every member, even when one fails; then raise the first failure.
@@ -416,23 +416,16 @@ class _CompositeTransport(Transport):
 def _status_in(report: DeliveryReport, recipient: str, member: Transport) -> RecipientStatus:
     status = report.recipients.get(recipient)
     if status is None:
-        # A member that forgets a recipient breaks the contract; never count it as sent,
-        # and never resend it elsewhere (it may have been delivered).
-        return RecipientStatus(
-            recipient=recipient,
-            outcome=Outcome.PERMANENT,
-            phase=Phase.DATA_END,
-            explanation="the transport returned no status for this recipient (a transport bug)",
-            server=member.name,
-        )
-    return status if status.server else replace(status, server=member.name)
+        return missing_status(recipient, member.name)
+    return status if status.transport_name else replace(status, transport_name=member.name)
 
 
 def _from_error(
     envelope: Envelope, error: DeliveryError, member: Transport
 ) -> Iterable[tuple[str, RecipientStatus]]:
     return (
-        (r, RecipientStatus.from_error(r, error, server=member.name)) for r in envelope.recipients
+        (r, RecipientStatus.from_error(r, error, transport_name=member.name))
+        for r in envelope.recipients
     )
 
 
@@ -456,7 +449,7 @@ class FailoverTransport(_CompositeTransport):
     docstring.
     """
 
-    _kind = "failover"
+    _strategy = "failover"
 
     def _order(self, healthy: list[int]) -> Sequence[int]:
         return healthy
@@ -470,7 +463,7 @@ class RoundRobinTransport(_CompositeTransport):
     rotated order. Members marked down are skipped until ``down_for`` has passed.
     """
 
-    _kind = "round_robin"
+    _strategy = "round_robin"
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from ..envelope import Envelope
 from ..errors import AuthOrConfigError, ConfigurationError, DeliveryError, error_for
 from ..replies import Outcome, Phase, Reply, Verdict
 from ..result import DeliveryReport
+from ._commit import before_commit
 from .base import Transport
 
 __all__ = ["FileTransport"]
@@ -58,6 +59,8 @@ class FileTransport(Transport):
     I/O). ``paths`` lists the ``.eml`` files this instance wrote, in order.
     """
 
+    marks_final_dot = True
+
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         if not os.fspath(directory):
             raise ConfigurationError(
@@ -81,6 +84,7 @@ class FileTransport(Transport):
             ensure_ascii=False,
             indent=2,
         )
+        await before_commit(envelope, server=self.name)
         path = await asyncio.to_thread(self._write, stem, content, sidecar.encode() + b"\n")
         self.paths.append(path)
         return DeliveryReport.all_sent(
@@ -180,6 +184,6 @@ class FileTransport(Transport):
         verdict = Verdict(
             outcome=Outcome.TRANSIENT,
             explanation=f"{exc.strerror or exc}: nothing was written; retried",
-            retry_in_process=True,
+            retryable=True,
         )
         return error_for(verdict, f"FileTransport {summary}", phase=phase, server=self.name)

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from ..envelope import Envelope
 from ..replies import Reply
 from ..result import DeliveryReport
+from ._commit import before_commit
 from .base import Transport
 
 __all__ = ["MemoryTransport", "SentMessage"]
@@ -73,6 +74,7 @@ class MemoryTransport(Transport):
     """
 
     name = "memory"
+    marks_final_dot = True
 
     def __init__(self) -> None:
         self.outbox: list[SentMessage] = []
@@ -80,9 +82,10 @@ class MemoryTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Append the message to ``outbox`` and report every recipient ``SENT``."""
         self.ensure_open()
+        await before_commit(envelope, server=self.name)
         self.outbox.append(SentMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
-            envelope, server=self.name, reply=Reply(250, "2.0.0", "stored in memory")
+            envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "stored in memory")
         )
 
     def clear(self) -> None:

@@ -21,13 +21,14 @@ whole transaction; that error propagates unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias
 
 from ..envelope import Envelope
 from ..errors import DeliveryError, PermanentError
-from ..replies import Outcome, Phase, Reply, Verdict, classify
+from ..replies import Phase, Reply, classify
 from ..result import DeliveryReport, RecipientStatus
 from .base import Transport
 
@@ -50,10 +51,9 @@ def status_from_reply(
     :func:`~reliable_smtp.classify`, whose verdict sets the outcome, explanation,
     retryability and any delay hint.
     """
+    verdict = classify(reply, phase)
     if reply.severity == 2:
-        verdict = Verdict(outcome=Outcome.SENT, explanation="accepted")
-    else:
-        verdict = classify(reply, phase)
+        verdict = dataclasses.replace(verdict, explanation="accepted")
     return RecipientStatus.from_verdict(recipient, verdict, phase=phase, reply=reply, server=server)
 
 
@@ -90,7 +90,7 @@ class MockTransport(Transport):
             raise PermanentError(
                 f"MockTransport handler raised {type(exc).__name__}: {exc}",
                 phase=Phase.DATA_END,
-                server=self.name,
+                transport_name=self.name,
                 explanation="a bug in the test's handler; fix the handler",
             ) from exc
         try:
@@ -99,13 +99,13 @@ class MockTransport(Transport):
             raise PermanentError(
                 f"MockTransport handler returned an unusable response: {exc}",
                 phase=Phase.DATA_END,
-                server=self.name,
+                transport_name=self.name,
                 explanation="a bug in the test's handler; fix what it returns",
             ) from exc
 
     def _report(self, envelope: Envelope, response: object) -> DeliveryReport:
         if response is None:
-            return DeliveryReport.all_sent(envelope, server=self.name)
+            return DeliveryReport.all_sent(envelope, transport_name=self.name)
         if isinstance(response, DeliveryReport):
             return response
         if isinstance(response, Reply):
@@ -114,7 +114,7 @@ class MockTransport(Transport):
                     r: status_from_reply(r, response, Phase.DATA_END, self.name)
                     for r in envelope.recipients
                 },
-                server=self.name,
+                transport_name=self.name,
                 final_reply=response,
             )
         if isinstance(response, Mapping):
@@ -145,5 +145,5 @@ class MockTransport(Transport):
             statuses[recipient] = status_from_reply(recipient, reply, phase, self.name)
         accepted = any(status.accepted for status in statuses.values())
         return DeliveryReport(
-            recipients=statuses, server=self.name, final_reply=_OK if accepted else None
+            recipients=statuses, transport_name=self.name, final_reply=_OK if accepted else None
         )

@@ -21,9 +21,9 @@ How failures are raised (see :mod:`reliable_smtp.transports.base` for the contra
 * a non-zero exit or death by a signal: sendmail did **not** take the message,
   for anyone, so the transport raises the error :func:`~reliable_smtp.errors.error_for`
   picks for :func:`classify_exit`'s verdict (phase ``DATA_END``; exit 64 raises
-  :class:`~reliable_smtp.ProtocolError`). The error also carries ``exit_code``
-  (``None`` after a signal), ``signal`` and ``stderr`` as instance attributes,
-  and its text names both;
+  :class:`~reliable_smtp.ProtocolError`). The error's ``program_exit``
+  (:class:`~reliable_smtp.errors.ProgramExit`) holds ``exit_code`` (``None`` after a
+  signal), ``signal`` and ``stderr``, and its text names both;
 * a timeout before the message was fully written to stdin:
   :class:`~reliable_smtp.SMTPTimeoutError` (nothing can have been queued);
 * a timeout after stdin was written and closed: the MTA may have queued the message,
@@ -56,11 +56,13 @@ from ..errors import (
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
-    ProtocolError,
+    ProgramExit,
+    error_class,
     error_for,
 )
 from ..replies import Outcome, Phase, Reply, Verdict, classify, classify_connection_loss
 from ..result import DeliveryReport, RecipientStatus
+from ._commit import before_commit
 from .base import Transport
 
 __all__ = ["SendmailTransport", "classify_exit", "reply_from_output"]
@@ -270,7 +272,7 @@ def classify_exit(exit_code: int | None, stderr: str, *, signal: int | None = No
         return Verdict(
             outcome=Outcome.TRANSIENT,
             explanation=f"sendmail was killed by {_signal_name(signal)}; {_RETRY}",
-            retry_in_process=True,
+            retryable=True,
         )
     if exit_code is None:
         return Verdict(
@@ -292,7 +294,10 @@ def classify_exit(exit_code: int | None, stderr: str, *, signal: int | None = No
     return Verdict(
         outcome=known.outcome,
         explanation=known.explanation,
-        retry_in_process=known.outcome is Outcome.TRANSIENT,
+        retryable=known.outcome is Outcome.TRANSIENT,
+        # 64 (EX_USAGE): we called it wrongly - "the other side did not understand the
+        # command", the protocol error that makes the error a ProtocolError.
+        protocol_error=known.name == "EX_USAGE",
     )
 
 
@@ -347,6 +352,8 @@ class SendmailTransport(Transport):
     (``""``) is passed as an empty ``-f`` argument.
     """
 
+    marks_final_dot = True
+
     def __init__(
         self,
         path: str | os.PathLike[str] = DEFAULT_SENDMAIL_PATH,
@@ -380,6 +387,9 @@ class SendmailTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Run sendmail for ``envelope`` with ``content`` on stdin; see the module docstring."""
         self.ensure_open()
+        # The MTA queues whatever reached it once stdin closes - also a truncated message
+        # if this process dies mid-write - so the commit point is before the spawn.
+        await before_commit(envelope, server=self.name)
         process = await self._spawn(self.command(envelope))
         exchange = _Exchange()
         try:
@@ -401,8 +411,7 @@ class SendmailTransport(Transport):
                 verdict,
                 f"{self.name}: talking to the sendmail process failed: {exc}",
                 phase=Phase.DATA,
-                server=self.name,
-                connection_lost=True,
+                transport_name=self.name,
             ) from exc
         finally:
             # Cancellation from outside lands here too: never leave the child running.
@@ -413,7 +422,7 @@ class SendmailTransport(Transport):
         assert returncode is not None  # waited for, or seen to exit
         if returncode == 0:
             return DeliveryReport.all_sent(
-                envelope, server=self.name, reply=Reply(250, "2.0.0", "handed to sendmail")
+                envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "handed to sendmail")
             )
         raise self._exit_error(returncode, bytes(exchange.stderr).decode("utf-8", "replace"))
 
@@ -438,7 +447,7 @@ class SendmailTransport(Transport):
                     f"sendmail program {self.path!r} {problem}",
                     setting="path",
                     phase=Phase.CONNECT,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation=(
                         "install an MTA that provides sendmail (for example postfix, or msmtp "
                         "with msmtp-mta), or point SendmailTransport(path=...) or "
@@ -449,13 +458,13 @@ class SendmailTransport(Transport):
             verdict = Verdict(
                 outcome=Outcome.TRANSIENT,
                 explanation=f"could not start sendmail ({exc.strerror}); {_RETRY}",
-                retry_in_process=True,
+                retryable=True,
             )
             raise error_for(
                 verdict,
                 f"{self.name}: could not start {self.path!r}",
                 phase=Phase.CONNECT,
-                server=self.name,
+                transport_name=self.name,
             ) from exc
 
     @staticmethod
@@ -508,8 +517,7 @@ class SendmailTransport(Transport):
                 f"{self.name} did not take the message within {self.timeout:g} s; it was "
                 "killed before the whole message was written to it",
                 phase=Phase.DATA,
-                server=self.name,
-                timed_out=True,
+                transport_name=self.name,
             )
         # The whole message was written: the MTA may have queued it before we killed it.
         lost = classify_connection_loss(Phase.DATA_END, timed_out=True)
@@ -522,10 +530,12 @@ class SendmailTransport(Transport):
         )
         return DeliveryReport(
             recipients={
-                r: RecipientStatus.from_verdict(r, verdict, phase=Phase.DATA_END, server=self.name)
+                r: RecipientStatus.from_verdict(
+                    r, verdict, phase=Phase.DATA_END, transport_name=self.name
+                )
                 for r in envelope.recipients
             },
-            server=self.name,
+            transport_name=self.name,
         )
 
     def _exit_error(self, returncode: int, stderr: str) -> DeliveryError:
@@ -534,24 +544,15 @@ class SendmailTransport(Transport):
         reply = reply_from_output(stderr)
         summary = f"{self.name} {_describe_exit(exit_code, signal)}"
         summary += f"; stderr: {_trim(stderr)}" if stderr.strip() else "; stderr was empty"
-        error: DeliveryError
-        if exit_code == 64 and reply is None:
-            # Usage error: we called it wrongly. ProtocolError is the PermanentError
-            # for "the other side did not understand the command".
-            error = ProtocolError(
-                summary,
-                phase=Phase.DATA_END,
-                explanation=verdict.explanation,
-                outcome=verdict.outcome,
-                server=self.name,
-            )
-        else:
-            error = error_for(verdict, summary, reply=reply, phase=Phase.DATA_END, server=self.name)
-        # The raw facts, as attributes (they survive pickling: DeliveryError pickles __dict__).
-        error.exit_code = exit_code  # type: ignore[attr-defined]
-        error.signal = signal  # type: ignore[attr-defined]
-        error.stderr = stderr  # type: ignore[attr-defined]
-        return error
+        # The class follows from the verdict alone; the raw facts travel with the error.
+        return error_class(verdict)(
+            summary,
+            verdict=verdict,
+            reply=reply,
+            phase=Phase.DATA_END,
+            transport_name=self.name,
+            program_exit=ProgramExit(exit_code=exit_code, signal=signal, stderr=stderr),
+        )
 
 
 def _checked_extra_args(extra_args: Sequence[str]) -> tuple[str, ...]:

@@ -52,6 +52,7 @@ from ..replies import (
     classify_tls_failure,
 )
 from ..result import DeliveryReport
+from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -144,6 +145,8 @@ class SMTPTransport(Transport):
     ``setting="oauth_token_provider"``. Never more: a login loop gets the account
     locked.
     """
+
+    marks_final_dot = True
 
     def __init__(
         self,
@@ -524,14 +527,14 @@ class SMTPTransport(Transport):
             ):
                 # With implicit TLS, "connect" includes the handshake: a link that drops
                 # with no SSL error is a server that hung up on the TLS hello.
-                error.explanation = (
-                    "the server closed the connection during the TLS handshake: this port "
-                    "may not speak implicit TLS (use tls='starttls', RELIABLE_SMTP_TLS="
-                    "starttls, usually port 587), or it refuses this client's TLS version; "
-                    "retried"
+                error = error.replace(
+                    explanation="the server closed the connection during the TLS handshake: "
+                    "this port may not speak implicit TLS (use tls='starttls', "
+                    "RELIABLE_SMTP_TLS=starttls, usually port 587), or it refuses this "
+                    "client's TLS version; retried"
                 )
             if not self._ever_connected:
-                _first_contact(error)
+                error = _first_contact(error)
             raise error from exc
         self._ever_connected = True
         return smtp
@@ -647,12 +650,31 @@ class SMTPTransport(Transport):
                 wire.write(b".\r\n")
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
-                # The one place the message is handed over, to transaction.accepted. A check
-                # that may forbid the dot belongs right here: it ends the transaction with
-                # transaction.on_error(its error) - phase DATA, so never ambiguous.
-                wire.write(dot_stuff(content), body=True)
-                transaction.on_body_written()
-                step = transaction.on_final(await wire.read(timeout=self.data_timeout))
+                # The one place the message is handed over, to transaction.accepted.
+                stuffed = dot_stuff(content)
+                if not final_dot_guarded():
+                    wire.write(stuffed, body=True)
+                    transaction.on_body_written()
+                    transaction.on_final(await wire.read(timeout=self.data_timeout))
+                else:
+                    # An outbox send: the body goes first, then the guard records the dot
+                    # mark, then the dot goes alone. So the mark is the last thing before
+                    # the commit, and a recipient left marked by a crash (AMBIGUOUS) always
+                    # had the whole body on the wire. A veto drops the link before the dot:
+                    # the server discards the message (phase DATA, never ambiguous).
+                    wire.write(stuffed[: -len(_FINAL_DOT)], body=True)
+                    try:
+                        await before_final_dot(tuple(transaction.accepted))
+                    except FinalDotForbiddenError as forbidden:
+                        transaction.on_error(
+                            forbidden.error(
+                                server=self.name, what="the final dot was never written"
+                            )
+                        )
+                    else:
+                        wire.write(_FINAL_DOT)
+                        transaction.on_body_written()
+                        transaction.on_final(await wire.read(timeout=self.data_timeout))
         except WireError as failure:
             transaction.on_failure(failure)
         except (DeliveryError, _StaleConnectionError):
@@ -675,6 +697,10 @@ class SMTPTransport(Transport):
             smtp.close()
 
 
+#: The end of the message (RFC 5321 §4.1.1.4), the last bytes ``dot_stuff`` appends.
+_FINAL_DOT = b".\r\n"
+
+
 class _StaleConnectionError(Exception):
     """The connection turned out to be closed at MAIL, before anything was sent."""
 
@@ -687,17 +713,11 @@ class _StaleConnectionError(Exception):
 
 
 def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
-    verdict = classify_tls_failure(str(exc))
-    error = error_for(
-        verdict,
-        f"TLS failed: {exc}",
-        phase=Phase.TLS,
-        server=server,
-        connection_lost=verdict.outcome is Outcome.TRANSIENT,
+    # The verdict says it all: a transient handshake failure is a lost connection, a
+    # certificate or version mismatch is AUTH_OR_CONFIG naming the "tls" setting.
+    return error_for(
+        classify_tls_failure(str(exc)), f"TLS failed: {exc}", phase=Phase.TLS, server=server
     )
-    if isinstance(error, AuthOrConfigError):
-        error.setting = "tls"
-    return error
 
 
 #: Phases of opening a connection in which a failure without a reply, on the very first
@@ -705,8 +725,8 @@ def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
 _FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
 
 
-def _first_contact(error: DeliveryError) -> None:
-    """Mark ``error`` - the first connection ever to this server failed - as not retried.
+def _first_contact(error: DeliveryError) -> DeliveryError:
+    """``error`` - the first connection ever to this server failed - marked not retried.
 
     A server that has never answered will not start answering within the mailer's
     retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
@@ -716,28 +736,30 @@ def _first_contact(error: DeliveryError) -> None:
     for STARTTLS) is the server's own word and keeps its verdict.
     """
     if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
-        return
+        return error
     if not error.retryable:
-        return  # a certificate or TLS-version mismatch: already final, and says why
-    error.retryable = False
+        return error  # a certificate or TLS-version mismatch: already final, and says why
     cause = error.explanation
     for suffix in ("; retried", ": retried"):
         cause = cause.removesuffix(suffix)
     cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
-    error.explanation = (
-        f"{cause}; no connection to this server has succeeded yet, so this is not retried: "
-        "check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS (587 with "
-        "starttls, 465 with implicit, 25 with none for a local relay); raise "
-        "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+    return error.replace(
+        retryable=False,
+        explanation=(
+            f"{cause}; no connection to this server has succeeded yet, so this is not "
+            "retried: check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS "
+            "(587 with starttls, 465 with implicit, 25 with none for a local relay); raise "
+            "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
+        ),
     )
 
 
-def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of ``kind`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
+def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> BaseException | None:
+    """The first ``exc_type`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
     seen: set[int] = set()
     current = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
+        if isinstance(current, exc_type):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -82,16 +82,18 @@ def django_compatible(error: DeliveryError) -> DeliveryError:
     cls = _compatible_class(type(error), foreign)
     twin: Any = cls.__new__(cls, *error.args)
     Exception.__init__(twin, *error.args)
-    twin.__dict__.update(error.__dict__)
-    # The attributes smtplib's own classes promise to their except clauses.
+    # The attributes smtplib's own classes promise to their except clauses, stored with
+    # the facts (errors are immutable once built: no assignment after this).
+    promised: dict[str, Any] = {}
     code = error.code if error.code is not None else -1
     text = (error.text or str(error.summary)).encode("utf-8", "replace")
     if issubclass(foreign, smtplib.SMTPResponseException):
-        twin.smtp_code, twin.smtp_error = code, text
+        promised.update(smtp_code=code, smtp_error=text)
     if foreign is smtplib.SMTPSenderRefused:
-        twin.sender = error.result.envelope.sender if error.result is not None else ""
+        promised["sender"] = error.result.envelope.sender if error.result is not None else ""
     if foreign is smtplib.SMTPRecipientsRefused:
-        twin.recipients = _refused(error)
+        promised["recipients"] = _refused(error)
+    twin.__dict__.update(promised, **error.__dict__)
     twin.__cause__ = error.__cause__
     twin.__traceback__ = error.__traceback__
     result: DeliveryError = twin

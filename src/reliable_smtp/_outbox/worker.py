@@ -1,0 +1,628 @@
+"""The sending half of the durable outbox: :class:`OutboxWorker`.
+
+The worker owns the order of writes that makes a crash safe (docs/design.md,
+"Durable outbox"):
+
+1. ``claim`` - due entries become ``sending`` under a lease (a random token and
+   an expiry), after expired leases were recovered;
+2. ``mark_final_dot`` - right before the final dot of each SMTP transaction the
+   recipients accepted in it are marked ``in_flight``, durably, fenced by the
+   token (the transport calls the hook in :mod:`reliable_smtp.transports._commit`);
+   a transport that cannot call the hook gets every recipient marked before
+   ``deliver`` (a crash then gives a false "ambiguous", never a duplicate);
+3. the dot and the reply;
+4. ``settle`` - the per-recipient statuses of the send are applied (fenced by
+   the token) and the lease is released.
+
+A worker killed between 2 and 4 leaves marked recipients without a reply: when
+the lease expires, recovery parks them as AMBIGUOUS; unmarked ones go back to
+the queue. While it sends, a heartbeat renews the leases it holds.
+
+One attempt per claim: the outbox schedule is the retry engine (minutes to
+days); in-process only a "452 too many recipients" split is resent at once.
+
+A database that goes away makes the worker back off and reconnect (it never
+marks mail failed because the queue was unreachable). SIGTERM/SIGINT stop
+claiming, let in-flight transactions finish and settle, and return.
+
+Wake-up: ``Store.wait_for_work`` (PostgreSQL ``LISTEN`` on the store's channel;
+SQLite: an in-process notification when the enqueue happens in this process,
+else a cheap poll of ``PRAGMA data_version`` every 50 ms). A lost notification
+only delays: the worker claims at least every ``poll_interval`` seconds anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from .._checks import check_seconds
+from ..envelope import Envelope
+from ..errors import ConfigurationError, DeliveryError
+from ..mailer import AsyncMailer, Mailer
+from ..result import RecipientStatus
+from ..retry import RetryPolicy
+from ..transports._commit import FinalDotForbiddenError, guard_final_dot
+from .errors import LeaseLostError
+from .facade import AsyncOutbox, Outbox
+from .model import Claim
+from .store import Store
+
+__all__ = ["OutboxWorker", "WorkerStats"]
+
+logger = logging.getLogger("reliable_smtp")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SplitsOnly(RetryPolicy):
+    """One attempt, except that recipients refused only for the transaction's size go again
+    at once (a 452 "too many recipients" split); everything else waits for the schedule."""
+
+    attempts: int = 1_000
+    deadline: float = 86_400.0
+
+    def should_retry(self, status: RecipientStatus) -> bool:
+        return status.split
+
+
+_ONE_ATTEMPT = _SplitsOnly().without_waits()
+
+
+def _one_attempt(recipients: int) -> RetryPolicy:
+    """The claim's policy: each split round takes at least one recipient, so a server
+    that keeps answering 452 gets at most ``recipients`` extra transactions."""
+    return _ONE_ATTEMPT.replace(attempts=recipients + 1)
+
+
+@dataclass(slots=True, kw_only=True)
+class WorkerStats:
+    """What one run of the worker did (returned by :meth:`OutboxWorker.run_until_idle`)."""
+
+    claimed: int = 0
+    settled: int = 0
+    lost: int = 0
+    """Claims whose lease was lost before they were settled (another worker recovered them)."""
+    recipients: dict[str, int] = field(default_factory=dict)
+    """Recipient statuses applied, by outcome (``sent``, ``transient``...)."""
+    database_errors: int = 0
+
+
+class OutboxWorker:
+    """Send what an outbox holds, on its schedule, crash-safely. See the module docstring.
+
+    ::
+
+        outbox = Outbox("sqlite:///var/lib/app/outbox.db")
+        with Mailer.from_env() as mailer:
+            OutboxWorker(outbox, mailer).run()          # until SIGTERM / SIGINT
+
+    ``concurrency``: transactions in flight (default: the transport's
+    ``max_connections``, else 4). ``batch``: entries claimed per query (default
+    ``concurrency``). ``lease_seconds``: how long a claim stays valid without a
+    heartbeat (renewed every third of it); a killed worker's entries return after
+    it. ``poll_interval``: the longest an idle worker waits before looking again
+    (wake-ups usually come sooner). ``stop_timeout``: how long a stop waits for
+    in-flight transactions. ``clock`` (epoch seconds) and ``sleep`` are injected
+    for tests.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox | AsyncOutbox | Store,
+        mailer: Mailer | AsyncMailer,
+        *,
+        concurrency: int | None = None,
+        batch: int | None = None,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 1.0,
+        stop_timeout: float = 30.0,
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 30.0,
+        owner: str | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._store: Any = _store_of(outbox)
+        if isinstance(mailer, Mailer):
+            self._sync_mailer: Mailer | None = mailer
+            self._mailer = mailer._async
+        elif isinstance(mailer, AsyncMailer):
+            self._sync_mailer = None
+            self._mailer = mailer
+        else:
+            raise TypeError(f"mailer must be a Mailer or AsyncMailer, got {type(mailer).__name__}")
+        transport = self._mailer.transport
+        if concurrency is None:
+            concurrency = int(getattr(transport, "max_connections", 4))
+        self.concurrency = _whole("concurrency", concurrency)
+        self.batch = _whole("batch", batch if batch is not None else self.concurrency)
+        self.lease_seconds = check_seconds("lease_seconds", lease_seconds)
+        self.poll_interval = check_seconds("poll_interval", poll_interval)
+        self.stop_timeout = check_seconds("stop_timeout", stop_timeout)
+        self.reconnect_min = check_seconds("reconnect_min", reconnect_min)
+        self.reconnect_max = check_seconds("reconnect_max", reconnect_max)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._clock = clock or time.time
+        self._sleep = sleep or asyncio.sleep
+        self._rng = rng or random.Random()
+        self._marks = bool(transport.marks_final_dot)
+        policy = self._mailer.recipient_policy
+        self._chunk_size = policy.max_recipients_per_transaction if policy is not None else None
+        self._db: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+        self._held: dict[int, Claim] = {}
+        # Group commit: marks (and settles) that arrive while one batch is being written
+        # share the next commit - one fsync for many transactions, none waits longer.
+        self._marks_batch: _GroupCommit[tuple[Claim, tuple[str, ...]]] = _GroupCommit(
+            lambda items: self._db_call(self._store.mark_final_dot_many, items, now=self._clock())
+        )
+        self._settles_batch: _GroupCommit[tuple[Claim, Mapping[str, RecipientStatus]]] = (
+            _GroupCommit(
+                lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
+            )
+        )
+        self.stats = WorkerStats()
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Send until SIGTERM or SIGINT (or :meth:`stop`); blocking. Returns what it did.
+
+        With a sync :class:`~reliable_smtp.Mailer` the worker runs on the mailer's own
+        event loop, so its connections are the mailer's.
+        """
+        restore = self._install_signal_handlers()
+        try:
+            if self._sync_mailer is not None:
+                return self._sync_mailer._run(self.arun)
+            return asyncio.run(self.arun())
+        finally:
+            restore()
+
+    async def arun(self) -> WorkerStats:
+        """Send until :meth:`stop` is called (or the task is cancelled)."""
+        return await self._main(until_idle=False)
+
+    async def run_until_idle(self) -> WorkerStats:
+        """Send everything due now (and what becomes due meanwhile), then return."""
+        return await self._main(until_idle=True)
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight transactions finish and settle. Thread- and signal-safe."""
+        self._stop_requested = True
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(stopping.set)
+
+    def notify(self) -> None:
+        """Look for work now (an enqueue happened). Thread-safe; a lost call only delays."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _main(self, *, until_idle: bool) -> WorkerStats:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reliable-smtp-outbox")
+        self.stats = WorkerStats()
+        in_flight: set[asyncio.Task[None]] = set()
+        slot_freed = asyncio.Event()
+        helpers = [asyncio.create_task(self._heartbeat(), name="outbox-heartbeat")]
+        if not until_idle:  # run_until_idle returns when nothing is due: no need to wake it
+            helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
+        failures = 0
+        # Claim in batches: wait until a good share of the slots is free (one claim
+        # transaction for several entries), unless nothing at all is in flight.
+        refill = max(1, min(self.batch, self.concurrency // 2))
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(in_flight)
+                claims: list[Claim] = []
+                asked = 0
+                if free >= refill or (free > 0 and not in_flight):
+                    asked = min(free, self.batch)
+                    self._wake.clear()
+                    try:
+                        claims = await self._db_call(
+                            self._store.claim,
+                            self.owner,
+                            limit=asked,
+                            lease_seconds=self.lease_seconds,
+                            now=self._clock(),
+                        )
+                    except Exception as exc:  # the queue is unreachable: back off, never crash
+                        failures += 1
+                        self.stats.database_errors += 1
+                        await self._back_off(failures, exc)
+                        continue
+                    failures = 0
+                    for claim in claims:
+                        self._held[claim.entry_id] = claim
+                        self.stats.claimed += 1
+                        task = asyncio.create_task(self._process(claim))
+                        in_flight.add(task)
+                        task.add_done_callback(finished)
+                    if len(claims) == asked and self.concurrency - len(in_flight) >= refill:
+                        continue  # a full batch and room for another: more may be due
+                if until_idle and not claims and not in_flight:
+                    break
+                slot_freed.clear()
+                waits: list[asyncio.Future[Any]] = [
+                    asyncio.ensure_future(self._stopping.wait()),
+                    asyncio.ensure_future(slot_freed.wait()),
+                ]
+                if asked and len(claims) < asked:
+                    # Nothing more is due: an enqueue (or the poll) is the next reason to look.
+                    waits.append(asyncio.ensure_future(self._wake.wait()))
+                    waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+            await self._finish(in_flight)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await helper
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            db, self._db = self._db, None
+            db.shutdown(wait=True)
+            self._loop = None
+        return self.stats
+
+    async def _finish(self, in_flight: set[asyncio.Task[None]]) -> None:
+        """Let in-flight transactions end and settle, for at most ``stop_timeout``."""
+        if not in_flight:
+            return
+        logger.info(
+            "outbox worker stopping: waiting for %d transaction(s) in flight",
+            len(in_flight),
+            extra={"event": "outbox_stopping", "in_flight": len(in_flight)},
+        )
+        _done, pending = await asyncio.wait(set(in_flight), timeout=self.stop_timeout)
+        for task in pending:
+            # Past the grace period: their leases expire and recovery decides (a marked
+            # recipient becomes ambiguous, never sent twice).
+            task.cancel()
+
+    async def _back_off(self, failures: int, exc: BaseException) -> None:
+        assert self._stopping is not None
+        delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+        delay *= 1.0 + 0.25 * self._rng.random()
+        logger.warning(
+            "outbox unreachable (%s); retrying in %.3g s",
+            exc,
+            delay,
+            extra={"event": "outbox_unavailable", "delay": delay, "failures": failures},
+        )
+        await self._sleep_unless_stopped(delay)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        assert self._stopping is not None
+        waits = [
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._sleep(seconds)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    # -- one claim ----------------------------------------------------------------------
+
+    async def _process(self, claim: Claim) -> None:
+        try:
+            statuses = await self._send(claim)
+            if statuses is not None:
+                await self._settle(claim, statuses)
+        except LeaseLostError:
+            self.stats.lost += 1
+            logger.warning(
+                "outbox entry %d: lease lost before it was settled; another worker has it",
+                claim.entry_id,
+                extra={"event": "outbox_lease_lost", "entry_id": claim.entry_id},
+            )
+        except Exception:
+            logger.exception(
+                "outbox entry %d: unexpected error while sending; the lease will expire",
+                claim.entry_id,
+                extra={"event": "outbox_worker_error", "entry_id": claim.entry_id},
+            )
+        finally:
+            self._held.pop(claim.entry_id, None)
+
+    async def _send(self, claim: Claim) -> Mapping[str, RecipientStatus] | None:
+        """One attempt at the claim's due recipients: their statuses (``None``: not tried)."""
+        envelope = Envelope(claim.sender, claim.recipients)
+        if not self._marks:
+            # The transport cannot tell us the instant before its commit: mark everyone
+            # now. A crash before the send then gives a false "ambiguous", never a duplicate.
+            try:
+                await self._mark(claim, claim.recipients)
+            except FinalDotForbiddenError as forbidden:
+                if isinstance(forbidden.__cause__, LeaseLostError):
+                    raise forbidden.__cause__ from None
+                return {r: forbidden.status(r, server="outbox") for r in claim.recipients}
+            return await self._deliver(claim, envelope)
+        with guard_final_dot(partial(self._mark, claim)):
+            return await self._deliver(claim, envelope)
+
+    async def _deliver(self, claim: Claim, envelope: Envelope) -> Mapping[str, RecipientStatus]:
+        try:
+            result = await self._mailer._deliver(
+                envelope,
+                claim.content,
+                claim.message_id,
+                refused={},
+                chunk_size=self._chunk_size,
+                policy=_one_attempt(len(envelope.recipients)),
+            )
+        except DeliveryError as error:
+            if error.result is None:
+                return {
+                    r: RecipientStatus.from_error(r, error, server=error.server or "")
+                    for r in envelope.recipients
+                }
+            return _no_splits(error.result.recipients)
+        return result.recipients
+
+    async def _mark(self, claim: Claim, recipients: tuple[str, ...]) -> None:
+        """The final-dot guard: record durably that the dot is about to go to ``recipients``."""
+        try:
+            marked = await self._marks_batch.submit((claim, recipients))
+        except Exception as exc:
+            raise FinalDotForbiddenError(
+                f"the outbox could not record the final-dot mark ({exc})"
+            ) from exc
+        if not marked:
+            raise FinalDotForbiddenError("the outbox lease was lost") from LeaseLostError(
+                f"lease on outbox entry {claim.entry_id} was lost"
+            )
+
+    async def _settle(self, claim: Claim, statuses: Mapping[str, RecipientStatus]) -> None:
+        """Apply the statuses; keep trying while the database is away, until the lease is
+        gone (then recovery decides, from the dot marks) or the worker is hard-stopped."""
+        failures = 0
+        while True:
+            try:
+                settled = await self._settles_batch.submit((claim, statuses))
+                break
+            except Exception as exc:
+                failures += 1
+                self.stats.database_errors += 1
+                if self._clock() > claim.lease_expires_at + self.lease_seconds * 4:
+                    logger.error(
+                        "outbox entry %d: could not settle (%s); leaving it to recovery",
+                        claim.entry_id,
+                        exc,
+                        extra={"event": "outbox_settle_abandoned", "entry_id": claim.entry_id},
+                    )
+                    return
+                delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+                logger.warning(
+                    "outbox entry %d: settle failed (%s); retrying in %.3g s",
+                    claim.entry_id,
+                    exc,
+                    delay,
+                    extra={"event": "outbox_unavailable", "entry_id": claim.entry_id},
+                )
+                await self._sleep(delay)
+                await asyncio.sleep(0)  # an injected sleep may not yield
+        if not settled:
+            raise LeaseLostError(f"lease on outbox entry {claim.entry_id} was lost")
+        self.stats.settled += 1
+        for status in statuses.values():
+            key = status.outcome.value
+            self.stats.recipients[key] = self.stats.recipients.get(key, 0) + 1
+
+    # -- leases and wake-ups ------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases held, every third of ``lease_seconds``.
+
+        Real time, not the injected ``sleep``: a lease is kept alive while real I/O
+        (an SMTP transaction) runs, whatever a test does with its clock.
+        """
+        interval = self.lease_seconds / 3.0
+        while True:
+            await asyncio.sleep(interval)
+            claims = list(self._held.values())
+            if not claims:
+                continue
+            try:
+                await self._db_call(
+                    self._store.renew, claims, lease_seconds=self.lease_seconds, now=self._clock()
+                )
+            except Exception as exc:
+                logger.warning(
+                    "outbox: renewing %d lease(s) failed (%s)",
+                    len(claims),
+                    exc,
+                    extra={"event": "outbox_renew_failed"},
+                )
+
+    async def _watch_for_work(self) -> None:
+        """Wake the main loop when the store says work arrived (``Store.wait_for_work``:
+        PostgreSQL LISTEN; SQLite in-process notification and ``PRAGMA data_version``).
+
+        It blocks, so it runs in a thread of its own, in short slices so a stop is
+        never held up; a failure (the database went away) only means polling until
+        it is back.
+        """
+        loop = asyncio.get_running_loop()
+        watcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reliable-smtp-wakeup")
+        delay = self.reconnect_min
+        try:
+            while True:
+                try:
+                    woke = await loop.run_in_executor(
+                        watcher, self._store.wait_for_work, WAKE_SLICE
+                    )
+                except Exception as exc:
+                    logger.info(
+                        "outbox: waiting for work failed (%s); polling until it is back",
+                        type(exc).__name__,
+                        extra={"event": "outbox_wait_failed"},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2.0, self.reconnect_max)
+                    continue
+                delay = self.reconnect_min
+                if woke:
+                    self.notify()
+        finally:
+            # Wait for the blocked call to return (at most WAKE_SLICE): it uses a store
+            # connection, which must not be closed under it (libpq is not thread-safe).
+            await loop.run_in_executor(None, partial(watcher.shutdown, wait=True))
+
+    async def _db_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # One thread for every store call of this worker: a SQLite connection belongs
+        # to one thread, and the calls are short transactions that queue well.
+        assert self._db is not None
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._db, partial(function, *args, **kwargs))
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous: dict[int, Any] = {}
+        stops = 0
+
+        def handler(signum: int, frame: object) -> None:
+            nonlocal stops
+            stops += 1
+            logger.info(
+                "outbox worker: %s received, finishing in-flight transactions",
+                signal.Signals(signum).name,
+                extra={"event": "outbox_signal", "signal": signal.Signals(signum).name},
+            )
+            self.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+
+        def restore() -> None:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+        return restore
+
+
+Item = TypeVar("Item")
+
+
+class _GroupCommit(Generic[Item]):
+    """Calls that arrive while a batch is being written join the next one.
+
+    The first call goes at once (no added latency when idle); under load, every
+    transaction that reached its dot (or its reply) while the database was busy
+    shares the next commit. Each item gets its own result (``bool``); a failure of
+    the batch (the database went away) is every item's exception.
+    """
+
+    def __init__(self, write: Callable[[list[Item]], Awaitable[list[bool]]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[Item, asyncio.Future[bool]]] = []
+        self._writing = False
+        self._drainer: asyncio.Future[None] | None = None
+
+    async def submit(self, item: Item) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if not self._writing:
+            self._writing = True
+            self._drainer = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await self._write([item for item, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._writing = False
+
+
+#: The longest one blocking ``wait_for_work`` call lasts (a stop waits at most this).
+WAKE_SLICE = 0.5
+
+
+def _no_splits(statuses: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
+    """A split still pending after this claim's split rounds is an ordinary 4xx.
+
+    The schedule resends a split at once; if the server refused the smaller
+    transactions too (it says 452 to every RCPT), "at once" would be a tight loop
+    against it. Such recipients wait for the schedule's backoff instead.
+    """
+    return {
+        recipient: replace(status, verdict=status.verdict.updated(split=False))
+        if status.split
+        else status
+        for recipient, status in statuses.items()
+    }
+
+
+def _store_of(outbox: Any) -> Any:
+    for name in ("store", "_store"):
+        store = getattr(outbox, name, None)
+        if store is not None:
+            return store
+    if all(hasattr(outbox, m) for m in ("claim", "settle", "mark_final_dot", "renew")):
+        return outbox  # a Store itself
+    raise TypeError(f"outbox must be an Outbox or AsyncOutbox, got {type(outbox).__name__}")
+
+
+def _whole(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
+    return value
