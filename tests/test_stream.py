@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from conftest import relay_transport
 from rawsmtp import wait_until
 from reliable_smtp import Completed, SendFinished
 from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import AmbiguousDeliveryError, PermanentError
+from reliable_smtp.errors import AmbiguousDeliveryError, InvalidMessageError, PermanentError
 from reliable_smtp.mailer import AsyncMailer, Mailer
 from reliable_smtp.message import Message
 from reliable_smtp.result import DeliveryReport, SendResult
@@ -181,6 +182,22 @@ async def test_a_failure_or_a_foreign_exception_is_that_messages_outcome(
     assert refused.result.recipients["gone@example.org"].reply is not None
     assert isinstance(by_index[0].result_or_error, SendResult)
     assert [i for i, done in sorted(by_index.items()) if done.ok] == [0, 3, 4, 5]
+
+
+async def test_a_message_refused_before_sending_has_an_error_and_no_result(
+    server: LocalSMTPServer,
+) -> None:
+    nobody = EmailMessage()
+    nobody["From"] = "app@example.com"  # no recipient: invalid, nothing is tried
+    messages = [message("a@example.org"), nobody]
+    async with mailer_for(server, connections=1) as mailer:
+        by_index = {done.index: done async for done in mailer.as_completed(messages)}
+    assert by_index[0].ok
+    invalid = by_index[1]
+    assert isinstance(invalid.error, InvalidMessageError)
+    assert invalid.result is None
+    assert invalid.result_or_error is invalid.error
+    assert len(server.messages) == 1
 
 
 async def test_concurrency_must_be_a_positive_int() -> None:
