@@ -22,6 +22,7 @@ PUBLIC_API = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthOrConfigError",
+    "Completed",
     "ConfigurationError",
     "ConnectionFailedError",
     "DeliveryError",

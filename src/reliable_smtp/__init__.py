@@ -63,7 +63,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Mailer, SendOutcome, SendResultOrError
+from .mailer import AsyncMailer, Completed, Mailer, SendOutcome, SendResultOrError
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -128,6 +128,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthOrConfigError",
+    "Completed",
     "ConfigurationError",
     "ConnectionFailedError",
     "DeliveryError",

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from ._hooks import SendFinished
 from .diagnostics import CheckReport, CheckStep, check_connection, recipient_rows
 from .envelope import Envelope
 from .errors import (
@@ -574,7 +573,7 @@ def _send_bulk(
     # Build every message first: a malformed address is reported, not sent, and never
     # stops the others; a malformed sender stops everything before anything is sent.
     messages: list[Message] = []
-    rows: dict[int, _Recipient] = {}
+    rows: list[_Recipient] = []  # rows[i]: the input row of messages[i]
     skipped: list[tuple[_Recipient, InvalidMessageError]] = []
     for recipient in recipients:
         try:
@@ -592,7 +591,12 @@ def _send_bulk(
             skipped.append((recipient, error))
             continue
         messages.append(message)
-        rows[id(message)] = recipient
+        rows.append(recipient)
+
+    if "max_connections" not in settings.model_fields_set:
+        # --concurrency sends at once need as many connections: over one, a slow row
+        # would hold back every other (RELIABLE_SMTP_MAX_CONNECTIONS, when set, caps them).
+        settings = settings.model_copy(update={"max_connections": args.concurrency})
 
     counts: Counter[str] = Counter()
     results_path = Path(args.results) if args.results else None
@@ -607,29 +611,21 @@ def _send_bulk(
             for row in _result_rows(outcome, recipient.email, line=recipient.line):
                 results_file.write(json.dumps(row, ensure_ascii=False) + "\n")
             results_file.flush()  # a row per message as it ends: an interrupted run keeps them
-
-    for recipient, refusal in skipped:
-        console.err(f"line {recipient.line}: skipped: {refusal}")
-        record(refusal, recipient)
-    progress = _Progress(len(recipients), console.stderr)
-    started = time.monotonic()
-
-    def on_result(event: SendFinished) -> None:
-        # A hook: told of each message as soon as its send ends, while send_many keeps
-        # its concurrency (and its order for the returned list).
-        outcome: object = event.result if event.ok else event.error
-        if not isinstance(outcome, SendResult | ReliableSMTPError):
-            # A bug (send_many makes it that message's ambiguous error) or a cancellation.
-            outcome = ReliableSMTPError(f"unexpected {type(outcome).__name__}: {outcome}")
-        record(outcome, rows[id(event.message)])
         done = sum(counts.values())
         progress.update(done, counts["sent"], done - counts["sent"])
 
+    progress = _Progress(len(recipients), console.stderr)
+    for recipient, refusal in skipped:
+        console.err(f"line {recipient.line}: skipped: {refusal}")
+        record(refusal, recipient)
+    started = time.monotonic()
+
     async def run() -> None:
-        mailer = AsyncMailer(settings.build_transport(), retry=settings.retry_policy())
-        mailer.on_result(on_result)
-        async with mailer:
-            await mailer.send_many(messages, concurrency=args.concurrency)
+        async with AsyncMailer(settings.build_transport(), retry=settings.retry_policy()) as mailer:
+            # In the order the sends end, not the input order: a slow row (a greylisting
+            # server, a timeout) holds back neither the others nor their result rows.
+            async for done in mailer.as_completed(messages, concurrency=args.concurrency):
+                record(done.result_or_error, rows[done.index])
 
     try:
         asyncio.run(run())
@@ -1079,7 +1075,11 @@ def _parser() -> argparse.ArgumentParser:
         "'email' key",
     )
     bulk.add_argument(
-        "--concurrency", type=int, default=4, help="messages in flight at once (default 4)"
+        "--concurrency",
+        type=int,
+        default=4,
+        help="messages in flight at once, over as many connections unless "
+        "RELIABLE_SMTP_MAX_CONNECTIONS is set (default 4)",
     )
     send.add_argument("--results", metavar="FILE", help="write one JSON line per recipient to FILE")
     send.add_argument(

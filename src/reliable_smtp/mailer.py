@@ -36,7 +36,7 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from enum import Enum
 from functools import partial
@@ -64,7 +64,7 @@ from .transports.base import Transport
 from .transports.smtp import TokenProvider
 from .validation import RecipientPolicy
 
-__all__ = ["AsyncMailer", "Mailer", "SendOutcome", "SendResultOrError"]
+__all__ = ["AsyncMailer", "Completed", "Mailer", "SendOutcome", "SendResultOrError"]
 
 logger = logging.getLogger("reliable_smtp")
 
@@ -76,6 +76,44 @@ SendResultOrError: TypeAlias = "SendResult | ReliableSMTPError"
 SendOutcome: TypeAlias = SendResultOrError
 """Deprecated name of :data:`SendResultOrError` (it is not an :class:`~reliable_smtp.Outcome`);
 kept for one release."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Completed:
+    """One message's end, as :meth:`AsyncMailer.as_completed` yields it: which input, and how.
+
+    ``index`` is the message's position in the input (from 0) and ``message`` the
+    object given. As in :class:`~reliable_smtp.SendFinished`: ``error`` is what
+    send() would have raised (``None`` when every recipient accepted the message) and
+    ``result`` the :class:`~reliable_smtp.SendResult` - also when the send failed (the
+    one the error carries), ``None`` only when nothing was tried (an invalid message,
+    every recipient refused by the recipient policy).
+    """
+
+    index: int
+    message: AnyMessage
+    result: SendResult | None
+    error: ReliableSMTPError | None
+
+    @classmethod
+    def of(cls, index: int, message: AnyMessage, ended: SendResultOrError) -> Completed:
+        if isinstance(ended, SendResult):
+            return cls(index=index, message=message, result=ended, error=None)
+        result = ended.result if isinstance(ended, DeliveryError) else None
+        return cls(index=index, message=message, result=result, error=ended)
+
+    @property
+    def ok(self) -> bool:
+        """Every recipient accepted the message."""
+        return self.error is None
+
+    @property
+    def result_or_error(self) -> SendResultOrError:
+        """What :meth:`AsyncMailer.stream` would have yielded for this message."""
+        if self.error is not None:
+            return self.error
+        assert self.result is not None  # one of the two is always set
+        return self.result
 
 
 class _Default(Enum):
@@ -247,22 +285,18 @@ class AsyncMailer:
         connections back. An exception that is not one of the library's (a bug) is
         that message's :class:`~reliable_smtp.AmbiguousDeliveryError` - logged with
         its traceback, kept as ``__cause__`` - and the other messages go on.
+
+        Input order has a price: one slow message holds back every result after it
+        (and, once ``4 * concurrency`` are waiting, new sends). When the order does
+        not matter, :meth:`as_completed` yields each result as soon as it is known.
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+        _check_concurrency(concurrency)
         slots = asyncio.Semaphore(concurrency)
         window: deque[asyncio.Task[SendResultOrError]] = deque()
 
         async def outcome(message: AnyMessage) -> SendResultOrError:
             async with slots:
-                try:
-                    return await self.send(message)
-                except ReliableSMTPError as error:
-                    return error
-                except Exception as exc:
-                    # One message's bug must not end the stream and cancel the sends in
-                    # flight: it becomes that message's (ambiguous, logged) outcome.
-                    return _unexpected(exc, self.transport.name, "while sending")
+                return await self._outcome(message)
 
         try:
             async for message in _aiter(messages):
@@ -278,11 +312,83 @@ class AsyncMailer:
                 window.popleft()
                 yield sent
         finally:
-            for task in window:
-                task.cancel()
-            # Let the cancelled sends finish their clean-up (connections go back to the
-            # pool or are closed) before the caller goes on, e.g. to aclose().
-            await asyncio.gather(*window, return_exceptions=True)
+            await _cancel_and_wait(window)
+
+    async def as_completed(
+        self,
+        messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
+        *,
+        concurrency: int = 4,
+    ) -> AsyncGenerator[Completed, None]:
+        """Send every message, yielding each one's :class:`Completed` as soon as it ends.
+
+        :meth:`stream` without the input order, so a slow message (a greylisting
+        server, a long timeout, retries with backoff) never holds back the others:
+        each value says which input it is for (``index`` from 0, the ``message``
+        itself), its ``result`` and its ``error`` (what send() would raise, if anything).
+        The same guarantees as :meth:`stream`: at most ``concurrency`` sends in
+        flight and at most ``2 * concurrency`` messages held (in flight, waiting for
+        a slot, or finished and not yet taken), so memory stays flat; one message's
+        failure, even a foreign exception, never stops the others; stopping the
+        iteration cancels the unfinished sends and waits until they have given their
+        connections back. Messages finishing together come in input order. If the input
+        raises, no more messages are taken; the sends already started end and are
+        yielded, then the input's exception is raised.
+        """
+        _check_concurrency(concurrency)
+        slots = asyncio.Semaphore(concurrency)
+        # Twice the concurrency: a message is ready the moment a slot frees up, while
+        # the consumer has not yet taken the results of those that just finished.
+        window = 2 * concurrency
+        held: dict[asyncio.Task[SendResultOrError], tuple[int, AnyMessage]] = {}
+
+        async def outcome(message: AnyMessage) -> SendResultOrError:
+            async with slots:
+                return await self._outcome(message)
+
+        inputs = _aiter(messages)
+        pulled = 0
+        exhausted = False
+        broken: Exception | None = None  # what the input raised, once the sends it fed end
+        try:
+            while True:
+                while not exhausted and len(held) < window:
+                    try:
+                        message = await inputs.__anext__()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    except Exception as exc:
+                        # Sends already started may deliver: finish and report them
+                        # before raising, so no message's fate is left unknown.
+                        exhausted, broken = True, exc
+                        break
+                    held[asyncio.create_task(outcome(message))] = (pulled, message)
+                    pulled += 1
+                if not held:
+                    if broken is not None:
+                        raise broken
+                    return
+                finished, _ = await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(finished, key=lambda task: held[task][0]):
+                    # Taken out of ``held`` one at a time: if the consumer stops here,
+                    # the clean-up below still sees every task not yet yielded.
+                    index, message = held.pop(task)
+                    yield Completed.of(index, message, task.result())
+        finally:
+            await _cancel_and_wait(held)
+            await inputs.aclose()
+
+    async def _outcome(self, message: AnyMessage) -> SendResultOrError:
+        """send(), its error returned rather than raised (for send_many, stream, as_completed)."""
+        try:
+            return await self.send(message)
+        except ReliableSMTPError as error:
+            return error
+        except Exception as exc:
+            # One message's bug must not end the stream and cancel the sends in
+            # flight: it becomes that message's (ambiguous, logged) outcome.
+            return _unexpected(exc, self.transport.name, "while sending")
 
     async def aclose(self) -> None:
         """Close the transport (QUIT on open connections). Closing twice is fine."""
@@ -614,6 +720,23 @@ def _failure_summary(message_id: str, failed: list[RecipientStatus], total: int)
     return summary
 
 
+def _check_concurrency(concurrency: object) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+
+
+async def _cancel_and_wait(tasks: Iterable[asyncio.Task[SendResultOrError]]) -> None:
+    """Cancel the sends of an abandoned stream and wait until they have ended.
+
+    Waiting lets the cancelled sends finish their clean-up (connections go back to
+    the pool or are closed) before the caller goes on, e.g. to aclose().
+    """
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> Any:
     if isinstance(items, AsyncIterable):
         async for item in items:
@@ -770,16 +893,25 @@ class Mailer:
         self, messages: Iterable[AnyMessage], *, concurrency: int = 4
     ) -> Iterator[SendResultOrError]:
         """Yield each message's result or error in order; see :meth:`AsyncMailer.stream`."""
+        return self._blocking(self._async.stream(messages, concurrency=concurrency))
+
+    def as_completed(
+        self, messages: Iterable[AnyMessage], *, concurrency: int = 4
+    ) -> Iterator[Completed]:
+        """Yield each :class:`Completed` as its send ends; see :meth:`AsyncMailer.as_completed`."""
+        return self._blocking(self._async.as_completed(messages, concurrency=concurrency))
+
+    def _blocking(self, values: AsyncGenerator[T, None]) -> Iterator[T]:
+        """Iterate an async generator of the mailer's loop; closing this closes it there."""
         runner = self._portal()
-        outcomes = self._async.stream(messages, concurrency=concurrency)
         try:
             while True:
                 try:
-                    yield runner.call(outcomes.__anext__)
+                    yield runner.call(values.__anext__)
                 except StopAsyncIteration:
                     return
         finally:
-            runner.call(outcomes.aclose)
+            runner.call(values.aclose)
 
     def close(self) -> None:
         """Close the transport and stop the private event loop. Closing twice is fine."""
