@@ -17,9 +17,13 @@ from fastapi.testclient import TestClient
 
 from reliable_smtp import (
     AsyncMailer,
+    AsyncOutbox,
     DeliveryReport,
+    EntryState,
     Envelope,
     Message,
+    OutboxError,
+    OutboxWorker,
     PermanentError,
     RetryPolicy,
     SendResult,
@@ -29,6 +33,7 @@ from reliable_smtp import (
 )
 from reliable_smtp.contrib.fastapi import (
     MailerDep,
+    OutboxDep,
     add_error_handlers,
     get_mailer,
     mailer_lifespan,
@@ -237,3 +242,52 @@ def test_error_handler_answers_422_for_an_address_that_cannot_be_sent(
         response = client.post("/send", params={"to": "not-an-address"})
     assert response.status_code == 422
     assert smtp.messages == []
+
+
+def test_the_lifespan_opens_an_outbox_whose_entries_a_worker_sends(
+    smtp: LocalSMTPServer, tmp_path: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    opened: list[AsyncOutbox] = []
+
+    def outbox() -> AsyncOutbox:
+        opened.append(AsyncOutbox(url, recipient_policy=None))
+        return opened[-1]
+
+    app = FastAPI(lifespan=mailer_lifespan(factory_for(smtp), outbox=outbox))
+
+    @app.post("/signup")
+    async def signup(to: str, box: OutboxDep) -> dict[str, Any]:
+        entry = await box.enqueue(welcome(to), idempotency_key=f"welcome-{to}")
+        return {"id": entry.id, "state": entry.state.value}
+
+    with TestClient(app) as client:
+        first = client.post("/signup", params={"to": "ann@example.org"}).json()
+        again = client.post("/signup", params={"to": "ann@example.org"}).json()
+    assert first == again == {"id": 1, "state": "queued"}  # idempotent, durable
+    assert smtp.messages == []  # the request only queued it
+    with pytest.raises(OutboxError, match="closed"):  # closed at shutdown
+        asyncio.run(opened[0].get(1))
+
+    async def send_queue() -> EntryState:
+        async with AsyncOutbox(url) as box:
+            mailer = factory_for(smtp)()
+            async with mailer:
+                await OutboxWorker(box, mailer).run_until_idle()
+            return (await box.get(1)).state
+
+    assert asyncio.run(send_queue()) is EntryState.SENT
+    assert smtp.deliveries_to("ann@example.org") == 1
+
+
+def test_without_an_outbox_the_outbox_dependency_says_how_to_fix_it(
+    smtp: LocalSMTPServer,
+) -> None:
+    app = FastAPI(lifespan=mailer_lifespan(factory_for(smtp)))
+
+    @app.post("/signup")
+    async def signup(box: OutboxDep) -> None:  # pragma: no cover - never reached
+        raise AssertionError("no outbox")
+
+    with TestClient(app) as client, pytest.raises(RuntimeError, match=r"outbox=AsyncOutbox"):
+        client.post("/signup")

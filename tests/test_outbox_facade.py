@@ -22,6 +22,7 @@ from reliable_smtp import (
     InvalidMessageError,
     Message,
     Outbox,
+    OutboxError,
     OutboxSchedule,
     RecipientPolicy,
     RecipientState,
@@ -195,6 +196,14 @@ async def test_async_outbox_round_trip(outbox_url: str, clock: FakeClock) -> Non
             await outbox.resolve(entry.id, "failed")
         assert await outbox.purge(older_than=0) == 0
         assert await outbox.migrate() == 1
+
+
+async def test_a_closed_async_outbox_says_so(outbox_url: str) -> None:  # noqa: F811
+    outbox = AsyncOutbox(outbox_url)
+    await outbox.close()
+    await outbox.close()  # closing twice is fine
+    with pytest.raises(OutboxError, match="closed"):  # not the executor's RuntimeError
+        await outbox.get(1)
 
 
 SKIP_PROBE = """

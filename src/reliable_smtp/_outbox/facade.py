@@ -32,6 +32,7 @@ from ..errors import ConfigurationError
 from ..mailer import DEFAULT, _Default
 from ..message import Message, render
 from ..validation import RecipientPolicy
+from .errors import OutboxError
 from .model import EntryState, NewEntry, OutboxEntry, OutboxStats
 from .schedule import OutboxSchedule
 from .store import FINAL_STATES, OUTBOX_URL_VARIABLE, Resolution, Store, open_store
@@ -291,6 +292,7 @@ class AsyncOutbox:
         )
         """The synchronous outbox underneath (same store)."""
         self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reliable-smtp-outbox")
+        self._closed = False
 
     @classmethod
     def from_env(cls, **options: Any) -> AsyncOutbox:
@@ -306,6 +308,9 @@ class AsyncOutbox:
         return self.sync.url
 
     async def _run(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            # The threads are gone; say so in the library's terms, not the executor's.
+            raise OutboxError("this outbox is closed; open a new one")
         # In the caller's context (run_in_executor does not copy it): the current trace
         # span is what enqueue() stores for the worker.
         context = contextvars.copy_context()
@@ -384,7 +389,10 @@ class AsyncOutbox:
 
     async def close(self) -> None:
         """Close the database connections and the outbox's threads."""
+        if self._closed:
+            return
         await self._run(self.sync.close)
+        self._closed = True
         self._threads.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncOutbox:

@@ -19,6 +19,10 @@
   and, at shutdown, waits for the sends started with :func:`send_later`, then
   closes the pool (QUIT on every connection). It can wrap your own lifespan.
 * :func:`get_mailer` / :data:`MailerDep` hand the mailer to path operations.
+* ``mailer_lifespan(outbox=AsyncOutbox.from_env)`` also opens a durable
+  :class:`~reliable_smtp.AsyncOutbox` (closed after the mailer at shutdown);
+  :func:`get_outbox` / :data:`OutboxDep` hand it to path operations, which
+  ``await outbox.enqueue(message)`` - a worker (``reliable-smtp worker``) sends it.
 * :func:`send_later` sends after the response without losing the outcome: the
   task is awaited at shutdown and its result or error is logged.
 * :func:`add_error_handlers` maps delivery errors to HTTP responses - only when
@@ -48,6 +52,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from reliable_smtp import (
     AmbiguousDeliveryError,
     AsyncMailer,
+    AsyncOutbox,
     AuthOrConfigError,
     DeliveryError,
     InvalidMessageError,
@@ -60,8 +65,10 @@ from reliable_smtp import (
 
 __all__ = [
     "MailerDep",
+    "OutboxDep",
     "add_error_handlers",
     "get_mailer",
+    "get_outbox",
     "mailer_lifespan",
     "send_later",
 ]
@@ -77,6 +84,7 @@ class _AppMail:
     """What one application holds: its mailer and the sends still in flight."""
 
     mailer: AsyncMailer
+    outbox: AsyncOutbox | None = None
     pending: set[asyncio.Task[SendOutcome]] = field(default_factory=set)
     closing: bool = False
 
@@ -86,6 +94,7 @@ def mailer_lifespan(
     *,
     shutdown_timeout: float = 30.0,
     inner: Lifespan | None = None,
+    outbox: Callable[[], AsyncOutbox] | None = None,
 ) -> Lifespan:
     """A lifespan that opens a mailer at startup and closes it cleanly at shutdown.
 
@@ -95,12 +104,20 @@ def mailer_lifespan(
     finish (the rest are cancelled and logged), then the pool is closed.
     ``inner`` is your own lifespan, run inside this one (the mailer is already
     open in it and still open when it ends); whatever it yields is yielded on.
+    ``outbox`` builds an :class:`~reliable_smtp.AsyncOutbox` too (for example
+    ``AsyncOutbox.from_env``, reading ``RELIABLE_SMTP_OUTBOX_URL``), opened after
+    the mailer and closed after it.
     """
     build = factory or AsyncMailer.from_env
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         mail = _AppMail(mailer=build())
+        try:
+            mail.outbox = outbox() if outbox is not None else None
+        except BaseException:
+            await mail.mailer.aclose()
+            raise
         setattr(app.state, _STATE, mail)
         try:
             if inner is None:
@@ -111,8 +128,12 @@ def mailer_lifespan(
         finally:
             mail.closing = True
             await _drain(mail, shutdown_timeout)
-            await mail.mailer.aclose()
-            delattr(app.state, _STATE)
+            try:
+                await mail.mailer.aclose()
+            finally:
+                if mail.outbox is not None:
+                    await mail.outbox.close()
+                delattr(app.state, _STATE)
 
     return lifespan
 
@@ -151,6 +172,21 @@ def get_mailer(request: Request) -> AsyncMailer:
 
 MailerDep = Annotated[AsyncMailer, Depends(get_mailer)]
 """``mailer: MailerDep`` in a path operation's parameters gives it the mailer."""
+
+
+def get_outbox(request: Request) -> AsyncOutbox:
+    """The dependency: the application's :class:`~reliable_smtp.AsyncOutbox`."""
+    outbox = _app_mail(request.app).outbox
+    if outbox is None:
+        raise RuntimeError(
+            "no reliable-smtp outbox on this application: pass one to the lifespan, "
+            "mailer_lifespan(outbox=AsyncOutbox.from_env)"
+        )
+    return outbox
+
+
+OutboxDep = Annotated[AsyncOutbox, Depends(get_outbox)]
+"""``outbox: OutboxDep`` in a path operation's parameters gives it the durable outbox."""
 
 
 def send_later(request: Request, message: Message | EmailMessage) -> asyncio.Task[SendOutcome]:
