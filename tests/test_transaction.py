@@ -484,3 +484,184 @@ def test_the_body_is_written_only_after_send_body() -> None:
     assert transaction.on_data(GO_AHEAD) is Next.END_EMPTY
     with pytest.raises(RuntimeError, match="only after SEND_BODY"):
         transaction.on_body_written()
+
+
+# == CHUNKING: MAIL, RCPT..., BDAT <n> LAST and the message in one write ===================
+
+BDAT_REFUSED = Reply(554, "5.5.1", "no valid recipients")
+NEED_MAIL = Reply(503, "5.5.1", "MAIL transaction required")
+
+
+def play_chunked(events: list[Event], *, envelope: Envelope = ENVELOPE) -> Played:
+    """One CHUNKING transaction the way ``SMTPTransport._chunked_dialogue`` drives it."""
+    transaction = Transaction(envelope, pipelined=True, chunking=True, server="test")
+    pending = list(events)
+
+    def read() -> Reply:
+        event = pending.pop(0)
+        if isinstance(event, WireError):
+            raise event
+        return event
+
+    transaction.on_content_written()
+    try:
+        step = transaction.on_mail(read())
+        for _ in envelope.recipients:
+            if step is not Next.GO_ON:
+                break
+            step = transaction.on_rcpt(read())
+        if step is Next.GO_ON:
+            step = transaction.on_final(read())
+    except WireError as failure:
+        step = transaction.on_failure(failure)
+    assert step is Next.DONE
+    assert transaction.done
+    assert pending == [], f"events never read: {pending}"
+    try:
+        outcome: DeliveryReport | DeliveryError = transaction.result()
+    except DeliveryError as error:
+        outcome = error
+    return Played(written=["MAIL+RCPT+BDAT LAST+content"], outcome=outcome, close=transaction.close)
+
+
+def test_chunked_every_recipient_accepted_gets_the_bdat_reply() -> None:
+    played = play_chunked([OK, OK, OK, OK, QUEUED])
+    assert played.outcomes() == dict.fromkeys((ANN, BOB, CAT), Outcome.SENT)
+    assert played.report.final_reply == QUEUED
+    assert {s.phase for s in played.report.recipients.values()} == {Phase.DATA_END}
+    assert played.close is False
+
+
+def test_chunked_a_refused_recipient_keeps_its_reply_the_others_get_the_bdat_reply() -> None:
+    played = play_chunked([OK, OK, NO, LATER, QUEUED])
+    assert played.outcomes() == {
+        ANN: Outcome.SENT,
+        BOB: Outcome.PERMANENT,
+        CAT: Outcome.TRANSIENT,
+    }
+    assert played.report.recipients[BOB].reply == NO
+
+
+@pytest.mark.parametrize("bdat", [NEED_MAIL, BDAT_REFUSED])
+def test_chunked_a_refused_mail_reads_every_reply_then_raises_nothing_delivered(
+    bdat: Reply,
+) -> None:
+    refused = Reply(550, "5.7.1", "sender rejected")
+    played = play_chunked([refused, NEED_MAIL, NEED_MAIL, NEED_MAIL, bdat])
+    assert isinstance(played.error, PermanentError)
+    assert played.error.reply == refused
+    assert played.error.phase is Phase.MAIL
+    assert played.close is False  # in step: the connection is reset and reused
+
+
+def test_chunked_every_recipient_refused_keeps_their_refusals_nothing_delivered() -> None:
+    played = play_chunked([OK, NO, LATER, NO, BDAT_REFUSED])
+    assert played.outcomes() == {
+        ANN: Outcome.PERMANENT,
+        BOB: Outcome.TRANSIENT,
+        CAT: Outcome.PERMANENT,
+    }
+    assert played.report.final_reply is None  # no message was taken: RSET, reuse
+    assert played.close is False
+
+
+@pytest.mark.parametrize("bdat", [QUEUED, GO_AHEAD], ids=["2xx", "3xx"])
+def test_chunked_a_bdat_accepted_with_nobody_to_deliver_to_is_out_of_step(bdat: Reply) -> None:
+    played = play_chunked([OK, NO, NO, NO, bdat])
+    assert set(played.outcomes().values()) == {Outcome.PERMANENT}
+    assert played.close is True
+
+
+def test_chunked_421_at_mail_raises_nothing_delivered_and_closes() -> None:
+    played = play_chunked([CLOSING])
+    assert isinstance(played.error, TransientError)
+    assert played.error.outcome is Outcome.TRANSIENT
+    assert played.close is True
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_chunked_421_at_an_rcpt_gives_every_pending_recipient_the_421(at: int) -> None:
+    replies = [OK] * at + [CLOSING]
+    played = play_chunked([OK, *replies])
+    assert set(played.outcomes().values()) == {Outcome.TRANSIENT}
+    assert {played.report.recipients[r].reply for r in ENVELOPE.recipients} == {CLOSING}
+    assert played.close is True
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize(
+    ("replies", "refused"),
+    [([], set()), ([OK], set()), ([OK, OK, NO], {BOB}), ([OK, OK, NO, OK], {BOB})],
+    ids=["at-mail", "at-rcpt", "after-a-refused-rcpt", "at-bdat"],
+)
+def test_chunked_no_reply_after_the_write_is_ambiguous_for_everyone_not_refused(
+    failure: str, replies: list[Reply], refused: set[str]
+) -> None:
+    # The content left with the envelope: whichever reply is missing, the server may
+    # have every copy not refused; the refused recipient keeps its own reply.
+    played = play_chunked([*replies, FAILURES[failure]])
+    outcomes = played.outcomes()
+    ambiguous = {r for r, o in outcomes.items() if o is Outcome.AMBIGUOUS}
+    assert ambiguous == set(ENVELOPE.recipients) - refused
+    for recipient in refused:
+        assert played.report.recipients[recipient].reply == NO
+    status = played.report.recipients[ANN]
+    assert status.phase is Phase.DATA_END
+    assert status.retryable is False
+    assert "BDAT" in status.explanation
+    assert "RELIABLE_SMTP_CHUNKING" in status.explanation
+    assert played.close is True
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome", "close"),
+    [
+        (LATER, Outcome.TRANSIENT, False),
+        (Reply(554, "5.7.1", "rejected as spam"), Outcome.PERMANENT, False),
+        (CLOSING, Outcome.TRANSIENT, True),
+        (Reply(354, None, "go ahead"), Outcome.AMBIGUOUS, True),
+        (Reply(600, None, "what"), Outcome.AMBIGUOUS, True),
+    ],
+    ids=["4xx", "5xx", "421", "3xx", "600"],
+)
+def test_chunked_the_bdat_reply_is_every_accepted_recipients_final_reply(
+    answer: Reply, outcome: Outcome, close: bool
+) -> None:
+    played = play_chunked([OK, OK, NO, OK, answer])
+    assert played.outcomes() == {ANN: outcome, BOB: Outcome.PERMANENT, CAT: outcome}
+    assert played.report.final_reply == answer
+    assert played.close is close
+
+
+def test_chunked_a_guard_before_the_write_raises_its_own_error() -> None:
+    # A veto at the commit point comes before on_content_written: nothing was written.
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
+    veto = TransientError("not sent: the outbox lost its lease", phase=Phase.DATA, server="test")
+    assert transaction.on_error(veto) is Next.DONE
+    assert transaction.close is True
+    with pytest.raises(TransientError) as raised:
+        transaction.result()
+    assert raised.value is veto
+
+
+def test_chunked_replies_before_the_write_or_a_dot_are_a_bug_in_the_caller() -> None:
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
+    with pytest.raises(RuntimeError, match="on_content_written"):
+        transaction.on_mail(OK)
+    transaction.on_content_written()
+    with pytest.raises(RuntimeError, match="written once"):
+        transaction.on_content_written()
+    transaction.on_mail(OK)
+    for _ in ENVELOPE.recipients:
+        transaction.on_rcpt(OK)
+    with pytest.raises(RuntimeError):
+        transaction.on_data(GO_AHEAD)  # no DATA in a BDAT transaction
+    with pytest.raises(RuntimeError):
+        transaction.on_body_written()
+    assert transaction.on_final(QUEUED) is Next.DONE
+
+
+def test_content_written_is_for_chunking_only() -> None:
+    transaction = Transaction(ENVELOPE, pipelined=True, server="test")
+    with pytest.raises(RuntimeError, match="chunking"):
+        transaction.on_content_written()

@@ -83,7 +83,7 @@ from ._transaction import (
     WireError,
     failure_error,
 )
-from ._wire import Exchange, dot_stuff
+from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
@@ -168,6 +168,7 @@ class SMTPTransport(Transport):
         check_after: float = 5.0,
         pool_timeout: float = 60.0,
         pipelining: bool = True,
+        chunking: bool = True,
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -264,6 +265,7 @@ class SMTPTransport(Transport):
         self.check_after = check_seconds("check_after", check_after)
         self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
         self.pipelining = bool(pipelining)
+        self.chunking = bool(chunking)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(
                 f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}",
@@ -581,6 +583,8 @@ class SMTPTransport(Transport):
         )
         rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
         pipelined = self.pipelining and smtp.supports_extension("pipelining")
+        # BDAT in the same group as MAIL and RCPT needs both extensions (RFC 3030 §4.2).
+        chunking = pipelined and self.chunking and smtp.supports_extension("chunking")
         try:
             wire = Exchange(smtp, server=self.name)
         except LinkLostError as lost:
@@ -589,7 +593,12 @@ class SMTPTransport(Transport):
         try:
             with wire:
                 try:
-                    report = await self._dialogue(wire, envelope, content, mail, rcpts, pipelined)
+                    if chunking:
+                        report = await self._chunked_dialogue(wire, envelope, content, mail, rcpts)
+                    else:
+                        report = await self._dialogue(
+                            wire, envelope, content, mail, rcpts, pipelined
+                        )
                 finally:
                     clean = not wire.leftover
         except DeliveryError:
@@ -605,7 +614,11 @@ class SMTPTransport(Transport):
             raise
         if not clean:
             smtp.close()  # the server said more than it was asked: out of step
-        elif report.final_reply is None and smtp.is_connected:
+        elif smtp.is_connected and (
+            report.final_reply is None or (chunking and report.final_reply.severity != 2)
+        ):
+            # No final reply: the server may still be in the transaction. A refused
+            # BDAT LAST leaves it less clearly over than a refused dot does: RSET too.
             await self._reset(smtp)
         return report
 
@@ -660,6 +673,54 @@ class SMTPTransport(Transport):
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
             transaction.on_error(translate_error(exc, transaction.phase, server=self.name))
+        if transaction.close:
+            wire.close_connection()
+        return transaction.result()
+
+    async def _chunked_dialogue(
+        self,
+        wire: Exchange,
+        envelope: Envelope,
+        content: bytes,
+        mail: bytes,
+        rcpts: list[bytes],
+    ) -> DeliveryReport:
+        """MAIL, RCPT..., ``BDAT <n> LAST`` and the message in one write; then the replies.
+
+        One round trip per message even on a cold connection (RFC 3030 with RFC
+        2920). The write is the commit point: before it nothing was sent (a dead
+        connection is stale and the message goes on a fresh one); after it every
+        failure is ambiguous for the recipients not refused (see
+        :mod:`._transaction`). Every reply after the write waits up to
+        ``data_timeout``: giving up on any of them is as costly as on the final one.
+        """
+        transaction = Transaction(envelope, pipelined=True, chunking=True, server=self.name)
+        commands, chunk = bdat_group(mail + b"".join(rcpts), content)
+        # The commit point. A guard that may forbid handing the message over runs right
+        # here, before the write, for EVERY envelope recipient (their RCPT replies are
+        # not known yet): a veto writes nothing and drops the connection, so nothing is
+        # delivered. (The durable outbox's `await before_final_dot(recipients)` goes here.)
+        try:
+            wire.write_group(commands, chunk)
+        except LinkLostError as lost:
+            raise _StaleConnectionError(lost) from lost
+        transaction.on_content_written()
+        timeout = self.data_timeout
+        try:
+            step = transaction.on_mail(await wire.read(timeout=timeout))
+            for _ in rcpts:
+                if step is not Next.GO_ON:
+                    break
+                step = transaction.on_rcpt(await wire.read(timeout=timeout))
+            if step is Next.GO_ON:
+                step = transaction.on_final(await wire.read(timeout=timeout))
+        except WireError as failure:
+            transaction.on_failure(failure)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            # Nothing else is expected from the wire; classified like a lost link.
+            transaction.on_error(translate_error(exc, Phase.DATA_END, server=self.name))
         if transaction.close:
             wire.close_connection()
         return transaction.result()
