@@ -44,6 +44,9 @@ class Answer:
     """Close the connection after the (optional) reply."""
     keep: bool | None = None
     """For the final dot: whether the server keeps the message (default: a 2xx reply)."""
+    hold: bool = False
+    """Count the reply (as a real server does) but send it only with the next one not
+    held: a client waiting for it before writing more would wait forever."""
 
 
 @dataclass(slots=True)
@@ -61,6 +64,8 @@ class Session:
     """Recipients given a 2xx in the current transaction."""
     message_id: str = ""
     """Of the message whose final dot is being answered."""
+    held: bytearray = field(default_factory=bytearray)
+    """Replies held back (``Answer.hold``), sent before the next reply."""
 
 
 Decide = Callable[[Session, str, bytes], Answer]
@@ -147,9 +152,16 @@ class RawSMTPServer:
             self._sessions.discard(task)
 
     async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Answer
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answer: Answer,
     ) -> bool:
         """Carry out ``answer``; False when the connection is to end."""
+        if answer.hold and answer.reply:
+            session.held += answer.reply
+            return not answer.close
         if answer.delay:
             # A delayed reply still notices the client hanging up, as a real server's
             # socket would: the session (and ``open``) ends then, not after the delay.
@@ -160,14 +172,15 @@ class RawSMTPServer:
                     return False
                 await asyncio.sleep(min(0.01, until - loop.time()))
         if answer.reply:
-            writer.write(answer.reply)
+            writer.write(bytes(session.held) + answer.reply)
+            session.held.clear()
             await writer.drain()
         return not answer.close
 
     async def _converse(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if not await self._answer(reader, writer, self.decide(session, "GREETING", b"")):
+        if not await self._answer(session, reader, writer, self.decide(session, "GREETING", b"")):
             return
         chunks = bytearray()  # BDAT chunks of the current transaction
         while line := await reader.readline():
@@ -196,7 +209,7 @@ class RawSMTPServer:
                 if not session.in_transaction or not session.accepted or last:
                     session.in_transaction = False
                     chunks = bytearray()
-                if not await self._answer(reader, writer, answer):
+                if not await self._answer(session, reader, writer, answer):
                     return
                 continue
             if name in ("RCPT", "DATA") and not session.in_transaction:
@@ -214,7 +227,7 @@ class RawSMTPServer:
                 match = _PATH.search(argument)
                 session.accepted.append(match.group(1).decode() if match else "")
             if name == "DATA" and answer.reply and answer.reply[:3] == b"354":
-                if not await self._answer(reader, writer, answer):
+                if not await self._answer(session, reader, writer, answer):
                     return
                 body = bytearray()
                 while (chunk := await reader.readline()) != b".\r\n":
@@ -222,7 +235,7 @@ class RawSMTPServer:
                         return  # lost before the final dot: nothing kept
                     body += chunk
                 answer = self._message_end(session, bytes(body))
-            if not await self._answer(reader, writer, answer):
+            if not await self._answer(session, reader, writer, answer):
                 return
 
     def _message_end(self, session: Session, body: bytes) -> Answer:

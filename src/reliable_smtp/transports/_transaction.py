@@ -89,13 +89,20 @@ class GarbledReplyError(WireError):
     """The server sent bytes that are not an SMTP reply (or a reply whose lines disagree)."""
 
 
-#: Why a failure after a CHUNKING group is ambiguous, whichever reply was due.
-CHUNKED_EXPLANATION = (
-    "MAIL, RCPT and the whole message went to the server in one write (CHUNKING, "
-    "BDAT ... LAST), so the server may have accepted it; not resent automatically, "
-    "to avoid a duplicate (chunking=False, RELIABLE_SMTP_CHUNKING=false, keeps the "
-    "message back until RCPT and DATA are answered)"
-)
+def _chunked_explanation(failure: WireError) -> str:
+    """What happened, and why it is ambiguous, after the CHUNKING group was written."""
+    if isinstance(failure, GarbledReplyError):
+        what = f"the server answered with something that is not SMTP ({failure.detail})"
+    elif isinstance(failure, ReplyTimeoutError):
+        what = "no reply came in time (data_timeout, RELIABLE_SMTP_DATA_TIMEOUT)"
+    else:
+        what = f"the connection was lost ({failure.detail})"
+    return (
+        f"{what} after MAIL, RCPT and the whole message went to the server in one write "
+        "(CHUNKING, BDAT ... LAST): the server may have accepted it; not resent "
+        "automatically, to avoid a duplicate (chunking=False, RELIABLE_SMTP_CHUNKING=false, "
+        "holds the message back until RCPT and DATA are answered)"
+    )
 
 
 def failure_error(
@@ -115,7 +122,7 @@ def failure_error(
     """
     if chunked:
         phase = Phase.DATA_END
-        explanation = explanation or CHUNKED_EXPLANATION
+        explanation = explanation or _chunked_explanation(failure)
     where = f"during {phase.value}"
     if isinstance(failure, GarbledReplyError):
         if phase is Phase.DATA_END:
