@@ -14,6 +14,7 @@ before it means nothing was taken.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -118,6 +119,28 @@ async def test_envelope_and_message_go_in_one_write_before_any_reply(
     assert bdat == b"%d LAST" % len(CONTENT)
     assert kept == [CONTENT]  # exactly the bytes given: no dot-stuffing, no final dot
     assert server.deliveries == {("c1@example.com", ANN): 1, ("c1@example.com", BOB): 1}
+
+
+async def test_the_transcript_shows_the_bdat_command_and_only_the_size_of_the_message(
+    serve: Callable[..., object], caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RawSMTPServer = await serve()  # type: ignore[misc]
+    with caplog.at_level(logging.DEBUG, logger="reliable_smtp.transcript"):
+        async with transport(server) as smtp:
+            await smtp.deliver(ENVELOPE, CONTENT)
+    sent = [
+        r.getMessage().split(" > ", 1)[1]
+        for r in caplog.records
+        if r.name == "reliable_smtp.transcript" and " > " in r.getMessage()
+    ]
+    assert sent[1:5] == [
+        "MAIL FROM:<app@example.com>",
+        f"RCPT TO:<{ANN}>",
+        f"RCPT TO:<{BOB}>",
+        f"BDAT {len(CONTENT)} LAST",
+    ]
+    assert sent[5] == f"<message: {len(CONTENT)} bytes>"
+    assert not any("leading dot" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_content_is_sent_with_crlf_line_endings_only(
