@@ -102,6 +102,11 @@ def play(events: list[Event], *, pipelined: bool, envelope: Envelope = ENVELOPE)
             step = transaction.on_final(read())
     except WireError as failure:
         step = transaction.on_failure(failure)
+    return ended(transaction, step, pending, written)
+
+
+def ended(transaction: Transaction, step: Next, pending: list[Event], written: list[str]) -> Played:
+    """The transaction is over, every event used: its report (or error) and the close flag."""
     assert step is Next.DONE
     assert transaction.done
     assert pending == [], f"events never read: {pending}"
@@ -385,7 +390,7 @@ def test_a_guard_before_the_dot_ends_the_transaction_with_its_own_error() -> Non
 # == the final dot ========================================================================
 
 
-@BOTH
+@pytest.mark.parametrize("dialogue", ["serial", "pipelined", "bdat"])
 @pytest.mark.parametrize(
     ("answer", "outcome", "close"),
     [
@@ -398,9 +403,13 @@ def test_a_guard_before_the_dot_ends_the_transaction_with_its_own_error() -> Non
     ids=["4xx", "5xx", "421", "3xx", "600"],
 )
 def test_the_final_reply_is_every_accepted_recipients_reply(
-    pipelined: bool, answer: Reply, outcome: Outcome, close: bool
+    dialogue: str, answer: Reply, outcome: Outcome, close: bool
 ) -> None:
-    played = play([OK, OK, NO, OK, GO_AHEAD, answer], pipelined=pipelined)
+    # With CHUNKING the final reply is the reply to BDAT LAST: no DATA, no 354.
+    if dialogue == "bdat":
+        played = play_chunked([OK, OK, NO, OK, answer])
+    else:
+        played = play([OK, OK, NO, OK, GO_AHEAD, answer], pipelined=dialogue == "pipelined")
     statuses = played.report.recipients
     assert statuses[BOB].reply == NO
     for recipient in (ANN, CAT):
@@ -514,14 +523,7 @@ def play_chunked(events: list[Event], *, envelope: Envelope = ENVELOPE) -> Playe
             step = transaction.on_final(read())
     except WireError as failure:
         step = transaction.on_failure(failure)
-    assert step is Next.DONE
-    assert transaction.done
-    assert pending == [], f"events never read: {pending}"
-    try:
-        outcome: DeliveryReport | DeliveryError = transaction.result()
-    except DeliveryError as error:
-        outcome = error
-    return Played(written=["MAIL+RCPT+BDAT LAST+content"], outcome=outcome, close=transaction.close)
+    return ended(transaction, step, pending, ["MAIL+RCPT+BDAT LAST+content"])
 
 
 def test_chunked_every_recipient_accepted_gets_the_bdat_reply() -> None:
@@ -611,26 +613,6 @@ def test_chunked_no_reply_after_the_write_is_ambiguous_for_everyone_not_refused(
     assert "BDAT" in status.explanation
     assert "RELIABLE_SMTP_CHUNKING" in status.explanation
     assert played.close is True
-
-
-@pytest.mark.parametrize(
-    ("answer", "outcome", "close"),
-    [
-        (LATER, Outcome.TRANSIENT, False),
-        (Reply(554, "5.7.1", "rejected as spam"), Outcome.PERMANENT, False),
-        (CLOSING, Outcome.TRANSIENT, True),
-        (Reply(354, None, "go ahead"), Outcome.AMBIGUOUS, True),
-        (Reply(600, None, "what"), Outcome.AMBIGUOUS, True),
-    ],
-    ids=["4xx", "5xx", "421", "3xx", "600"],
-)
-def test_chunked_the_bdat_reply_is_every_accepted_recipients_final_reply(
-    answer: Reply, outcome: Outcome, close: bool
-) -> None:
-    played = play_chunked([OK, OK, NO, OK, answer])
-    assert played.outcomes() == {ANN: outcome, BOB: Outcome.PERMANENT, CAT: outcome}
-    assert played.report.final_reply == answer
-    assert played.close is close
 
 
 def test_chunked_a_guard_before_the_write_raises_its_own_error() -> None:
