@@ -8,11 +8,12 @@ context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL,
-one RCPT per recipient, DATA, body, pipelined when the server offers it - is
+one RCPT per recipient, DATA, body, pipelined when the server offers it, or
+MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write with CHUNKING - is
 written and read by :class:`~._wire.Exchange`, and what each reply means is
 decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
-a failure is pinned to its phase, and only a failure after the final dot is
-ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
+a failure is pinned to its phase, and only a failure after the message has left
+(the final dot, or the one BDAT write) is ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
 ``max_connections`` at once, each lent to one send at a time, reused for
 ``max_messages_per_connection`` messages); after a 421, an out-of-step reply or
 any unexpected error a connection is dropped, never reused in an unknown state.
@@ -135,6 +136,13 @@ class SMTPTransport(Transport):
     connect timeout). A sync provider runs in a thread of its own; a thread cannot
     be stopped, so after the timeout the send stops waiting and the thread is left
     to finish (or hang) on its own.
+
+    PIPELINING (``pipelining``, RFC 2920) sends MAIL, every RCPT and DATA in one
+    write. With ``chunking`` as well (RFC 3030, when the server offers CHUNKING
+    and PIPELINING) MAIL, every RCPT and ``BDAT <n> LAST`` go in one write with
+    the message itself: one round trip per message. The message then leaves before
+    the RCPT replies are known, so a link lost after that write is ambiguous (never
+    resent) for every recipient not refused; ``chunking=False`` keeps DATA.
 
     XOAUTH2: with ``oauth_token_provider`` (sync or async, returning an access
     token) the transport logs in with ``AUTH XOAUTH2``. When the server refuses the
