@@ -7,16 +7,17 @@ context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
 ``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
-aiosmtplib client. The transaction - MAIL,
-one RCPT per recipient, DATA, body, pipelined when the server offers it, or
-MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write with CHUNKING - is
-written and read by :class:`~._wire.Exchange`, and what each reply means is
-decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
-a failure is pinned to its phase, and only a failure after the message has left
-(the final dot, or the one BDAT write) is ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
-``max_connections`` at once, each lent to one send at a time, reused for
-``max_messages_per_connection`` messages); after a 421, an out-of-step reply or
-any unexpected error a connection is dropped, never reused in an unknown state.
+aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
+pipelined when the server offers it; or, with CHUNKING, MAIL, RCPT and ``BDAT <n>
+LAST`` with the message in one write - is written and read by
+:class:`~._wire.Exchange`, and what each reply means is decided by
+:class:`~._transaction.Transaction`: every recipient gets its own reply, a failure
+is pinned to its phase, and only a failure after the message has left (the final
+dot, or the one BDAT write) is ambiguous. Connections come from a
+:class:`~.pool.ConnectionPool` (up to ``max_connections`` at once, each lent to one
+send at a time, reused for ``max_messages_per_connection`` messages); after a 421,
+an out-of-step reply or any unexpected error a connection is dropped, never reused
+in an unknown state.
 """
 
 from __future__ import annotations
