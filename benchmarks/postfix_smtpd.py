@@ -10,6 +10,9 @@ from 127.0.0.1 and handed to the ``discard`` transport; the mail log (``maillog`
 in that directory) says what was received (``bdat=1`` on each disconnect line) and
 delivered (``status=sent``).
 
+``postfix_smtpd(tls=(cert_pem, key_pem))`` also offers STARTTLS with that
+certificate and key (PEM files; e.g. issued by ``trustme``).
+
 Postfix's master runs as root and drops to the ``postfix`` user: ``available()`` is
 false unless this process is root and Postfix is installed.
 """
@@ -84,6 +87,7 @@ error     unix - - n - - error
 retry     unix - - n - - error
 anvil     unix - - n - 1 anvil
 scache    unix - - n - 1 scache
+tlsmgr    unix - - n 1000 1 tlsmgr
 postlog   unix-dgram n - n - 1 postlogd
 """
 
@@ -142,7 +146,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
 
 
 @contextmanager
-def postfix_smtpd(*, timeout: float = 20.0) -> Iterator[Postfix]:
+def postfix_smtpd(
+    *, timeout: float = 20.0, tls: tuple[Path, Path] | None = None
+) -> Iterator[Postfix]:
     """Run a private Postfix (see the module docstring); stopped and removed on exit."""
     root = Path(tempfile.mkdtemp(prefix="reliable-smtp-postfix-"))
     root.chmod(0o755)  # the postfix user walks into data/ and queue/
@@ -152,7 +158,14 @@ def postfix_smtpd(*, timeout: float = 20.0) -> Iterator[Postfix]:
     (root / "data").mkdir()
     shutil.chown(root / "data", user="postfix")
     port = _free_port()
-    (config / "main.cf").write_text(MAIN_CF.format(root=root))
+    main = MAIN_CF.format(root=root)
+    if tls is not None:
+        cert, key = tls
+        main += (
+            f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\n"
+            f"smtpd_tls_key_file = {key}\n"
+        )
+    (config / "main.cf").write_text(main)
     (config / "master.cf").write_text(MASTER_CF.format(port=port))
     process = subprocess.Popen(
         [POSTFIX, "-c", str(config), "start-fg"],

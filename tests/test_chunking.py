@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trustme
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal
 from reliable_smtp.envelope import Envelope
@@ -390,18 +392,37 @@ async def test_a_reused_connection_found_closed_before_the_write_is_retried_fres
 
 
 @pytest.fixture(scope="module")
-def postfix() -> Iterator[postfix_smtpd.Postfix]:
+def postfix() -> Iterator[tuple[postfix_smtpd.Postfix, Path]]:
+    """Postfix's smtpd with STARTTLS (a trustme certificate); yields it and the CA file."""
     if not postfix_smtpd.available():
         pytest.skip("needs Postfix (postfix, postconf) and root to start its master")
-    with postfix_smtpd.postfix_smtpd() as running:
-        yield running
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    # Not pytest's tmp_path: its root is private, and the postfix user reads these.
+    with tempfile.TemporaryDirectory(prefix="reliable-smtp-tls-") as name:
+        files = Path(name)
+        files.chmod(0o755)
+        cert, key, ca_file = files / "cert.pem", files / "key.pem", files / "ca.pem"
+        issued.cert_chain_pems[0].write_to_path(str(cert))
+        issued.private_key_pem.write_to_path(str(key))
+        ca.cert_pem.write_to_path(str(ca_file))
+        with postfix_smtpd.postfix_smtpd(tls=(cert, key)) as running:
+            yield running, ca_file
 
 
+@pytest.mark.parametrize("tls", ["none", "starttls"])
 async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
-    postfix: postfix_smtpd.Postfix,
+    postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
 ) -> None:
+    server, ca_file = postfix
+    before = server.log()
     smtp = SMTPTransport(
-        "127.0.0.1", postfix.port, tls="none", local_hostname="client.test", command_timeout=10
+        "127.0.0.1",
+        server.port,
+        tls=tls,
+        ca_file=ca_file if tls == "starttls" else None,
+        local_hostname="client.test",
+        command_timeout=10,
     )
     outcomes: list[SendResult] = []
     async with AsyncMailer(smtp) as mailer:
@@ -414,7 +435,8 @@ async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
         for status in outcome.recipients.values():
             assert status.reply is not None
             assert "queued as" in status.reply.text
-    log = postfix.wait_for_log(lambda text: text.count("status=sent") >= 6)
+    log = server.wait_for_log(lambda text: text[len(before) :].count("status=sent") >= 6)
+    log = log[len(before) :]
     assert log.count("status=sent") == 6, log
     for n in range(3):
         assert f"to=<r{n}a@example.org>" in log
