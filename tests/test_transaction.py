@@ -556,6 +556,27 @@ def test_chunked_a_refused_mail_reads_every_reply_then_raises_nothing_delivered(
     assert played.close is False  # in step: the connection is reset and reused
 
 
+@pytest.mark.parametrize("bdat", [QUEUED, Reply(600, None, "what")], ids=["2xx", "600"])
+def test_chunked_a_refused_mail_yet_accepted_rcpt_and_message_is_ambiguous_for_those(
+    bdat: Reply,
+) -> None:
+    # Out of step: the message left with the envelope, and the server says it took it.
+    played = play_chunked([Reply(550, "5.7.1", "sender rejected"), OK, NO, OK, bdat])
+    assert played.outcomes() == {
+        ANN: Outcome.AMBIGUOUS,
+        BOB: Outcome.PERMANENT,
+        CAT: Outcome.AMBIGUOUS,
+    }
+    assert "out of step" in played.report.recipients[ANN].explanation
+    assert played.close is True
+
+
+def test_chunked_a_refused_mail_yet_accepted_rcpt_and_a_refused_message_raises() -> None:
+    played = play_chunked([Reply(550, "5.7.1", "sender rejected"), OK, NO, OK, BDAT_REFUSED])
+    assert isinstance(played.error, PermanentError)
+    assert played.error.phase is Phase.MAIL
+
+
 def test_chunked_every_recipient_refused_keeps_their_refusals_nothing_delivered() -> None:
     played = play_chunked([OK, NO, LATER, NO, BDAT_REFUSED])
     assert played.outcomes() == {

@@ -33,7 +33,9 @@ committed by that one write, before any RCPT reply is known, so the rules change
   RCPTs and the content and lost only its replies): never retried automatically;
 * a refused MAIL, or every RCPT refused, makes the server refuse the BDAT (503,
   554) and nothing is delivered: the MAIL refusal is raised, or every recipient
-  keeps its own RCPT refusal, once the BDAT reply is read;
+  keeps its own RCPT refusal, once the BDAT reply is read (a server out of step
+  that refused MAIL yet accepted an RCPT and the message leaves those recipients
+  ambiguous);
 * a 421 to MAIL or to an RCPT means the server closed without taking the content:
   nothing delivered (raised at MAIL; from RCPT on, every recipient not yet refused
   gets the 421), as in the DATA dialogue;
@@ -309,9 +311,14 @@ class Transaction:
             # 554) and nothing was delivered: the refusals already read stand. A 2xx
             # here would be a server out of step (it has nobody to deliver to).
             out_of_step = self._out_of_step or reply.severity not in (4, 5)
-            if self._mail_refusal is not None:
-                return self._fail(self._mail_refusal, close=out_of_step or reply.code == 421)
-            return self._finish(close=out_of_step or reply.code == 421)
+            close = out_of_step or reply.code == 421
+            if self._mail_refusal is None:
+                return self._finish(close=close)
+            if self.accepted and reply.severity not in (4, 5):
+                # Refused MAIL, yet an RCPT and the message accepted: a server this far
+                # out of step may have delivered it to those recipients.
+                return self._out_of_step_delivery(reply)
+            return self._fail(self._mail_refusal, close=close)
         for recipient in self.accepted:
             self._status(recipient, reply)
         self.final_reply = reply
@@ -402,6 +409,20 @@ class Transaction:
             reply=reply,
             server=self.server,
         )
+
+    def _out_of_step_delivery(self, reply: Reply) -> Next:
+        assert self._mail_refusal is not None
+        mail = self._mail_refusal.reply
+        error = AmbiguousDeliveryError(
+            f"the server refused the sender ({mail.code if mail else '?'}) but accepted "
+            f"recipients and then answered the BDAT chunk with {reply.code}",
+            reply=reply,
+            phase=Phase.DATA_END,
+            server=self.server,
+            explanation="the server is out of step and may have delivered the message to "
+            "the recipients it accepted; not resent automatically, to avoid a duplicate",
+        )
+        return self.on_error(error)
 
     def _fail(self, error: DeliveryError, *, close: bool) -> Next:
         self._error = error
