@@ -10,6 +10,11 @@ server keeps the facts the delivery-semantics tests assert on:
 * ``open`` - connections open right now (a leak shows as ``open > 0`` after the
   client's ``aclose()``); ``opened`` - how many were accepted;
 * ``commands`` - every command received, with its connection's number.
+
+A connection for which ``chunking(number)`` is true also offers CHUNKING (RFC 3030):
+``BDAT <n> [LAST]`` chunks are read exactly, refused with 503 without an accepted
+MAIL and 554 without an accepted RCPT (as Postfix does), and the reply to the LAST
+chunk is decided as ``DATA_END`` - the same faults as for the final dot.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class Answer:
     """Close the connection after the (optional) reply."""
     keep: bool | None = None
     """For the final dot: whether the server keeps the message (default: a 2xx reply)."""
+    hold: bool = False
+    """Count the reply (as a real server does) but send it only with the next one not
+    held: a client waiting for it before writing more would wait forever."""
 
 
 @dataclass(slots=True)
@@ -47,6 +55,7 @@ class Session:
 
     number: int
     pipelining: bool = False
+    chunking: bool = False
     transactions: int = 0
     """Final dots received on this connection so far (before the current one)."""
     in_transaction: bool = False
@@ -55,6 +64,8 @@ class Session:
     """Recipients given a 2xx in the current transaction."""
     message_id: str = ""
     """Of the message whose final dot is being answered."""
+    held: bytearray = field(default_factory=bytearray)
+    """Replies held back (``Answer.hold``), sent before the next reply."""
 
 
 Decide = Callable[[Session, str, bytes], Answer]
@@ -76,6 +87,8 @@ def normal(session: Session, verb: str, argument: bytes) -> Answer:
         return Answer(reply=b"220 raw.test ESMTP\r\n")
     if verb == "EHLO":
         extensions = b"250-PIPELINING\r\n" if session.pipelining else b""
+        if session.chunking:
+            extensions += b"250-CHUNKING\r\n"
         return Answer(reply=b"250-raw.test\r\n" + extensions + b"250 8BITMIME\r\n")
     if verb == "QUIT":
         return Answer(reply=OK["QUIT"], close=True)
@@ -86,10 +99,15 @@ class RawSMTPServer:
     """Start with ``await server.start()``; stop with ``await server.stop()``."""
 
     def __init__(
-        self, decide: Decide = normal, *, pipelining: Callable[[int], bool] = lambda n: False
+        self,
+        decide: Decide = normal,
+        *,
+        pipelining: Callable[[int], bool] = lambda n: False,
+        chunking: Callable[[int], bool] = lambda n: False,
     ) -> None:
         self.decide = decide
         self.pipelining = pipelining
+        self.chunking = chunking
         self.deliveries: Counter[tuple[str, str]] = Counter()
         self.open = 0
         self.opened = 0
@@ -117,7 +135,11 @@ class RawSMTPServer:
         self._sessions.add(task)
         self.opened += 1
         self.open += 1
-        session = Session(self.opened, pipelining=self.pipelining(self.opened))
+        session = Session(
+            self.opened,
+            pipelining=self.pipelining(self.opened),
+            chunking=self.chunking(self.opened),
+        )
         try:
             await self._converse(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -130,9 +152,16 @@ class RawSMTPServer:
             self._sessions.discard(task)
 
     async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Answer
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answer: Answer,
     ) -> bool:
         """Carry out ``answer``; False when the connection is to end."""
+        if answer.hold and answer.reply:
+            session.held += answer.reply
+            return not answer.close
         if answer.delay:
             # A delayed reply still notices the client hanging up, as a real server's
             # socket would: the session (and ``open``) ends then, not after the delay.
@@ -143,15 +172,17 @@ class RawSMTPServer:
                     return False
                 await asyncio.sleep(min(0.01, until - loop.time()))
         if answer.reply:
-            writer.write(answer.reply)
+            writer.write(bytes(session.held) + answer.reply)
+            session.held.clear()
             await writer.drain()
         return not answer.close
 
     async def _converse(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if not await self._answer(reader, writer, self.decide(session, "GREETING", b"")):
+        if not await self._answer(session, reader, writer, self.decide(session, "GREETING", b"")):
             return
+        chunks = bytearray()  # BDAT chunks of the current transaction
         while line := await reader.readline():
             verb, _, argument = line.rstrip(b"\r\n").partition(b" ")
             name = verb.upper().decode("ascii", "replace")
@@ -159,6 +190,28 @@ class RawSMTPServer:
             if name == "MAIL":
                 session.accepted = []
                 session.in_transaction = False
+                chunks = bytearray()
+            if name == "BDAT" and session.chunking:
+                size, _, last = argument.partition(b" ")
+                try:
+                    chunk = await reader.readexactly(int(size))
+                except asyncio.IncompleteReadError:
+                    return  # lost inside the chunk: nothing kept
+                chunks += chunk
+                if not session.in_transaction:
+                    answer = Answer(reply=b"503 5.5.1 Error: MAIL transaction required\r\n")
+                elif not session.accepted:
+                    answer = Answer(reply=b"554 5.5.1 Error: no valid recipients\r\n")
+                elif last.upper() != b"LAST":
+                    answer = Answer(reply=b"250 2.0.0 %d bytes received\r\n" % len(chunk))
+                else:
+                    answer = self._message_end(session, bytes(chunks))
+                if not session.in_transaction or not session.accepted or last:
+                    session.in_transaction = False
+                    chunks = bytearray()
+                if not await self._answer(session, reader, writer, answer):
+                    return
+                continue
             if name in ("RCPT", "DATA") and not session.in_transaction:
                 # As a real server does: no RCPT or DATA without an accepted MAIL.
                 answer = Answer(reply=b"503 5.5.1 Error: need MAIL command\r\n")
@@ -174,26 +227,31 @@ class RawSMTPServer:
                 match = _PATH.search(argument)
                 session.accepted.append(match.group(1).decode() if match else "")
             if name == "DATA" and answer.reply and answer.reply[:3] == b"354":
-                if not await self._answer(reader, writer, answer):
+                if not await self._answer(session, reader, writer, answer):
                     return
                 body = bytearray()
                 while (chunk := await reader.readline()) != b".\r\n":
                     if not chunk:
                         return  # lost before the final dot: nothing kept
                     body += chunk
-                match = _MESSAGE_ID.search(bytes(body))
-                session.message_id = match.group(1).strip(b"<>").decode() if match else ""
-                answer = self.decide(session, "DATA_END", bytes(body))
-                session.transactions += 1
-                session.in_transaction = False
-                keep = answer.keep
-                if keep is None:
-                    keep = bool(answer.reply) and answer.reply[:1] == b"2"
-                if keep:
-                    for recipient in session.accepted:
-                        self.deliveries[(session.message_id, recipient)] += 1
-            if not await self._answer(reader, writer, answer):
+                answer = self._message_end(session, bytes(body))
+            if not await self._answer(session, reader, writer, answer):
                 return
+
+    def _message_end(self, session: Session, body: bytes) -> Answer:
+        """The whole message is in (final dot, BDAT LAST): decide, keep it or not."""
+        match = _MESSAGE_ID.search(body)
+        session.message_id = match.group(1).strip(b"<>").decode() if match else ""
+        answer = self.decide(session, "DATA_END", body)
+        session.transactions += 1
+        session.in_transaction = False
+        keep = answer.keep
+        if keep is None:
+            keep = bool(answer.reply) and answer.reply[:1] == b"2"
+        if keep:
+            for recipient in session.accepted:
+                self.deliveries[(session.message_id, recipient)] += 1
+        return answer
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0) -> bool:

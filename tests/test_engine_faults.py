@@ -48,12 +48,16 @@ async def no_wait(seconds: float) -> None:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., object]]:
+async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., object]]:
+    """Starts raw servers; with the ``bdat`` parameter they offer PIPELINING and CHUNKING."""
     servers: list[RawSMTPServer] = []
+    chunked = getattr(request, "param", "data") == "bdat"
 
     async def start(
         decide: Callable[[Session, str, bytes], Answer] = normal, **kw: object
     ) -> RawSMTPServer:
+        if chunked:
+            kw = {"pipelining": lambda n: True, "chunking": lambda n: True, **kw}
         server = await RawSMTPServer(decide, **kw).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
@@ -61,6 +65,15 @@ async def serve() -> AsyncIterator[Callable[..., object]]:
     yield start  # type: ignore[misc]
     for server in servers:
         await server.stop()
+    if chunked:  # the parametrisation did change the dialogue
+        verbs = {verb for started in servers for _, verb, _ in started.commands}
+        assert "BDAT" in verbs, verbs
+        assert "DATA" not in verbs, verbs
+
+
+#: For the rules that hold whichever way the message goes: DATA and the final dot, or
+#: MAIL, RCPT and BDAT LAST with the message in one write (RFC 3030).
+both_dialogues = pytest.mark.parametrize("serve", ["data", "bdat"], indirect=True)
 
 
 def transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
@@ -201,6 +214,7 @@ NOT_SMTP_FINAL = [
 
 
 @pytest.mark.parametrize("reply", NOT_SMTP_FINAL, ids=lambda r: r[:3].decode())
+@both_dialogues
 async def test_a_final_reply_that_is_not_2xx_4xx_5xx_is_ambiguous(
     serve: Callable[..., object], reply: bytes
 ) -> None:
@@ -271,6 +285,7 @@ async def test_a_2xx_to_data_is_a_protocol_error_and_nothing_is_claimed(
     "reply", [b"500 5.5.1 Command unrecognized\r\n", b"503 5.5.1 Bad sequence\r\n"]
 )
 @pytest.mark.parametrize("command", ["MAIL", "RCPT"])
+@both_dialogues
 async def test_5_5_x_refusals_raise_protocol_error(
     serve: Callable[..., object], command: str, reply: bytes
 ) -> None:
@@ -290,6 +305,7 @@ async def test_5_5_x_refusals_raise_protocol_error(
 # -- B3: cancelling a send during the NOOP health check leaks nothing -------------------
 
 
+@both_dialogues
 async def test_cancelling_a_send_during_the_noop_check_closes_the_connection(
     serve: Callable[..., object],
 ) -> None:
@@ -312,6 +328,7 @@ async def test_cancelling_a_send_during_the_noop_check_closes_the_connection(
     assert await wait_until(lambda: server.open == 0, timeout=2.0), f"{server.open} left open"
 
 
+@both_dialogues
 async def test_a_send_waiting_for_a_connection_when_the_transport_closes_opens_none(
     serve: Callable[..., object],
 ) -> None:
@@ -354,6 +371,7 @@ def ambiguous_and_transient(refuse_connection: bool) -> Callable[[Session, str, 
 
 
 @pytest.mark.parametrize("refuse_connection", [False, True], ids=["451", "connection-failed"])
+@both_dialogues
 async def test_an_ambiguous_recipient_decides_the_class_over_a_transient_one(
     serve: Callable[..., object], refuse_connection: bool
 ) -> None:
@@ -584,6 +602,7 @@ async def test_the_raised_error_carries_the_deciding_statuss_verdict_whole() -> 
     assert error.result.recipients["a@example.org"].outcome is Outcome.PERMANENT
 
 
+@both_dialogues
 async def test_an_abandoned_stream_waits_for_its_cancelled_sends(
     serve: Callable[..., object],
 ) -> None:

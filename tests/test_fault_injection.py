@@ -5,9 +5,12 @@ connections that serve one message and close silently at the next MAIL, refused
 greetings, ``500 5.5.1`` at MAIL, 451 and garbage at RCPT, disconnects before the
 dot (MAIL, RCPT, DATA), non-SMTP replies to the final dot (600, 199, 354), links
 lost after the dot, final replies delayed within and beyond ``data_timeout``, and
-slow NOOP health checks. The client sends through ``send_many`` and ``stream`` with
-more concurrency than ``max_connections``, plus single sends cancelled at points a
-seeded RNG picks, and a stream abandoned half-way.
+slow NOOP health checks. Connections are serial, pipelined, or pipelined with
+CHUNKING (MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write, where
+every fault after the write is ambiguous), drawn per connection. The client sends
+through ``send_many`` and ``stream`` with more concurrency than
+``max_connections``, plus single sends cancelled at points a seeded RNG picks, and
+a stream abandoned half-way.
 
 The server counts what it kept per (Message-ID, recipient), and the test asserts:
 
@@ -87,6 +90,10 @@ class Faults:
             self.one_shot.add(connection)  # serves one message, then dies at MAIL
         return self.rng.random() < 0.5
 
+    def chunking(self, connection: int) -> bool:
+        # Offered with or without PIPELINING; the client uses BDAT only with both.
+        return self.rng.random() < 0.5
+
     def __call__(self, session: Session, verb: str, argument: bytes) -> Answer:
         if verb == "MAIL" and session.number in self.one_shot and session.transactions >= 1:
             self.fired["silent close at the next MAIL"] += 1
@@ -132,7 +139,9 @@ async def no_wait(seconds: float) -> None:
 async def test_every_fault_at_once_never_duplicates_loses_crashes_or_leaks(seed: int) -> None:
     rng = random.Random(seed)
     faults = Faults(seed)
-    server = await RawSMTPServer(faults, pipelining=faults.pipelining).start()
+    server = await RawSMTPServer(
+        faults, pipelining=faults.pipelining, chunking=faults.chunking
+    ).start()
     transport = SMTPTransport(
         "127.0.0.1",
         server.port,
@@ -211,6 +220,8 @@ async def test_every_fault_at_once_never_duplicates_loses_crashes_or_leaks(seed:
     assert not unknown, f"kept by the server but never reported: {unknown}"
     # The faults did happen (a test that cannot fail is a defect).
     assert set(faults.fired) == FAULTS, set(faults.fired) ^ FAULTS
+    # Both dialogues met the faults: the DATA one and the BDAT one.
+    assert {"DATA", "BDAT"} <= {verb for _, verb, _ in server.commands}
     reported = {_kind(o) for o in outcomes.values()}
     assert {"sent", "ambiguous", "permanent"} <= reported, reported
     assert cancelled

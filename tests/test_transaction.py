@@ -102,6 +102,11 @@ def play(events: list[Event], *, pipelined: bool, envelope: Envelope = ENVELOPE)
             step = transaction.on_final(read())
     except WireError as failure:
         step = transaction.on_failure(failure)
+    return ended(transaction, step, pending, written)
+
+
+def ended(transaction: Transaction, step: Next, pending: list[Event], written: list[str]) -> Played:
+    """The transaction is over, every event used: its report (or error) and the close flag."""
     assert step is Next.DONE
     assert transaction.done
     assert pending == [], f"events never read: {pending}"
@@ -385,7 +390,7 @@ def test_a_guard_before_the_dot_ends_the_transaction_with_its_own_error() -> Non
 # == the final dot ========================================================================
 
 
-@BOTH
+@pytest.mark.parametrize("dialogue", ["serial", "pipelined", "bdat"])
 @pytest.mark.parametrize(
     ("answer", "outcome", "close"),
     [
@@ -398,9 +403,13 @@ def test_a_guard_before_the_dot_ends_the_transaction_with_its_own_error() -> Non
     ids=["4xx", "5xx", "421", "3xx", "600"],
 )
 def test_the_final_reply_is_every_accepted_recipients_reply(
-    pipelined: bool, answer: Reply, outcome: Outcome, close: bool
+    dialogue: str, answer: Reply, outcome: Outcome, close: bool
 ) -> None:
-    played = play([OK, OK, NO, OK, GO_AHEAD, answer], pipelined=pipelined)
+    # With CHUNKING the final reply is the reply to BDAT LAST: no DATA, no 354.
+    if dialogue == "bdat":
+        played = play_chunked([OK, OK, NO, OK, answer])
+    else:
+        played = play([OK, OK, NO, OK, GO_AHEAD, answer], pipelined=dialogue == "pipelined")
     statuses = played.report.recipients
     assert statuses[BOB].reply == NO
     for recipient in (ANN, CAT):
@@ -484,3 +493,178 @@ def test_the_body_is_written_only_after_send_body() -> None:
     assert transaction.on_data(GO_AHEAD) is Next.END_EMPTY
     with pytest.raises(RuntimeError, match="only after SEND_BODY"):
         transaction.on_body_written()
+
+
+# == CHUNKING: MAIL, RCPT..., BDAT <n> LAST and the message in one write ===================
+
+BDAT_REFUSED = Reply(554, "5.5.1", "no valid recipients")
+NEED_MAIL = Reply(503, "5.5.1", "MAIL transaction required")
+
+
+def play_chunked(events: list[Event], *, envelope: Envelope = ENVELOPE) -> Played:
+    """One CHUNKING transaction the way ``SMTPTransport._chunked_dialogue`` drives it."""
+    transaction = Transaction(envelope, pipelined=True, chunking=True, server="test")
+    pending = list(events)
+
+    def read() -> Reply:
+        event = pending.pop(0)
+        if isinstance(event, WireError):
+            raise event
+        return event
+
+    transaction.on_content_written()
+    try:
+        step = transaction.on_mail(read())
+        for _ in envelope.recipients:
+            if step is not Next.GO_ON:
+                break
+            step = transaction.on_rcpt(read())
+        if step is Next.GO_ON:
+            step = transaction.on_final(read())
+    except WireError as failure:
+        step = transaction.on_failure(failure)
+    return ended(transaction, step, pending, ["MAIL+RCPT+BDAT LAST+content"])
+
+
+def test_chunked_every_recipient_accepted_gets_the_bdat_reply() -> None:
+    played = play_chunked([OK, OK, OK, OK, QUEUED])
+    assert played.outcomes() == dict.fromkeys((ANN, BOB, CAT), Outcome.SENT)
+    assert played.report.final_reply == QUEUED
+    assert {s.phase for s in played.report.recipients.values()} == {Phase.DATA_END}
+    assert played.close is False
+
+
+def test_chunked_a_refused_recipient_keeps_its_reply_the_others_get_the_bdat_reply() -> None:
+    played = play_chunked([OK, OK, NO, LATER, QUEUED])
+    assert played.outcomes() == {
+        ANN: Outcome.SENT,
+        BOB: Outcome.PERMANENT,
+        CAT: Outcome.TRANSIENT,
+    }
+    assert played.report.recipients[BOB].reply == NO
+
+
+@pytest.mark.parametrize("bdat", [NEED_MAIL, BDAT_REFUSED])
+def test_chunked_a_refused_mail_reads_every_reply_then_raises_nothing_delivered(
+    bdat: Reply,
+) -> None:
+    refused = Reply(550, "5.7.1", "sender rejected")
+    played = play_chunked([refused, NEED_MAIL, NEED_MAIL, NEED_MAIL, bdat])
+    assert isinstance(played.error, PermanentError)
+    assert played.error.reply == refused
+    assert played.error.phase is Phase.MAIL
+    assert played.close is False  # in step: the connection is reset and reused
+
+
+@pytest.mark.parametrize("bdat", [QUEUED, Reply(600, None, "what")], ids=["2xx", "600"])
+def test_chunked_a_refused_mail_yet_accepted_rcpt_and_message_is_ambiguous_for_those(
+    bdat: Reply,
+) -> None:
+    # Out of step: the message left with the envelope, and the server says it took it.
+    played = play_chunked([Reply(550, "5.7.1", "sender rejected"), OK, NO, OK, bdat])
+    assert played.outcomes() == {
+        ANN: Outcome.AMBIGUOUS,
+        BOB: Outcome.PERMANENT,
+        CAT: Outcome.AMBIGUOUS,
+    }
+    assert "out of step" in played.report.recipients[ANN].explanation
+    assert played.close is True
+
+
+def test_chunked_a_refused_mail_yet_accepted_rcpt_and_a_refused_message_raises() -> None:
+    played = play_chunked([Reply(550, "5.7.1", "sender rejected"), OK, NO, OK, BDAT_REFUSED])
+    assert isinstance(played.error, PermanentError)
+    assert played.error.phase is Phase.MAIL
+
+
+def test_chunked_every_recipient_refused_keeps_their_refusals_nothing_delivered() -> None:
+    played = play_chunked([OK, NO, LATER, NO, BDAT_REFUSED])
+    assert played.outcomes() == {
+        ANN: Outcome.PERMANENT,
+        BOB: Outcome.TRANSIENT,
+        CAT: Outcome.PERMANENT,
+    }
+    assert played.report.final_reply is None  # no message was taken: RSET, reuse
+    assert played.close is False
+
+
+@pytest.mark.parametrize("bdat", [QUEUED, GO_AHEAD], ids=["2xx", "3xx"])
+def test_chunked_a_bdat_accepted_with_nobody_to_deliver_to_is_out_of_step(bdat: Reply) -> None:
+    played = play_chunked([OK, NO, NO, NO, bdat])
+    assert set(played.outcomes().values()) == {Outcome.PERMANENT}
+    assert played.close is True
+
+
+def test_chunked_421_at_mail_raises_nothing_delivered_and_closes() -> None:
+    played = play_chunked([CLOSING])
+    assert isinstance(played.error, TransientError)
+    assert played.error.outcome is Outcome.TRANSIENT
+    assert played.close is True
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_chunked_421_at_an_rcpt_gives_every_pending_recipient_the_421(at: int) -> None:
+    replies = [OK] * at + [CLOSING]
+    played = play_chunked([OK, *replies])
+    assert set(played.outcomes().values()) == {Outcome.TRANSIENT}
+    assert {played.report.recipients[r].reply for r in ENVELOPE.recipients} == {CLOSING}
+    assert played.close is True
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize(
+    ("replies", "refused"),
+    [([], set()), ([OK], set()), ([OK, OK, NO], {BOB}), ([OK, OK, NO, OK], {BOB})],
+    ids=["at-mail", "at-rcpt", "after-a-refused-rcpt", "at-bdat"],
+)
+def test_chunked_no_reply_after_the_write_is_ambiguous_for_everyone_not_refused(
+    failure: str, replies: list[Reply], refused: set[str]
+) -> None:
+    # The content left with the envelope: whichever reply is missing, the server may
+    # have every copy not refused; the refused recipient keeps its own reply.
+    played = play_chunked([*replies, FAILURES[failure]])
+    outcomes = played.outcomes()
+    ambiguous = {r for r, o in outcomes.items() if o is Outcome.AMBIGUOUS}
+    assert ambiguous == set(ENVELOPE.recipients) - refused
+    for recipient in refused:
+        assert played.report.recipients[recipient].reply == NO
+    status = played.report.recipients[ANN]
+    assert status.phase is Phase.DATA_END
+    assert status.retryable is False
+    assert "BDAT" in status.explanation
+    assert "RELIABLE_SMTP_CHUNKING" in status.explanation
+    assert played.close is True
+
+
+def test_chunked_a_guard_before_the_write_raises_its_own_error() -> None:
+    # A veto at the commit point comes before on_content_written: nothing was written.
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
+    veto = TransientError("not sent: the outbox lost its lease", phase=Phase.DATA, server="test")
+    assert transaction.on_error(veto) is Next.DONE
+    assert transaction.close is True
+    with pytest.raises(TransientError) as raised:
+        transaction.result()
+    assert raised.value is veto
+
+
+def test_chunked_replies_before_the_write_or_a_dot_are_a_bug_in_the_caller() -> None:
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
+    with pytest.raises(RuntimeError, match="on_content_written"):
+        transaction.on_mail(OK)
+    transaction.on_content_written()
+    with pytest.raises(RuntimeError, match="written once"):
+        transaction.on_content_written()
+    transaction.on_mail(OK)
+    for _ in ENVELOPE.recipients:
+        transaction.on_rcpt(OK)
+    with pytest.raises(RuntimeError):
+        transaction.on_data(GO_AHEAD)  # no DATA in a BDAT transaction
+    with pytest.raises(RuntimeError):
+        transaction.on_body_written()
+    assert transaction.on_final(QUEUED) is Next.DONE
+
+
+def test_content_written_is_for_chunking_only() -> None:
+    transaction = Transaction(ENVELOPE, pipelined=True, server="test")
+    with pytest.raises(RuntimeError, match="chunking"):
+        transaction.on_content_written()

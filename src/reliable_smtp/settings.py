@@ -133,6 +133,11 @@ class MailerSettings(BaseSettings):
     idle_timeout: float = Field(default=60.0, description="Seconds an idle connection is kept.")
     pool_timeout: float = Field(default=60.0, description="Seconds to wait for a free connection.")
     pipelining: bool = Field(default=True, description="Use PIPELINING when the server offers it.")
+    chunking: bool = Field(
+        default=True,
+        description="Send MAIL, RCPT and the message in one write (BDAT) when the server "
+        "offers CHUNKING and PIPELINING.",
+    )
     rate_per_second: float | None = Field(
         default=None, description="Messages per second over all connections."
     )
@@ -345,6 +350,7 @@ class MailerSettings(BaseSettings):
             idle_timeout=self.idle_timeout,
             pool_timeout=self.pool_timeout,
             pipelining=self.pipelining,
+            chunking=self.chunking,
             rate_limit=self.rate_limit(),
             warn_insecure=False,  # checked above, with the variable names
             oauth_token_provider=oauth_token_provider,

@@ -22,6 +22,26 @@ and returns :class:`Next`, what the caller does now:
 * ``DONE`` - nothing more to write: drop the connection if :attr:`Transaction.close`
   says so, then :meth:`Transaction.result` gives the report or raises the error.
 
+With CHUNKING (RFC 3030) the caller writes MAIL, every RCPT and ``BDAT <n> LAST``
+with the whole message in ONE write, then calls ``on_content_written`` and reads
+the replies in order: ``on_mail``, ``on_rcpt``... and ``on_final`` for the BDAT
+reply, which is the final reply (like the reply to the final dot). The message is
+committed by that one write, before any RCPT reply is known, so the rules change:
+
+* a lost link, a timeout or a garbled reply anywhere after the write is AMBIGUOUS
+  for every recipient not already refused (the server may have taken MAIL, the
+  RCPTs and the content and lost only its replies): never retried automatically;
+* a refused MAIL, or every RCPT refused, makes the server refuse the BDAT (503,
+  554) and nothing is delivered: the MAIL refusal is raised, or every recipient
+  keeps its own RCPT refusal, once the BDAT reply is read (a server out of step
+  that refused MAIL yet accepted an RCPT and the message leaves those recipients
+  ambiguous);
+* a 421 to MAIL or to an RCPT means the server closed without taking the content:
+  nothing delivered (raised at MAIL; from RCPT on, every recipient not yet refused
+  gets the 421), as in the DATA dialogue;
+* a BDAT reply that is neither 2xx, 4xx nor 5xx is out of step; for the accepted
+  recipients it counts as a reply to the final dot does (ambiguous).
+
 A reply counts by its first digit (RFC 5321 §4.2.1): any 2xx accepts MAIL and
 RCPT. A reply that is neither the expected success nor a 4xx/5xx refusal (a 3xx, a
 code outside 2xx-5xx, a 2xx to DATA) means the server is out of step: it is
@@ -71,25 +91,47 @@ class GarbledReplyError(WireError):
     """The server sent bytes that are not an SMTP reply (or a reply whose lines disagree)."""
 
 
+def _chunked_explanation(failure: WireError) -> str:
+    """What happened, and why it is ambiguous, after the CHUNKING group was written."""
+    if isinstance(failure, GarbledReplyError):
+        what = f"the server answered with something that is not SMTP ({failure.detail})"
+    elif isinstance(failure, ReplyTimeoutError):
+        what = "no reply came in time (data_timeout, RELIABLE_SMTP_DATA_TIMEOUT)"
+    else:
+        what = f"the connection was lost ({failure.detail})"
+    return (
+        f"{what} after MAIL, RCPT and the whole message went to the server in one write "
+        "(CHUNKING, BDAT ... LAST): the server may have accepted it; not resent "
+        "automatically, to avoid a duplicate (chunking=False, RELIABLE_SMTP_CHUNKING=false, "
+        "holds the message back until RCPT and DATA are answered)"
+    )
+
+
 def failure_error(
     failure: WireError,
     phase: Phase,
     *,
     server: str | None = None,
     explanation: str | None = None,
+    chunked: bool = False,
 ) -> DeliveryError:
     """The error for ``failure`` at ``phase``; after the final dot (DATA_END) it is ambiguous.
 
     ``explanation`` replaces the default advice (the transport knows more about a
-    failed connect than this module does).
+    failed connect than this module does). ``chunked``: the message already went
+    with BDAT, so the failure is ambiguous wherever it happened; it is pinned to
+    DATA_END and says so.
     """
+    if chunked:
+        phase = Phase.DATA_END
+        explanation = explanation or _chunked_explanation(failure)
     where = f"during {phase.value}"
     if isinstance(failure, GarbledReplyError):
         if phase is Phase.DATA_END:
             # The server has the whole message and answered nonsense: it may have kept it.
             return AmbiguousDeliveryError(
-                "the server answered the final dot with something that is not SMTP: "
-                f"{failure.detail}",
+                f"the server answered {'after the BDAT chunk' if chunked else 'the final dot'} "
+                f"with something that is not SMTP: {failure.detail}",
                 phase=phase,
                 server=server,
                 explanation=explanation
@@ -111,14 +153,15 @@ def failure_error(
     if timed_out:
         return error_for(
             verdict,
-            f"no reply from the server in time {where}",
+            f"no reply from the server in time {'after the BDAT chunk' if chunked else where}",
             phase=phase,
             server=server,
             timed_out=True,
         )
     return error_for(
         verdict,
-        f"connection problem {where}: {failure.detail}",
+        f"connection problem {'after the BDAT chunk was sent' if chunked else where}: "
+        f"{failure.detail}",
         phase=phase,
         server=server,
         connection_lost=True,
@@ -144,12 +187,20 @@ class Transaction:
 
     ``pipelined`` changes one rule: a refused MAIL does not end the transaction,
     because the RCPT and DATA replies are already on their way and must be read
-    (RFC 2920 §3.1); the refusal is raised once they are.
+    (RFC 2920 §3.1); the refusal is raised once they are. ``chunking`` (which
+    implies pipelined) is the BDAT dialogue: no DATA, the reply after the last
+    RCPT's is the final one, and everything after ``on_content_written`` that is
+    not a reply is ambiguous.
     """
 
-    def __init__(self, envelope: Envelope, *, pipelined: bool, server: str) -> None:
+    def __init__(
+        self, envelope: Envelope, *, pipelined: bool, server: str, chunking: bool = False
+    ) -> None:
         self.envelope = envelope
-        self.pipelined = pipelined
+        self.pipelined = pipelined or chunking
+        self.chunking = chunking
+        self.committed = False
+        """The message content is on the wire: a failure now may mean the server has it."""
         self.server = server
         self.phase = Phase.MAIL
         """Where the transaction is: the phase a failure now would be pinned to."""
@@ -170,6 +221,8 @@ class Transaction:
 
     def on_mail(self, reply: Reply) -> Next:
         self._expect(Phase.MAIL)
+        if self.chunking and not self.committed:
+            raise RuntimeError("with chunking, replies are read after on_content_written")
         if reply.severity == 2:
             return self._rcpt_phase()
         if reply.code == 421:
@@ -238,8 +291,34 @@ class Transaction:
             raise RuntimeError("the body is written only after SEND_BODY")
         self.phase = Phase.DATA_END
 
+    def on_content_written(self) -> None:
+        """CHUNKING: MAIL, RCPT... and ``BDAT <n> LAST`` with the message are on the socket.
+
+        Called once, before any reply is read; from now on no failure is safe to retry.
+        """
+        self._expect(Phase.MAIL)
+        if not self.chunking:
+            raise RuntimeError("the content goes with the envelope only with chunking")
+        if self.committed:
+            raise RuntimeError("the BDAT group is written once")
+        self.committed = True
+
     def on_final(self, reply: Reply) -> Next:
+        """The reply to the final dot, or (CHUNKING) to ``BDAT <n> LAST``."""
         self._expect(Phase.DATA_END)
+        if self.chunking and (self._mail_refusal is not None or not self.accepted):
+            # MAIL or every RCPT was refused, so the BDAT was refused with them (503,
+            # 554) and nothing was delivered: the refusals already read stand. A 2xx
+            # here would be a server out of step (it has nobody to deliver to).
+            out_of_step = self._out_of_step or reply.severity not in (4, 5)
+            close = out_of_step or reply.code == 421
+            if self._mail_refusal is None:
+                return self._finish(close=close)
+            if self.accepted and reply.severity not in (4, 5):
+                # Refused MAIL, yet an RCPT and the message accepted: a server this far
+                # out of step may have delivered it to those recipients.
+                return self._out_of_step_delivery(reply)
+            return self._fail(self._mail_refusal, close=close)
         for recipient in self.accepted:
             self._status(recipient, reply)
         self.final_reply = reply
@@ -251,18 +330,19 @@ class Transaction:
 
     def on_failure(self, failure: WireError) -> Next:
         """The link failed where a reply was due (or while writing) at :attr:`phase`."""
-        error = failure_error(failure, self.phase, server=self.server)
+        error = failure_error(failure, self.phase, server=self.server, chunked=self.committed)
         error.__cause__ = failure
         return self.on_error(error)
 
     def on_error(self, error: DeliveryError) -> Next:
         """The transaction cannot go on at :attr:`phase` because of ``error``.
 
-        At MAIL the error is raised; from RCPT on, every recipient not yet refused
-        shares it. The connection is dropped either way.
+        At MAIL the error is raised; from RCPT on - or once the CHUNKING group is
+        written, whatever reply was due - every recipient not yet refused shares it.
+        The connection is dropped either way.
         """
         self._expect(self.phase)
-        if self.phase is Phase.MAIL:
+        if self.phase is Phase.MAIL and not self.committed:
             return self._fail(error, close=True)
         for recipient in self.envelope.recipients:
             if recipient not in self._statuses or recipient in self.accepted:
@@ -304,6 +384,9 @@ class Transaction:
         return Next.GO_ON
 
     def _data_phase(self) -> Next:
+        if self.chunking:
+            self.phase = Phase.DATA_END  # the BDAT reply is the final reply
+            return Next.GO_ON
         self.phase = Phase.DATA
         if not self.pipelined and not self.accepted:
             return self._finish(close=self._out_of_step)  # no DATA without a recipient
@@ -326,6 +409,20 @@ class Transaction:
             reply=reply,
             server=self.server,
         )
+
+    def _out_of_step_delivery(self, reply: Reply) -> Next:
+        assert self._mail_refusal is not None
+        mail = self._mail_refusal.reply
+        error = AmbiguousDeliveryError(
+            f"the server refused the sender ({mail.code if mail else '?'}) but accepted "
+            f"recipients and then answered the BDAT chunk with {reply.code}",
+            reply=reply,
+            phase=Phase.DATA_END,
+            server=self.server,
+            explanation="the server is out of step and may have delivered the message to "
+            "the recipients it accepted; not resent automatically, to avoid a duplicate",
+        )
+        return self.on_error(error)
 
     def _fail(self, error: DeliveryError, *, close: bool) -> Next:
         self._error = error

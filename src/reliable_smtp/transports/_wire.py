@@ -41,7 +41,7 @@ from aiosmtplib import SMTP
 from ..replies import Reply
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
-__all__ = ["Exchange", "dot_stuff", "transcript", "transcript_line"]
+__all__ = ["Exchange", "bdat_group", "canonical", "dot_stuff", "transcript", "transcript_line"]
 
 #: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged, and a
 #: server's reply to AUTH reaches it already redacted (``send_credentials`` in smtp.py,
@@ -80,18 +80,34 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(ReplyTimeoutError("Timed out waiting for server response"))
 
 
-def dot_stuff(content: bytes) -> bytes:
-    """CRLF-normalise ``content``, double leading dots (RFC 5321 §4.5.2), add the final dot."""
+def canonical(content: bytes) -> bytes:
+    """``content`` with CRLF line endings only, ending in CRLF: the bytes the server keeps."""
     body = content
     # The renderer already writes CRLF only; byte counts are far cheaper than a regex.
     crlf = body.count(b"\r\n")
     if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
         body = _LINE_ENDINGS.sub(b"\r\n", body)
-    if body.startswith(b".") or b"\n." in body:
-        body = _LEADING_DOT.sub(b"..", body)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
+    return body
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """CRLF-normalise ``content``, double leading dots (RFC 5321 §4.5.2), add the final dot."""
+    body = canonical(content)
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
     return body + b".\r\n"
+
+
+def bdat_group(envelope_commands: bytes, content: bytes) -> tuple[bytes, bytes]:
+    """The CHUNKING group: MAIL and RCPT commands, ``BDAT <n> LAST``, and the chunk.
+
+    RFC 3030: the chunk is exactly ``n`` octets, sent as they are - no dot-stuffing,
+    no final dot. Returns the command part and the chunk (written together).
+    """
+    chunk = canonical(content)
+    return envelope_commands + b"BDAT %d LAST\r\n" % len(chunk), chunk
 
 
 class Exchange:
@@ -184,6 +200,23 @@ class Exchange:
             else:
                 for line in data.decode("utf-8", "replace").splitlines():
                     transcript_line(self._server, ">", line)
+
+    def write_group(self, commands: bytes, chunk: bytes) -> None:
+        """Queue ``commands`` and the message ``chunk`` in one write (CHUNKING).
+
+        Raises :class:`LinkLostError` - with nothing written - if the connection is
+        already gone; otherwise all of it is on its way.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        # One call, so commands and chunk leave in as few segments as the socket allows.
+        transport.writelines((commands, chunk))
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            for line in commands.decode("utf-8", "replace").splitlines():
+                transcript_line(self._server, ">", line)
+            transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
 
     async def read(self, *, timeout: float) -> Reply:
         """The next reply, waiting at most ``timeout`` seconds for it.

@@ -7,15 +7,17 @@ context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
 ``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
-aiosmtplib client. The transaction - MAIL,
-one RCPT per recipient, DATA, body, pipelined when the server offers it - is
-written and read by :class:`~._wire.Exchange`, and what each reply means is
-decided by :class:`~._transaction.Transaction`: every recipient gets its own reply,
-a failure is pinned to its phase, and only a failure after the final dot is
-ambiguous. Connections come from a :class:`~.pool.ConnectionPool` (up to
-``max_connections`` at once, each lent to one send at a time, reused for
-``max_messages_per_connection`` messages); after a 421, an out-of-step reply or
-any unexpected error a connection is dropped, never reused in an unknown state.
+aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
+pipelined when the server offers it; or, with CHUNKING, MAIL, RCPT and ``BDAT <n>
+LAST`` with the message in one write - is written and read by
+:class:`~._wire.Exchange`, and what each reply means is decided by
+:class:`~._transaction.Transaction`: every recipient gets its own reply, a failure
+is pinned to its phase, and only a failure after the message has left (the final
+dot, or the one BDAT write) is ambiguous. Connections come from a
+:class:`~.pool.ConnectionPool` (up to ``max_connections`` at once, each lent to one
+send at a time, reused for ``max_messages_per_connection`` messages); after a 421,
+an out-of-step reply or any unexpected error a connection is dropped, never reused
+in an unknown state.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ from ._transaction import (
     WireError,
     failure_error,
 )
-from ._wire import Exchange, dot_stuff
+from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
@@ -137,6 +139,13 @@ class SMTPTransport(Transport):
     be stopped, so after the timeout the send stops waiting and the thread is left
     to finish (or hang) on its own.
 
+    PIPELINING (``pipelining``, RFC 2920) sends MAIL, every RCPT and DATA in one
+    write. With ``chunking`` as well (RFC 3030, when the server offers CHUNKING
+    and PIPELINING) MAIL, every RCPT and ``BDAT <n> LAST`` go in one write with
+    the message itself: one round trip per message. The message then leaves before
+    the RCPT replies are known, so a link lost after that write is ambiguous (never
+    resent) for every recipient not refused; ``chunking=False`` keeps DATA.
+
     XOAUTH2: with ``oauth_token_provider`` (sync or async, returning an access
     token) the transport logs in with ``AUTH XOAUTH2``. When the server refuses the
     token (535), the provider is called once more - with ``force_refresh=True`` if
@@ -171,6 +180,7 @@ class SMTPTransport(Transport):
         check_after: float = 5.0,
         pool_timeout: float = 60.0,
         pipelining: bool = True,
+        chunking: bool = True,
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -267,6 +277,7 @@ class SMTPTransport(Transport):
         self.check_after = check_seconds("check_after", check_after)
         self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
         self.pipelining = bool(pipelining)
+        self.chunking = bool(chunking)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(
                 f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}",
@@ -584,6 +595,17 @@ class SMTPTransport(Transport):
         )
         rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
         pipelined = self.pipelining and smtp.supports_extension("pipelining")
+        # BDAT in the same group as MAIL and RCPT needs both extensions (RFC 3030 §4.2).
+        # An outbox send (a final-dot guard installed) keeps DATA: there the body goes
+        # out before the dot mark is committed and the dot after it, so a crash can leave
+        # a recipient marked only once its body is on the wire. BDAT LAST commits the
+        # content in the same write as the envelope, before any RCPT reply is known.
+        chunking = (
+            pipelined
+            and self.chunking
+            and smtp.supports_extension("chunking")
+            and not final_dot_guarded()
+        )
         try:
             wire = Exchange(smtp, server=self.name)
         except LinkLostError as lost:
@@ -592,7 +614,12 @@ class SMTPTransport(Transport):
         try:
             with wire:
                 try:
-                    report = await self._dialogue(wire, envelope, content, mail, rcpts, pipelined)
+                    if chunking:
+                        report = await self._chunked_dialogue(wire, envelope, content, mail, rcpts)
+                    else:
+                        report = await self._dialogue(
+                            wire, envelope, content, mail, rcpts, pipelined
+                        )
                 finally:
                     clean = not wire.leftover
         except DeliveryError:
@@ -608,7 +635,11 @@ class SMTPTransport(Transport):
             raise
         if not clean:
             smtp.close()  # the server said more than it was asked: out of step
-        elif report.final_reply is None and smtp.is_connected:
+        elif smtp.is_connected and (
+            report.final_reply is None or (chunking and report.final_reply.severity != 2)
+        ):
+            # No final reply: the server may still be in the transaction. A refused
+            # BDAT LAST leaves it less clearly over than a refused dot does: RSET too.
             await self._reset(smtp)
         return report
 
@@ -682,6 +713,53 @@ class SMTPTransport(Transport):
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
             transaction.on_error(translate_error(exc, transaction.phase, server=self.name))
+        if transaction.close:
+            wire.close_connection()
+        return transaction.result()
+
+    async def _chunked_dialogue(
+        self,
+        wire: Exchange,
+        envelope: Envelope,
+        content: bytes,
+        mail: bytes,
+        rcpts: list[bytes],
+    ) -> DeliveryReport:
+        """MAIL, RCPT..., ``BDAT <n> LAST`` and the message in one write; then the replies.
+
+        One round trip per message even on a cold connection (RFC 3030 with RFC
+        2920). The write is the commit point: before it nothing was sent (a dead
+        connection is stale and the message goes on a fresh one); after it every
+        failure is ambiguous for the recipients not refused (see
+        :mod:`._transaction`). Every reply after the write waits up to
+        ``data_timeout``: giving up on any of them is as costly as on the final one.
+        """
+        transaction = Transaction(envelope, pipelined=True, chunking=True, server=self.name)
+        commands, chunk = bdat_group(mail + b"".join(rcpts), content)
+        # The commit point: the envelope and the whole message in one write. Outbox sends
+        # (a final-dot guard installed) never come here - they keep DATA, whose dot mark
+        # falls after the body and before the dot (see _transaction()).
+        try:
+            wire.write_group(commands, chunk)
+        except LinkLostError as lost:
+            raise _StaleConnectionError(lost) from lost
+        transaction.on_content_written()
+        timeout = self.data_timeout
+        try:
+            step = transaction.on_mail(await wire.read(timeout=timeout))
+            for _ in rcpts:
+                if step is not Next.GO_ON:
+                    break
+                step = transaction.on_rcpt(await wire.read(timeout=timeout))
+            if step is Next.GO_ON:
+                step = transaction.on_final(await wire.read(timeout=timeout))
+        except WireError as failure:
+            transaction.on_failure(failure)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            # Nothing else is expected from the wire; classified like a lost link.
+            transaction.on_error(translate_error(exc, Phase.DATA_END, server=self.name))
         if transaction.close:
             wire.close_connection()
         return transaction.result()
