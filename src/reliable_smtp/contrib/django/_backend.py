@@ -66,6 +66,7 @@ __all__ = ["RELIABLE_OPTIONS", "EmailBackend", "close_shared_connections"]
 #: environment variable are ``RELIABLE_SMTP_`` + the name in upper case.
 RELIABLE_OPTIONS = (
     "ca_file",
+    "chunking",
     "connect_timeout",
     "data_timeout",
     "idle_timeout",
@@ -244,6 +245,7 @@ class EmailBackend(BaseEmailBackend):
             idle_timeout=options.idle_timeout,
             pool_timeout=options.pool_timeout,
             pipelining=options.pipelining,
+            chunking=options.chunking,
             rate_limit=options.rate_limit(),
         )
 
