@@ -24,14 +24,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..diagnostics import recipient_rows
 from ..envelope import Envelope
-from ..errors import (
-    DeliveryError,
-    InvalidAddressError,
-    InvalidMessageError,
-    ReliableSMTPError,
-)
+from ..errors import DeliveryError, InvalidAddressError, InvalidMessageError, ReliableSMTPError
 from ..mailer import AsyncMailer, SendResultOrError
 from ..message import Attachment, Message, bare_address, render
 from ..replies import Outcome
@@ -145,9 +139,9 @@ def _result_rows(
 ) -> list[dict[str, Any]]:
     """Per-recipient JSON rows for a send's result or error (``recipient``: when unknown)."""
     if isinstance(outcome, SendResult):
-        return [{**row, **extra} for row in recipient_rows(outcome)]
+        return [{**row, **extra} for row in outcome.recipient_rows()]
     if isinstance(outcome, DeliveryError) and outcome.result is not None:
-        return [{**row, **extra} for row in recipient_rows(outcome.result)]
+        return [{**row, **extra} for row in outcome.result.recipient_rows()]
     return [
         {
             "recipient": recipient,
