@@ -12,8 +12,8 @@ Failures are explained by the library's own table: the error boundary
 (:func:`~reliable_smtp.transports.smtp.translate_error`),
 :func:`~reliable_smtp.replies.classify` and
 :func:`~reliable_smtp.replies.classify_tls_failure`. The only wording added here is
-:data:`_HINTS`: a short name for the cause and which setting to change, keyed by
-the name of the library rule that decided.
+``_HINTS`` (in ``_diagnostics.record``): a short name for the cause and which setting
+to change, keyed by the name of the library rule that decided.
 
 The probe opens the session with the transport's own code
 (:func:`reliable_smtp.transports._session.open_session`: the same EHLO name, HELO

@@ -19,6 +19,7 @@ from .console import Console, UsageError
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Add the connection flags (host, port, TLS, user, password source, timeouts, CA)."""
     group = parser.add_argument_group(
         "connection (flags beat RELIABLE_SMTP_* variables, which beat .env)"
     )
@@ -68,6 +69,8 @@ def _password(args: argparse.Namespace, username: str | None) -> str | None:
 
 
 def settings_from_args(args: argparse.Namespace, console: Console, **extra: Any) -> MailerSettings:
+    """The settings from the environment and ``.env``, overridden by the flags (and
+    ``extra``); every form of the password is added to the console's secrets."""
     values: dict[str, Any] = {}
     for flag in ("host", "port", "tls", "username", "ca_file", "local_hostname"):
         value = getattr(args, flag)
