@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 
 import pytest
 
-from reliable_smtp import SendOutcome, SendResultOrError
+from reliable_smtp import SendOutcome, SendResultOrError, diagnostics
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import ConnectionFailedError, PermanentError, ThrottledError
 from reliable_smtp.replies import Outcome, Phase, Reply, Verdict, classify
@@ -147,3 +148,55 @@ def test_transport_name_is_what_server_used_to_be_called() -> None:
     assert error.replace(server="smtp://backup").transport_name == "smtp://backup"
     assert error.replace(transport_name="smtp://b").server == "smtp://b"
     assert "server smtp://mx" in str(error)
+
+
+def test_recipient_rows_are_one_json_row_per_recipient_in_the_results_order() -> None:
+    sent = RecipientStatus.from_reply(
+        "b@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, server="memory"
+    )
+    refused = RecipientStatus.from_reply(
+        "c@example.org", Reply(550, "5.1.1", "no such user"), phase=Phase.RCPT, server="memory"
+    )
+    lost = RecipientStatus.from_error(
+        "d@example.org", ConnectionFailedError("reset", phase=Phase.DATA), server="memory"
+    )
+    result = SendResult(
+        message_id="m@example.com",
+        envelope=ENVELOPE,
+        recipients={"c@example.org": refused, "b@example.org": sent, "d@example.org": lost},
+        server="memory",
+    )
+    rows = result.recipient_rows()
+    assert rows == [
+        {
+            "recipient": "c@example.org",
+            "outcome": "permanent",
+            "code": 550,
+            "enhanced_code": "5.1.1",
+            "text": "no such user",
+            "explanation": refused.explanation,
+            "message_id": "m@example.com",
+        },
+        {
+            "recipient": "b@example.org",
+            "outcome": "sent",
+            "code": 250,
+            "enhanced_code": "2.0.0",
+            "text": "OK",
+            "explanation": sent.explanation,
+            "message_id": "m@example.com",
+        },
+        {
+            "recipient": "d@example.org",
+            "outcome": lost.outcome.value,
+            "code": None,  # no reply: the connection was lost
+            "enhanced_code": None,
+            "text": None,
+            "explanation": lost.explanation or None,
+            "message_id": "m@example.com",
+        },
+    ]
+    assert refused.explanation
+    assert json.loads(json.dumps(rows)) == rows
+    # reliable_smtp.diagnostics.recipient_rows, the old place, gives the same rows.
+    assert diagnostics.recipient_rows(result) == rows

@@ -386,6 +386,25 @@ class SendResult:
             lines.append(f"  {recipient}: {status.outcome.value}{reply}{why}")
         return "\n".join(lines)
 
+    def recipient_rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per recipient: its outcome, the reply that decided it (code,
+        enhanced code, text), the explanation of a refusal, and the Message-ID.
+
+        The rows ``reliable-smtp send --results`` writes and ``check --json`` reports.
+        """
+        return [
+            {
+                "recipient": recipient,
+                "outcome": status.outcome.value,
+                "code": status.reply.code if status.reply else None,
+                "enhanced_code": status.reply.enhanced_code if status.reply else None,
+                "text": status.reply.text if status.reply else None,
+                "explanation": status.explanation or None,
+                "message_id": self.message_id,
+            }
+            for recipient, status in self.recipients.items()
+        ]
+
     def summary(self) -> str:
         """One line: how many accepted, how many not, after how many attempts."""
         counts: dict[str, int] = {}
