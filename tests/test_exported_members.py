@@ -45,6 +45,7 @@ PUBLIC_API = [
     "Outbox",
     "OutboxEntry",
     "OutboxError",
+    "OutboxLimits",
     "OutboxRecipient",
     "OutboxSchedule",
     "OutboxStats",

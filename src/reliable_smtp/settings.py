@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ._checks import count_problem, rate_problem, seconds_problem
 from .dsn import parse_url
 from .errors import ConfigurationError
+from ._outbox.limits import OutboxLimits
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .transports._login import TokenProvider
@@ -151,6 +152,18 @@ class MailerSettings(BaseSettings):
         description="The durable outbox (Outbox.from_env(), the worker): sqlite:///path.db "
         "or postgresql://user@host/db.",
     )
+    outbox_rate_per_second: float | None = Field(
+        default=None, description="Outbox: messages per second over all workers."
+    )
+    outbox_rate_per_minute: float | None = Field(
+        default=None, description="Outbox: messages per minute over all workers."
+    )
+    outbox_rate_per_day: float | None = Field(
+        default=None, description="Outbox: messages per day over all workers."
+    )
+    outbox_max_connections: int | None = Field(
+        default=None, description="Outbox: SMTP connections open at once over all workers."
+    )
 
     def __init__(self, **values: Any) -> None:
         _refuse_unknown_arguments(values)
@@ -208,10 +221,18 @@ class MailerSettings(BaseSettings):
             raise ValueError(f"{problem} (every wait is bounded)")
         return value
 
-    @field_validator("rate_per_second", "rate_per_minute", "rate_per_connection")
+    @field_validator(
+        "rate_per_second",
+        "rate_per_minute",
+        "rate_per_connection",
+        "outbox_rate_per_second",
+        "outbox_rate_per_minute",
+        "outbox_rate_per_day",
+    )
     @classmethod
     def _rate(cls, value: float | None, info: ValidationInfo) -> float | None:
-        per = "minute" if info.field_name == "rate_per_minute" else "second"
+        name = info.field_name or ""
+        per = "minute" if name.endswith("minute") else "day" if name.endswith("day") else "second"
         problem = None if value is None else rate_problem(value, per=per)
         if problem is not None:
             raise ValueError(problem)
@@ -225,10 +246,12 @@ class MailerSettings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("retry_attempts", "max_connections", "max_messages_per_connection")
+    @field_validator(
+        "retry_attempts", "max_connections", "max_messages_per_connection", "outbox_max_connections"
+    )
     @classmethod
-    def _at_least_one(cls, value: int) -> int:
-        problem = count_problem(value)
+    def _at_least_one(cls, value: int | None) -> int | None:
+        problem = None if value is None else count_problem(value)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -359,6 +382,15 @@ class MailerSettings(BaseSettings):
         if per_transport is None and self.rate_per_connection is None:
             return None
         return RateLimit(per_transport=per_transport, per_connection=self.rate_per_connection)
+
+    def outbox_limits(self) -> OutboxLimits:
+        """The outbox's shared limits these settings describe (every worker of an outbox)."""
+        return OutboxLimits(
+            per_second=self.outbox_rate_per_second,
+            per_minute=self.outbox_rate_per_minute,
+            per_day=self.outbox_rate_per_day,
+            max_connections=self.outbox_max_connections,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe (other fields keep their defaults)."""
