@@ -81,9 +81,11 @@ class OutboxLimits:
             value = getattr(self, name)
             problem = None if value is None else count_problem(value)
             if problem is not None:
+                variable = LIMIT_VARIABLES.get(name)
                 raise ConfigurationError(
-                    f"OutboxLimits({name}=...): {problem}",
-                    setting=LIMIT_VARIABLES.get(name, name),
+                    f"OutboxLimits({name}=...): {problem}"
+                    + (f" (the variable {variable})" if variable else ""),
+                    setting=variable or name,
                 )
         if self.cooldown <= 0:
             raise ConfigurationError(
@@ -139,8 +141,10 @@ def reserve_slot(tat: float, *, now: float, interval: float, burst: int = 1) -> 
 
     See the module docstring. ``interval`` is seconds per message (``1 / rate``).
     """
-    new_tat = max(tat, now) + interval
-    return Reservation(tat=new_tat, wait=max(0.0, new_tat - burst * interval - now))
+    # In differences from `now`: epoch seconds round at about 2e-7 s, and a message
+    # the limiter has room for must wait exactly 0, not a rounding error.
+    ahead = max(tat - now, 0.0)
+    return Reservation(tat=now + ahead + interval, wait=max(0.0, ahead - (burst - 1) * interval))
 
 
 def shared_rate(
