@@ -49,6 +49,8 @@ class CountingSink:
         self._deliveries: Counter[tuple[str, str]] = Counter()
         self._seen: set[str] = set()
         self._answered_data: set[str] = set()
+        self.most_connections = 0
+        """The most SMTP sessions open at once."""
         self.arrivals: list[float] = []
         """``time.monotonic()`` of every final dot, in order (the rate the server saw)."""
         self.delayed_dots = 0
@@ -122,6 +124,8 @@ class CountingSink:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
+        with self._lock:
+            self.most_connections = max(self.most_connections, len(self._connections))
         try:
             writer.write(b"220 sink ESMTP\r\n")
             recipients: list[str] = []

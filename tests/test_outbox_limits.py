@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -232,22 +234,27 @@ def test_connection_slots_are_shared_and_a_dead_workers_come_back(store: Store) 
 # -- the worker, in-process, injected clock --------------------------------------------
 
 
-def _worker(url: str, port: int, clock: FakeClock, limits: OutboxLimits) -> OutboxWorker:
+@contextlib.asynccontextmanager
+async def _worker(
+    url: str, port: int, clock: FakeClock, limits: OutboxLimits
+) -> AsyncIterator[OutboxWorker]:
+    """One worker on its own store, one connection at a time, on the injected clock."""
+    store = open_store(url)
     transport = SMTPTransport("127.0.0.1", port, tls="none", max_connections=1)
-
-    async def sleep(seconds: float) -> None:
-        await clock.sleep(seconds)
-
-    return OutboxWorker(
-        open_store(url),
-        AsyncMailer(transport),
-        concurrency=1,
-        batch=1,
-        poll_interval=0.05,
-        limits=limits,
-        clock=clock,
-        sleep=sleep,
-    )
+    try:
+        async with AsyncMailer(transport) as mailer:
+            yield OutboxWorker(
+                store,
+                mailer,
+                concurrency=1,
+                batch=1,
+                poll_interval=0.05,
+                limits=limits,
+                clock=clock,
+                sleep=clock.sleep,
+            )
+    finally:
+        store.close()
 
 
 async def test_the_worker_waits_what_each_reservation_says(tmp_path: Path) -> None:
@@ -255,11 +262,8 @@ async def test_the_worker_waits_what_each_reservation_says(tmp_path: Path) -> No
     clock = FakeClock(time.time() + 1)  # after the enqueue: the entries are due
     with Outbox(url) as outbox, CountingSink() as sink:
         _fill(outbox, 20, seed=1)
-        worker = _worker(url, sink.port, clock, OutboxLimits(per_second=10))
-        try:
+        async with _worker(url, sink.port, clock, OutboxLimits(per_second=10)) as worker:
             await worker.run_until_idle()
-        finally:
-            worker._store.close()
         assert sum(sink.deliveries.values()) == sum(len(e.recipients) for e in outbox.list())
     # One message at once, then one every 0.1 s of the injected clock: 20 in 1.9 s.
     assert [s for s in clock.sleeps if s > 0] == pytest.approx([0.1] * 19, abs=1e-6)
@@ -272,11 +276,8 @@ async def test_a_throttled_reply_slows_every_worker_of_the_outbox(tmp_path: Path
     with Outbox(url) as outbox, CountingSink() as sink:
         _fill(outbox, 1, seed=2)
         sink.refuse = lambda address: "451 4.7.1 rate limit exceeded, slow down"
-        worker = _worker(url, sink.port, clock, limits)
-        try:
+        async with _worker(url, sink.port, clock, limits) as worker:
             await worker.run_until_idle()
-        finally:
-            worker._store.close()
         # Another worker of the outbox now reserves at 5 messages/s, not 10.
         other = open_store(url)
         try:
@@ -295,7 +296,6 @@ async def test_a_worker_without_a_slot_claims_nothing_until_one_is_free(tmp_path
             "connections", "elsewhere", want=1, total=1, lease_seconds=60, now=time.time()
         )
         clock = FakeClock(time.time())
-        worker = _worker(url, sink.port, clock, OutboxLimits(max_connections=1))
         polls = 0
 
         async def sleep(seconds: float) -> None:
@@ -303,13 +303,11 @@ async def test_a_worker_without_a_slot_claims_nothing_until_one_is_free(tmp_path
             polls += 1
             if polls == 5:  # the other worker dies: its lease runs out
                 clock.advance(120)
-            await clock.sleep(seconds)
+            await asyncio.sleep(0.01)  # looking again costs a little real time, as in a worker
 
-        worker._sleep = sleep
-        try:
-            await worker.run_until_idle()
-        finally:
-            worker._store.close()
+        clock.sleep = sleep  # type: ignore[method-assign]
+        async with _worker(url, sink.port, clock, OutboxLimits(max_connections=1)) as worker:
+            await asyncio.wait_for(worker.run_until_idle(), 30)
         assert polls >= 5
         assert sum(sink.deliveries.values()) == sum(len(e.recipients) for e in outbox.list())
 
@@ -350,7 +348,11 @@ def _steady_rate(arrivals: list[float], *, skip: int, tail: int) -> tuple[float,
 
 
 def _capped_run(url: str, cwd: Path, *, workers: int, count: int) -> None:
-    extra_env = {"RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": str(CAP)}
+    # Each worker would open 4 connections; the outbox allows 3 over all of them.
+    extra_env = {
+        "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": str(CAP),
+        "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "3",
+    }
     with Outbox(url) as outbox:
         _fill(outbox, count, seed=workers)
         with CountingSink(seed=workers) as sink:
@@ -362,8 +364,10 @@ def _capped_run(url: str, cwd: Path, *, workers: int, count: int) -> None:
             assert codes == [0] * workers
             states = _reconcile(outbox, sink, count)
             arrivals = list(sink.arrivals)
+            most_connections = sink.most_connections
     assert states == {"sent": count}
     assert len(arrivals) == count
+    assert most_connections <= 3
     # Start-up (workers connecting) and the last few (workers running dry) excluded.
     rate, most = _steady_rate(arrivals, skip=count // 6, tail=count // 12)
     print(f"\n{workers} workers, cap {CAP:.0f}/s: steady {rate:.1f}/s, busiest second {most}")
@@ -380,3 +384,31 @@ def test_four_workers_on_postgresql_hold_the_shared_rate(
 
 def test_two_workers_on_sqlite_hold_the_shared_rate(tmp_path: Path) -> None:
     _capped_run(f"sqlite:///{tmp_path / 'outbox.db'}", tmp_path, workers=2, count=600)
+
+
+def test_a_killed_workers_connection_slots_come_back_after_its_lease(tmp_path: Path) -> None:
+    """One shared connection: worker A holds it and is SIGKILLed; B sends once A's lease
+    (1 s) has run out. Without reclaiming, B would never get a slot and nothing drains."""
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    env = {"RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "1", "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": "50"}
+    with Outbox(url) as outbox, CountingSink() as sink:
+        _fill(outbox, 200, seed=4)
+        first = _start_worker(url, sink.port, tmp_path, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while len(sink.arrivals) < 20:  # A is sending: it holds the slot
+                assert time.monotonic() < deadline, "the first worker sent nothing"
+                assert first.poll() is None
+                time.sleep(0.02)
+        finally:
+            first.kill()
+            first.wait()
+        second = _start_worker(url, sink.port, tmp_path, env=env)
+        try:
+            _drain(outbox, [second], within=60)
+        finally:
+            assert _stop(second) == 0
+        states = _reconcile(outbox, sink, 200, kills=1)
+        most_connections = sink.most_connections
+    assert set(states) <= {"sent", "ambiguous"} and states["sent"] >= 190
+    assert most_connections == 1
