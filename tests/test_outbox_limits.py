@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,12 +24,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from outbox_sink import CountingSink
 from reliable_smtp import AsyncMailer, ConfigurationError, MailerSettings, Outbox, OutboxLimits
 from reliable_smtp._outbox.limits import lowered_shared_rate, reserve_slot, shared_rate
+from reliable_smtp._outbox.schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, VERSION_TABLE, ddl
 from reliable_smtp._outbox.store import Store, open_store
 from reliable_smtp._outbox.worker import OutboxWorker
 from reliable_smtp.ratelimit import FLOOR_RATE
@@ -138,7 +140,7 @@ def test_one_lowering_per_episode(configured: float, before: float) -> None:
     again = lowered_shared_rate(
         configured, lowered, T0, reserved_at=T0 + 0.5, now=T0 + 1, cooldown=10
     )
-    assert again is not None and again[0] < lowered or lowered / 2 < FLOOR_RATE
+    assert (again is not None and again[0] < lowered) or lowered / 2 < FLOOR_RATE
 
 
 def test_limits_are_checked_and_read_from_the_environment() -> None:
@@ -390,7 +392,10 @@ def test_a_killed_workers_connection_slots_come_back_after_its_lease(tmp_path: P
     """One shared connection: worker A holds it and is SIGKILLed; B sends once A's lease
     (1 s) has run out. Without reclaiming, B would never get a slot and nothing drains."""
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    env = {"RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "1", "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": "50"}
+    env = {
+        "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "1",
+        "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": "50",
+    }
     with Outbox(url) as outbox, CountingSink() as sink:
         _fill(outbox, 200, seed=4)
         first = _start_worker(url, sink.port, tmp_path, env=env)
@@ -410,5 +415,30 @@ def test_a_killed_workers_connection_slots_come_back_after_its_lease(tmp_path: P
             assert _stop(second) == 0
         states = _reconcile(outbox, sink, 200, kills=1)
         most_connections = sink.most_connections
-    assert set(states) <= {"sent", "ambiguous"} and states["sent"] >= 190
+    assert set(states) <= {"sent", "ambiguous"}
+    assert states["sent"] >= 190
     assert most_connections == 1
+
+
+def test_an_outbox_at_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A database made by the previous release (version 1) gets the limits' columns and
+    the slots table on first use, keeping its entries."""
+    path = tmp_path / "outbox.db"
+    tables = SQLITE.tables("outbox_")
+    with sqlite3.connect(path) as conn:
+        for statement in (VERSION_TABLE, *MIGRATIONS[0]):
+            conn.execute(ddl(statement, SQLITE, tables))
+        conn.execute("INSERT INTO outbox_schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO outbox_limiters (name, next_free_at) VALUES ('old', 5)")
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.migrate() == SCHEMA_VERSION == 2
+        assert store.reserve({"rate/per_second": (10.0, 1)}, now=T0) == 0.0
+        assert store.acquire_slots("connections", "w", want=1, total=1, lease_seconds=1, now=T0)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT next_free_at FROM outbox_limiters WHERE name = 'old'")
+        assert kept.fetchall() == [(5.0,)]
+    conn.close()

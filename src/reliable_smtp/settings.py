@@ -34,9 +34,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._checks import count_problem, rate_problem, seconds_problem
+from ._outbox.limits import OutboxLimits
 from .dsn import parse_url
 from .errors import ConfigurationError
-from ._outbox.limits import OutboxLimits
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .transports._login import TokenProvider

@@ -33,7 +33,14 @@ from .._checks import count_problem, rate_problem
 from ..errors import ConfigurationError
 from ..ratelimit import recovered_rate, throttled_rate
 
-__all__ = ["LIMIT_VARIABLES", "OutboxLimits", "Reservation", "lowered_shared_rate", "reserve_slot", "shared_rate"]
+__all__ = [
+    "LIMIT_VARIABLES",
+    "OutboxLimits",
+    "Reservation",
+    "lowered_shared_rate",
+    "reserve_slot",
+    "shared_rate",
+]
 
 #: The RELIABLE_SMTP_* variables :meth:`OutboxLimits.from_env` reads, by field.
 LIMIT_VARIABLES = {
@@ -148,7 +155,12 @@ def reserve_slot(tat: float, *, now: float, interval: float, burst: int = 1) -> 
 
 
 def shared_rate(
-    configured: float, lowered: float | None, lowered_at: float | None, *, now: float, cooldown: float
+    configured: float,
+    lowered: float | None,
+    lowered_at: float | None,
+    *,
+    now: float,
+    cooldown: float,
 ) -> float:
     """The rate in force: ``configured``, or a lowered rate recovering towards it."""
     if lowered is None or lowered_at is None:

@@ -53,11 +53,11 @@ from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import ConfigurationError, DeliveryError
 from ..mailer import AsyncMailer, Mailer
+from ..replies import Outcome
 from ..result import RecipientStatus
 from ..retry import RetryPolicy
 from ..transports._commit import FinalDotForbiddenError, guard_final_dot
 from .errors import LeaseLostError
-from ..replies import Outcome
 from .facade import AsyncOutbox, Outbox
 from .limits import OutboxLimits
 from .model import Claim
