@@ -442,3 +442,28 @@ def test_an_outbox_at_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> N
         kept = conn.execute("SELECT next_free_at FROM outbox_limiters WHERE name = 'old'")
         assert kept.fetchall() == [(5.0,)]
     conn.close()
+
+
+async def test_a_stop_while_waiting_for_the_rate_gives_the_entry_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    clock = FakeClock(time.time() + 1)
+    with Outbox(url) as outbox, CountingSink() as sink:
+        _fill(outbox, 2, seed=5)
+        # Another worker reserved the next hour of a 1-a-minute cap.
+        rate = {"rate/per_minute": (1 / 60, 1)}
+        for _ in range(60):
+            outbox.store.reserve(rate, now=clock.now)
+        async with _worker(url, sink.port, clock, OutboxLimits(per_minute=1)) as worker:
+            waited = asyncio.Event()
+
+            async def sleep(seconds: float) -> None:
+                waited.set()
+                await asyncio.sleep(3600)  # the reservation's wait: a stop must cut it short
+
+            worker._sleep = sleep
+            running = asyncio.create_task(worker.arun())
+            await asyncio.wait_for(waited.wait(), 10)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+        assert sink.deliveries == {}
+        assert {e.state.value for e in outbox.list()} == {"queued"}

@@ -425,7 +425,7 @@ class OutboxWorker:
                 self._store.reserve, self._rates, now=now, cooldown=self.limits.cooldown
             )
             if wait > 0:
-                await self._sleep(wait)
+                await self._sleep_unless_stopped(wait)
                 await asyncio.sleep(0)  # an injected sleep may not yield
         return now
 
@@ -463,6 +463,11 @@ class OutboxWorker:
                 )
                 with contextlib.suppress(Exception):  # else its lease expires
                     await self._db_call(self._store.release, claim, now=self._clock())
+                return
+            if self._stopping is not None and self._stopping.is_set():
+                # Stopped while waiting for the shared rate: not in flight yet, so give
+                # the entry back for the next worker instead of starting a transaction.
+                await self._db_call(self._store.release, claim, now=self._clock())
                 return
             statuses = await self._send(claim)
             if statuses is not None:
