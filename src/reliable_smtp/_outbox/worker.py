@@ -262,7 +262,7 @@ class OutboxWorker:
 
         try:
             while not self._stopping.is_set():
-                await self._acquire_slots(in_flight=len(in_flight))
+                await self._acquire_slots()
                 capacity = min(self.concurrency, self._slots)
                 free = capacity - len(in_flight)
                 claims: list[Claim] = []
@@ -369,7 +369,7 @@ class OutboxWorker:
 
     # -- shared limits ------------------------------------------------------------------
 
-    async def _acquire_slots(self, *, in_flight: int) -> None:
+    async def _acquire_slots(self) -> None:
         """Take (or renew) shared connection slots, up to ``concurrency``; at most once a
         poll interval while short of them (the heartbeat renews the ones held)."""
         total = self.limits.max_connections
