@@ -150,8 +150,9 @@ def test_limits_are_checked_and_read_from_the_environment() -> None:
         "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": "100",
         "RELIABLE_SMTP_OUTBOX_RATE_PER_DAY": "50000",
         "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "4",
+        "RELIABLE_SMTP_OUTBOX_BURST": "5",
     })  # fmt: skip
-    assert limits == OutboxLimits(per_second=100, per_day=50_000, max_connections=4)
+    assert limits == OutboxLimits(per_second=100, per_day=50_000, max_connections=4, burst=5)
     assert limits.rates == {"rate/per_second": 100.0, "rate/per_day": 50_000 / 86_400}
     settings_limits = MailerSettings(
         outbox_rate_per_minute=30, outbox_max_connections=3, _env_file=None
@@ -317,6 +318,7 @@ async def test_a_worker_without_a_slot_claims_nothing_until_one_is_free(tmp_path
 # -- real worker processes -----------------------------------------------------------------
 
 CAP = 100.0
+CONNECTIONS = 6
 
 
 def _start_worker(
@@ -349,11 +351,15 @@ def _steady_rate(arrivals: list[float], *, skip: int, tail: int) -> tuple[float,
     return rate, most
 
 
-def _capped_run(url: str, cwd: Path, *, workers: int, count: int) -> None:
-    # Each worker would open 4 connections; the outbox allows 3 over all of them.
+def _capped_run(url: str, cwd: Path, *, workers: int, count: int, cap: float = CAP) -> None:
+    # Each worker would open 4 connections; the outbox allows 6 over all of them (enough
+    # that a loaded 2-core machine still keeps up with the cap: the test is of the cap).
     extra_env = {
-        "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": str(CAP),
-        "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": "3",
+        "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": str(cap),
+        "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": str(CONNECTIONS),
+        # A worker that starts a transaction late (a loaded machine) may make up for it
+        # within 5 messages: any second still holds at most 105.
+        "RELIABLE_SMTP_OUTBOX_BURST": "5",
     }
     with Outbox(url) as outbox:
         _fill(outbox, count, seed=workers)
@@ -369,12 +375,12 @@ def _capped_run(url: str, cwd: Path, *, workers: int, count: int) -> None:
             most_connections = sink.most_connections
     assert states == {"sent": count}
     assert len(arrivals) == count
-    assert most_connections <= 3
+    assert most_connections <= CONNECTIONS
     # Start-up (workers connecting) and the last few (workers running dry) excluded.
     rate, most = _steady_rate(arrivals, skip=count // 6, tail=count // 12)
-    print(f"\n{workers} workers, cap {CAP:.0f}/s: steady {rate:.1f}/s, busiest second {most}")
-    assert 0.9 * CAP <= rate <= 1.1 * CAP
-    assert most <= 1.1 * CAP
+    print(f"\n{workers} workers, cap {cap:.0f}/s: steady {rate:.1f}/s, busiest second {most}")
+    assert 0.9 * cap <= rate <= 1.1 * cap
+    assert most <= 1.1 * cap
 
 
 def test_four_workers_on_postgresql_hold_the_shared_rate(
@@ -385,7 +391,9 @@ def test_four_workers_on_postgresql_hold_the_shared_rate(
 
 
 def test_two_workers_on_sqlite_hold_the_shared_rate(tmp_path: Path) -> None:
-    _capped_run(f"sqlite:///{tmp_path / 'outbox.db'}", tmp_path, workers=2, count=600)
+    # 50/s: every reservation is a write on the one file the workers share, and on a
+    # loaded 2-core machine two workers keep up with 100/s only just (the test is of the cap).
+    _capped_run(f"sqlite:///{tmp_path / 'outbox.db'}", tmp_path, workers=2, count=400, cap=50)
 
 
 def test_a_killed_workers_connection_slots_come_back_after_its_lease(tmp_path: Path) -> None:

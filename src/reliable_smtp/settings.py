@@ -164,6 +164,9 @@ class MailerSettings(BaseSettings):
     outbox_max_connections: int | None = Field(
         default=None, description="Outbox: SMTP connections open at once over all workers."
     )
+    outbox_burst: int = Field(
+        default=1, description="Outbox: messages of the per-second cap sent back to back."
+    )
 
     def __init__(self, **values: Any) -> None:
         _refuse_unknown_arguments(values)
@@ -247,7 +250,11 @@ class MailerSettings(BaseSettings):
         return value
 
     @field_validator(
-        "retry_attempts", "max_connections", "max_messages_per_connection", "outbox_max_connections"
+        "retry_attempts",
+        "max_connections",
+        "max_messages_per_connection",
+        "outbox_max_connections",
+        "outbox_burst",
     )
     @classmethod
     def _at_least_one(cls, value: int | None) -> int | None:
@@ -390,6 +397,7 @@ class MailerSettings(BaseSettings):
             per_minute=self.outbox_rate_per_minute,
             per_day=self.outbox_rate_per_day,
             max_connections=self.outbox_max_connections,
+            burst=self.outbox_burst,
         )
 
     def retry_policy(self) -> RetryPolicy:

@@ -48,6 +48,7 @@ LIMIT_VARIABLES = {
     "per_minute": "RELIABLE_SMTP_OUTBOX_RATE_PER_MINUTE",
     "per_day": "RELIABLE_SMTP_OUTBOX_RATE_PER_DAY",
     "max_connections": "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS",
+    "burst": "RELIABLE_SMTP_OUTBOX_BURST",
 }
 
 _WINDOWS = {"per_second": 1.0, "per_minute": 60.0, "per_day": 86_400.0}
@@ -110,7 +111,8 @@ class OutboxLimits:
             if not text:
                 continue
             try:
-                values[name] = int(text) if name == "max_connections" else float(text)
+                whole = name in ("max_connections", "burst")
+                values[name] = int(text) if whole else float(text)
             except ValueError:
                 raise ConfigurationError(
                     f"{variable}={text!r} is not a number", setting=variable
