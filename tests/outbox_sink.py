@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -48,6 +49,10 @@ class CountingSink:
         self._deliveries: Counter[tuple[str, str]] = Counter()
         self._seen: set[str] = set()
         self._answered_data: set[str] = set()
+        self.most_connections = 0
+        """The most SMTP sessions open at once."""
+        self.arrivals: list[float] = []
+        """``time.monotonic()`` of every final dot, in order (the rate the server saw)."""
         self.delayed_dots = 0
         self.replies_pending = 0
         """Delayed replies to a final dot not yet written (a kill now lands between them)."""
@@ -119,6 +124,8 @@ class CountingSink:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
+        with self._lock:
+            self.most_connections = max(self.most_connections, len(self._connections))
         try:
             writer.write(b"220 sink ESMTP\r\n")
             recipients: list[str] = []
@@ -190,6 +197,7 @@ class CountingSink:
                         with self._lock:
                             self._seen.add(message_id)
         with self._lock:
+            self.arrivals.append(time.monotonic())
             for recipient in recipients:
                 self._deliveries[(message_id or "?", recipient)] += 1
             delayed = self._rng.random() < self.delay_share

@@ -46,6 +46,7 @@ PUBLIC_API = [
     "Outbox",
     "OutboxEntry",
     "OutboxError",
+    "OutboxLimits",
     "OutboxRecipient",
     "OutboxSchedule",
     "OutboxStats",

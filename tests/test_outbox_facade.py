@@ -27,6 +27,7 @@ from reliable_smtp import (
     RecipientPolicy,
     RecipientState,
 )
+from reliable_smtp._outbox.schema import SCHEMA_VERSION
 from reliable_smtp.testing import FakeClock
 from test_outbox_support import outbox_url, postgres_database  # noqa: F401 - fixtures
 
@@ -155,7 +156,7 @@ def test_operator_actions_use_the_clock(outbox: Outbox, clock: FakeClock) -> Non
     outbox.cancel(entry.id)
     clock.advance(100)
     assert outbox.purge(older_than=100) == 1
-    assert outbox.migrate() == 1
+    assert outbox.migrate() == SCHEMA_VERSION
 
 
 def test_from_env_reads_the_outbox_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ async def test_async_outbox_round_trip(outbox_url: str, clock: FakeClock) -> Non
         with pytest.raises(EntryStateError):
             await outbox.resolve(entry.id, "failed")
         assert await outbox.purge(older_than=0) == 0
-        assert await outbox.migrate() == 1
+        assert await outbox.migrate() == SCHEMA_VERSION
 
 
 async def test_a_closed_async_outbox_says_so(outbox_url: str) -> None:  # noqa: F811

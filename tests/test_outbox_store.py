@@ -23,6 +23,7 @@ from reliable_smtp._outbox.errors import (
 )
 from reliable_smtp._outbox.model import EntryState, NewEntry, RecipientState
 from reliable_smtp._outbox.schedule import OutboxSchedule
+from reliable_smtp._outbox.schema import SCHEMA_VERSION
 from reliable_smtp._outbox.store import Store, open_store
 from reliable_smtp.replies import Outcome, Phase, Reply
 from reliable_smtp.result import RecipientStatus
@@ -362,8 +363,8 @@ def test_unknown_ids_raise_entry_not_found(store: Store) -> None:
 
 
 def test_migrate_is_idempotent(store: Store, outbox_url: str) -> None:  # noqa: F811
-    assert store.migrate() == 1
-    assert open_store(outbox_url, migrate=True).migrate() == 1
+    assert store.migrate() == SCHEMA_VERSION
+    assert open_store(outbox_url, migrate=True).migrate() == SCHEMA_VERSION
 
 
 # -- several processes ---------------------------------------------------------------------

@@ -43,6 +43,7 @@ from ._outbox import (
     OutboxUnavailableError,
     RecipientState,
 )
+from ._outbox.limits import OutboxLimits
 from ._outbox.worker import OutboxWorker
 from .envelope import Envelope
 from .errors import (
@@ -152,6 +153,7 @@ __all__ = [
     "Outbox",
     "OutboxEntry",
     "OutboxError",
+    "OutboxLimits",
     "OutboxRecipient",
     "OutboxSchedule",
     "OutboxStats",

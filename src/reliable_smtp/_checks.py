@@ -110,11 +110,11 @@ _SLOWEST_RATE = 1 / 86_400
 
 
 #: Seconds in each unit a rate may be given in.
-_RATE_UNITS = {"second": 1, "minute": 60}
+_RATE_UNITS = {"second": 1, "minute": 60, "day": 86_400}
 
 
 def rate_problem(value: object, *, per: str = "second") -> str | None:
-    """What is wrong with ``value`` as messages per ``per`` (second or minute), or ``None``.
+    """What is wrong with ``value`` as messages per ``per`` (second, minute or day), or ``None``.
 
     A rate differs from a duration by its floor: below one message a day it is a unit
     mistake (a per-minute or per-hour figure given per second), never what was meant.

@@ -409,6 +409,7 @@ def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
             lease_seconds=args.lease,
             poll_interval=args.poll,
             stop_timeout=args.stop_timeout,
+            limits=settings.outbox_limits(),
         )
         console.out(f"worker {worker.owner}: sending from {store.url} via {mailer.transport.name}")
 

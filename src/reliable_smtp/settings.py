@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._checks import count_problem, rate_problem, seconds_problem
+from ._outbox.limits import OutboxLimits
 from .dsn import parse_url
 from .errors import ConfigurationError
 from .ratelimit import RateLimit
@@ -156,6 +157,21 @@ class MailerSettings(BaseSettings):
         description="The durable outbox (Outbox.from_env(), the worker): sqlite:///path.db "
         "or postgresql://user@host/db.",
     )
+    outbox_rate_per_second: float | None = Field(
+        default=None, description="Outbox: messages per second over all workers."
+    )
+    outbox_rate_per_minute: float | None = Field(
+        default=None, description="Outbox: messages per minute over all workers."
+    )
+    outbox_rate_per_day: float | None = Field(
+        default=None, description="Outbox: messages per day over all workers."
+    )
+    outbox_max_connections: int | None = Field(
+        default=None, description="Outbox: SMTP connections open at once over all workers."
+    )
+    outbox_burst: int = Field(
+        default=1, description="Outbox: messages of the per-second cap sent back to back."
+    )
 
     def __init__(self, **values: Any) -> None:
         _refuse_unknown_arguments(values)
@@ -213,10 +229,18 @@ class MailerSettings(BaseSettings):
             raise ValueError(f"{problem} (every wait is bounded)")
         return value
 
-    @field_validator("rate_per_second", "rate_per_minute", "rate_per_connection")
+    @field_validator(
+        "rate_per_second",
+        "rate_per_minute",
+        "rate_per_connection",
+        "outbox_rate_per_second",
+        "outbox_rate_per_minute",
+        "outbox_rate_per_day",
+    )
     @classmethod
     def _rate(cls, value: float | None, info: ValidationInfo) -> float | None:
-        per = "minute" if info.field_name == "rate_per_minute" else "second"
+        name = info.field_name or ""
+        per = "minute" if name.endswith("minute") else "day" if name.endswith("day") else "second"
         problem = None if value is None else rate_problem(value, per=per)
         if problem is not None:
             raise ValueError(problem)
@@ -230,10 +254,16 @@ class MailerSettings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("retry_attempts", "max_connections", "max_messages_per_connection")
+    @field_validator(
+        "retry_attempts",
+        "max_connections",
+        "max_messages_per_connection",
+        "outbox_max_connections",
+        "outbox_burst",
+    )
     @classmethod
-    def _at_least_one(cls, value: int) -> int:
-        problem = count_problem(value)
+    def _at_least_one(cls, value: int | None) -> int | None:
+        problem = None if value is None else count_problem(value)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -365,6 +395,16 @@ class MailerSettings(BaseSettings):
         if per_transport is None and self.rate_per_connection is None:
             return None
         return RateLimit(per_transport=per_transport, per_connection=self.rate_per_connection)
+
+    def outbox_limits(self) -> OutboxLimits:
+        """The outbox's shared limits these settings describe (every worker of an outbox)."""
+        return OutboxLimits(
+            per_second=self.outbox_rate_per_second,
+            per_minute=self.outbox_rate_per_minute,
+            per_day=self.outbox_rate_per_day,
+            max_connections=self.outbox_max_connections,
+            burst=self.outbox_burst,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe (other fields keep their defaults)."""

@@ -35,6 +35,7 @@ class Dialect:
             "entries": f"{prefix}entries",
             "recipients": f"{prefix}recipients",
             "limiters": f"{prefix}limiters",
+            "slots": f"{prefix}slots",
             "version": f"{prefix}schema_version",
         }
 
@@ -104,7 +105,23 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2: the shared limits (OutboxLimits). A limiter row keeps, besides its GCRA
+# theoretical arrival time, the rate a THROTTLED reply lowered it to and when, so one
+# worker's throttle slows every worker; a slot row is one of the outbox's shared SMTP
+# connections, leased to a worker (a dead worker's slots come back when they expire).
+_V2 = (
+    "ALTER TABLE {limiters} ADD COLUMN lowered_rate {real}",
+    "ALTER TABLE {limiters} ADD COLUMN lowered_at {real}",
+    """CREATE TABLE {slots} (
+        name TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        owner TEXT,
+        expires_at {real},
+        PRIMARY KEY (name, slot)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS {version} (version INTEGER NOT NULL)"

@@ -28,6 +28,7 @@ from typing import Any
 from ..replies import Outcome, Phase, Reply
 from ..result import RecipientStatus
 from .errors import EntryNotFoundError, EntryStateError, LeaseLostError, OutboxError
+from .limits import lowered_shared_rate, reserve_slot, shared_rate
 from .model import (
     Claim,
     EntryState,
@@ -566,6 +567,112 @@ class SQLStore(Store):
                 if cursor.rowcount:
                     owned.add(claim.entry_id)
         return owned
+
+    # -- the shared limits ---------------------------------------------------------------
+
+    def _limiter(self, conn: Connection, name: str) -> tuple[float, float | None, float | None]:
+        """The limiter's row, locked for this transaction (created when first used)."""
+        self._execute(
+            conn,
+            "INSERT INTO {limiters} (name, next_free_at) VALUES (?, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name,),
+        )
+        row = self._execute(
+            conn,
+            "SELECT next_free_at, lowered_rate, lowered_at FROM {limiters} WHERE name = ?"
+            + self.lock_rows,
+            (name,),
+        ).fetchone()
+        return float(row[0]), row[1], row[2]
+
+    def reserve(
+        self, names: Mapping[str, tuple[float, int]], *, now: float, cooldown: float = 10.0
+    ) -> float:
+        wait = 0.0
+        with self._transaction() as conn:
+            for name in sorted(names):  # one lock order for every worker: no deadlock
+                configured, burst = names[name]
+                tat, lowered, lowered_at = self._limiter(conn, name)
+                rate = shared_rate(configured, lowered, lowered_at, now=now, cooldown=cooldown)
+                step = reserve_slot(tat, now=now, interval=1.0 / rate, burst=burst)
+                self._execute(
+                    conn,
+                    "UPDATE {limiters} SET next_free_at = ? WHERE name = ?",
+                    (step.tat, name),
+                )
+                wait = max(wait, step.wait)
+        return wait
+
+    def throttle(
+        self,
+        names: Mapping[str, tuple[float, int]],
+        *,
+        reserved_at: float,
+        now: float,
+        cooldown: float = 10.0,
+    ) -> None:
+        with self._transaction() as conn:
+            for name in sorted(names):
+                configured, _burst = names[name]
+                _tat, lowered, lowered_at = self._limiter(conn, name)
+                change = lowered_shared_rate(
+                    configured,
+                    lowered,
+                    lowered_at,
+                    reserved_at=reserved_at,
+                    now=now,
+                    cooldown=cooldown,
+                )
+                if change is not None:
+                    self._execute(
+                        conn,
+                        "UPDATE {limiters} SET lowered_rate = ?, lowered_at = ? WHERE name = ?",
+                        (*change, name),
+                    )
+
+    def acquire_slots(
+        self, name: str, owner: str, *, want: int, total: int, lease_seconds: float, now: float
+    ) -> int:
+        expires = now + lease_seconds
+        with self._transaction() as conn:
+            conn.cursor().executemany(
+                self._q(
+                    "INSERT INTO {slots} (name, slot) VALUES (?, ?) "
+                    "ON CONFLICT (name, slot) DO NOTHING"
+                ),
+                [(name, slot) for slot in range(total)],
+            )
+            held = self._execute(
+                conn,
+                "UPDATE {slots} SET expires_at = ? WHERE name = ? AND owner = ? AND slot < ?",
+                (expires, name, owner, total),
+            ).rowcount
+            if held < want:
+                # Free slots, and the expired leases of workers that died holding them.
+                free = self._execute(
+                    conn,
+                    "SELECT slot FROM {slots} WHERE name = ? AND slot < ? "
+                    "AND (owner IS NULL OR expires_at <= ?) ORDER BY slot LIMIT ?"
+                    + self.skip_locked,
+                    (name, total, now, want - held),
+                ).fetchall()
+                for (slot,) in free:
+                    self._execute(
+                        conn,
+                        "UPDATE {slots} SET owner = ?, expires_at = ? WHERE name = ? AND slot = ?",
+                        (owner, expires, name, slot),
+                    )
+                held += len(free)
+            return int(held)
+
+    def release_slots(self, name: str, owner: str) -> None:
+        with self._transaction() as conn:
+            self._execute(
+                conn,
+                "UPDATE {slots} SET owner = NULL, expires_at = NULL WHERE name = ? AND owner = ?",
+                (name, owner),
+            )
 
     # -- writing a plan ------------------------------------------------------------------
 

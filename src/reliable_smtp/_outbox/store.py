@@ -133,6 +133,43 @@ class Store(ABC):
         what it finds.
         """
 
+    # -- the shared limits (OutboxLimits) ------------------------------------------------
+
+    @abstractmethod
+    def reserve(
+        self, names: Mapping[str, tuple[float, int]], *, now: float, cooldown: float = 10.0
+    ) -> float:
+        """Reserve one message on every limiter in ``names`` (name -> (configured rate in
+        messages/s, burst)); return the seconds to wait before sending it.
+
+        One transaction under the limiters' row locks: the GCRA step of
+        ``limits.reserve_slot`` at the rate in force (``limits.shared_rate``).
+        """
+
+    @abstractmethod
+    def throttle(
+        self,
+        names: Mapping[str, tuple[float, int]],
+        *,
+        reserved_at: float,
+        now: float,
+        cooldown: float = 10.0,
+    ) -> None:
+        """A THROTTLED reply to a message reserved at ``reserved_at``: lower the shared
+        rate of every limiter in ``names`` (``limits.lowered_shared_rate``)."""
+
+    @abstractmethod
+    def acquire_slots(
+        self, name: str, owner: str, *, want: int, total: int, lease_seconds: float, now: float
+    ) -> int:
+        """Lease connection slots of ``name`` (``total`` in all) to ``owner``, up to ``want``
+        held, renewing the ones it holds; free and expired slots are taken. Returns how
+        many ``owner`` holds now."""
+
+    @abstractmethod
+    def release_slots(self, name: str, owner: str) -> None:
+        """Give back every slot of ``name`` that ``owner`` holds (shutdown)."""
+
     # -- the operator's side -------------------------------------------------------------
 
     @abstractmethod

@@ -53,11 +53,13 @@ from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import ConfigurationError, DeliveryError
 from ..mailer import AsyncMailer, Mailer
+from ..replies import Outcome
 from ..result import RecipientStatus
 from ..retry import RetryPolicy
 from ..transports._commit import FinalDotForbiddenError, guard_final_dot
 from .errors import LeaseLostError
 from .facade import AsyncOutbox, Outbox
+from .limits import OutboxLimits
 from .model import Claim
 from .store import Store
 
@@ -117,8 +119,12 @@ class OutboxWorker:
     heartbeat (renewed every third of it); a killed worker's entries return after
     it. ``poll_interval``: the longest an idle worker waits before looking again
     (wake-ups usually come sooner). ``stop_timeout``: how long a stop waits for
-    in-flight transactions. ``clock`` (epoch seconds) and ``sleep`` are injected
-    for tests.
+    in-flight transactions. ``limits``: the provider's caps shared by every
+    worker of the outbox (:class:`~reliable_smtp.OutboxLimits`; the CLI reads
+    ``RELIABLE_SMTP_OUTBOX_RATE_*`` and ``RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS``):
+    each transaction reserves its place in the shared rate first, and the worker
+    sends on at most as many connections as the shared slots it holds. ``clock``
+    (epoch seconds) and ``sleep`` are injected for tests.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class OutboxWorker:
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         owner: str | None = None,
+        limits: OutboxLimits | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
@@ -181,6 +188,13 @@ class OutboxWorker:
                 lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
             )
         )
+        self.limits = limits or OutboxLimits()
+        self._rates = {
+            name: (rate, self.limits.burst_of(name)) for name, rate in self.limits.rates.items()
+        }
+        # Connection slots held (the shared max_connections); without that cap, all of them.
+        self._slots = 0 if self.limits.max_connections is not None else self.concurrency
+        self._slots_tried_at = float("-inf")
         self.stats = WorkerStats()
 
     # -- running ------------------------------------------------------------------------
@@ -248,7 +262,9 @@ class OutboxWorker:
 
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(in_flight)
+                await self._acquire_slots()
+                capacity = min(self.concurrency, self._slots)
+                free = capacity - len(in_flight)
                 claims: list[Claim] = []
                 asked = 0
                 if free >= refill or (free > 0 and not in_flight):
@@ -274,9 +290,9 @@ class OutboxWorker:
                         task = asyncio.create_task(self._process(claim))
                         in_flight.add(task)
                         task.add_done_callback(finished)
-                    if len(claims) == asked and self.concurrency - len(in_flight) >= refill:
+                    if len(claims) == asked and capacity - len(in_flight) >= refill:
                         continue  # a full batch and room for another: more may be due
-                if until_idle and not claims and not in_flight:
+                if until_idle and asked and not claims and not in_flight:
                     break
                 slot_freed.clear()
                 waits: list[asyncio.Future[Any]] = [
@@ -287,12 +303,16 @@ class OutboxWorker:
                     # Nothing more is due: an enqueue (or the poll) is the next reason to look.
                     waits.append(asyncio.ensure_future(self._wake.wait()))
                     waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
+                elif capacity == 0:
+                    # Every shared connection slot is held elsewhere: look again after a poll.
+                    waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for waiter in waits:
                         waiter.cancel()
             await self._finish(in_flight)
+            await self._release_slots()
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -347,12 +367,112 @@ class OutboxWorker:
             for waiter in waits:
                 waiter.cancel()
 
+    # -- shared limits ------------------------------------------------------------------
+
+    async def _acquire_slots(self) -> None:
+        """Take (or renew) shared connection slots, up to ``concurrency``; at most once a
+        poll interval while short of them (the heartbeat renews the ones held)."""
+        total = self.limits.max_connections
+        if total is None or self._slots >= self.concurrency:
+            return
+        now = self._clock()
+        if now - self._slots_tried_at < self.poll_interval:
+            return
+        self._slots_tried_at = now
+        try:
+            self._slots = await self._db_call(
+                self._store.acquire_slots,
+                "connections",
+                self.owner,
+                want=self.concurrency,
+                total=total,
+                lease_seconds=self.lease_seconds,
+                now=now,
+            )
+        except Exception as exc:
+            logger.warning(
+                "outbox: taking connection slots failed (%s)",
+                exc,
+                extra={"event": "outbox_slots_failed"},
+            )
+
+    async def _renew_slots(self) -> None:
+        total = self.limits.max_connections
+        if total is None or not self._slots:
+            return
+        self._slots = await self._db_call(
+            self._store.acquire_slots,
+            "connections",
+            self.owner,
+            want=self.concurrency,
+            total=total,
+            lease_seconds=self.lease_seconds,
+            now=self._clock(),
+        )
+
+    async def _release_slots(self) -> None:
+        if self.limits.max_connections is None or not self._slots:
+            return
+        with contextlib.suppress(Exception):  # they expire anyway
+            await self._db_call(self._store.release_slots, "connections", self.owner)
+        self._slots = 0
+
+    async def _reserve(self) -> float:
+        """Wait for this transaction's place in the shared rate; return when it was reserved."""
+        now = self._clock()
+        if self._rates:
+            wait = await self._db_call(
+                self._store.reserve, self._rates, now=now, cooldown=self.limits.cooldown
+            )
+            if wait > 0:
+                await self._sleep_unless_stopped(wait)
+                await asyncio.sleep(0)  # an injected sleep may not yield
+        return now
+
+    async def _throttled(self, reserved_at: float) -> None:
+        """A THROTTLED reply: lower the rate every worker of the outbox shares."""
+        if not self._rates:
+            return
+        try:
+            await self._db_call(
+                self._store.throttle,
+                self._rates,
+                reserved_at=reserved_at,
+                now=self._clock(),
+                cooldown=self.limits.cooldown,
+            )
+        except Exception as exc:
+            logger.warning(
+                "outbox: lowering the shared rate failed (%s)",
+                exc,
+                extra={"event": "outbox_throttle_failed"},
+            )
+
     # -- one claim ----------------------------------------------------------------------
 
     async def _process(self, claim: Claim) -> None:
         try:
+            try:
+                reserved_at = await self._reserve()
+            except Exception as exc:  # the queue is unreachable: give the claim back
+                logger.warning(
+                    "outbox entry %d: reserving its place in the shared rate failed (%s)",
+                    claim.entry_id,
+                    exc,
+                    extra={"event": "outbox_unavailable", "entry_id": claim.entry_id},
+                )
+                with contextlib.suppress(Exception):  # else its lease expires
+                    await self._db_call(self._store.release, claim, now=self._clock())
+                return
+            if self._stopping is not None and self._stopping.is_set():
+                # Stopped while waiting for the shared rate: not in flight yet, so give
+                # the entry back for the next worker instead of starting a transaction.
+                await self._db_call(self._store.release, claim, now=self._clock())
+                return
             statuses = await self._send(claim)
             if statuses is not None:
+                if any(s.outcome is Outcome.THROTTLED for s in statuses.values()):
+                    await self._throttled(reserved_at)
                 await self._settle(claim, statuses)
         except LeaseLostError:
             self.stats.lost += 1
@@ -465,6 +585,14 @@ class OutboxWorker:
         interval = self.lease_seconds / 3.0
         while True:
             await asyncio.sleep(interval)
+            try:
+                await self._renew_slots()
+            except Exception as exc:
+                logger.warning(
+                    "outbox: renewing connection slots failed (%s)",
+                    exc,
+                    extra={"event": "outbox_renew_failed"},
+                )
             claims = list(self._held.values())
             if not claims:
                 continue
