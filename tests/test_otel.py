@@ -512,16 +512,17 @@ async def test_outbox_metrics_read_its_stats(tmp_path: Path, telemetry: Telemetr
     assert points[("reliable_smtp.outbox.enqueued", frozenset())] == 3
 
 
-#: The worker's side, in another process: open the outbox, take the entry, send it inside
-#: its enqueuer's trace context, print the spans it exported.
+#: The worker's side, in another process: the real OutboxWorker takes the entry and sends
+#: it (it attaches the entry's trace context itself); print the spans it exported.
 WORKER = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import json, sys
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from reliable_smtp import AsyncMailer, Envelope, OpenTelemetryHooks, Outbox, SMTPTransport
-    from reliable_smtp import use_trace_context
+    from reliable_smtp import AsyncMailer, OpenTelemetryHooks, Outbox, OutboxWorker
+    from reliable_smtp import SMTPTransport
+    import asyncio
 
     url, port = sys.argv[1], int(sys.argv[2])
     spans = InMemorySpanExporter()
@@ -529,22 +530,19 @@ WORKER = textwrap.dedent(
     provider.add_span_processor(SimpleSpanProcessor(spans))
 
     async def main():
-        with Outbox(url) as outbox:
-            (entry,) = outbox.list()
         transport = SMTPTransport("127.0.0.1", port, tls="none")
-        async with AsyncMailer(
-            transport, hooks=[OpenTelemetryHooks(tracer_provider=provider)]
-        ) as mailer:
-            envelope = Envelope(entry.sender, tuple(r.address for r in entry.recipients))
-            with use_trace_context(entry.metadata):
-                await mailer._deliver(
-                    envelope, entry.content, entry.message_id, refused={}, chunk_size=None
-                )
+        with Outbox(url) as outbox:
+            async with AsyncMailer(
+                transport, hooks=[OpenTelemetryHooks(tracer_provider=provider)]
+            ) as mailer:
+                stats = await OutboxWorker(outbox, mailer).run_until_idle()
+        assert stats.settled == 1, stats
 
     asyncio.run(main())
     print(json.dumps([
         {"name": s.name, "trace_id": s.context.trace_id,
-         "parent": s.parent.span_id if s.parent else None}
+         "parent": s.parent.span_id if s.parent else None,
+         "remote_parent": s.parent.is_remote if s.parent else None}
         for s in spans.get_finished_spans()
     ]))
     """
@@ -577,6 +575,7 @@ def test_the_trace_context_goes_with_the_entry_to_another_process(
     assert send["name"] == "reliable_smtp.send"
     assert send["trace_id"] == trace_id  # one trace: the request and the mail it caused
     assert send["parent"] == request.get_span_context().span_id
+    assert send["remote_parent"] is True  # the parent came from the entry, not this process
     assert server.deliveries_to(ALICE) == 1
 
 
