@@ -191,7 +191,10 @@ class Claim:
     lease_expires_at: float
     attempt: int
     """This claim's number (1 for the first)."""
-    metadata: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    # Not compared: claims are hashed (sets of held claims), and a mapping is not hashable.
+    metadata: Mapping[str, object] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
     """The entry's metadata (the enqueuing trace context travels in it)."""
 
     def envelope(self) -> Envelope:
