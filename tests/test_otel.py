@@ -1,9 +1,11 @@
 """OpenTelemetryHooks against a real LocalSMTPServer: the exact spans, attributes and metric
 points of a clean send, a retried one, a partial rejection, an ambiguous one, a throttled
-one; nothing personal or secret in any of them; the outbox's trace context and metrics."""
+one; nothing personal or secret in any of them; the outbox's trace context and metrics;
+the pool's connections."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -60,8 +62,13 @@ class Telemetry:
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
 
-    def points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
-        """Every metric point: (name, attributes) -> value (a sum) or (count, sum)."""
+    def points(
+        self, *, connections: bool = False
+    ) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
+        """Every metric point: (name, attributes) -> value (a sum) or (count, sum).
+
+        ``reliable_smtp.connections`` (the pool's state, asserted on its own) only
+        with ``connections``."""
         data = self.reader.get_metrics_data()
         found: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
         if data is None:
@@ -69,6 +76,8 @@ class Telemetry:
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
+                    if metric.name == "reliable_smtp.connections" and not connections:
+                        continue
                     for point in metric.data.data_points:
                         key = (metric.name, frozenset(dict(point.attributes or {}).items()))
                         if hasattr(point, "bucket_counts"):
@@ -394,6 +403,44 @@ async def test_a_wait_for_the_rate_limiter_is_an_event_and_a_histogram_point(
     assert points[("reliable_smtp.rate_limit.wait", labels(**WHERE))] == (1, 2.0)
 
 
+def connection_points(telemetry: Telemetry, server: LocalSMTPServer) -> dict[str, Any]:
+    """``reliable_smtp.connections`` by state, for the test server's pool."""
+    pool = {
+        "reliable_smtp.transport": "smtp+plain",
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+    }
+    found = {}
+    for (name, attributes), value in telemetry.points(connections=True).items():
+        if name == "reliable_smtp.connections":
+            labelled = dict(attributes)
+            state = labelled.pop("reliable_smtp.connection.state")
+            assert labelled == pool
+            found[state] = value
+    return found
+
+
+@serial_only
+async def test_connections_open_and_in_use(server: LocalSMTPServer, telemetry: Telemetry) -> None:
+    during: list[dict[str, Any]] = []
+    # On the server's thread, before it answers the final dot: the SDK collects from
+    # its own thread too, while the loop is sending.
+    server.on_message = lambda received: during.append(connection_points(telemetry, server))
+    transport = relay_transport(server, max_connections=2)
+    async with AsyncMailer(transport, hooks=[telemetry.hooks()]) as sending:
+        assert connection_points(telemetry, server) == {}  # no send seen yet: not observed
+        await sending.send(message(ALICE))
+        assert transport.connections.idle == 1
+        after_one = connection_points(telemetry, server)
+        await asyncio.gather(sending.send(message(ALICE)), sending.send(message(BOB)))
+        after_two = connection_points(telemetry, server)
+    assert during[0] == {"idle": 0, "used": 1}
+    assert after_one == {"idle": 1, "used": 0}  # kept open for the next message
+    assert after_two == {"idle": 2, "used": 0}  # two at once needed a second connection
+    assert connection_points(telemetry, server) == {"idle": 0, "used": 0}  # closed with it
+    assert (transport.connections.open, transport.connections.in_use) == (0, 0)
+
+
 async def test_an_invalid_message_is_counted_without_a_span(telemetry: Telemetry) -> None:
     from email.message import EmailMessage
 
@@ -423,7 +470,7 @@ def everything_exported(telemetry: Telemetry) -> list[str]:
         for event in span.events:
             exported.append(event.name)
             exported.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
-    for (name, attributes), value in telemetry.points().items():
+    for (name, attributes), value in telemetry.points(connections=True).items():
         exported.append(name)
         exported.extend(f"{k}={v}" for k, v in attributes)
         exported.append(str(value))

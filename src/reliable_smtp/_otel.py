@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -203,10 +204,23 @@ class OpenTelemetryHooks(MailerHooks):
         self._rate_wait = _histogram(
             meter, "reliable_smtp.rate_limit.wait", "Time a message waited for the rate limiter"
         )
+        # Pooled transports this hook has seen a send on; read when the SDK collects.
+        # Weak: the hook must not keep a closed transport (and its pool) alive.
+        self._pooled: dict[int, weakref.ref[Any]] = {}
+        self._pooled_lock = threading.Lock()
+        self._connections = meter.create_observable_up_down_counter(
+            "reliable_smtp.connections",
+            callbacks=[self._observe_connections],
+            unit="{connection}",
+            description="Connections open now, by state: idle (pooled) or used (sending)",
+        )
 
     # -- the hook ------------------------------------------------------------------------
 
     def on_send(self, event: SendStarted) -> None:
+        seen = self._pooled.get(id(event.transport))
+        if seen is None or seen() is not event.transport:  # new (or a reused id)
+            self._watch_connections(event.transport)
         transport = _transport_attributes(event.transport)
         attributes: dict[str, Any] = {
             **transport,
@@ -328,6 +342,46 @@ class OpenTelemetryHooks(MailerHooks):
                     attributes["reliable_smtp.reply.enhanced_code"] = reply.enhanced_code
         span.set_attributes(attributes)
         span.end()
+
+    def _watch_connections(self, transport: Transport) -> None:
+        """Remember ``transport`` (and a composite's members) for ``reliable_smtp.connections``."""
+        found: list[Any] = []
+        pending: list[Any] = [transport]
+        while pending:
+            current = pending.pop()
+            found.append(current)
+            pending.extend(getattr(current, "transports", ()))  # failover / round-robin
+        with self._pooled_lock:
+            for item in found:
+                self._pooled[id(item)] = weakref.ref(item)
+
+    def _observe_connections(self, options: Any) -> Iterable[Any]:
+        with self._pooled_lock:
+            pooled = list(self._pooled.items())
+        observations = []
+        for key, ref in pooled:
+            transport = ref()
+            if transport is None:
+                with self._pooled_lock:
+                    self._pooled.pop(key, None)
+                continue
+            counts = getattr(transport, "connections", None)
+            if counts is None:  # not a pooled transport (memory, sendmail, a composite)
+                continue
+            # The pool's identity: which transport, which server (as the convention's
+            # db.client.connection.pool.name is for a database pool).
+            attributes = {
+                k: v
+                for k, v in _transport_attributes(transport).items()
+                if k in ("reliable_smtp.transport", "server.address", "server.port")
+            }
+            for state, count in (("idle", counts.idle), ("used", counts.in_use)):
+                observations.append(
+                    metrics.Observation(
+                        count, {**attributes, "reliable_smtp.connection.state": state}
+                    )
+                )
+        return observations
 
     def _hash(self, address: str) -> str:
         assert self._hash_key is not None
