@@ -21,7 +21,10 @@ conventions have none):
 * metrics: ``reliable_smtp.sends``, ``reliable_smtp.recipients``,
   ``reliable_smtp.attempts``, ``reliable_smtp.throttled`` (counters),
   ``reliable_smtp.send.duration`` and ``reliable_smtp.rate_limit.wait``
-  (histograms, seconds), and with :func:`observe_outbox` the outbox's
+  (histograms, seconds), ``reliable_smtp.connections`` (an observable up-down counter
+  of the pooled connections of every transport a send went through, by
+  ``reliable_smtp.connection.state`` idle/used, after ``db.client.connection.count``),
+  and with :func:`observe_outbox` the outbox's
   ``reliable_smtp.outbox.entries`` (by state), ``reliable_smtp.outbox.oldest_due.age``
   and ``reliable_smtp.outbox.enqueued``.
 
@@ -32,7 +35,10 @@ echo addresses, and sometimes what the client sent), credentials.
 Trace context through the outbox: ``Outbox.enqueue`` stores the caller's context
 (W3C ``traceparent``) in the entry's metadata under :data:`TRACE_CONTEXT_KEY`; the
 worker sends inside :func:`use_trace_context` so the send span is the child of the
-span that enqueued it, hours later, in another process.
+span that enqueued it, hours later, in another process. A parent, not only a link (the
+messaging conventions' default for consumers, which may process batches): an outbox
+send continues exactly one enqueue, backends that ignore links still show one trace,
+and a parent-based sampler keeps or drops the request and its mail together.
 """
 
 from __future__ import annotations
