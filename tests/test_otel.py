@@ -32,6 +32,7 @@ from reliable_smtp import (
     AmbiguousDeliveryError,
     AsyncMailer,
     AsyncOutbox,
+    FailoverTransport,
     Message,
     OpenTelemetryHooks,
     Outbox,
@@ -439,6 +440,36 @@ async def test_connections_open_and_in_use(server: LocalSMTPServer, telemetry: T
     assert after_two == {"idle": 2, "used": 0}  # two at once needed a second connection
     assert connection_points(telemetry, server) == {"idle": 0, "used": 0}  # closed with it
     assert (transport.connections.open, transport.connections.in_use) == (0, 0)
+
+
+def connections_by_server(telemetry: Telemetry) -> dict[tuple[int, str], Any]:
+    return {
+        (dict(attributes)["server.port"], dict(attributes)["reliable_smtp.connection.state"]): n
+        for (name, attributes), n in telemetry.points(connections=True).items()
+        if name == "reliable_smtp.connections"
+    }
+
+
+@serial_only
+async def test_connections_of_failover_members_and_of_two_pools_to_one_server(
+    server: LocalSMTPServer, telemetry: Telemetry
+) -> None:
+    hooks = telemetry.hooks()
+    with LocalSMTPServer() as backup:
+        failover = FailoverTransport([relay_transport(server), relay_transport(backup)])
+        other = relay_transport(server)  # a second pool to the same server
+        async with (
+            AsyncMailer(failover, hooks=[hooks]) as first,
+            AsyncMailer(other, hooks=[hooks]) as second,
+        ):
+            await first.send(message(ALICE))  # through the primary member
+            await second.send(message(BOB))
+            assert connections_by_server(telemetry) == {
+                (server.port, "idle"): 2,  # one per pool, summed: one series per server
+                (server.port, "used"): 0,
+                (backup.port, "idle"): 0,  # seen through the failover, not used yet
+                (backup.port, "used"): 0,
+            }
 
 
 async def test_an_invalid_message_is_counted_without_a_span(telemetry: Telemetry) -> None:

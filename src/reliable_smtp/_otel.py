@@ -364,7 +364,9 @@ class OpenTelemetryHooks(MailerHooks):
     def _observe_connections(self, options: Any) -> Iterable[Any]:
         with self._pooled_lock:
             pooled = list(self._pooled.items())
-        observations = []
+        # Summed here: two pools to one server (two mailers, two users) are one series,
+        # and what an SDK does with one callback's duplicate observations is its choice.
+        totals: dict[tuple[tuple[str, Any], ...], int] = {}
         for key, ref in pooled:
             transport = ref()
             if transport is None:
@@ -382,12 +384,9 @@ class OpenTelemetryHooks(MailerHooks):
                 if k in ("reliable_smtp.transport", "server.address", "server.port")
             }
             for state, count in (("idle", counts.idle), ("used", counts.in_use)):
-                observations.append(
-                    metrics.Observation(
-                        count, {**attributes, "reliable_smtp.connection.state": state}
-                    )
-                )
-        return observations
+                series = (*attributes.items(), ("reliable_smtp.connection.state", state))
+                totals[series] = totals.get(series, 0) + count
+        return [metrics.Observation(count, dict(series)) for series, count in totals.items()]
 
     def _hash(self, address: str) -> str:
         assert self._hash_key is not None
