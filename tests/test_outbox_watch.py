@@ -135,7 +135,8 @@ def test_the_rate_is_the_change_of_the_counts_over_the_interval(url: str) -> Non
     assert lines[2].split(" | ")[1] == "nothing is due"
 
 
-def test_a_terminal_is_redrawn_in_place(url: str) -> None:
+def test_a_terminal_is_redrawn_in_place(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # wide enough for the whole header
     clock = Clock(between=[1])
     with Outbox(url, clock=clock) as outbox:
         clock.outbox = outbox
@@ -219,3 +220,35 @@ def test_sigint_stops_a_real_watch_with_status_0(url: str, tmp_path: Path) -> No
             watcher.wait()
     assert watcher.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_a_narrow_terminal_gets_lines_cut_to_its_width(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Wrapped lines would take two rows each and break moving back over the frame.
+    monkeypatch.setenv("COLUMNS", "30")
+    clock = Clock(between=[0])
+    with Outbox(url, clock=clock) as outbox:
+        clock.outbox = outbox
+        ambiguous = outbox.enqueue(message("maybe@example.org"))
+        (claim,) = outbox.store.claim("dead-worker", limit=1, lease_seconds=1.0, now=clock.now)
+        outbox.store.mark_final_dot(claim, claim.recipients, now=clock.now)
+        outbox.store.recover(now=clock.now + 5)
+        assert outbox.get(ambiguous.id).state is EntryState.AMBIGUOUS
+        terminal = Terminal()
+        watch_stats(
+            outbox.store,
+            _Console(terminal, io.StringIO()),
+            interval=1.0,
+            count=2,
+            clock=clock,
+            monotonic=clock,
+            sleep=clock.sleep,
+        )
+    first, redraw, second = terminal.getvalue().partition(f"\x1b[{FRAME_LINES}A\r\x1b[J")
+    assert redraw
+    for frame in (first, second):
+        lines = frame.splitlines()
+        assert len(lines) == FRAME_LINES
+        assert max(len(line) for line in lines) == 29  # one column spare: no wrap
+        assert f"  {'ambiguous':<10} {1:>8}  <- need a decision"[:29] in lines

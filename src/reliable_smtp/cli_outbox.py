@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -353,7 +354,11 @@ def watch_stats(
             refreshes += 1
             stamp = datetime.fromtimestamp(clock(), tz=timezone.utc).strftime("%H:%M:%S UTC")
             if in_place:
-                frame = _frame(store.url, stamp, interval, stats, rates)
+                # A line wider than the terminal wraps onto two rows, and moving up one
+                # row per line would then leave the top of the old frame behind: cut each
+                # line to the width (read each time: the window may have been resized).
+                width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+                frame = [line[:width] for line in _frame(store.url, stamp, interval, stats, rates)]
                 prefix = _REDRAW.format(lines=drawn) if drawn else ""
                 console.out(prefix + "\n".join(frame))
                 drawn = len(frame)
