@@ -1,9 +1,11 @@
 """OpenTelemetryHooks against a real LocalSMTPServer: the exact spans, attributes and metric
 points of a clean send, a retried one, a partial rejection, an ambiguous one, a throttled
-one; nothing personal or secret in any of them; the outbox's trace context and metrics."""
+one; nothing personal or secret in any of them; the outbox's trace context and metrics;
+the pool's connections."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -30,6 +32,7 @@ from reliable_smtp import (
     AmbiguousDeliveryError,
     AsyncMailer,
     AsyncOutbox,
+    FailoverTransport,
     Message,
     OpenTelemetryHooks,
     Outbox,
@@ -60,8 +63,13 @@ class Telemetry:
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
 
-    def points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
-        """Every metric point: (name, attributes) -> value (a sum) or (count, sum)."""
+    def points(
+        self, *, connections: bool = False
+    ) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
+        """Every metric point: (name, attributes) -> value (a sum) or (count, sum).
+
+        ``reliable_smtp.connections`` (the pool's state, asserted on its own) only
+        with ``connections``."""
         data = self.reader.get_metrics_data()
         found: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
         if data is None:
@@ -69,6 +77,8 @@ class Telemetry:
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
+                    if metric.name == "reliable_smtp.connections" and not connections:
+                        continue
                     for point in metric.data.data_points:
                         key = (metric.name, frozenset(dict(point.attributes or {}).items()))
                         if hasattr(point, "bucket_counts"):
@@ -394,6 +404,74 @@ async def test_a_wait_for_the_rate_limiter_is_an_event_and_a_histogram_point(
     assert points[("reliable_smtp.rate_limit.wait", labels(**WHERE))] == (1, 2.0)
 
 
+def connection_points(telemetry: Telemetry, server: LocalSMTPServer) -> dict[str, Any]:
+    """``reliable_smtp.connections`` by state, for the test server's pool."""
+    pool = {
+        "reliable_smtp.transport": "smtp+plain",
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+    }
+    found = {}
+    for (name, attributes), value in telemetry.points(connections=True).items():
+        if name == "reliable_smtp.connections":
+            labelled = dict(attributes)
+            state = labelled.pop("reliable_smtp.connection.state")
+            assert labelled == pool
+            found[state] = value
+    return found
+
+
+@serial_only
+async def test_connections_open_and_in_use(server: LocalSMTPServer, telemetry: Telemetry) -> None:
+    during: list[dict[str, Any]] = []
+    # On the server's thread, before it answers the final dot: the SDK collects from
+    # its own thread too, while the loop is sending.
+    server.on_message = lambda received: during.append(connection_points(telemetry, server))
+    transport = relay_transport(server, max_connections=2)
+    async with AsyncMailer(transport, hooks=[telemetry.hooks()]) as sending:
+        assert connection_points(telemetry, server) == {}  # no send seen yet: not observed
+        await sending.send(message(ALICE))
+        assert transport.connections.idle == 1
+        after_one = connection_points(telemetry, server)
+        await asyncio.gather(sending.send(message(ALICE)), sending.send(message(BOB)))
+        after_two = connection_points(telemetry, server)
+    assert during[0] == {"idle": 0, "used": 1}
+    assert after_one == {"idle": 1, "used": 0}  # kept open for the next message
+    assert after_two == {"idle": 2, "used": 0}  # two at once needed a second connection
+    assert connection_points(telemetry, server) == {"idle": 0, "used": 0}  # closed with it
+    assert (transport.connections.open, transport.connections.in_use) == (0, 0)
+
+
+def connections_by_server(telemetry: Telemetry) -> dict[tuple[int, str], Any]:
+    return {
+        (dict(attributes)["server.port"], dict(attributes)["reliable_smtp.connection.state"]): n
+        for (name, attributes), n in telemetry.points(connections=True).items()
+        if name == "reliable_smtp.connections"
+    }
+
+
+@serial_only
+async def test_connections_of_failover_members_and_of_two_pools_to_one_server(
+    server: LocalSMTPServer, telemetry: Telemetry
+) -> None:
+    hooks = telemetry.hooks()
+    with LocalSMTPServer() as backup:
+        failover = FailoverTransport([relay_transport(server), relay_transport(backup)])
+        other = relay_transport(server)  # a second pool to the same server
+        async with (
+            AsyncMailer(failover, hooks=[hooks]) as first,
+            AsyncMailer(other, hooks=[hooks]) as second,
+        ):
+            await first.send(message(ALICE))  # through the primary member
+            await second.send(message(BOB))
+            assert connections_by_server(telemetry) == {
+                (server.port, "idle"): 2,  # one per pool, summed: one series per server
+                (server.port, "used"): 0,
+                (backup.port, "idle"): 0,  # seen through the failover, not used yet
+                (backup.port, "used"): 0,
+            }
+
+
 async def test_an_invalid_message_is_counted_without_a_span(telemetry: Telemetry) -> None:
     from email.message import EmailMessage
 
@@ -423,7 +501,7 @@ def everything_exported(telemetry: Telemetry) -> list[str]:
         for event in span.events:
             exported.append(event.name)
             exported.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
-    for (name, attributes), value in telemetry.points().items():
+    for (name, attributes), value in telemetry.points(connections=True).items():
         exported.append(name)
         exported.extend(f"{k}={v}" for k, v in attributes)
         exported.append(str(value))
@@ -512,16 +590,17 @@ async def test_outbox_metrics_read_its_stats(tmp_path: Path, telemetry: Telemetr
     assert points[("reliable_smtp.outbox.enqueued", frozenset())] == 3
 
 
-#: The worker's side, in another process: open the outbox, take the entry, send it inside
-#: its enqueuer's trace context, print the spans it exported.
+#: The worker's side, in another process: the real OutboxWorker takes the entry and sends
+#: it (it attaches the entry's trace context itself); print the spans it exported.
 WORKER = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import json, sys
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from reliable_smtp import AsyncMailer, Envelope, OpenTelemetryHooks, Outbox, SMTPTransport
-    from reliable_smtp import use_trace_context
+    from reliable_smtp import AsyncMailer, OpenTelemetryHooks, Outbox, OutboxWorker
+    from reliable_smtp import SMTPTransport
+    import asyncio
 
     url, port = sys.argv[1], int(sys.argv[2])
     spans = InMemorySpanExporter()
@@ -529,22 +608,19 @@ WORKER = textwrap.dedent(
     provider.add_span_processor(SimpleSpanProcessor(spans))
 
     async def main():
-        with Outbox(url) as outbox:
-            (entry,) = outbox.list()
         transport = SMTPTransport("127.0.0.1", port, tls="none")
-        async with AsyncMailer(
-            transport, hooks=[OpenTelemetryHooks(tracer_provider=provider)]
-        ) as mailer:
-            envelope = Envelope(entry.sender, tuple(r.address for r in entry.recipients))
-            with use_trace_context(entry.metadata):
-                await mailer._deliver(
-                    envelope, entry.content, entry.message_id, refused={}, chunk_size=None
-                )
+        with Outbox(url) as outbox:
+            async with AsyncMailer(
+                transport, hooks=[OpenTelemetryHooks(tracer_provider=provider)]
+            ) as mailer:
+                stats = await OutboxWorker(outbox, mailer).run_until_idle()
+        assert stats.settled == 1, stats
 
     asyncio.run(main())
     print(json.dumps([
         {"name": s.name, "trace_id": s.context.trace_id,
-         "parent": s.parent.span_id if s.parent else None}
+         "parent": s.parent.span_id if s.parent else None,
+         "remote_parent": s.parent.is_remote if s.parent else None}
         for s in spans.get_finished_spans()
     ]))
     """
@@ -577,6 +653,7 @@ def test_the_trace_context_goes_with_the_entry_to_another_process(
     assert send["name"] == "reliable_smtp.send"
     assert send["trace_id"] == trace_id  # one trace: the request and the mail it caused
     assert send["parent"] == request.get_span_context().span_id
+    assert send["remote_parent"] is True  # the parent came from the entry, not this process
     assert server.deliveries_to(ALICE) == 1
 
 

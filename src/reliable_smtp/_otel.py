@@ -21,7 +21,10 @@ conventions have none):
 * metrics: ``reliable_smtp.sends``, ``reliable_smtp.recipients``,
   ``reliable_smtp.attempts``, ``reliable_smtp.throttled`` (counters),
   ``reliable_smtp.send.duration`` and ``reliable_smtp.rate_limit.wait``
-  (histograms, seconds), and with :func:`observe_outbox` the outbox's
+  (histograms, seconds), ``reliable_smtp.connections`` (an observable up-down counter
+  of the pooled connections of every transport a send went through, by
+  ``reliable_smtp.connection.state`` idle/used, after ``db.client.connection.count``),
+  and with :func:`observe_outbox` the outbox's
   ``reliable_smtp.outbox.entries`` (by state), ``reliable_smtp.outbox.oldest_due.age``
   and ``reliable_smtp.outbox.enqueued``.
 
@@ -32,7 +35,10 @@ echo addresses, and sometimes what the client sent), credentials.
 Trace context through the outbox: ``Outbox.enqueue`` stores the caller's context
 (W3C ``traceparent``) in the entry's metadata under :data:`TRACE_CONTEXT_KEY`; the
 worker sends inside :func:`use_trace_context` so the send span is the child of the
-span that enqueued it, hours later, in another process.
+span that enqueued it, hours later, in another process. A parent, not only a link (the
+messaging conventions' default for consumers, which may process batches): an outbox
+send continues exactly one enqueue, backends that ignore links still show one trace,
+and a parent-based sampler keeps or drops the request and its mail together.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -203,10 +210,23 @@ class OpenTelemetryHooks(MailerHooks):
         self._rate_wait = _histogram(
             meter, "reliable_smtp.rate_limit.wait", "Time a message waited for the rate limiter"
         )
+        # Pooled transports this hook has seen a send on; read when the SDK collects.
+        # Weak: the hook must not keep a closed transport (and its pool) alive.
+        self._pooled: dict[int, weakref.ref[Any]] = {}
+        self._pooled_lock = threading.Lock()
+        self._connections = meter.create_observable_up_down_counter(
+            "reliable_smtp.connections",
+            callbacks=[self._observe_connections],
+            unit="{connection}",
+            description="Connections open now, by state: idle (pooled) or used (sending)",
+        )
 
     # -- the hook ------------------------------------------------------------------------
 
     def on_send(self, event: SendStarted) -> None:
+        seen = self._pooled.get(id(event.transport))
+        if seen is None or seen() is not event.transport:  # new (or a reused id)
+            self._watch_connections(event.transport)
         transport = _transport_attributes(event.transport)
         attributes: dict[str, Any] = {
             **transport,
@@ -328,6 +348,45 @@ class OpenTelemetryHooks(MailerHooks):
                     attributes["reliable_smtp.reply.enhanced_code"] = reply.enhanced_code
         span.set_attributes(attributes)
         span.end()
+
+    def _watch_connections(self, transport: Transport) -> None:
+        """Remember ``transport`` (and a composite's members) for ``reliable_smtp.connections``."""
+        found: list[Any] = []
+        pending: list[Any] = [transport]
+        while pending:
+            current = pending.pop()
+            found.append(current)
+            pending.extend(getattr(current, "transports", ()))  # failover / round-robin
+        with self._pooled_lock:
+            for item in found:
+                self._pooled[id(item)] = weakref.ref(item)
+
+    def _observe_connections(self, options: Any) -> Iterable[Any]:
+        with self._pooled_lock:
+            pooled = list(self._pooled.items())
+        # Summed here: two pools to one server (two mailers, two users) are one series,
+        # and what an SDK does with one callback's duplicate observations is its choice.
+        totals: dict[tuple[tuple[str, Any], ...], int] = {}
+        for key, ref in pooled:
+            transport = ref()
+            if transport is None:
+                with self._pooled_lock:
+                    self._pooled.pop(key, None)
+                continue
+            counts = getattr(transport, "connections", None)
+            if counts is None:  # not a pooled transport (memory, sendmail, a composite)
+                continue
+            # The pool's identity: which transport, which server (as the convention's
+            # db.client.connection.pool.name is for a database pool).
+            attributes = {
+                k: v
+                for k, v in _transport_attributes(transport).items()
+                if k in ("reliable_smtp.transport", "server.address", "server.port")
+            }
+            for state, count in (("idle", counts.idle), ("used", counts.in_use)):
+                series = (*attributes.items(), ("reliable_smtp.connection.state", state))
+                totals[series] = totals.get(series, 0) + count
+        return [metrics.Observation(count, dict(series)) for series, count in totals.items()]
 
     def _hash(self, address: str) -> str:
         assert self._hash_key is not None

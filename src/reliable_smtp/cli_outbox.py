@@ -21,13 +21,14 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ._outbox.errors import OutboxError
-from ._outbox.model import EntryState, OutboxEntry, RecipientState
+from ._outbox.model import EntryState, OutboxEntry, OutboxStats, RecipientState
 from ._outbox.store import OUTBOX_URL_VARIABLE, Store, open_store
 
 if TYPE_CHECKING:
@@ -99,6 +100,21 @@ def register(
         "stats", parents=[url_option], help="counts by state, the oldest due entry"
     )
     stats.add_argument("--json", action="store_true")
+    stats.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until Ctrl-C: counts, the oldest due entry and the send rate "
+        "(redrawn in place on a terminal, a line per refresh otherwise)",
+    )
+    stats.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between refreshes with --watch (default 2)",
+    )
+    # For tests and scripts: stop after N refreshes.
+    stats.add_argument("--count", type=int, default=None, help=argparse.SUPPRESS)
     stats.set_defaults(handler=_cmd_stats)
     listing = actions.add_parser("list", parents=[url_option], help="entries, oldest first")
     listing.add_argument("--state", choices=[state.value for state in EntryState])
@@ -157,6 +173,16 @@ def _duration(text: str) -> float:
             f"{text!r} is not an age: write a number and a unit, e.g. 30d, 12h, 90m, 3600"
         )
     return float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1.0)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, e.g. 2")
+    return seconds
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -254,7 +280,14 @@ def _decision_needed(entry: OutboxEntry) -> list[str]:
 
 
 def _cmd_stats(args: argparse.Namespace, console: _Console) -> int:
+    if args.watch and args.json:
+        from .cli import _UsageError
+
+        raise _UsageError("--watch and --json do not go together: pick one")
+
     def work(store: Store) -> int:
+        if args.watch:
+            return watch_stats(store, console, interval=args.interval, count=args.count)
         stats = store.stats(now=time.time())
         if args.json:
             console.out(
@@ -281,6 +314,114 @@ def _cmd_stats(args: argparse.Namespace, console: _Console) -> int:
         return 0
 
     return _with_store(args, console, work)
+
+
+# -- outbox stats --watch ----------------------------------------------------------------
+
+#: ANSI: cursor up N lines, to column 1, clear to the end of the screen (no curses needed).
+_REDRAW = "\x1b[{lines}A\r\x1b[J"
+
+
+def watch_stats(
+    store: Store,
+    console: _Console,
+    *,
+    interval: float,
+    count: int | None = None,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """``outbox stats --watch``: the queue and its send rate, refreshed every ``interval``.
+
+    On a terminal the view is redrawn in place; otherwise (a pipe, a log file) each
+    refresh is one appended line. The rate is the change of the SENT and FAILED counts
+    between two refreshes over the time between them (``-`` on the first; a purge
+    that lowers a count reads as 0, not a negative rate). Ctrl-C ends it with status 0;
+    ``count`` ends it after that many refreshes. ``clock``, ``monotonic`` and ``sleep``
+    are injected by tests.
+    """
+    in_place = _is_terminal(console.stdout)
+    drawn = 0  # lines of the previous frame, to move back over
+    previous: tuple[float, OutboxStats] | None = None
+    refreshes = 0
+    try:
+        while True:
+            stats = store.stats(now=clock())
+            taken = monotonic()
+            rates = _rates(previous, taken, stats)
+            previous = (taken, stats)
+            refreshes += 1
+            stamp = datetime.fromtimestamp(clock(), tz=timezone.utc).strftime("%H:%M:%S UTC")
+            if in_place:
+                # A line wider than the terminal wraps onto two rows, and moving up one
+                # row per line would then leave the top of the old frame behind: cut each
+                # line to the width (read each time: the window may have been resized).
+                width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+                frame = [line[:width] for line in _frame(store.url, stamp, interval, stats, rates)]
+                prefix = _REDRAW.format(lines=drawn) if drawn else ""
+                console.out(prefix + "\n".join(frame))
+                drawn = len(frame)
+            else:
+                console.out(_line(stamp, stats, rates))
+            if count is not None and refreshes >= count:
+                return 0
+            sleep(interval)
+    except KeyboardInterrupt:
+        return 0  # the operator is done looking: not an error
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _rates(
+    previous: tuple[float, OutboxStats] | None, taken: float, stats: OutboxStats
+) -> tuple[float, float] | None:
+    """Sent and failed entries per second since the previous refresh (``None``: first)."""
+    if previous is None:
+        return None
+    before, old = previous
+    elapsed = taken - before
+    if elapsed <= 0:
+        return None
+    sent = max(0, stats.counts[EntryState.SENT] - old.counts[EntryState.SENT])
+    failed = max(0, stats.counts[EntryState.FAILED] - old.counts[EntryState.FAILED])
+    return sent / elapsed, failed / elapsed
+
+
+def _rate_text(rates: tuple[float, float] | None) -> str:
+    if rates is None:
+        return "rate: - (after the next refresh)"
+    return f"rate: {rates[0]:.1f} sent/s, {rates[1]:.1f} failed/s"
+
+
+def _oldest_text(stats: OutboxStats) -> str:
+    if stats.oldest_due_age is None:
+        return "nothing is due"
+    return f"oldest due entry: due {_ago(stats.oldest_due_age)} ago"
+
+
+def _frame(
+    url: str, stamp: str, interval: float, stats: OutboxStats, rates: tuple[float, float] | None
+) -> list[str]:
+    lines = [f"outbox {url}  {stamp}  (every {interval:g} s, Ctrl-C to quit)"]
+    for state in EntryState:
+        note = ""
+        if state is EntryState.AMBIGUOUS and stats.ambiguous:
+            note = "  <- need a decision: reliable-smtp outbox list --state ambiguous"
+        lines.append(f"  {state.value:<10} {stats.counts[state]:>8}{note}")
+    lines.append(_oldest_text(stats))
+    lines.append(_rate_text(rates))
+    return lines
+
+
+def _line(stamp: str, stats: OutboxStats, rates: tuple[float, float] | None) -> str:
+    counts = " ".join(f"{state.value}={stats.counts[state]}" for state in EntryState)
+    return f"{stamp} {counts} | {_oldest_text(stats)} | {_rate_text(rates)}"
 
 
 def _cmd_list(args: argparse.Namespace, console: _Console) -> int:

@@ -191,6 +191,11 @@ class Claim:
     lease_expires_at: float
     attempt: int
     """This claim's number (1 for the first)."""
+    # Not compared: claims are hashed (sets of held claims), and a mapping is not hashable.
+    metadata: Mapping[str, object] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
+    """The entry's metadata (the enqueuing trace context travels in it)."""
 
     def envelope(self) -> Envelope:
         """MAIL FROM / RCPT TO for this attempt: the sender and the recipients due now."""

@@ -377,7 +377,7 @@ class SQLStore(Store):
         with self._transaction() as conn:
             rows = self._execute(
                 conn,
-                "SELECT id, message_id, sender, content, attempts FROM {entries}"
+                "SELECT id, message_id, sender, content, attempts, metadata FROM {entries}"
                 + self.due_index
                 + " WHERE state IN ('queued', 'deferred') AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?" + self.skip_locked,
@@ -388,7 +388,7 @@ class SQLStore(Store):
             expires = now + lease_seconds
             ids = [int(r[0]) for r in rows]
             due = self._due_recipients(conn, ids, now)
-            for entry_id, message_id, sender, content, attempts in rows:
+            for entry_id, message_id, sender, content, attempts, metadata in rows:
                 token = secrets.token_hex(16)
                 self._execute(
                     conn,
@@ -407,6 +407,7 @@ class SQLStore(Store):
                         content=bytes(content),
                         lease_expires_at=expires,
                         attempt=int(attempts) + 1,
+                        metadata=MappingProxyType(json.loads(metadata or "{}")),
                     )
                 )
         return claims

@@ -50,6 +50,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from .._checks import check_seconds
+from .._otel import use_trace_context
 from ..envelope import Envelope
 from ..errors import ConfigurationError, DeliveryError
 from ..mailer import AsyncMailer, Mailer
@@ -508,14 +509,17 @@ class OutboxWorker:
 
     async def _deliver(self, claim: Claim, envelope: Envelope) -> Mapping[str, RecipientStatus]:
         try:
-            result = await self._mailer._deliver(
-                envelope,
-                claim.content,
-                claim.message_id,
-                refused={},
-                chunk_size=self._chunk_size,
-                policy=_one_attempt(len(envelope.recipients)),
-            )
+            # The send span is the child of the span that enqueued the entry (docs: README
+            # "Observability"): one trace shows the request and the mail it caused.
+            with use_trace_context(claim.metadata):
+                result = await self._mailer._deliver(
+                    envelope,
+                    claim.content,
+                    claim.message_id,
+                    refused={},
+                    chunk_size=self._chunk_size,
+                    policy=_one_attempt(len(envelope.recipients)),
+                )
         except DeliveryError as error:
             if error.result is None:
                 return {

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["ConnectionPool", "Lease", "PoolClosedError", "PoolTimeoutError"]
+__all__ = ["ConnectionCounts", "ConnectionPool", "Lease", "PoolClosedError", "PoolTimeoutError"]
 
 C = TypeVar("C")
 
@@ -52,6 +52,20 @@ class Lease(Generic[C]):
     """True when the connection had served an earlier lease (it may have gone stale)."""
     state: dict[str, object] = field(default_factory=dict)
     """Per-connection data for the owner (e.g. its rate-limit bucket)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionCounts:
+    """How many connections a pool holds right now (a snapshot, for metrics)."""
+
+    idle: int = 0
+    """Open and waiting in the pool for the next message."""
+    in_use: int = 0
+    """Lent out: a message is being sent on it."""
+
+    @property
+    def open(self) -> int:
+        return self.idle + self.in_use
 
 
 class ConnectionPool(Generic[C]):
@@ -93,6 +107,13 @@ class ConnectionPool(Generic[C]):
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    @property
+    def counts(self) -> ConnectionCounts:
+        """Idle and lent-out connections now. A connection being opened is in neither
+        (it is not open yet); an idle one the server closed counts until it is looked at.
+        Read-only and lock-free: a metrics thread may read it while the loop runs."""
+        return ConnectionCounts(idle=len(self._idle), in_use=len(self._leased))
 
     async def acquire(self, *, fresh: bool = False) -> Lease[C]:
         """A connection to use exclusively until :meth:`release`.

@@ -88,7 +88,7 @@ from ._transaction import (
 )
 from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
-from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
+from .pool import ConnectionCounts, ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
 # TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
 # ._login (opening a session is shared with the check); they are re-exported here.
@@ -342,6 +342,13 @@ class SMTPTransport(Transport):
             await pool.aclose()
 
     # -- connections ---------------------------------------------------------------------
+
+    @property
+    def connections(self) -> ConnectionCounts:
+        """Connections open now: ``idle`` in the pool and ``in_use`` by a send (read-only;
+        ``OpenTelemetryHooks`` exports them as ``reliable_smtp.connections``)."""
+        pool = self._pool
+        return ConnectionCounts() if pool is None else pool.counts
 
     def _connection_pool(self) -> ConnectionPool[aiosmtplib.SMTP]:
         loop = asyncio.get_running_loop()
