@@ -65,7 +65,7 @@ from .errors import (
     TransportClosedError,
 )
 from .mailer import AsyncMailer, Completed, Mailer, SendResultOrError
-from .message import Attachment, Message
+from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
 from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
@@ -185,6 +185,7 @@ __all__ = [
     "RecipientStatus",
     "RecipientsRejectedError",
     "ReliableSMTPError",
+    "RenderedMessage",
     "Reply",
     "RetryPolicy",
     "RoundRobinTransport",
@@ -209,5 +210,6 @@ __all__ = [
     "inject_trace_context",
     "is_server_failure",
     "observe_outbox",
+    "render",
     "use_trace_context",
 ]
