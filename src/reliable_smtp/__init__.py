@@ -77,7 +77,7 @@ from .transports.file import FileTransport
 from .transports.memory import MemoryTransport
 from .transports.sendmail import SendmailTransport
 from .transports.smtp import SMTPTransport, TLSMode
-from .validation import AddressProblem, RecipientCheck, RecipientPolicy, RecipientsRejectedError
+from .validation import RecipientPolicy, RecipientsRejectedError
 
 if TYPE_CHECKING:
     from ._otel import (
@@ -137,7 +137,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
-    "AddressProblem",
     "AmbiguousDeliveryError",
     "AsyncMailer",
     "AsyncOutbox",
@@ -179,7 +178,6 @@ __all__ = [
     "PoolExhaustedError",
     "ProtocolError",
     "RateLimit",
-    "RecipientCheck",
     "RecipientPolicy",
     "RecipientState",
     "RecipientStatus",
