@@ -35,7 +35,7 @@ from reliable_smtp.message import Message
 from reliable_smtp.replies import Outcome, Phase, Reply, classify, classify_connection_loss
 from reliable_smtp.result import DeliveryReport, RecipientStatus
 from reliable_smtp.retry import RetryPolicy
-from reliable_smtp.testing import FakeClock, LocalSMTPServer, check_transport
+from reliable_smtp.testing import FakeClock, LocalSMTPServer, MockTransport, check_transport
 from reliable_smtp.transports.base import Transport
 from reliable_smtp.transports.composite import (
     FailoverTransport,
@@ -43,7 +43,6 @@ from reliable_smtp.transports.composite import (
     is_server_failure,
 )
 from reliable_smtp.transports.memory import MemoryTransport
-from reliable_smtp.transports.mock import MockTransport
 from reliable_smtp.transports.smtp import SMTPTransport
 
 CONTENT = b"Subject: failover\r\nMessage-ID: <1@example.com>\r\n\r\nbody\r\n"

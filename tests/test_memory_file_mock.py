@@ -25,10 +25,11 @@ from reliable_smtp.errors import (
 )
 from reliable_smtp.replies import Outcome, Phase, Reply, classify
 from reliable_smtp.result import DeliveryReport, RecipientStatus
+from reliable_smtp.testing import MockTransport, SentMessage
+from reliable_smtp.testing.mock import MockResponse
 from reliable_smtp.transports.base import Transport
 from reliable_smtp.transports.file import FileTransport
-from reliable_smtp.transports.memory import MemoryTransport, SentMessage
-from reliable_smtp.transports.mock import MockResponse, MockTransport, status_from_reply
+from reliable_smtp.transports.memory import MemoryTransport
 from reliable_smtp.transports.sendmail import SendmailTransport
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -239,7 +240,7 @@ def test_file_empty_directory_is_refused() -> None:
         FileTransport("")
 
 
-# -- MockTransport and status_from_reply --------------------------------------------------
+# -- MockTransport --------------------------------------------------------------------------
 
 
 def _mock(response: MockResponse) -> MockTransport:
@@ -401,32 +402,33 @@ async def test_mock_unusable_response_is_a_permanent_error(
         (Reply(554, "5.7.1", "rejected"), Phase.DATA_END),
     ],
 )
-def test_status_from_reply(reply: Reply, phase: Phase) -> None:
-    status = status_from_reply("b@example.org", reply, phase, "smtp://mx:25")
-
-    assert status.recipient == "b@example.org"
-    assert status.reply == reply
-    assert status.phase is phase
-    assert status.server == "smtp://mx:25"
-    if reply.severity == 2:
-        assert status.outcome is Outcome.SENT
-    else:
-        verdict = classify(reply, phase)
-        assert status.outcome is verdict.outcome
-        assert status.explanation == verdict.explanation
-        assert status.retryable is verdict.retryable
-        assert status.split is verdict.split
-        assert status.delay_hint == verdict.delay_hint
-
-
-def test_status_from_reply_server_is_optional() -> None:
-    status = status_from_reply("b@example.org", Reply(250), Phase.DATA_END)
-    assert status == RecipientStatus.from_verdict(
-        "b@example.org",
-        dataclasses.replace(classify(Reply(250), Phase.DATA_END), explanation="accepted"),
-        phase=Phase.DATA_END,
-        reply=Reply(250),
+async def test_mock_statuses_are_the_library_statuses(reply: Reply, phase: Phase) -> None:
+    # One rule turns a reply into a status: the mock's are RecipientStatus.from_reply's,
+    # a 2xx SENT, anything else the verdict of the reply table.
+    response: MockResponse = (
+        reply if phase is Phase.DATA_END else {"b@example.org": reply, "c@example.net": reply}
     )
+    report = await _mock(response).deliver(ENVELOPE, CONTENT)
+
+    for recipient in ENVELOPE.recipients:
+        status = report.recipients[recipient]
+        assert status == RecipientStatus.from_reply(
+            recipient,
+            reply,
+            phase=phase if reply.severity != 2 else Phase.DATA_END,
+            transport_name="mock",
+        )
+        assert status.reply == reply
+        if reply.severity == 2:
+            assert status.outcome is Outcome.SENT
+        else:
+            verdict = classify(reply, phase)
+            assert status.phase is phase
+            assert status.outcome is verdict.outcome
+            assert status.explanation == verdict.explanation
+            assert status.retryable is verdict.retryable
+            assert status.split is verdict.split
+            assert status.delay_hint == verdict.delay_hint
 
 
 # -- what every transport owes its caller --------------------------------------------------

@@ -27,9 +27,8 @@ from reliable_smtp._outbox.worker import OutboxWorker
 from reliable_smtp.message import render
 from reliable_smtp.replies import Outcome
 from reliable_smtp.result import DeliveryReport
-from reliable_smtp.testing import FakeClock, LocalSMTPServer
+from reliable_smtp.testing import FakeClock, LocalSMTPServer, MockTransport
 from reliable_smtp.transports.base import Transport
-from reliable_smtp.transports.mock import MockTransport
 from reliable_smtp.transports.smtp import SMTPTransport
 from test_outbox_support import (  # noqa: F401 - fixtures
     ADMIN_URL,

@@ -17,7 +17,7 @@ from reliable_smtp import AsyncMailer, Message, RetryPolicy
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import DeliveryError, TransientError
 from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.testing import LocalSMTPServer
+from reliable_smtp.testing import LocalSMTPServer, MockTransport
 from reliable_smtp.testing.outbox import Outbox as CapturingOutbox
 from reliable_smtp.transports._commit import (
     FinalDotForbiddenError,
@@ -27,7 +27,6 @@ from reliable_smtp.transports._commit import (
 from reliable_smtp.transports.composite import FailoverTransport, RoundRobinTransport
 from reliable_smtp.transports.file import FileTransport
 from reliable_smtp.transports.memory import MemoryTransport
-from reliable_smtp.transports.mock import MockTransport
 from reliable_smtp.transports.sendmail import SendmailTransport
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"

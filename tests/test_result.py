@@ -8,7 +8,8 @@ import pickle
 
 import pytest
 
-from reliable_smtp import SendOutcome, SendResultOrError, diagnostics
+import reliable_smtp
+from reliable_smtp import SendResultOrError, diagnostics
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import ConnectionFailedError, PermanentError, ThrottledError
 from reliable_smtp.replies import Outcome, Phase, Reply, Verdict, classify
@@ -108,7 +109,8 @@ def test_results_and_reports_survive_pickling() -> None:
 
 
 def test_send_outcome_is_the_deprecated_name_of_send_result_or_error() -> None:
-    assert SendOutcome is SendResultOrError
+    with pytest.warns(DeprecationWarning, match="SendResultOrError"):
+        assert reliable_smtp.SendOutcome is SendResultOrError
     assert PermanentError("x").outcome is Outcome.PERMANENT  # the enum keeps its name
 
 

@@ -33,7 +33,6 @@ from reliable_smtp import (
     Mailer,
     MemoryTransport,
     Message,
-    MockTransport,
     Outcome,
     PermanentError,
     Phase,
@@ -51,11 +50,13 @@ from reliable_smtp.testing import (
     CONTRACT_RULES,
     FakeClock,
     LocalSMTPServer,
+    MockTransport,
     Outbox,
     OutboxMessage,
     ScriptedTransport,
     ScriptError,
     ScriptStep,
+    SentMessage,
     TransportContractError,
     accept,
     check_transport,
@@ -66,7 +67,6 @@ from reliable_smtp.testing import (
     reply,
     timeout,
 )
-from reliable_smtp.transports.memory import SentMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 ANN, BOB, CAT = "ann@example.org", "bob@example.org", "cat@example.net"

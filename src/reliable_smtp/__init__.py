@@ -17,7 +17,9 @@ change. Test helpers live in :mod:`reliable_smtp.testing`.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +39,7 @@ from ._outbox import (
     Outbox,
     OutboxEntry,
     OutboxError,
-    OutboxRecipient,
     OutboxSchedule,
-    OutboxStats,
     OutboxUnavailableError,
     RecipientState,
 )
@@ -64,7 +64,7 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Completed, Mailer, SendOutcome, SendResultOrError
+from .mailer import AsyncMailer, Completed, Mailer, SendResultOrError
 from .message import Attachment, Message, RenderedMessage, render
 from .ratelimit import RateLimit
 from .replies import Outcome, Phase, Reply, Verdict, classify, explain
@@ -72,13 +72,12 @@ from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
 from .retry import RetryPolicy
 from .settings import MailerSettings
 from .transports.base import Transport
-from .transports.composite import FailoverTransport, RoundRobinTransport
+from .transports.composite import FailoverTransport, RoundRobinTransport, is_server_failure
 from .transports.file import FileTransport
-from .transports.memory import MemoryTransport, SentMessage
-from .transports.mock import MockTransport
+from .transports.memory import MemoryTransport
 from .transports.sendmail import SendmailTransport
 from .transports.smtp import SMTPTransport, TLSMode
-from .validation import AddressProblem, RecipientCheck, RecipientPolicy, RecipientsRejectedError
+from .validation import RecipientPolicy, RecipientsRejectedError
 
 if TYPE_CHECKING:
     from ._otel import (
@@ -102,11 +101,29 @@ _OTEL_NAMES = frozenset(
 )
 
 
+#: Names that left this list, still importable for one release with a DeprecationWarning:
+#: name -> (module, name) to import instead.
+_MOVED = {
+    "MockTransport": ("reliable_smtp.testing", "MockTransport"),
+    "SendOutcome": ("reliable_smtp", "SendResultOrError"),
+    "SentMessage": ("reliable_smtp.testing", "SentMessage"),
+}
+
+
 def __getattr__(name: str) -> Any:
     if name in _OTEL_NAMES:
         from . import _otel
 
         return getattr(_otel, name)
+    if name in _MOVED:
+        home, new_name = _MOVED[name]
+        warnings.warn(
+            f"reliable_smtp.{name} is deprecated and goes in the next release; "
+            f"use `from {home} import {new_name}`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), new_name)
     raise AttributeError(f"module 'reliable_smtp' has no attribute {name!r}")
 
 
@@ -120,7 +137,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
-    "AddressProblem",
     "AmbiguousDeliveryError",
     "AsyncMailer",
     "AsyncOutbox",
@@ -148,15 +164,12 @@ __all__ = [
     "MailerSettings",
     "MemoryTransport",
     "Message",
-    "MockTransport",
     "OpenTelemetryHooks",
     "Outbox",
     "OutboxEntry",
     "OutboxError",
     "OutboxLimits",
-    "OutboxRecipient",
     "OutboxSchedule",
-    "OutboxStats",
     "OutboxUnavailableError",
     "OutboxWorker",
     "Outcome",
@@ -165,7 +178,6 @@ __all__ = [
     "PoolExhaustedError",
     "ProtocolError",
     "RateLimit",
-    "RecipientCheck",
     "RecipientPolicy",
     "RecipientState",
     "RecipientStatus",
@@ -178,12 +190,10 @@ __all__ = [
     "SMTPTimeoutError",
     "SMTPTransport",
     "SendFinished",
-    "SendOutcome",
     "SendResult",
     "SendResultOrError",
     "SendStarted",
     "SendmailTransport",
-    "SentMessage",
     "SessionEvent",
     "TLSMode",
     "ThrottledError",
@@ -196,6 +206,7 @@ __all__ = [
     "explain",
     "extract_trace_context",
     "inject_trace_context",
+    "is_server_failure",
     "observe_outbox",
     "render",
     "use_trace_context",

@@ -58,7 +58,7 @@ from reliable_smtp import (
     InvalidMessageError,
     Message,
     ReliableSMTPError,
-    SendOutcome,
+    SendResultOrError,
     ThrottledError,
     TransientError,
 )
@@ -85,7 +85,7 @@ class _AppMail:
 
     mailer: AsyncMailer
     outbox: AsyncOutbox | None = None
-    pending: set[asyncio.Task[SendOutcome]] = field(default_factory=set)
+    pending: set[asyncio.Task[SendResultOrError]] = field(default_factory=set)
     closing: bool = False
 
 
@@ -189,7 +189,9 @@ OutboxDep = Annotated[AsyncOutbox, Depends(get_outbox)]
 """``outbox: OutboxDep`` in a path operation's parameters gives it the durable outbox."""
 
 
-def send_later(request: Request, message: Message | EmailMessage) -> asyncio.Task[SendOutcome]:
+def send_later(
+    request: Request, message: Message | EmailMessage
+) -> asyncio.Task[SendResultOrError]:
     """Send ``message`` in the background; the application's shutdown waits for it.
 
     The task's result is the :class:`~reliable_smtp.SendResult` or the error
@@ -200,7 +202,7 @@ def send_later(request: Request, message: Message | EmailMessage) -> asyncio.Tas
     if mail.closing:
         raise RuntimeError("the application is shutting down: no new mail can be started")
 
-    async def send() -> SendOutcome:
+    async def send() -> SendResultOrError:
         try:
             return await mail.mailer.send(message)
         except ReliableSMTPError as error:

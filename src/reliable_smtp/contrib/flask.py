@@ -60,8 +60,8 @@ from reliable_smtp import (
     Message,
     RecipientPolicy,
     RetryPolicy,
-    SendOutcome,
     SendResult,
+    SendResultOrError,
 )
 
 __all__ = ["ReliableSMTP"]
@@ -151,7 +151,7 @@ class ReliableSMTP:
         """Send through the current app's mailer; see :meth:`reliable_smtp.Mailer.send`."""
         return self.mailer.send(message, envelope=envelope)
 
-    def send_many(self, messages: Any, *, concurrency: int = 4) -> list[SendOutcome]:
+    def send_many(self, messages: Any, *, concurrency: int = 4) -> list[SendResultOrError]:
         """Send a batch; see :meth:`reliable_smtp.Mailer.send_many`."""
         return self.mailer.send_many(messages, concurrency=concurrency)
 

@@ -9,6 +9,11 @@ No network, no monkeypatching: hand the application's mailer one of these.
   delivery: :func:`accept`, :func:`reply` (to the whole transaction or to one
   recipient), :func:`disconnect` and :func:`timeout` (before or after the final
   dot); it reports exactly what :class:`~reliable_smtp.SMTPTransport` would;
+* :class:`MockTransport` - its server is a function you write,
+  ``handler(envelope, content)``, returning a :class:`~reliable_smtp.Reply`, one
+  reply per recipient, a :class:`~reliable_smtp.DeliveryReport` or ``None``;
+* :class:`SentMessage` - one message a :class:`~reliable_smtp.MemoryTransport`
+  kept (``envelope``, ``content``); :class:`OutboxMessage` adds the parsed view;
 * :func:`no_retry_waits` - a mailer retries without waiting, inside a ``with``
   block; :func:`recorded_waits` - it waits on a :class:`FakeClock` instead, which
   records every wait;
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..transports.memory import SentMessage
 from .clock import FakeClock
 from .conformance import (
     CONTRACT_RULES,
@@ -37,6 +43,7 @@ from .conformance import (
     check_transport,
     check_transport_sync,
 )
+from .mock import MockTransport
 from .outbox import Outbox, OutboxAttachment, OutboxMessage, TextMatch
 from .scripted import (
     ScriptedCall,
@@ -59,6 +66,7 @@ __all__ = [
     "FakeClock",
     "Fault",
     "LocalSMTPServer",
+    "MockTransport",
     "Outbox",
     "OutboxAttachment",
     "OutboxMessage",
@@ -68,6 +76,7 @@ __all__ = [
     "ScriptStep",
     "ScriptedCall",
     "ScriptedTransport",
+    "SentMessage",
     "ServerTLS",
     "TextMatch",
     "TransportContractError",

@@ -3,7 +3,8 @@
 This module owns :class:`MemoryTransport`, which keeps every message it is given
 in its own ``outbox`` and reports every recipient ``SENT``, and
 :class:`SentMessage`, one entry of that outbox (the envelope, the exact bytes, and
-the parsed message for assertions).
+the parsed message for assertions), public as
+:class:`reliable_smtp.testing.SentMessage`.
 """
 
 from __future__ import annotations

@@ -1,149 +1,28 @@
-"""The mock transport: describe the server as a handler function.
+"""Deprecated home of :class:`~reliable_smtp.testing.MockTransport`.
 
-This module owns :class:`MockTransport`, whose replies come from a function the
-test writes (the shape of ``httpx.MockTransport``), and :func:`status_from_reply`,
-which turns one server reply into a recipient's status.
-
-The handler is called as ``handler(envelope, content)``, plain or ``async``, and
-returns one of:
-
-* a :class:`~reliable_smtp.DeliveryReport` - returned as it is;
-* a :class:`~reliable_smtp.Reply` - the reply to the final dot, for every
-  recipient: 2xx is ``SENT``, anything else is classified by
-  :func:`~reliable_smtp.classify`;
-* a mapping ``{recipient: Reply}`` - one reply per recipient, as if given to its
-  RCPT; recipients left out are ``SENT`` with ``250 2.0.0 OK``;
-* ``None`` - every recipient ``SENT``.
-
-It may also raise a :class:`~reliable_smtp.DeliveryError` subclass to fail the
-whole transaction; that error propagates unchanged.
+The mock transport is a test helper and lives in :mod:`reliable_smtp.testing`;
+importing it from here still works for one release, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeAlias
+import warnings
+from typing import Any
 
-from ..envelope import Envelope
-from ..errors import DeliveryError, PermanentError
-from ..replies import Phase, Reply, classify
-from ..result import DeliveryReport, RecipientStatus
-from .base import Transport
+__all__: list[str] = []
 
-__all__ = ["MockHandler", "MockResponse", "MockTransport", "status_from_reply"]
-
-#: What a :class:`MockTransport` handler may return.
-MockResponse: TypeAlias = DeliveryReport | Reply | Mapping[str, Reply] | None
-#: A :class:`MockTransport` handler: ``handler(envelope, content)``, plain or async.
-MockHandler: TypeAlias = Callable[[Envelope, bytes], MockResponse | Awaitable[MockResponse]]
-
-_OK = Reply(250, "2.0.0", "OK")
+_MOVED = frozenset({"MockHandler", "MockResponse", "MockTransport"})
 
 
-def status_from_reply(
-    recipient: str, reply: Reply, phase: Phase, server: str = ""
-) -> RecipientStatus:
-    """The status ``reply``, received in ``phase``, gives ``recipient``.
-
-    A 2xx reply is ``SENT``; any other reply is classified by
-    :func:`~reliable_smtp.classify`, whose verdict sets the outcome, explanation,
-    retryability and any delay hint.
-    """
-    verdict = classify(reply, phase)
-    if reply.severity == 2:
-        verdict = dataclasses.replace(verdict, explanation="accepted")
-    return RecipientStatus.from_verdict(recipient, verdict, phase=phase, reply=reply, server=server)
-
-
-class MockTransport(Transport):
-    """A transport whose server is ``handler``; see the module docstring for its returns.
-
-    ``calls`` records every ``(envelope, content)`` it was given, in order,
-    including calls whose handler raised.
-
-    An exception from the handler that is not a :class:`~reliable_smtp.DeliveryError`
-    is raised as :class:`~reliable_smtp.PermanentError` (with the original as
-    ``__cause__``): a transport never lets a foreign exception escape, and the
-    mailer only knows how to classify the error tree. ``PermanentError`` because a
-    bug in a handler does not go away on retry.
-    """
-
-    name = "mock"
-
-    def __init__(self, handler: MockHandler) -> None:
-        self.handler = handler
-        self.calls: list[tuple[Envelope, bytes]] = []
-
-    async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
-        """Call the handler and turn what it returns into a report."""
-        self.ensure_open()
-        self.calls.append((envelope, content))
-        try:
-            response = self.handler(envelope, content)
-            if inspect.isawaitable(response):
-                response = await response
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            raise PermanentError(
-                f"MockTransport handler raised {type(exc).__name__}: {exc}",
-                phase=Phase.DATA_END,
-                transport_name=self.name,
-                explanation="a bug in the test's handler; fix the handler",
-            ) from exc
-        try:
-            return self._report(envelope, response)
-        except (TypeError, ValueError) as exc:
-            raise PermanentError(
-                f"MockTransport handler returned an unusable response: {exc}",
-                phase=Phase.DATA_END,
-                transport_name=self.name,
-                explanation="a bug in the test's handler; fix what it returns",
-            ) from exc
-
-    def _report(self, envelope: Envelope, response: object) -> DeliveryReport:
-        if response is None:
-            return DeliveryReport.all_sent(envelope, transport_name=self.name)
-        if isinstance(response, DeliveryReport):
-            return response
-        if isinstance(response, Reply):
-            return DeliveryReport(
-                recipients={
-                    r: status_from_reply(r, response, Phase.DATA_END, self.name)
-                    for r in envelope.recipients
-                },
-                transport_name=self.name,
-                final_reply=response,
-            )
-        if isinstance(response, Mapping):
-            return self._per_recipient(envelope, response)
-        raise TypeError(
-            f"MockTransport handler returned {response!r}; return a DeliveryReport, a Reply, "
-            "a mapping of recipient to Reply, or None"
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"reliable_smtp.transports.mock.{name} moved to reliable_smtp.testing.{name}; "
+            "import it from there",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        from ..testing import mock
 
-    def _per_recipient(
-        self, envelope: Envelope, replies: Mapping[object, object]
-    ) -> DeliveryReport:
-        unknown = [r for r in replies if r not in envelope.recipients]
-        if unknown:
-            raise ValueError(
-                f"MockTransport handler replied for {unknown!r}, not in the envelope "
-                f"{list(envelope.recipients)!r}"
-            )
-        statuses: dict[str, RecipientStatus] = {}
-        for recipient in envelope.recipients:
-            reply = replies.get(recipient, _OK)
-            if not isinstance(reply, Reply):
-                raise TypeError(
-                    f"MockTransport handler's reply for {recipient!r} is {reply!r}, not a Reply"
-                )
-            # A refusal is a reply to RCPT; an acceptance counts once the message is in.
-            phase = Phase.DATA_END if reply.severity == 2 else Phase.RCPT
-            statuses[recipient] = status_from_reply(recipient, reply, phase, self.name)
-        accepted = any(status.accepted for status in statuses.values())
-        return DeliveryReport(
-            recipients=statuses, transport_name=self.name, final_reply=_OK if accepted else None
-        )
+        return getattr(mock, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
