@@ -1,10 +1,11 @@
 """SMTP and SMTPS submission over aiosmtplib, one recipient reply at a time.
 
-This module owns :class:`SMTPTransport` and the translation of every aiosmtplib /
+This module owns :class:`SMTPTransport`. The translation of every aiosmtplib /
 OSError / ssl failure into the library's error tree (:func:`translate_error`, the
-one boundary). Opening a connection - greeting, EHLO, STARTTLS, AUTH, the TLS
-context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
-``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
+one boundary) is :mod:`._translate`, re-exported here. Opening a connection -
+greeting, EHLO, STARTTLS, AUTH, the TLS context, :class:`TLSMode` and the port
+rules - is :mod:`._session`, shared with ``reliable-smtp check``; the value rules
+are :mod:`reliable_smtp._checks`.
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
@@ -35,24 +36,15 @@ from .._checks import check_count, check_seconds
 from .._hooks import note_session_event
 from ..envelope import Envelope, line_break_problem
 from ..errors import (
-    AuthOrConfigError,
     ConfigurationError,
     ConnectionFailedError,
     DeliveryError,
     PermanentError,
     PoolExhaustedError,
-    ProtocolError,
     TransportClosedError,
-    error_for,
 )
 from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
-from ..replies import (
-    Outcome,
-    Phase,
-    Reply,
-    classify,
-    classify_tls_failure,
-)
+from ..replies import Outcome, Phase
 from ..result import DeliveryReport
 from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
 from ._login import (
@@ -77,15 +69,12 @@ from ._session import (
     tls_context,
     warn_if_password_in_clear,
 )
-from ._transaction import (
-    GarbledReplyError,
-    LinkLostError,
-    Next,
-    ReplyTimeoutError,
-    Transaction,
-    WireError,
-    failure_error,
-)
+from ._transaction import LinkLostError, Next, Transaction, WireError
+from ._translate import _FIRST_CONTACT_PHASES as _FIRST_CONTACT_PHASES
+from ._translate import _first_contact as _first_contact
+from ._translate import _tls_error as _tls_error
+from ._translate import find_cause as find_cause
+from ._translate import translate_error as translate_error
 from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
@@ -785,169 +774,3 @@ class _StaleConnectionError(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-# -- the error boundary ------------------------------------------------------------------
-
-
-def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
-    # The verdict says it all: a transient handshake failure is a lost connection, a
-    # certificate or version mismatch is AUTH_OR_CONFIG naming the "tls" setting.
-    return error_for(
-        classify_tls_failure(str(exc)), f"TLS failed: {exc}", phase=Phase.TLS, server=server
-    )
-
-
-#: Phases of opening a connection in which a failure without a reply, on the very first
-#: connection, is almost always a wrong host, port, TLS mode or firewall.
-_FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
-
-
-def _first_contact(error: DeliveryError) -> DeliveryError:
-    """``error`` - the first connection ever to this server failed - marked not retried.
-
-    A server that has never answered will not start answering within the mailer's
-    retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
-    first try means a setting is wrong, and five tries only hide that for a minute.
-    The class stays what it was (nothing was delivered; a queue may try again later);
-    only the in-process retry is off. A reply from the server (a 421 greeting, a 454
-    for STARTTLS) is the server's own word and keeps its verdict.
-    """
-    if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
-        return error
-    if not error.retryable:
-        return error  # a certificate or TLS-version mismatch: already final, and says why
-    cause = error.explanation
-    for suffix in ("; retried", ": retried"):
-        cause = cause.removesuffix(suffix)
-    cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
-    return error.replace(
-        retryable=False,
-        explanation=(
-            f"{cause}; no connection to this server has succeeded yet, so this is not "
-            "retried: check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS "
-            "(587 with starttls, 465 with implicit, 25 with none for a local relay); raise "
-            "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
-        ),
-    )
-
-
-def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> BaseException | None:
-    """The first ``exc_type`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
-    seen: set[int] = set()
-    current = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, exc_type):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def translate_error(
-    exc: BaseException, phase: Phase, *, server: str | None = None
-) -> DeliveryError:
-    """Map an aiosmtplib, ``OSError``, ``ssl`` or timeout exception to the error tree.
-
-    The single boundary between foreign exceptions and ours. ``phase`` is where the
-    transport was when it happened; a lost link in ``Phase.DATA_END`` is ambiguous.
-    """
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, WireError):
-        return failure_error(exc, phase, server=server)
-    where = f"during {phase.value}"
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        # Only aiosmtplib's sendmail() raises this; we never call it, but keep the facts.
-        first = exc.recipients[0] if exc.recipients else None
-        if first is not None:
-            reply = Reply.from_server(first.code, first.message)
-            return error_for(
-                classify(reply, Phase.RCPT),
-                "every recipient was refused",
-                reply=reply,
-                phase=Phase.RCPT,
-                recipient=first.recipient,
-                server=server,
-            )
-        return PermanentError("every recipient was refused", phase=Phase.RCPT, server=server)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        if exc.code < 0:  # aiosmtplib's own reader found no SMTP reply
-            return failure_error(GarbledReplyError(exc.message), phase, server=server)
-        reply = Reply.from_server(exc.code, exc.message)
-        reply_phase = (
-            Phase.CONNECT if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else phase
-        )
-        return error_for(
-            classify(reply, reply_phase),
-            f"the server refused {where}",
-            reply=reply,
-            phase=reply_phase,
-            server=server,
-        )
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return PermanentError(
-            f"the server does not support what the message needs: {exc}",
-            phase=phase,
-            server=server,
-            explanation="this server lacks an extension the message needs (e.g. SMTPUTF8 for "
-            "non-ASCII addresses): use ASCII addresses or another server",
-        )
-    ssl_error = find_cause(exc, ssl.SSLError)
-    if ssl_error is not None:
-        return _tls_error(ssl_error, server)
-    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        explanation = None
-        if "ready message" in str(exc):
-            # TCP connected but no "220" came: typical of a client talking plain text to an
-            # implicit-TLS port, where the server waits for a TLS hello.
-            implicit = (server or "").startswith("smtps://")
-            explanation = (
-                "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls', "
-                "RELIABLE_SMTP_TLS=starttls)"
-                if implicit
-                else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
-                "otherwise the server is overloaded or slow to greet "
-                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
-            )
-        return failure_error(
-            ReplyTimeoutError(str(exc)), phase, server=server, explanation=explanation
-        )
-    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
-        explanation = None
-        if find_cause(exc, ConnectionRefusedError) is not None:
-            explanation = (
-                "connection refused: nothing listens on that host and port; check "
-                "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs"
-            )
-        return failure_error(
-            LinkLostError(str(exc) or type(exc).__name__),
-            phase,
-            server=server,
-            explanation=explanation,
-        )
-    if isinstance(exc, aiosmtplib.SMTPException):
-        # aiosmtplib's plain SMTPException is a configuration mismatch: STARTTLS or AUTH
-        # not offered, no usable mechanism, already connected.
-        return AuthOrConfigError(
-            f"{exc} ({where})",
-            phase=phase,
-            server=server,
-            explanation="the server does not offer what this configuration needs; "
-            "check the TLS mode and credentials",
-        )
-    if isinstance(exc, (UnicodeError, ValueError)):
-        return ProtocolError(
-            f"could not encode an SMTP command {where}: {exc}",
-            phase=phase,
-            server=server,
-            explanation="an address or option cannot be sent to this server as it is",
-        )
-    return ProtocolError(
-        f"unexpected {type(exc).__name__} {where}: {exc}",
-        phase=phase,
-        server=server,
-        explanation="an error the library did not expect; please report it",
-    )
