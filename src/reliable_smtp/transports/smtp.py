@@ -32,9 +32,8 @@ from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
-from .._checks import check_count, check_seconds
-from .._hooks import note_session_event
-from ..envelope import Envelope, line_break_problem
+from .._checks import check_seconds
+from ..envelope import Envelope
 from ..errors import (
     ConfigurationError,
     ConnectionFailedError,
@@ -43,10 +42,13 @@ from ..errors import (
     PoolExhaustedError,
     TransportClosedError,
 )
-from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
-from ..replies import Outcome, Phase
+from ..ratelimit import RateLimit
+from ..replies import Phase
 from ..result import DeliveryReport
 from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
+from ._config import _count as _count
+from ._config import _secret_value as _secret_value
+from ._config import check_tls_files, checked_endpoint, checked_login
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -54,6 +56,7 @@ from ._login import (
     accepts_force_refresh,
     send_credentials,
 )
+from ._pacing import Pacing
 from ._session import (
     DEFAULT_PORTS,
     EhloName,
@@ -62,8 +65,6 @@ from ._session import (
     TLSMode,
     keyword_spelling,
     open_session,
-    port_mode_conflict,
-    port_problem,
     session_client,
     session_url,
     tls_context,
@@ -91,24 +92,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("reliable_smtp")
-
-
-def _secret_value(value: object) -> str | None:
-    """Accept a plain string or anything with ``get_secret_value()`` (pydantic SecretStr)."""
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    if callable(getter):
-        return str(getter())
-    if isinstance(value, str):
-        return value
-    raise ConfigurationError("password must be a str or a pydantic SecretStr", setting="password")
-
-
-def _count(name: str, value: int) -> int:
-    checked = check_count(name, value)
-    assert checked is not None
-    return checked
 
 
 class SMTPTransport(Transport):
@@ -177,50 +160,8 @@ class SMTPTransport(Transport):
         oauth_token_timeout: float | None = None,
         warn_insecure: bool = True,
     ) -> None:
-        try:
-            self.tls = TLSMode(tls)
-        except ValueError:
-            raise ConfigurationError(
-                f"tls must be one of 'starttls', 'implicit' or 'none', not {tls!r}",
-                setting="tls",
-            ) from None
-        if not host or line_break_problem(host) is not None or any(c in host for c in " /"):
-            raise ConfigurationError(f"host {host!r} is not a host name or address", setting="host")
-        if port is None:
-            port = DEFAULT_PORTS[self.tls]
-        problem = port_problem(port)
-        if problem is not None:
-            raise ConfigurationError(f"port {problem}, got {port!r}", setting="port")
-        conflict = port_mode_conflict(self.tls, port, spell=keyword_spelling)
-        if conflict is not None:
-            raise ConfigurationError(conflict, setting="tls")
-        secret = _secret_value(password)
-        if username is not None and not username.strip():
-            # The same rule as MailerSettings and `reliable-smtp check`: an empty
-            # username means no login at all.
-            username = None
-        if oauth_token_provider is not None:
-            if not callable(oauth_token_provider):
-                raise ConfigurationError(
-                    "oauth_token_provider must be a function returning an access token",
-                    setting="oauth_token_provider",
-                )
-            if username is None:
-                raise ConfigurationError(
-                    "XOAUTH2 needs the mailbox as username (e.g. app@example.com)",
-                    setting="username",
-                )
-            if secret is not None:
-                raise ConfigurationError(
-                    "give either password or oauth_token_provider, not both",
-                    setting="password",
-                )
-        if secret is not None and username is None:
-            raise ConfigurationError(
-                "a password was given without a username (an empty username counts as "
-                "none, and then no AUTH is sent): set both, or neither",
-                setting="username",
-            )
+        self.tls, port = checked_endpoint(tls, host, port)
+        username, secret = checked_login(username, password, oauth_token_provider)
         if warn_insecure:
             warn_if_password_in_clear(
                 self.tls,
@@ -229,14 +170,7 @@ class SMTPTransport(Transport):
                 spell=keyword_spelling,
                 stacklevel=2,
             )
-        if ssl_context is not None and (ca_file or client_cert or client_key):
-            raise ConfigurationError(
-                "give either ssl_context or ca_file/client_cert/client_key, not both: "
-                "configure the context yourself when you pass one",
-                setting="ssl_context",
-            )
-        if client_key is not None and client_cert is None:
-            raise ConfigurationError("client_key needs client_cert", setting="client_cert")
+        check_tls_files(ssl_context, ca_file, client_cert, client_key)
         self.host = host
         self.port = port
         self.username = username
@@ -281,8 +215,7 @@ class SMTPTransport(Transport):
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
         self._ehlo_name = EhloName(local_hostname, connect_timeout=self.connect_timeout)
         self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._adaptive: AdaptiveRate | None = None
-        self._transport_bucket: TokenBucket | None = None
+        self._pacing: Pacing | None = None
 
     def __repr__(self) -> str:
         user = f" user={self.username!r}" if self.username else ""
@@ -293,6 +226,8 @@ class SMTPTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         self.ensure_open()
         pool = self._connection_pool()
+        pacing = self._pacing
+        assert pacing is not None  # made with the pool
         # A pooled connection may have been closed by the server while idle (its 421 is
         # never read: aiosmtplib discards unsolicited data). Nothing of this message was
         # sent then, so the dead connection is retired and the message tried once more
@@ -304,11 +239,11 @@ class SMTPTransport(Transport):
             lease = await self._acquire(pool, fresh=fresh)
             reusable = False
             try:
-                await self._respect_rate_limit(lease)
+                await pacing.wait_turn(lease)
                 report = await self._transaction(lease.connection, envelope, content)
                 lease.messages += 1
                 reusable = self._reusable(lease.connection)
-                self._observe(report)
+                pacing.observe(report)
                 return report
             except _StaleConnectionError as stale:
                 if not lease.reused:
@@ -317,7 +252,7 @@ class SMTPTransport(Transport):
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
                 reusable = self._reusable(lease.connection)
-                self._observe_error(error)
+                pacing.observe_error(error)
                 raise
             finally:
                 await pool.release(lease, reusable=reusable)
@@ -351,17 +286,9 @@ class SMTPTransport(Transport):
                 clock=self._clock,
             )
             self._pool_loop = loop
-            now = self._clock()
-            self._transport_bucket = None
-            self._adaptive = AdaptiveRate(
-                self.rate_limit.per_transport,
-                factor=self.rate_limit.throttle_factor,
-                cooldown=self.rate_limit.cooldown,
+            self._pacing = Pacing(
+                self.rate_limit, server=self.name, clock=self._clock, sleep=self._sleep
             )
-            if self.rate_limit.per_transport is not None:
-                self._transport_bucket = TokenBucket(
-                    self.rate_limit.per_transport, capacity=self.rate_limit.burst, now=now
-                )
         return self._pool
 
     async def _acquire(
@@ -416,54 +343,6 @@ class SMTPTransport(Transport):
         self._pool_loop = None
         # Its FQDN lookup thread, if still running, stayed in the parent.
         self._ehlo_name = EhloName(self.local_hostname, connect_timeout=self.connect_timeout)
-
-    # -- rate limits ---------------------------------------------------------------------
-
-    async def _respect_rate_limit(self, lease: Lease[aiosmtplib.SMTP]) -> None:
-        limit = self.rate_limit
-        now = self._clock()
-        wait = 0.0
-        if limit.per_connection is not None:
-            bucket = lease.state.get("bucket")
-            if not isinstance(bucket, TokenBucket):
-                bucket = TokenBucket(limit.per_connection, capacity=limit.burst, now=now)
-                lease.state["bucket"] = bucket
-            wait = bucket.reserve(now)
-        if self._adaptive is not None:
-            rate = self._adaptive.current(now)
-            if rate is not None:
-                if self._transport_bucket is None:
-                    self._transport_bucket = TokenBucket(rate, capacity=limit.burst, now=now)
-                elif self._transport_bucket.rate != rate:
-                    self._transport_bucket.set_rate(rate, now)
-                wait = max(wait, self._transport_bucket.reserve(now))
-            self._adaptive.note_sent(now + wait)
-        if wait > 0:
-            note_session_event("rate_limit_wait", seconds=wait)
-            await self._sleep(wait)
-
-    def _observe(self, report: DeliveryReport) -> None:
-        if any(s.outcome is Outcome.THROTTLED for s in report.recipients.values()):
-            self._throttled()
-
-    def _observe_error(self, error: DeliveryError) -> None:
-        if error.outcome is Outcome.THROTTLED:
-            self._throttled()
-
-    def _throttled(self) -> None:
-        if self._adaptive is not None:
-            now = self._clock()
-            observed = self._adaptive.observed(now)
-            rate = self._adaptive.on_throttled(now)
-            logger.info(
-                "%s is throttling: sending slowed to %.3g messages/s (was sending at %s); "
-                "it doubles again every %g s without throttling",
-                self.name,
-                rate,
-                f"{observed:.3g}/s" if observed > 0 else "an unmeasured rate",
-                self.rate_limit.cooldown,
-                extra={"server": self.name, "rate": rate, "observed_rate": observed},
-            )
 
     # -- opening a connection ------------------------------------------------------------
 
