@@ -4,8 +4,10 @@ one of the library's :class:`~reliable_smtp.DeliveryError` classes here, and now
 This module owns :func:`translate_error` (the one boundary; the SMTP transport and
 ``reliable-smtp check`` both call it), :func:`find_cause` (the first exception of a
 type in a chain of causes: aiosmtplib wraps them), a TLS failure's verdict
-(``_tls_error``) and the rule for the very first connection to a server
-(``_first_contact``: a failure without a reply there is a setting, so not retried).
+(``_tls_error``), what a failure to open a connection says
+(:func:`connection_error`, e.g. a hang-up during an implicit-TLS handshake) and the
+rule for the very first connection to a server (``_first_contact``: a failure
+without a reply there is a setting, so not retried).
 What a reply means is :mod:`reliable_smtp.replies`; how a failure in the middle of a
 transaction is pinned to its phase is :func:`~._transaction.failure_error`.
 """
@@ -19,12 +21,14 @@ import aiosmtplib
 
 from ..errors import (
     AuthOrConfigError,
+    ConnectionFailedError,
     DeliveryError,
     PermanentError,
     ProtocolError,
     error_for,
 )
 from ..replies import Phase, Reply, classify, classify_tls_failure
+from ._session import TLSMode
 from ._transaction import (
     GarbledReplyError,
     LinkLostError,
@@ -76,6 +80,34 @@ def _first_contact(error: DeliveryError) -> DeliveryError:
             "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
         ),
     )
+
+
+def connection_error(
+    exc: BaseException, phase: Phase, *, server: str, tls: TLSMode, first_contact: bool
+) -> DeliveryError:
+    """:func:`translate_error` for a failure to open a connection in ``phase``.
+
+    ``first_contact``: no connection to this server has been opened yet (see
+    :func:`_first_contact`).
+    """
+    error = translate_error(exc, phase, server=server)
+    if (
+        tls is TLSMode.IMPLICIT
+        and phase is Phase.CONNECT
+        and isinstance(error, ConnectionFailedError)
+        and find_cause(exc, ConnectionRefusedError) is None
+    ):
+        # With implicit TLS, "connect" includes the handshake: a link that drops
+        # with no SSL error is a server that hung up on the TLS hello.
+        error = error.replace(
+            explanation="the server closed the connection during the TLS handshake: "
+            "this port may not speak implicit TLS (use tls='starttls', "
+            "RELIABLE_SMTP_TLS=starttls, usually port 587), or it refuses this "
+            "client's TLS version; retried"
+        )
+    if first_contact:
+        error = _first_contact(error)
+    return error
 
 
 def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> BaseException | None:

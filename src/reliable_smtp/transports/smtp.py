@@ -1,11 +1,18 @@
 """SMTP and SMTPS submission over aiosmtplib, one recipient reply at a time.
 
-This module owns :class:`SMTPTransport`. The translation of every aiosmtplib /
-OSError / ssl failure into the library's error tree (:func:`translate_error`, the
-one boundary) is :mod:`._translate`, re-exported here. Opening a connection -
-greeting, EHLO, STARTTLS, AUTH, the TLS context, :class:`TLSMode` and the port
-rules - is :mod:`._session`, shared with ``reliable-smtp check``; the value rules
-are :mod:`reliable_smtp._checks`.
+This module owns :class:`SMTPTransport`: its settings, its connections (a pool per
+event loop), one delivery on a leased connection, and the SMTP transaction. Around it:
+
+* :mod:`._config` - the constructor's combined checks (endpoint, login, TLS files);
+  the value rules are :mod:`reliable_smtp._checks`;
+* :mod:`._session` - opening a connection (greeting, EHLO, STARTTLS, AUTH, the TLS
+  context, :class:`TLSMode` and the port rules), shared with ``reliable-smtp check``;
+* :mod:`._connections` - a connection's life in the pool (NOOP check, QUIT, drop) and
+  what waiting for one can end in;
+* :mod:`._pacing` - the :class:`~reliable_smtp.RateLimit` at work (buckets, the
+  adaptive rate that slows down when the server throttles);
+* :mod:`._translate` - the error boundary: every aiosmtplib / OSError / ssl failure
+  becomes the library's error tree there (:func:`translate_error`, re-exported here).
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
@@ -36,15 +43,13 @@ from .._checks import check_seconds
 from ..envelope import Envelope
 from ..errors import (
     ConfigurationError,
-    ConnectionFailedError,
     DeliveryError,
     PermanentError,
-    PoolExhaustedError,
-    TransportClosedError,
 )
 from ..ratelimit import RateLimit
 from ..replies import Phase
 from ..result import DeliveryReport
+from . import _connections
 from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
 from ._config import _count as _count
 from ._config import _secret_value as _secret_value
@@ -74,11 +79,12 @@ from ._transaction import LinkLostError, Next, Transaction, WireError
 from ._translate import _FIRST_CONTACT_PHASES as _FIRST_CONTACT_PHASES
 from ._translate import _first_contact as _first_contact
 from ._translate import _tls_error as _tls_error
+from ._translate import connection_error
 from ._translate import find_cause as find_cause
 from ._translate import translate_error as translate_error
 from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
-from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
+from .pool import ConnectionPool
 
 # TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
 # ._login (opening a session is shared with the check); they are re-exported here.
@@ -236,13 +242,13 @@ class SMTPTransport(Transport):
         # it is this message's own, classified error.
         fresh = False
         while True:
-            lease = await self._acquire(pool, fresh=fresh)
+            lease = await _connections.lease(pool, fresh=fresh, server=self.name)
             reusable = False
             try:
                 await pacing.wait_turn(lease)
                 report = await self._transaction(lease.connection, envelope, content)
                 lease.messages += 1
-                reusable = self._reusable(lease.connection)
+                reusable = _connections.reusable(lease.connection)
                 pacing.observe(report)
                 return report
             except _StaleConnectionError as stale:
@@ -251,7 +257,7 @@ class SMTPTransport(Transport):
                 fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
-                reusable = self._reusable(lease.connection)
+                reusable = _connections.reusable(lease.connection)
                 pacing.observe_error(error)
                 raise
             finally:
@@ -281,7 +287,7 @@ class SMTPTransport(Transport):
                 open=self._connect,
                 check=self._noop,
                 close=self._quit,
-                drop=self._drop,
+                drop=_connections.drop,
                 alive=lambda smtp: smtp.is_connected,
                 clock=self._clock,
             )
@@ -291,51 +297,12 @@ class SMTPTransport(Transport):
             )
         return self._pool
 
-    async def _acquire(
-        self, pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool = False
-    ) -> Lease[aiosmtplib.SMTP]:
-        try:
-            return await pool.acquire(fresh=fresh)
-        except PoolClosedError as exc:
-            raise TransportClosedError(
-                f"{self.name}: the transport was closed while this message waited for a "
-                "connection; nothing was sent"
-            ) from exc
-        except PoolTimeoutError as exc:
-            raise PoolExhaustedError(
-                f"no free connection: {exc}",
-                phase=Phase.CONNECT,
-                server=self.name,
-                explanation="every pooled connection stayed busy; raise max_connections or "
-                "pool_timeout, or send less at once (concurrency)",
-                retryable=True,
-            ) from exc
-
     async def _noop(self, smtp: aiosmtplib.SMTP) -> bool:
         """Health check for a connection that sat idle: NOOP must answer 250."""
-        try:
-            response = await smtp.execute_command(b"NOOP", timeout=self.command_timeout)
-        except Exception:
-            return False
-        return response.code == 250
-
-    @staticmethod
-    def _drop(smtp: aiosmtplib.SMTP) -> None:
-        """Close the socket now, without QUIT (no I/O: safe while being cancelled)."""
-        smtp.close()
+        return await _connections.answers_noop(smtp, timeout=self.command_timeout)
 
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
-        if not smtp.is_connected:
-            smtp.close()
-            return
-        try:
-            await smtp.quit(timeout=min(self.command_timeout, 5.0))
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-            smtp.close()
-
-    @staticmethod
-    def _reusable(smtp: aiosmtplib.SMTP) -> bool:
-        return smtp.is_connected
+        await _connections.quit_or_close(smtp, timeout=self.command_timeout)
 
     def forget_connections(self) -> None:
         # The parent's sockets are not ours to use: forget them without QUIT.
@@ -396,25 +363,13 @@ class SMTPTransport(Transport):
         except DeliveryError:
             raise
         except Exception as exc:
-            phase = steps.phase
-            error = translate_error(exc, phase, server=self.name)
-            if (
-                self.tls is TLSMode.IMPLICIT
-                and phase is Phase.CONNECT
-                and isinstance(error, ConnectionFailedError)
-                and find_cause(exc, ConnectionRefusedError) is None
-            ):
-                # With implicit TLS, "connect" includes the handshake: a link that drops
-                # with no SSL error is a server that hung up on the TLS hello.
-                error = error.replace(
-                    explanation="the server closed the connection during the TLS handshake: "
-                    "this port may not speak implicit TLS (use tls='starttls', "
-                    "RELIABLE_SMTP_TLS=starttls, usually port 587), or it refuses this "
-                    "client's TLS version; retried"
-                )
-            if not self._ever_connected:
-                error = _first_contact(error)
-            raise error from exc
+            raise connection_error(
+                exc,
+                steps.phase,
+                server=self.name,
+                tls=self.tls,
+                first_contact=not self._ever_connected,
+            ) from exc
         self._ever_connected = True
         return smtp
 
