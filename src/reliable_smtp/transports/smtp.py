@@ -1,10 +1,18 @@
 """SMTP and SMTPS submission over aiosmtplib, one recipient reply at a time.
 
-This module owns :class:`SMTPTransport` and the translation of every aiosmtplib /
-OSError / ssl failure into the library's error tree (:func:`translate_error`, the
-one boundary). Opening a connection - greeting, EHLO, STARTTLS, AUTH, the TLS
-context, :class:`TLSMode` and the port rules - is :mod:`._session`, shared with
-``reliable-smtp check``; the value rules are :mod:`reliable_smtp._checks`.
+This module owns :class:`SMTPTransport`: its settings, its connections (a pool per
+event loop), one delivery on a leased connection, and the SMTP transaction. Around it:
+
+* :mod:`._config` - the constructor's combined checks (endpoint, login, TLS files);
+  the value rules are :mod:`reliable_smtp._checks`;
+* :mod:`._session` - opening a connection (greeting, EHLO, STARTTLS, AUTH, the TLS
+  context, :class:`TLSMode` and the port rules), shared with ``reliable-smtp check``;
+* :mod:`._connections` - a connection's life in the pool (NOOP check, QUIT, drop) and
+  what waiting for one can end in;
+* :mod:`._pacing` - the :class:`~reliable_smtp.RateLimit` at work (buckets, the
+  adaptive rate that slows down when the server throttles);
+* :mod:`._translate` - the error boundary: every aiosmtplib / OSError / ssl failure
+  becomes the library's error tree there (:func:`translate_error`, re-exported here).
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
@@ -31,30 +39,21 @@ from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
-from .._checks import check_count, check_seconds
-from .._hooks import note_session_event
-from ..envelope import Envelope, line_break_problem
+from .._checks import check_seconds
+from ..envelope import Envelope
 from ..errors import (
-    AuthOrConfigError,
     ConfigurationError,
-    ConnectionFailedError,
     DeliveryError,
     PermanentError,
-    PoolExhaustedError,
-    ProtocolError,
-    TransportClosedError,
-    error_for,
 )
-from ..ratelimit import AdaptiveRate, RateLimit, TokenBucket
-from ..replies import (
-    Outcome,
-    Phase,
-    Reply,
-    classify,
-    classify_tls_failure,
-)
+from ..ratelimit import RateLimit
+from ..replies import Phase
 from ..result import DeliveryReport
+from . import _connections
 from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
+from ._config import _count as _count
+from ._config import _secret_value as _secret_value
+from ._config import check_tls_files, checked_endpoint, checked_login
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -62,6 +61,7 @@ from ._login import (
     accepts_force_refresh,
     send_credentials,
 )
+from ._pacing import Pacing
 from ._session import (
     DEFAULT_PORTS,
     EhloName,
@@ -70,25 +70,21 @@ from ._session import (
     TLSMode,
     keyword_spelling,
     open_session,
-    port_mode_conflict,
-    port_problem,
     session_client,
     session_url,
     tls_context,
     warn_if_password_in_clear,
 )
-from ._transaction import (
-    GarbledReplyError,
-    LinkLostError,
-    Next,
-    ReplyTimeoutError,
-    Transaction,
-    WireError,
-    failure_error,
-)
+from ._transaction import LinkLostError, Next, Transaction, WireError
+from ._translate import _FIRST_CONTACT_PHASES as _FIRST_CONTACT_PHASES
+from ._translate import _first_contact as _first_contact
+from ._translate import _tls_error as _tls_error
+from ._translate import connection_error
+from ._translate import find_cause as find_cause
+from ._translate import translate_error as translate_error
 from ._wire import Exchange, bdat_group, dot_stuff
 from .base import Transport
-from .pool import ConnectionCounts, ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
+from .pool import ConnectionCounts, ConnectionPool
 
 # TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
 # ._login (opening a session is shared with the check); they are re-exported here.
@@ -102,24 +98,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("reliable_smtp")
-
-
-def _secret_value(value: object) -> str | None:
-    """Accept a plain string or anything with ``get_secret_value()`` (pydantic SecretStr)."""
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    if callable(getter):
-        return str(getter())
-    if isinstance(value, str):
-        return value
-    raise ConfigurationError("password must be a str or a pydantic SecretStr", setting="password")
-
-
-def _count(name: str, value: int) -> int:
-    checked = check_count(name, value)
-    assert checked is not None
-    return checked
 
 
 class SMTPTransport(Transport):
@@ -188,50 +166,8 @@ class SMTPTransport(Transport):
         oauth_token_timeout: float | None = None,
         warn_insecure: bool = True,
     ) -> None:
-        try:
-            self.tls = TLSMode(tls)
-        except ValueError:
-            raise ConfigurationError(
-                f"tls must be one of 'starttls', 'implicit' or 'none', not {tls!r}",
-                setting="tls",
-            ) from None
-        if not host or line_break_problem(host) is not None or any(c in host for c in " /"):
-            raise ConfigurationError(f"host {host!r} is not a host name or address", setting="host")
-        if port is None:
-            port = DEFAULT_PORTS[self.tls]
-        problem = port_problem(port)
-        if problem is not None:
-            raise ConfigurationError(f"port {problem}, got {port!r}", setting="port")
-        conflict = port_mode_conflict(self.tls, port, spell=keyword_spelling)
-        if conflict is not None:
-            raise ConfigurationError(conflict, setting="tls")
-        secret = _secret_value(password)
-        if username is not None and not username.strip():
-            # The same rule as MailerSettings and `reliable-smtp check`: an empty
-            # username means no login at all.
-            username = None
-        if oauth_token_provider is not None:
-            if not callable(oauth_token_provider):
-                raise ConfigurationError(
-                    "oauth_token_provider must be a function returning an access token",
-                    setting="oauth_token_provider",
-                )
-            if username is None:
-                raise ConfigurationError(
-                    "XOAUTH2 needs the mailbox as username (e.g. app@example.com)",
-                    setting="username",
-                )
-            if secret is not None:
-                raise ConfigurationError(
-                    "give either password or oauth_token_provider, not both",
-                    setting="password",
-                )
-        if secret is not None and username is None:
-            raise ConfigurationError(
-                "a password was given without a username (an empty username counts as "
-                "none, and then no AUTH is sent): set both, or neither",
-                setting="username",
-            )
+        self.tls, port = checked_endpoint(tls, host, port)
+        username, secret = checked_login(username, password, oauth_token_provider)
         if warn_insecure:
             warn_if_password_in_clear(
                 self.tls,
@@ -240,14 +176,7 @@ class SMTPTransport(Transport):
                 spell=keyword_spelling,
                 stacklevel=2,
             )
-        if ssl_context is not None and (ca_file or client_cert or client_key):
-            raise ConfigurationError(
-                "give either ssl_context or ca_file/client_cert/client_key, not both: "
-                "configure the context yourself when you pass one",
-                setting="ssl_context",
-            )
-        if client_key is not None and client_cert is None:
-            raise ConfigurationError("client_key needs client_cert", setting="client_cert")
+        check_tls_files(ssl_context, ca_file, client_cert, client_key)
         self.host = host
         self.port = port
         self.username = username
@@ -292,8 +221,7 @@ class SMTPTransport(Transport):
         self._pool: ConnectionPool[aiosmtplib.SMTP] | None = None
         self._ehlo_name = EhloName(local_hostname, connect_timeout=self.connect_timeout)
         self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._adaptive: AdaptiveRate | None = None
-        self._transport_bucket: TokenBucket | None = None
+        self._pacing: Pacing | None = None
 
     def __repr__(self) -> str:
         user = f" user={self.username!r}" if self.username else ""
@@ -304,6 +232,8 @@ class SMTPTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         self.ensure_open()
         pool = self._connection_pool()
+        pacing = self._pacing
+        assert pacing is not None  # made with the pool
         # A pooled connection may have been closed by the server while idle (its 421 is
         # never read: aiosmtplib discards unsolicited data). Nothing of this message was
         # sent then, so the dead connection is retired and the message tried once more
@@ -312,14 +242,14 @@ class SMTPTransport(Transport):
         # it is this message's own, classified error.
         fresh = False
         while True:
-            lease = await self._acquire(pool, fresh=fresh)
+            lease = await _connections.lease(pool, fresh=fresh, server=self.name)
             reusable = False
             try:
-                await self._respect_rate_limit(lease)
+                await pacing.wait_turn(lease)
                 report = await self._transaction(lease.connection, envelope, content)
                 lease.messages += 1
-                reusable = self._reusable(lease.connection)
-                self._observe(report)
+                reusable = _connections.reusable(lease.connection)
+                pacing.observe(report)
                 return report
             except _StaleConnectionError as stale:
                 if not lease.reused:
@@ -327,8 +257,8 @@ class SMTPTransport(Transport):
                 fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
-                reusable = self._reusable(lease.connection)
-                self._observe_error(error)
+                reusable = _connections.reusable(lease.connection)
+                pacing.observe_error(error)
                 raise
             finally:
                 await pool.release(lease, reusable=reusable)
@@ -364,69 +294,22 @@ class SMTPTransport(Transport):
                 open=self._connect,
                 check=self._noop,
                 close=self._quit,
-                drop=self._drop,
+                drop=_connections.drop,
                 alive=lambda smtp: smtp.is_connected,
                 clock=self._clock,
             )
             self._pool_loop = loop
-            now = self._clock()
-            self._transport_bucket = None
-            self._adaptive = AdaptiveRate(
-                self.rate_limit.per_transport,
-                factor=self.rate_limit.throttle_factor,
-                cooldown=self.rate_limit.cooldown,
+            self._pacing = Pacing(
+                self.rate_limit, server=self.name, clock=self._clock, sleep=self._sleep
             )
-            if self.rate_limit.per_transport is not None:
-                self._transport_bucket = TokenBucket(
-                    self.rate_limit.per_transport, capacity=self.rate_limit.burst, now=now
-                )
         return self._pool
-
-    async def _acquire(
-        self, pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool = False
-    ) -> Lease[aiosmtplib.SMTP]:
-        try:
-            return await pool.acquire(fresh=fresh)
-        except PoolClosedError as exc:
-            raise TransportClosedError(
-                f"{self.name}: the transport was closed while this message waited for a "
-                "connection; nothing was sent"
-            ) from exc
-        except PoolTimeoutError as exc:
-            raise PoolExhaustedError(
-                f"no free connection: {exc}",
-                phase=Phase.CONNECT,
-                server=self.name,
-                explanation="every pooled connection stayed busy; raise max_connections or "
-                "pool_timeout, or send less at once (concurrency)",
-                retryable=True,
-            ) from exc
 
     async def _noop(self, smtp: aiosmtplib.SMTP) -> bool:
         """Health check for a connection that sat idle: NOOP must answer 250."""
-        try:
-            response = await smtp.execute_command(b"NOOP", timeout=self.command_timeout)
-        except Exception:
-            return False
-        return response.code == 250
-
-    @staticmethod
-    def _drop(smtp: aiosmtplib.SMTP) -> None:
-        """Close the socket now, without QUIT (no I/O: safe while being cancelled)."""
-        smtp.close()
+        return await _connections.answers_noop(smtp, timeout=self.command_timeout)
 
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
-        if not smtp.is_connected:
-            smtp.close()
-            return
-        try:
-            await smtp.quit(timeout=min(self.command_timeout, 5.0))
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-            smtp.close()
-
-    @staticmethod
-    def _reusable(smtp: aiosmtplib.SMTP) -> bool:
-        return smtp.is_connected
+        await _connections.quit_or_close(smtp, timeout=self.command_timeout)
 
     def forget_connections(self) -> None:
         # The parent's sockets are not ours to use: forget them without QUIT.
@@ -434,54 +317,6 @@ class SMTPTransport(Transport):
         self._pool_loop = None
         # Its FQDN lookup thread, if still running, stayed in the parent.
         self._ehlo_name = EhloName(self.local_hostname, connect_timeout=self.connect_timeout)
-
-    # -- rate limits ---------------------------------------------------------------------
-
-    async def _respect_rate_limit(self, lease: Lease[aiosmtplib.SMTP]) -> None:
-        limit = self.rate_limit
-        now = self._clock()
-        wait = 0.0
-        if limit.per_connection is not None:
-            bucket = lease.state.get("bucket")
-            if not isinstance(bucket, TokenBucket):
-                bucket = TokenBucket(limit.per_connection, capacity=limit.burst, now=now)
-                lease.state["bucket"] = bucket
-            wait = bucket.reserve(now)
-        if self._adaptive is not None:
-            rate = self._adaptive.current(now)
-            if rate is not None:
-                if self._transport_bucket is None:
-                    self._transport_bucket = TokenBucket(rate, capacity=limit.burst, now=now)
-                elif self._transport_bucket.rate != rate:
-                    self._transport_bucket.set_rate(rate, now)
-                wait = max(wait, self._transport_bucket.reserve(now))
-            self._adaptive.note_sent(now + wait)
-        if wait > 0:
-            note_session_event("rate_limit_wait", seconds=wait)
-            await self._sleep(wait)
-
-    def _observe(self, report: DeliveryReport) -> None:
-        if any(s.outcome is Outcome.THROTTLED for s in report.recipients.values()):
-            self._throttled()
-
-    def _observe_error(self, error: DeliveryError) -> None:
-        if error.outcome is Outcome.THROTTLED:
-            self._throttled()
-
-    def _throttled(self) -> None:
-        if self._adaptive is not None:
-            now = self._clock()
-            observed = self._adaptive.observed(now)
-            rate = self._adaptive.on_throttled(now)
-            logger.info(
-                "%s is throttling: sending slowed to %.3g messages/s (was sending at %s); "
-                "it doubles again every %g s without throttling",
-                self.name,
-                rate,
-                f"{observed:.3g}/s" if observed > 0 else "an unmeasured rate",
-                self.rate_limit.cooldown,
-                extra={"server": self.name, "rate": rate, "observed_rate": observed},
-            )
 
     # -- opening a connection ------------------------------------------------------------
 
@@ -535,25 +370,13 @@ class SMTPTransport(Transport):
         except DeliveryError:
             raise
         except Exception as exc:
-            phase = steps.phase
-            error = translate_error(exc, phase, server=self.name)
-            if (
-                self.tls is TLSMode.IMPLICIT
-                and phase is Phase.CONNECT
-                and isinstance(error, ConnectionFailedError)
-                and find_cause(exc, ConnectionRefusedError) is None
-            ):
-                # With implicit TLS, "connect" includes the handshake: a link that drops
-                # with no SSL error is a server that hung up on the TLS hello.
-                error = error.replace(
-                    explanation="the server closed the connection during the TLS handshake: "
-                    "this port may not speak implicit TLS (use tls='starttls', "
-                    "RELIABLE_SMTP_TLS=starttls, usually port 587), or it refuses this "
-                    "client's TLS version; retried"
-                )
-            if not self._ever_connected:
-                error = _first_contact(error)
-            raise error from exc
+            raise connection_error(
+                exc,
+                steps.phase,
+                server=self.name,
+                tls=self.tls,
+                first_contact=not self._ever_connected,
+            ) from exc
         self._ever_connected = True
         return smtp
 
@@ -792,169 +615,3 @@ class _StaleConnectionError(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-# -- the error boundary ------------------------------------------------------------------
-
-
-def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
-    # The verdict says it all: a transient handshake failure is a lost connection, a
-    # certificate or version mismatch is AUTH_OR_CONFIG naming the "tls" setting.
-    return error_for(
-        classify_tls_failure(str(exc)), f"TLS failed: {exc}", phase=Phase.TLS, server=server
-    )
-
-
-#: Phases of opening a connection in which a failure without a reply, on the very first
-#: connection, is almost always a wrong host, port, TLS mode or firewall.
-_FIRST_CONTACT_PHASES = frozenset({Phase.CONNECT, Phase.TLS})
-
-
-def _first_contact(error: DeliveryError) -> DeliveryError:
-    """``error`` - the first connection ever to this server failed - marked not retried.
-
-    A server that has never answered will not start answering within the mailer's
-    retry window (seconds to two minutes): refused, silent or TLS-mismatched on the
-    first try means a setting is wrong, and five tries only hide that for a minute.
-    The class stays what it was (nothing was delivered; a queue may try again later);
-    only the in-process retry is off. A reply from the server (a 421 greeting, a 454
-    for STARTTLS) is the server's own word and keeps its verdict.
-    """
-    if error.reply is not None or error.phase not in _FIRST_CONTACT_PHASES:
-        return error
-    if not error.retryable:
-        return error  # a certificate or TLS-version mismatch: already final, and says why
-    cause = error.explanation
-    for suffix in ("; retried", ": retried"):
-        cause = cause.removesuffix(suffix)
-    cause = cause.replace("TLS handshake failed: retried", "TLS handshake failed")
-    return error.replace(
-        retryable=False,
-        explanation=(
-            f"{cause}; no connection to this server has succeeded yet, so this is not "
-            "retried: check RELIABLE_SMTP_HOST, RELIABLE_SMTP_PORT and RELIABLE_SMTP_TLS "
-            "(587 with starttls, 465 with implicit, 25 with none for a local relay); raise "
-            "RELIABLE_SMTP_CONNECT_TIMEOUT only for a server that is slow to greet"
-        ),
-    )
-
-
-def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> BaseException | None:
-    """The first ``exc_type`` in ``exc``'s chain of causes (aiosmtplib wraps them)."""
-    seen: set[int] = set()
-    current = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, exc_type):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def translate_error(
-    exc: BaseException, phase: Phase, *, server: str | None = None
-) -> DeliveryError:
-    """Map an aiosmtplib, ``OSError``, ``ssl`` or timeout exception to the error tree.
-
-    The single boundary between foreign exceptions and ours. ``phase`` is where the
-    transport was when it happened; a lost link in ``Phase.DATA_END`` is ambiguous.
-    """
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, WireError):
-        return failure_error(exc, phase, server=server)
-    where = f"during {phase.value}"
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        # Only aiosmtplib's sendmail() raises this; we never call it, but keep the facts.
-        first = exc.recipients[0] if exc.recipients else None
-        if first is not None:
-            reply = Reply.from_server(first.code, first.message)
-            return error_for(
-                classify(reply, Phase.RCPT),
-                "every recipient was refused",
-                reply=reply,
-                phase=Phase.RCPT,
-                recipient=first.recipient,
-                server=server,
-            )
-        return PermanentError("every recipient was refused", phase=Phase.RCPT, server=server)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        if exc.code < 0:  # aiosmtplib's own reader found no SMTP reply
-            return failure_error(GarbledReplyError(exc.message), phase, server=server)
-        reply = Reply.from_server(exc.code, exc.message)
-        reply_phase = (
-            Phase.CONNECT if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else phase
-        )
-        return error_for(
-            classify(reply, reply_phase),
-            f"the server refused {where}",
-            reply=reply,
-            phase=reply_phase,
-            server=server,
-        )
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return PermanentError(
-            f"the server does not support what the message needs: {exc}",
-            phase=phase,
-            server=server,
-            explanation="this server lacks an extension the message needs (e.g. SMTPUTF8 for "
-            "non-ASCII addresses): use ASCII addresses or another server",
-        )
-    ssl_error = find_cause(exc, ssl.SSLError)
-    if ssl_error is not None:
-        return _tls_error(ssl_error, server)
-    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        explanation = None
-        if "ready message" in str(exc):
-            # TCP connected but no "220" came: typical of a client talking plain text to an
-            # implicit-TLS port, where the server waits for a TLS hello.
-            implicit = (server or "").startswith("smtps://")
-            explanation = (
-                "the TLS handshake finished but no greeting came: the server is overloaded, "
-                "or this port expects something else (plain or STARTTLS: tls='starttls', "
-                "RELIABLE_SMTP_TLS=starttls)"
-                if implicit
-                else "connected, but the server sent no greeting: if this port expects "
-                "implicit TLS (usually 465) use tls='implicit' (RELIABLE_SMTP_TLS=implicit); "
-                "otherwise the server is overloaded or slow to greet "
-                "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
-            )
-        return failure_error(
-            ReplyTimeoutError(str(exc)), phase, server=server, explanation=explanation
-        )
-    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
-        explanation = None
-        if find_cause(exc, ConnectionRefusedError) is not None:
-            explanation = (
-                "connection refused: nothing listens on that host and port; check "
-                "the port (587 STARTTLS, 465 implicit TLS, 25 relay) and that the server runs"
-            )
-        return failure_error(
-            LinkLostError(str(exc) or type(exc).__name__),
-            phase,
-            server=server,
-            explanation=explanation,
-        )
-    if isinstance(exc, aiosmtplib.SMTPException):
-        # aiosmtplib's plain SMTPException is a configuration mismatch: STARTTLS or AUTH
-        # not offered, no usable mechanism, already connected.
-        return AuthOrConfigError(
-            f"{exc} ({where})",
-            phase=phase,
-            server=server,
-            explanation="the server does not offer what this configuration needs; "
-            "check the TLS mode and credentials",
-        )
-    if isinstance(exc, (UnicodeError, ValueError)):
-        return ProtocolError(
-            f"could not encode an SMTP command {where}: {exc}",
-            phase=phase,
-            server=server,
-            explanation="an address or option cannot be sent to this server as it is",
-        )
-    return ProtocolError(
-        f"unexpected {type(exc).__name__} {where}: {exc}",
-        phase=phase,
-        server=server,
-        explanation="an error the library did not expect; please report it",
-    )
