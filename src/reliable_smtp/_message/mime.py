@@ -9,14 +9,16 @@ quoted-printable, base64 attachments, and the ``multipart/related``,
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
+import io
 import mimetypes
+import operator
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -340,8 +342,16 @@ class RenderedMessage:
 
 # --------------------------------------------------------------------------- MIME assembly
 
-# A part is its header block (str, CRLF-terminated lines) and its encoded body.
-_Part = tuple[str, bytes]
+# A part is its header block (str, CRLF-terminated lines) and its encoded body as a
+# sequence of byte chunks, produced lazily: render_message writes each chunk into the
+# message as it comes, so a large attachment is never held twice (raw base64 and
+# wrapped, or parts and their join) on top of the message itself.
+_Part = tuple[str, Iterable[bytes]]
+
+#: Raw bytes base64-encoded at a time: 1024 lines of 76 characters (RFC 2045 §6.8).
+_BLOCK = 57 * 1024
+_LINE = struct.Struct("76s")
+_first = operator.itemgetter(0)
 
 
 def _text_part(text: str, subtype: str) -> _Part:
@@ -363,8 +373,27 @@ def _text_part(text: str, subtype: str) -> _Part:
         body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     return (
         f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n",
-        body,
+        (body,),
     )
+
+
+def base64_lines(content: bytes) -> Iterator[bytes]:
+    """``content`` in base64, 76-character lines joined by CRLF (none after the last).
+
+    Block by block: each block of 1024 lines is encoded in one C call and split
+    into lines by ``struct`` (also C), which is ~3x cheaper than
+    ``base64.encodebytes`` (a Python loop over 57-byte slices) and its CRLF rewrite.
+    """
+    view = memoryview(content)
+    for start in range(0, len(content), _BLOCK):
+        encoded = binascii.b2a_base64(view[start : start + _BLOCK], newline=False)
+        full = len(encoded) - len(encoded) % _LINE.size
+        lines = list(map(_first, _LINE.iter_unpack(memoryview(encoded)[:full])))
+        if full < len(encoded):
+            lines.append(encoded[full:])
+        if start:
+            yield b"\r\n"
+        yield b"\r\n".join(lines)
 
 
 def _attachment_part(attachment: Attachment) -> _Part:
@@ -378,19 +407,21 @@ def _attachment_part(attachment: Attachment) -> _Part:
     ]
     if attachment.content_id is not None:
         lines.append(f"Content-ID: <{attachment.content_id}>\r\n")
-    # encodebytes writes 76-character lines ending in LF; SMTP needs CRLF.
-    body = base64.encodebytes(attachment.content).rstrip(b"\n").replace(b"\n", b"\r\n")
-    return "".join(lines), body
+    return "".join(lines), base64_lines(attachment.content)
 
 
 def _multipart(subtype: str, boundary: str, parts: Sequence[_Part], extra: str = "") -> _Part:
-    delimiter = b"--" + boundary.encode("ascii")
-    chunks: list[bytes] = []
-    for headers, body in parts:
-        chunks += (delimiter, b"\r\n", headers.encode("utf-8"), b"\r\n", body, b"\r\n")
-    chunks += (delimiter, b"--\r\n")
     header = f'Content-Type: multipart/{subtype};{extra}\r\n boundary="{boundary}"\r\n'
-    return header, b"".join(chunks)
+    return header, _multipart_body(boundary.encode("ascii"), parts)
+
+
+def _multipart_body(boundary: bytes, parts: Sequence[_Part]) -> Iterator[bytes]:
+    delimiter = b"--" + boundary
+    for headers, body in parts:
+        yield delimiter + b"\r\n" + headers.encode("utf-8") + b"\r\n"
+        yield from body
+        yield b"\r\n"
+    yield delimiter + b"--\r\n"
 
 
 def _body(message: Message) -> _Part:
@@ -445,9 +476,18 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     part_headers, body = _body(message)
     lines.append(part_headers)
     lines.append("\r\n")
-    content = "".join(lines).encode("utf-8") + body
-    if body and not body.endswith(b"\r\n"):
-        content += b"\r\n"
+    # Built once: every chunk is copied straight into the buffer, and getvalue() hands
+    # over the buffer's own bytes object without a copy (the size matches exactly).
+    buffer = io.BytesIO()
+    buffer.write("".join(lines).encode("utf-8"))
+    last = b""
+    for chunk in body:
+        if chunk:
+            buffer.write(chunk)
+            last = chunk
+    if last and not last.endswith(b"\r\n"):
+        buffer.write(b"\r\n")
+    content = buffer.getvalue()
     recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     return RenderedMessage(
         content=content,

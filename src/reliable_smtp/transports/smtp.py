@@ -86,7 +86,7 @@ from ._transaction import (
     WireError,
     failure_error,
 )
-from ._wire import Exchange, bdat_group, dot_stuff
+from ._wire import Exchange, bdat_group, dot_stuffed
 from .base import Transport
 from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
@@ -682,9 +682,9 @@ class SMTPTransport(Transport):
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
                 # The one place the message is handed over, to transaction.accepted.
-                stuffed = dot_stuff(content)
+                body, final_dot = dot_stuffed(content)
                 if not final_dot_guarded():
-                    wire.write(stuffed, body=True)
+                    await wire.write_body(body, final_dot, timeout=self.data_timeout)
                     transaction.on_body_written()
                     transaction.on_final(await wire.read(timeout=self.data_timeout))
                 else:
@@ -693,7 +693,7 @@ class SMTPTransport(Transport):
                     # the commit, and a recipient left marked by a crash (AMBIGUOUS) always
                     # had the whole body on the wire. A veto drops the link before the dot:
                     # the server discards the message (phase DATA, never ambiguous).
-                    wire.write(stuffed[: -len(_FINAL_DOT)], body=True)
+                    await wire.write_body(body, timeout=self.data_timeout)
                     try:
                         await before_final_dot(tuple(transaction.accepted))
                     except FinalDotForbiddenError as forbidden:
