@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import relay_transport, tls_transport
 from reliable_smtp import Attachment, Message, render
-from reliable_smtp._message.mime import _BLOCK, base64_lines
+from reliable_smtp._message.mime import _BLOCK, _base64_size, base64_lines
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.replies import Outcome, Phase
 from reliable_smtp.testing import LocalSMTPServer
@@ -64,8 +64,12 @@ def test_base64_lines_match_encodebytes_across_blocks(size: int) -> None:
     assert b"".join(base64_lines(content)) == old_base64(content)
 
 
-def test_a_large_attachment_renders_to_76_character_crlf_lines_and_decodes_back() -> None:
-    data = os.urandom(2 * _BLOCK + 12345)
+@pytest.mark.parametrize("size", [2 * _BLOCK + 12345, 5 * _BLOCK + 1])
+def test_a_large_attachment_renders_to_76_character_crlf_lines_and_decodes_back(
+    size: int,
+) -> None:
+    # The second size reserves the buffer up front (and cuts off what it did not use).
+    data = os.urandom(size)
     message = Message(
         sender="app@example.com",
         to="ann@example.org",
@@ -82,6 +86,12 @@ def test_a_large_attachment_renders_to_76_character_crlf_lines_and_decodes_back(
     parsed = email.message_from_bytes(content, policy=email.policy.SMTP)
     [attachment] = parsed.iter_attachments()  # type: ignore[attr-defined]
     assert attachment.get_content() == data
+    assert content.endswith(b"--\r\n")  # the closing delimiter, nothing reserved after it
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 56, 57, 58, 114, _BLOCK + 5])
+def test_the_reserved_size_is_the_size_of_the_base64_lines(size: int) -> None:
+    assert _base64_size(size) == len(b"".join(base64_lines(os.urandom(size))))
 
 
 # -- dot-stuffing in chunks ----------------------------------------------------------------

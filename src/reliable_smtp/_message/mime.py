@@ -396,6 +396,16 @@ def base64_lines(content: bytes) -> Iterator[bytes]:
         yield b"\r\n".join(lines)
 
 
+#: Attachments that encode to more than this reserve the message's buffer up front.
+_RESERVE_FROM = 256 * 1024
+
+
+def _base64_size(raw: int) -> int:
+    """The length of :func:`base64_lines` for ``raw`` bytes."""
+    encoded = (raw + 2) // 3 * 4
+    return encoded + 2 * max(0, (encoded + 75) // 76 - 1)
+
+
 def _attachment_part(attachment: Attachment) -> _Part:
     content_type = attachment.content_type or "application/octet-stream"
     filename = attachment.filename
@@ -479,6 +489,14 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     # Built once: every chunk is copied straight into the buffer, and getvalue() hands
     # over the buffer's own bytes object without a copy (the size matches exactly).
     buffer = io.BytesIO()
+    encoded = sum(_base64_size(len(a.content)) for a in message.attachments)
+    if encoded > _RESERVE_FROM:
+        # One allocation for the attachments' share (and then some), not a buffer grown
+        # step by step: on glibc those steps stay behind as heap holes the size of the
+        # message. Whatever is not used is cut off before getvalue().
+        buffer.seek(encoded + _RESERVE_FROM)
+        buffer.write(b"\0")
+        buffer.seek(0)
     buffer.write("".join(lines).encode("utf-8"))
     last = b""
     for chunk in body:
@@ -487,6 +505,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
             last = chunk
     if last and not last.endswith(b"\r\n"):
         buffer.write(b"\r\n")
+    buffer.truncate()
     content = buffer.getvalue()
     recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     return RenderedMessage(
