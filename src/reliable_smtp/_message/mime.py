@@ -4,7 +4,9 @@ This module owns :class:`Message` and :class:`Attachment` (validated when
 built, immutable), :class:`RenderedMessage` (what a transport sends), and the
 hand-written MIME assembly of :func:`render_message`: text parts in 7bit or
 quoted-printable, base64 attachments, and the ``multipart/related``,
-``alternative`` and ``mixed`` structure around them.
+``alternative`` and ``mixed`` structure around them. The parts are produced
+lazily and the message is built once, so an attachment is never held as
+several full-size copies.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ reasons it cannot serve (see the reference, section B.1 and C.2):
 
 So for the length of one transaction :class:`Exchange` owns the connection's
 incoming bytes: it shadows the protocol instance's ``data_received``,
-``eof_received`` and ``connection_lost`` (restoring them afterwards), writes
-commands to the transport itself, and parses replies from its own buffer - any
-number of them, in order, each with its own timeout. Replies come back as the
-library's :class:`~reliable_smtp.replies.Reply`; a reply that is not there comes
-back as the transaction's own failures (:class:`~._transaction.LinkLostError`,
+``eof_received``, ``connection_lost`` and ``resume_writing`` (restoring them
+afterwards), writes commands to the transport itself - message content in views,
+with flow control, never copied whole (:meth:`Exchange.write_body`) - and parses
+replies from its own buffer - any number of them, in order, each with its own
+timeout. Replies come back as the library's
+:class:`~reliable_smtp.replies.Reply`; a reply that is not there comes back as
+the transaction's own failures (:class:`~._transaction.LinkLostError`,
 :class:`~._transaction.ReplyTimeoutError`, :class:`~._transaction.GarbledReplyError`), which the
 :class:`~._transaction.Transaction` interprets. aiosmtplib's exceptions are never
 raised from here.
