@@ -4,19 +4,23 @@ This module owns :class:`Message` and :class:`Attachment` (validated when
 built, immutable), :class:`RenderedMessage` (what a transport sends), and the
 hand-written MIME assembly of :func:`render_message`: text parts in 7bit or
 quoted-printable, base64 attachments, and the ``multipart/related``,
-``alternative`` and ``mixed`` structure around them.
+``alternative`` and ``mixed`` structure around them. The parts are produced
+lazily and the message is built once, so an attachment is never held as
+several full-size copies.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
+import io
 import mimetypes
+import operator
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -340,8 +344,16 @@ class RenderedMessage:
 
 # --------------------------------------------------------------------------- MIME assembly
 
-# A part is its header block (str, CRLF-terminated lines) and its encoded body.
-_Part = tuple[str, bytes]
+# A part is its header block (str, CRLF-terminated lines) and its encoded body as a
+# sequence of byte chunks, produced lazily: render_message writes each chunk into the
+# message as it comes, so a large attachment is never held twice (raw base64 and
+# wrapped, or parts and their join) on top of the message itself.
+_Part = tuple[str, Iterable[bytes]]
+
+#: Raw bytes base64-encoded at a time: 1024 lines of 76 characters (RFC 2045 §6.8).
+_BLOCK = 57 * 1024
+_LINE = struct.Struct("76s")
+_first = operator.itemgetter(0)
 
 
 def _text_part(text: str, subtype: str) -> _Part:
@@ -363,8 +375,37 @@ def _text_part(text: str, subtype: str) -> _Part:
         body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     return (
         f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n",
-        body,
+        (body,),
     )
+
+
+def base64_lines(content: bytes) -> Iterator[bytes]:
+    """``content`` in base64, 76-character lines joined by CRLF (none after the last).
+
+    Block by block: each block of 1024 lines is encoded in one C call and split
+    into lines by ``struct`` (also C), which is ~3x cheaper than
+    ``base64.encodebytes`` (a Python loop over 57-byte slices) and its CRLF rewrite.
+    """
+    view = memoryview(content)
+    for start in range(0, len(content), _BLOCK):
+        encoded = binascii.b2a_base64(view[start : start + _BLOCK], newline=False)
+        full = len(encoded) - len(encoded) % _LINE.size
+        lines = list(map(_first, _LINE.iter_unpack(memoryview(encoded)[:full])))
+        if full < len(encoded):
+            lines.append(encoded[full:])
+        if start:
+            yield b"\r\n"
+        yield b"\r\n".join(lines)
+
+
+#: Attachments that encode to more than this reserve the message's buffer up front.
+_RESERVE_FROM = 256 * 1024
+
+
+def _base64_size(raw: int) -> int:
+    """The length of :func:`base64_lines` for ``raw`` bytes."""
+    encoded = (raw + 2) // 3 * 4
+    return encoded + 2 * max(0, (encoded + 75) // 76 - 1)
 
 
 def _attachment_part(attachment: Attachment) -> _Part:
@@ -378,19 +419,21 @@ def _attachment_part(attachment: Attachment) -> _Part:
     ]
     if attachment.content_id is not None:
         lines.append(f"Content-ID: <{attachment.content_id}>\r\n")
-    # encodebytes writes 76-character lines ending in LF; SMTP needs CRLF.
-    body = base64.encodebytes(attachment.content).rstrip(b"\n").replace(b"\n", b"\r\n")
-    return "".join(lines), body
+    return "".join(lines), base64_lines(attachment.content)
 
 
 def _multipart(subtype: str, boundary: str, parts: Sequence[_Part], extra: str = "") -> _Part:
-    delimiter = b"--" + boundary.encode("ascii")
-    chunks: list[bytes] = []
-    for headers, body in parts:
-        chunks += (delimiter, b"\r\n", headers.encode("utf-8"), b"\r\n", body, b"\r\n")
-    chunks += (delimiter, b"--\r\n")
     header = f'Content-Type: multipart/{subtype};{extra}\r\n boundary="{boundary}"\r\n'
-    return header, b"".join(chunks)
+    return header, _multipart_body(boundary.encode("ascii"), parts)
+
+
+def _multipart_body(boundary: bytes, parts: Sequence[_Part]) -> Iterator[bytes]:
+    delimiter = b"--" + boundary
+    for headers, body in parts:
+        yield delimiter + b"\r\n" + headers.encode("utf-8") + b"\r\n"
+        yield from body
+        yield b"\r\n"
+    yield delimiter + b"--\r\n"
 
 
 def _body(message: Message) -> _Part:
@@ -445,9 +488,27 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     part_headers, body = _body(message)
     lines.append(part_headers)
     lines.append("\r\n")
-    content = "".join(lines).encode("utf-8") + body
-    if body and not body.endswith(b"\r\n"):
-        content += b"\r\n"
+    # Built once: every chunk is copied straight into the buffer, and getvalue() hands
+    # over the buffer's own bytes object without a copy (the size matches exactly).
+    buffer = io.BytesIO()
+    encoded = sum(_base64_size(len(a.content)) for a in message.attachments)
+    if encoded > _RESERVE_FROM:
+        # One allocation for the attachments' share (and then some), not a buffer grown
+        # step by step: on glibc those steps stay behind as heap holes the size of the
+        # message. Whatever is not used is cut off before getvalue().
+        buffer.seek(encoded + _RESERVE_FROM)
+        buffer.write(b"\0")
+        buffer.seek(0)
+    buffer.write("".join(lines).encode("utf-8"))
+    last = b""
+    for chunk in body:
+        if chunk:
+            buffer.write(chunk)
+            last = chunk
+    if last and not last.endswith(b"\r\n"):
+        buffer.write(b"\r\n")
+    buffer.truncate()
+    content = buffer.getvalue()
     recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     return RenderedMessage(
         content=content,

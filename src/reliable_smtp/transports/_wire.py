@@ -13,11 +13,13 @@ reasons it cannot serve (see the reference, section B.1 and C.2):
 
 So for the length of one transaction :class:`Exchange` owns the connection's
 incoming bytes: it shadows the protocol instance's ``data_received``,
-``eof_received`` and ``connection_lost`` (restoring them afterwards), writes
-commands to the transport itself, and parses replies from its own buffer - any
-number of them, in order, each with its own timeout. Replies come back as the
-library's :class:`~reliable_smtp.replies.Reply`; a reply that is not there comes
-back as the transaction's own failures (:class:`~._transaction.LinkLostError`,
+``eof_received``, ``connection_lost`` and ``resume_writing`` (restoring them
+afterwards), writes commands to the transport itself - message content in views,
+with flow control, never copied whole (:meth:`Exchange.write_body`) - and parses
+replies from its own buffer - any number of them, in order, each with its own
+timeout. Replies come back as the library's
+:class:`~reliable_smtp.replies.Reply`; a reply that is not there comes back as
+the transaction's own failures (:class:`~._transaction.LinkLostError`,
 :class:`~._transaction.ReplyTimeoutError`, :class:`~._transaction.GarbledReplyError`), which the
 :class:`~._transaction.Transaction` interprets. aiosmtplib's exceptions are never
 raised from here.
@@ -41,7 +43,16 @@ from aiosmtplib import SMTP
 from ..replies import Reply
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
-__all__ = ["Exchange", "bdat_group", "canonical", "dot_stuff", "transcript", "transcript_line"]
+__all__ = [
+    "FINAL_DOT",
+    "Exchange",
+    "bdat_group",
+    "canonical",
+    "dot_stuff",
+    "dot_stuffed",
+    "transcript",
+    "transcript_line",
+]
 
 #: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged, and a
 #: server's reply to AUTH reaches it already redacted (``send_credentials`` in smtp.py,
@@ -72,7 +83,15 @@ MAX_REPLY = 4 * MAX_LINE
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
-_SHADOWED = ("data_received", "eof_received", "connection_lost")
+_SHADOWED = ("data_received", "eof_received", "connection_lost", "resume_writing")
+
+#: The end of the message (RFC 5321 §4.1.1.4), the last chunk ``dot_stuffed`` returns.
+FINAL_DOT = b".\r\n"
+#: Message content goes to the transport in views of at most this many bytes, and
+#: the next one only once the socket has taken all but this much: on Python 3.11 a
+#: write the socket cannot take at once is copied into the transport's buffer, so one
+#: write of a 35 MB message would hold it twice (three times, with the slice taken).
+BODY_PIECE = 256 * 1024
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -92,12 +111,22 @@ def canonical(content: bytes) -> bytes:
     return body
 
 
-def dot_stuff(content: bytes) -> bytes:
-    """CRLF-normalise ``content``, double leading dots (RFC 5321 §4.5.2), add the final dot."""
+def dot_stuffed(content: bytes) -> tuple[bytes, bytes]:
+    """What DATA sends: ``content`` CRLF-normalised with leading dots doubled (RFC 5321
+    §4.5.2), and the final dot - as two chunks, to be written one after the other.
+
+    Nothing is copied when ``content`` is already canonical without a line that starts
+    with a dot (every rendered attachment, most messages): the body chunk is ``content``.
+    """
     body = canonical(content)
     if body.startswith(b".") or b"\n." in body:
         body = _LEADING_DOT.sub(b"..", body)
-    return body + b".\r\n"
+    return body, FINAL_DOT
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """:func:`dot_stuffed` in one piece (a copy of the whole message; for tests and tools)."""
+    return b"".join(dot_stuffed(content))
 
 
 def bdat_group(envelope_commands: bytes, content: bytes) -> tuple[bytes, bytes]:
@@ -137,6 +166,7 @@ class Exchange:
     def __enter__(self) -> Exchange:
         protocol = self._protocol
         original_connection_lost = protocol.connection_lost
+        original_resume_writing = protocol.resume_writing
 
         def data_received(data: bytes) -> None:
             self._buffer.extend(data)
@@ -155,9 +185,16 @@ class Exchange:
             self._wake()
             original_connection_lost(exc)
 
+        def resume_writing() -> None:
+            # The socket took what was buffered: write_body() goes on (aiosmtplib's
+            # flow control still sees it).
+            original_resume_writing()
+            self._wake()
+
         protocol.data_received = data_received
         protocol.eof_received = eof_received
         protocol.connection_lost = connection_lost
+        protocol.resume_writing = resume_writing
         return self
 
     def __exit__(
@@ -218,6 +255,52 @@ class Exchange:
                 transcript_line(self._server, ">", line)
             transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
 
+    async def write_body(self, *chunks: bytes, timeout: float) -> None:
+        """Queue message content (``chunks``, in order) on the socket without copying it.
+
+        Written in views of :data:`BODY_PIECE` bytes, each once the socket has taken
+        the ones before (but :data:`BODY_PIECE` bytes), so the transport never holds a
+        large message a second time. A message that fits goes out in one write, as
+        before. Raises :class:`LinkLostError` if the connection is or goes away and
+        :class:`ReplyTimeoutError` if the socket takes nothing for ``timeout`` seconds
+        - either way the rest of the content was never written.
+        """
+        transport = self._protocol.transport
+        loop = asyncio.get_running_loop()
+        size = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), BODY_PIECE):
+                # Wait *before* each piece, never after: once the last piece (the final
+                # dot) is queued it may reach the server even if this send gives up, so
+                # nothing may fail after it - the wait for the final reply decides then
+                # (a timeout there is ambiguous, as it must be).
+                while transport is not None and transport.get_write_buffer_size() > BODY_PIECE:
+                    if self._lost is not None:
+                        raise self._lost
+                    await self._woken(loop, timeout)
+                if self._lost is not None or transport is None or transport.is_closing():
+                    raise LinkLostError("Connection lost")
+                transport.write(view[start : start + BODY_PIECE])
+                self._written_at = time.monotonic()
+            size += len(view)
+        if transcript.isEnabledFor(logging.DEBUG):
+            dot = len(chunks) > 1 and chunks[-1] == FINAL_DOT
+            then, end = (", then .", len(FINAL_DOT)) if dot else ("", 0)
+            transcript_line(self._server, ">", f"<message: {size - end} bytes{then}>")
+
+    async def _woken(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Wait until bytes arrive, the socket drains or the link goes; at most ``timeout``."""
+        # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
+        # reply in a task, which costs more than parsing it.
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
     async def read(self, *, timeout: float) -> Reply:
         """The next reply, waiting at most ``timeout`` seconds for it.
 
@@ -243,15 +326,7 @@ class Exchange:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ReplyTimeoutError("Timed out waiting for server response")
-            # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
-            # reply in a task, which costs more than parsing it.
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(remaining, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._woken(loop, remaining)
 
     def _parse(self) -> tuple[int, str] | None:
         """Take one complete (possibly multi-line) reply off the buffer, if there is one.

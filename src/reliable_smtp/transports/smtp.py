@@ -82,7 +82,7 @@ from ._translate import _tls_error as _tls_error
 from ._translate import connection_error
 from ._translate import find_cause as find_cause
 from ._translate import translate_error as translate_error
-from ._wire import Exchange, bdat_group, dot_stuff
+from ._wire import Exchange, bdat_group, dot_stuffed
 from .base import Transport
 from .pool import ConnectionCounts, ConnectionPool
 
@@ -512,9 +512,9 @@ class SMTPTransport(Transport):
                 step = transaction.on_empty_end(await wire.read(timeout=timeout))
             elif step is Next.SEND_BODY:
                 # The one place the message is handed over, to transaction.accepted.
-                stuffed = dot_stuff(content)
+                body, final_dot = dot_stuffed(content)
                 if not final_dot_guarded():
-                    wire.write(stuffed, body=True)
+                    await wire.write_body(body, final_dot, timeout=self.data_timeout)
                     transaction.on_body_written()
                     transaction.on_final(await wire.read(timeout=self.data_timeout))
                 else:
@@ -523,7 +523,7 @@ class SMTPTransport(Transport):
                     # the commit, and a recipient left marked by a crash (AMBIGUOUS) always
                     # had the whole body on the wire. A veto drops the link before the dot:
                     # the server discards the message (phase DATA, never ambiguous).
-                    wire.write(stuffed[: -len(_FINAL_DOT)], body=True)
+                    await wire.write_body(body, timeout=self.data_timeout)
                     try:
                         await before_final_dot(tuple(transaction.accepted))
                     except FinalDotForbiddenError as forbidden:
