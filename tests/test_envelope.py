@@ -195,3 +195,12 @@ def test_policy_off_an_injected_recipient_never_reaches_the_server(
         mailer.send(message, envelope=Envelope("app@example.com", ("bücher@example.org",)))
     assert [m.recipients for m in server.messages] == [("bücher@example.org",)]
     assert [c[2] for c in server.commands if c[1] == "RCPT"] == ["TO:<bücher@example.org>"]
+
+
+def test_only_keeps_a_checked_subset_in_order_and_refuses_an_empty_one() -> None:
+    envelope = Envelope.build("app@example.com", ["a@example.org", "b@example.org", "c@x.org"])
+    subset = envelope.only(["c@x.org", "a@example.org", "nobody@example.org"])
+    assert subset == Envelope("app@example.com", ("a@example.org", "c@x.org"))
+    assert subset.recipients == ("a@example.org", "c@x.org")  # envelope order
+    with pytest.raises(InvalidMessageError, match="no recipients"):
+        envelope.only(["nobody@example.org"])

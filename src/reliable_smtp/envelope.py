@@ -191,4 +191,12 @@ class Envelope:
     def only(self, recipients: Iterable[str]) -> Envelope:
         """The same envelope restricted to ``recipients`` (used to retry the pending ones)."""
         wanted = set(recipients)
-        return Envelope(self.sender, tuple(r for r in self.recipients if r in wanted))
+        kept = tuple(r for r in self.recipients if r in wanted)
+        if not kept:
+            return Envelope(self.sender, kept)  # raises: an envelope needs a recipient
+        # Every path was checked when this envelope was built, and a subset adds none:
+        # skip checking them again (this runs at least twice per send).
+        subset = object.__new__(Envelope)
+        object.__setattr__(subset, "sender", self.sender)
+        object.__setattr__(subset, "recipients", kept)
+        return subset
