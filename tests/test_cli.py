@@ -756,3 +756,24 @@ def test_progress_writes_periodic_lines_elsewhere() -> None:
     lines = log.getvalue().splitlines()
     assert [line.split(" done")[0] for line in lines] == ["6/10", "10/10"]
     assert "\r" not in log.getvalue()
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path) -> None:
+    # `reliable-smtp explain ... | head -1`: the pipe closes before the output is written.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "reliable_smtp", "explain", "550", "5.1.1", "no such user"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(writer)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -64,13 +65,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "log", None):
         library.setLevel(log_handler.level)
     try:
-        return handler(args, console)
+        status = handler(args, console)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return status
     except (UsageError, ConfigurationError, InvalidMessageError) as exc:
         console.err(f"{PROG} {args.command}: {exc}")
         return 2
     except KeyboardInterrupt:
         console.err(f"{PROG} {args.command}: interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`reliable-smtp outbox list | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # what a shell reports for SIGPIPE (128 + 13)
     finally:
         library.removeHandler(log_handler)
         library.setLevel(previous_level)
