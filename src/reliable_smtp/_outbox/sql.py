@@ -530,21 +530,8 @@ class SQLStore(Store):
         return None if row is None else self._one(conn, claim.entry_id)
 
     def settle(self, claim: Claim, statuses: Mapping[str, RecipientStatus], *, now: float) -> bool:
-        with self._transaction() as conn:
-            entry = self._fenced(conn, claim)
-            if entry is None:
-                return False
-            plan = plan_settlement(
-                entry.recipients,
-                statuses,
-                claimed=set(claim.recipients),
-                now=now,
-                expires_at=entry.expires_at,
-                schedule=self.schedule,
-                rng=self._rng,
-            )
-            self._apply(conn, claim.entry_id, plan, now)
-            return True
+        # One claim is a batch of one: the same fenced plan, in one transaction.
+        return self.settle_many([(claim, statuses)], now=now)[0]
 
     def release(self, claim: Claim, *, now: float) -> bool:
         with self._transaction() as conn:
