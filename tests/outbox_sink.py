@@ -5,17 +5,24 @@ real server takes responsibility - and records every Message-ID it saw in a DATA
 body, even one that never ended. It can delay the reply to the final dot, and
 tell the test when a delayed reply is pending, so a kill lands between the dot
 and its reply.
+
+:func:`start_worker` starts the real ``reliable-smtp worker`` against it, as the
+crash and limit tests do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 _MESSAGE_ID = re.compile(rb"^message-id:\s*<?([^>\r\n]+)>?", re.IGNORECASE)
 
@@ -214,3 +221,32 @@ class CountingSink:
                     self.replies_pending -= 1
         writer.write(b"250 2.0.0 queued\r\n")
         return True
+
+
+def worker_command(url: str, port: int, *extra: str) -> list[str]:
+    """``reliable-smtp worker`` for ``url``, sending to a plain sink on 127.0.0.1:``port``."""
+    return [
+        sys.executable, "-m", "reliable_smtp", "worker", "--outbox", url,
+        "--host", "127.0.0.1", "--port", str(port), "--tls", "none", "--env-file", "none",
+        *extra,
+    ]  # fmt: skip
+
+
+def worker_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without ``RELIABLE_SMTP_*``, plus ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RELIABLE_SMTP_")}
+    environ.update(env or {})
+    return environ
+
+
+def start_worker(
+    url: str, port: int, cwd: Path, *extra: str, lease: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A worker process with 4 connections, a short lease and a 50 ms poll (stderr piped)."""
+    return subprocess.Popen(
+        worker_command(url, port, "--lease", lease, "--poll", "0.05", *extra),
+        cwd=cwd,
+        env=worker_environment({**(env or {}), "RELIABLE_SMTP_MAX_CONNECTIONS": "4"}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

@@ -20,17 +20,15 @@ duplicates either. Timings are printed (``pytest -s``) for the report.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from outbox_sink import CountingSink
+from outbox_sink import CountingSink, start_worker
 from reliable_smtp import EntryState, Message, Outbox, RecipientState
 from test_outbox_support import postgres_database  # noqa: F401 - fixture
 
@@ -53,35 +51,7 @@ def _fill(outbox: Outbox, count: int, seed: int, *, first: int = 0) -> None:
 
 
 def _start_worker(url: str, port: int, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELIABLE_SMTP_")}
-    env["RELIABLE_SMTP_MAX_CONNECTIONS"] = "4"
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reliable_smtp",
-            "worker",
-            "--outbox",
-            url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls",
-            "none",
-            "--env-file",
-            "none",
-            "--lease",
-            LEASE,
-            "--poll",
-            "0.05",
-            *extra,
-        ],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return start_worker(url, port, cwd, *extra, lease=LEASE)
 
 
 def _stop(worker: subprocess.Popen[bytes], *, timeout: float = 30) -> int:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox_sink import CountingSink
+from outbox_sink import CountingSink, start_worker
 from reliable_smtp import AsyncMailer, ConfigurationError, MailerSettings, Outbox, OutboxLimits
 from reliable_smtp._outbox.limits import lowered_shared_rate, reserve_slot, shared_rate
 from reliable_smtp._outbox.schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, VERSION_TABLE, ddl
@@ -325,17 +323,7 @@ def _start_worker(
     url: str, port: int, cwd: Path, *, env: Mapping[str, str]
 ) -> subprocess.Popen[bytes]:
     """``reliable-smtp worker`` as in the crash tests, with the limits in its environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RELIABLE_SMTP_")}
-    environ.update(env, RELIABLE_SMTP_MAX_CONNECTIONS="4")
-    return subprocess.Popen(
-        [sys.executable, "-m", "reliable_smtp", "worker", "--outbox", url,
-         "--host", "127.0.0.1", "--port", str(port), "--tls", "none", "--env-file", "none",
-         "--lease", LEASE, "--poll", "0.05"],
-        cwd=cwd,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return start_worker(url, port, cwd, lease=LEASE, env=env)
 
 
 def _steady_rate(arrivals: list[float], *, skip: int, tail: int) -> tuple[float, int]:

@@ -7,17 +7,15 @@ stops it with SIGTERM while a transaction is in flight.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from outbox_sink import CountingSink
+from outbox_sink import CountingSink, worker_command, worker_environment
 from reliable_smtp import EntryState, Message, Outbox, RecipientState
 from reliable_smtp.cli import main
 from reliable_smtp.testing import LocalSMTPServer
@@ -163,26 +161,10 @@ def test_sigterm_finishes_the_transaction_in_flight_and_exits_0(url: str, tmp_pa
     with CountingSink(delay_share=1.0, delay=1.0) as sink:
         at_dot = threading.Event()
         sink.on_delayed_dot = at_dot.set
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELIABLE_SMTP_")}
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reliable_smtp",
-                "worker",
-                "--outbox",
-                url,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(sink.port),
-                "--tls",
-                "none",
-                "--env-file",
-                "none",
-            ],
+            worker_command(url, sink.port),
             cwd=tmp_path,
-            env=env,
+            env=worker_environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
