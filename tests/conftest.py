@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -117,3 +118,10 @@ def recorded_io() -> Iterator[list[str]]:
     finally:
         del _watching[threading.get_ident()]
         sys.setprofile(previous)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for "connection refused" tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, USERNAME
+from conftest import PASSWORD, USERNAME, free_port
 from reliable_smtp import Mailer, Message, RetryPolicy, SMTPTransport, TransientError
 from reliable_smtp.cli import main
 from reliable_smtp.testing import LocalSMTPServer
@@ -135,12 +134,6 @@ def check(cwd: Path, server: LocalSMTPServer | None, *args: object, **env: str) 
     done = run_cli(cwd, "check", "--json", *target, *args, env=cli_env(**env))
     assert PASSWORD not in done.stdout + done.stderr
     return done, json.loads(done.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tls_args(server: LocalSMTPServer) -> list[str]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import PASSWORD, relay_transport, tls_transport
+from conftest import PASSWORD, free_port, relay_transport, tls_transport
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
     AmbiguousDeliveryError,
@@ -52,12 +51,6 @@ FAST = {"command_timeout": 2.0, "connect_timeout": 2.0}
 
 def envelope(*recipients: str) -> Envelope:
     return Envelope.build("app@example.com", recipients or (ANN,))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dead_transport() -> SMTPTransport:

@@ -14,7 +14,6 @@ import email.policy
 import importlib
 import pickle
 import smtplib
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from django.core import mail  # noqa: E402
 from django.test import override_settings  # noqa: E402
 from django.utils.translation import gettext_lazy  # noqa: E402
 
+from conftest import free_port  # noqa: E402
 from reliable_smtp import (  # noqa: E402
     ConfigurationError,
     DeliveryError,
@@ -91,12 +91,6 @@ def configured(backend: str, smtp: LocalSMTPServer) -> Iterator[LocalSMTPServer]
 
 def parsed(received: Any) -> Any:
     return email.message_from_bytes(received.content, policy=email.policy.default)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- sending ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, USERNAME
+from conftest import PASSWORD, USERNAME, free_port
 from reliable_smtp import ConfigurationError, MailerSettings, Outcome
 from reliable_smtp.diagnostics import CheckReport, check_connection
 from reliable_smtp.testing import LocalSMTPServer
@@ -54,12 +54,6 @@ def tls_settings(server: LocalSMTPServer, **values: Any) -> MailerSettings:
 
 def names(report: CheckReport) -> list[str]:
     return [step.name for step in report.steps]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_no_password(report: CheckReport) -> None:

@@ -11,11 +11,11 @@ the injected FakeClock, never the wall clock.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
+from conftest import free_port
 from reliable_smtp import (
     AsyncMailer,
     AuthOrConfigError,
@@ -34,12 +34,6 @@ MESSAGE = Message(sender="app@example.com", to=["bob@example.org"], subject="s",
 
 #: The issue's budget for a first-contact mistake with default settings.
 BUDGET = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RawServer:

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from conftest import PASSWORD, USERNAME, relay_transport, serial_only, tls_transport
+from conftest import PASSWORD, USERNAME, free_port, relay_transport, serial_only, tls_transport
 from rawsmtp import Answer, RawSMTPServer, Session, normal
 from reliable_smtp.envelope import Envelope
 from reliable_smtp.errors import (
@@ -26,14 +26,6 @@ from reliable_smtp.transports.smtp import SMTPTransport, TLSMode
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 ENVELOPE = Envelope.build("a@example.com", ["b@example.org"])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- TLS and AUTH ------------------------------------------------------------------------
