@@ -25,8 +25,8 @@ from contextlib import AbstractContextManager, contextmanager
 from types import MappingProxyType
 from typing import Any
 
-from ..replies import Outcome, Phase, Reply
-from ..result import RecipientStatus
+from .._replies import Outcome, Phase, Reply
+from .._result import RecipientStatus
 from .errors import EntryNotFoundError, EntryStateError, LeaseLostError, OutboxError
 from .limits import lowered_shared_rate, reserve_slot, shared_rate
 from .model import (
