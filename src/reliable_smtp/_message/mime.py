@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import struct
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -356,20 +357,32 @@ _LINE = struct.Struct("76s")
 _first = operator.itemgetter(0)
 
 
+def _lines_fit(text: str) -> bool:
+    """Whether every line of ``text`` (split at LF) has at most :data:`HARD_LIMIT` characters.
+
+    A window at a time instead of splitting into lines: the last LF within the next
+    ``HARD_LIMIT + 1`` characters ends a line that fits, and none there means one that
+    does not; a typical body takes one or two steps.
+    """
+    start, size = 0, len(text)
+    while size - start > HARD_LIMIT:
+        newline = text.rfind("\n", start, start + HARD_LIMIT + 1)
+        if newline < 0:
+            return False
+        start = newline + 1
+    return True
+
+
 def _text_part(text: str, subtype: str) -> _Part:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     # 7bit when it is safe: ASCII, no NUL, lines within 998 octets, and no "=_",
     # the prefix of every boundary, so no boundary can occur in a 7bit body.
     # Quoted-printable and base64 can never produce "=_".
-    if (
-        text.isascii()
-        and "\x00" not in text
-        and "=_" not in text
-        and (len(text) <= HARD_LIMIT or max(map(len, text.split("\n"))) <= HARD_LIMIT)
-    ):
+    if text.isascii() and "\x00" not in text and "=_" not in text and _lines_fit(text):
         cte = "7bit"
-        body = text.replace("\n", "\r\n").encode("ascii")
+        # Encoded first: replacing in bytes is cheaper than in str, with the same result.
+        body = text.encode("ascii").replace(b"\n", b"\r\n")
     else:
         cte = "quoted-printable"
         body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
@@ -466,13 +479,30 @@ def _body(message: Message) -> _Part:
 # --------------------------------------------------------------------------- rendering a Message
 
 
+# The Date of the messages rendered in the current second: (epoch second, its text).
+_this_second: tuple[int, str] = (-1, "")
+
+
+def _date(given: datetime | None) -> str:
+    """The Date header's value: ``given``, or now (formatted once per second, not per message)."""
+    global _this_second
+    if given is not None:
+        return format_datetime(given)
+    # datetime.now(timezone.utc) reads this same clock; the header has whole seconds.
+    second = int(time.time())
+    cached, text = _this_second
+    if cached != second:
+        text = format_datetime(datetime.fromtimestamp(second, timezone.utc))
+        _this_second = (second, text)
+    return text
+
+
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
     boxes = message._mailboxes
     message_id = message.message_id or (
         f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
     )
-    date = message.date or datetime.now(timezone.utc)
     lines = [fold("From", mailbox_words((boxes.sender,)))]
     if boxes.reply_to:
         lines.append(fold("Reply-To", mailbox_words(boxes.reply_to)))
@@ -481,13 +511,27 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     if boxes.cc:
         lines.append(fold("Cc", mailbox_words(boxes.cc)))
     lines.append(fold("Subject", unstructured_words(message.subject)))
-    lines.append(f"Date: {format_datetime(date)}\r\nMessage-ID: <{message_id}>\r\n")
+    lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
     for name, value in message.headers.items():
         lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
     part_headers, body = _body(message)
     lines.append(part_headers)
     lines.append("\r\n")
+    head = "".join(lines).encode("utf-8")
+    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    if not message.attachments:
+        # Text parts only: a few small chunks, joined at once (the buffer below is for
+        # messages whose attachments must never be held twice).
+        chunks = [head, *filter(None, body)]  # head ends with CRLF: the check below is exact
+        if not chunks[-1].endswith(b"\r\n"):
+            chunks.append(b"\r\n")
+        return RenderedMessage(
+            content=b"".join(chunks),
+            message_id=message_id,
+            sender=boxes.envelope_sender,
+            recipients=recipients,
+        )
     # Built once: every chunk is copied straight into the buffer, and getvalue() hands
     # over the buffer's own bytes object without a copy (the size matches exactly).
     buffer = io.BytesIO()
@@ -499,7 +543,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         buffer.seek(encoded + _RESERVE_FROM)
         buffer.write(b"\0")
         buffer.seek(0)
-    buffer.write("".join(lines).encode("utf-8"))
+    buffer.write(head)
     last = b""
     for chunk in body:
         if chunk:
@@ -509,7 +553,6 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         buffer.write(b"\r\n")
     buffer.truncate()
     content = buffer.getvalue()
-    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     return RenderedMessage(
         content=content,
         message_id=message_id,
