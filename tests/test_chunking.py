@@ -436,12 +436,11 @@ def postfix() -> Iterator[tuple[postfix_smtpd.Postfix, Path]]:
             yield running, ca_file
 
 
-@pytest.mark.parametrize("tls", ["none", "starttls"])
-async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
+def postfix_client(
     postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
-) -> None:
+) -> tuple[postfix_smtpd.Postfix, str, SMTPTransport]:
+    """The server, its log so far, and a transport to it (``tls``: none or starttls)."""
     server, ca_file = postfix
-    before = server.log()
     smtp = SMTPTransport(
         "127.0.0.1",
         server.port,
@@ -450,6 +449,14 @@ async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
         local_hostname="client.test",
         command_timeout=10,
     )
+    return server, server.log(), smtp
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls"])
+async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
+    postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
+) -> None:
+    server, before, smtp = postfix_client(postfix, tls)
     outcomes: list[SendResult] = []
     async with AsyncMailer(smtp) as mailer:
         for n in range(3):
@@ -483,16 +490,7 @@ async def test_postfix_smtpd_takes_a_large_bdat_chunk_written_in_pieces(
 ) -> None:
     # Over 256 KiB: the group's write carries the start of the chunk, the rest follows
     # as the socket takes it; smtpd must count exactly n octets for BDAT n LAST.
-    server, ca_file = postfix
-    before = server.log()
-    smtp = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        tls=tls,
-        ca_file=ca_file if tls == "starttls" else None,
-        local_hostname="client.test",
-        command_timeout=10,
-    )
+    server, before, smtp = postfix_client(postfix, tls)
     big = replace(
         message(7),
         text=".a leading dot, never doubled with BDAT\n",
