@@ -12,6 +12,7 @@ import dataclasses
 import email
 import email.message
 import email.policy
+import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -1385,3 +1386,18 @@ def test_any_filename_round_trips(value: str) -> None:
         raw = part.get_param(param, header=header)
         assert raw is not None
         assert collapse_rfc2231_value(raw) == value
+
+
+def test_from_path_reads_a_pipe_at_once(tmp_path: Path) -> None:
+    # A pipe (or /dev/stdin) can be read only once: its bytes are kept, not its path.
+    read, write = os.pipe()
+    os.write(write, b"piped bytes")
+    os.close(write)
+    try:
+        attachment = Attachment.from_path(f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert attachment.content == b"piped bytes"
+    for _ in range(2):
+        (part,) = parse(render(message(attachments=[attachment]))).iter_attachments()
+        assert part.get_content() == b"piped bytes"

@@ -21,6 +21,7 @@ import mimetypes
 import os
 import re
 import secrets
+import stat
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class Attachment:
     refer to it from the HTML as ``<img src="cid:{attachment.content_id}">``.
     ``content_id`` is stored without angle brackets.
 
-    An attachment made by :meth:`from_path` keeps only the file's path: the file is
+    An attachment made by :meth:`from_path` of a regular file keeps only its path: it is
     read when a message is rendered (block by block, never whole) and whenever
     ``content`` is asked for. Equality, hashing, ``copy`` and ``pickle`` see its bytes;
     a copy or an unpickled one holds those bytes, as an ``Attachment(content=...)``.
@@ -170,20 +171,25 @@ class Attachment:
         inline: bool = False,
         content_id: str | None = None,
     ) -> Attachment:
-        """Attach the file at ``path`` under its file name; it is read when the message is
-        rendered. Raises ``OSError`` now if it cannot be opened for reading."""
+        """Attach the file at ``path`` under its file name; a regular file is read when the
+        message is rendered, anything else (a pipe, ``/dev/stdin``) now. Raises
+        ``OSError`` now if it cannot be opened for reading."""
         file = Path(path)
         # Opened now, as reading it whole used to be: a missing or unreadable file is
         # the caller's OSError here, not a failed send later.
-        with file.open("rb"):
-            pass
+        with file.open("rb") as opened:
+            # Anything but a regular file can be read only once: keep its bytes now.
+            regular = stat.S_ISREG(os.fstat(opened.fileno()).st_mode)
+            content = None if regular else opened.read()
         attachment = cls(
             filename=file.name,
-            content=b"",
+            content=content or b"",
             content_type=content_type,
             inline=inline,
             content_id=content_id,
         )
+        if content is not None:
+            return attachment
         # Absolute: a later chdir() must not change which file is sent.
         object.__setattr__(attachment, "_path", file.absolute())
         object.__delattr__(attachment, "content")
