@@ -55,8 +55,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from .._checks import check_seconds
-from ..errors import ConfigurationError
+from .._checks import check_count, check_seconds
 from ..mailer import AsyncMailer, Mailer
 from ..replies import Outcome
 from ..result import RecipientStatus
@@ -300,11 +299,7 @@ class OutboxWorker:
                 elif capacity == 0:
                     # Every shared connection slot is held elsewhere: look again after a poll.
                     waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waits:
-                        waiter.cancel()
+                await _first_of(waits)
             await self._finish(in_flight)
             await self._shared.release_slots()
         finally:
@@ -339,8 +334,7 @@ class OutboxWorker:
 
     async def _back_off(self, failures: int, exc: BaseException) -> None:
         assert self._stopping is not None
-        delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
-        delay *= 1.0 + 0.25 * self._rng.random()
+        delay = self._reconnect_delay(failures) * (1.0 + 0.25 * self._rng.random())
         logger.warning(
             "outbox unreachable (%s); retrying in %.3g s",
             exc,
@@ -349,17 +343,19 @@ class OutboxWorker:
         )
         await self._sleep_unless_stopped(delay)
 
+    def _reconnect_delay(self, failures: int) -> float:
+        """After ``failures`` failed calls in a row: ``reconnect_min``, doubled each time,
+        at most ``reconnect_max``."""
+        return min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         assert self._stopping is not None
-        waits = [
-            asyncio.ensure_future(self._stopping.wait()),
-            asyncio.ensure_future(self._sleep(seconds)),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
+        await _first_of(
+            [
+                asyncio.ensure_future(self._stopping.wait()),
+                asyncio.ensure_future(self._sleep(seconds)),
+            ]
+        )
 
     # -- one claim ----------------------------------------------------------------------
 
@@ -422,7 +418,7 @@ class OutboxWorker:
                         extra={"event": "outbox_settle_abandoned", "entry_id": claim.entry_id},
                     )
                     return
-                delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+                delay = self._reconnect_delay(failures)
                 logger.warning(
                     "outbox entry %d: settle failed (%s); retrying in %.3g s",
                     claim.entry_id,
@@ -508,6 +504,15 @@ class OutboxWorker:
         return restore
 
 
+async def _first_of(waits: list[asyncio.Future[Any]]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the rest."""
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+
+
 def _store_of(outbox: Any) -> Any:
     for name in ("store", "_store"):
         store = getattr(outbox, name, None)
@@ -519,6 +524,7 @@ def _store_of(outbox: Any) -> Any:
 
 
 def _whole(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
-    return value
+    # The one rule for counts (``_checks``), typed as the count it then is.
+    checked = check_count(name, value)
+    assert checked is not None
+    return checked
