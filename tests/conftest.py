@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
-from reliable_smtp.transports.smtp import SMTPTransport
 
 #: A distinctive password: tests assert it never shows up in errors or reprs.
 PASSWORD = "pw-Zebra-7431-secret"

@@ -32,7 +32,7 @@ from reliable_smtp._checks import (
     rate_problem,
     seconds_problem,
 )
-from reliable_smtp.envelope import Envelope, dedupe_addresses, line_break_problem
+from reliable_smtp._envelope import Envelope, dedupe_addresses, line_break_problem
 
 NOT_SECONDS = [0, -1, math.inf, -math.inf, math.nan, True, "5", None]
 

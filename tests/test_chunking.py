@@ -25,17 +25,17 @@ import pytest
 import trustme
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import AmbiguousDeliveryError, PermanentError, TransientError
-from reliable_smtp.mailer import AsyncMailer
-from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.result import SendResult
-from reliable_smtp.retry import RetryPolicy
-from reliable_smtp.settings import MailerSettings
-from reliable_smtp.transports._commit import guard_final_dot
-from reliable_smtp.transports._wire import canonical
-from reliable_smtp.transports.smtp import SMTPTransport
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import AmbiguousDeliveryError, PermanentError, TransientError
+from reliable_smtp._mailer import AsyncMailer
+from reliable_smtp._message import Message
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._result import SendResult
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._settings import MailerSettings
+from reliable_smtp._transports._commit import guard_final_dot
+from reliable_smtp._transports._wire import canonical
+from reliable_smtp._transports.smtp import SMTPTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import postfix_smtpd

@@ -28,7 +28,7 @@ import pytest
 
 from conftest import PASSWORD, USERNAME, free_port
 from reliable_smtp import Mailer, Message, RetryPolicy, SMTPTransport, TransientError
-from reliable_smtp.cli import main
+from reliable_smtp._cli import main
 from reliable_smtp.testing import LocalSMTPServer
 
 WRONG_PASSWORD = "pw-Wrong-Okapi-9902-secret"
@@ -718,7 +718,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_progress_rewrites_one_line_on_a_terminal() -> None:
-    from reliable_smtp.cli import _Progress
+    from reliable_smtp._cli.send import Progress as _Progress
 
     ticks = iter([0.0, 1.0, 2.0, 4.0])
     terminal = FakeTerminal()
@@ -736,7 +736,7 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
 
 
 def test_progress_writes_periodic_lines_elsewhere() -> None:
-    from reliable_smtp.cli import _Progress
+    from reliable_smtp._cli.send import Progress as _Progress
 
     ticks = iter([0.0, 1.0, 6.0, 7.0, 8.0])
     log = io.StringIO()

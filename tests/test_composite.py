@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import PASSWORD, free_port, relay_transport, tls_transport
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
@@ -29,20 +29,20 @@ from reliable_smtp.errors import (
     TransportClosedError,
     error_for,
 )
-from reliable_smtp.mailer import AsyncMailer
-from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase, Reply, classify, classify_connection_loss
-from reliable_smtp.result import DeliveryReport, RecipientStatus
-from reliable_smtp.retry import RetryPolicy
-from reliable_smtp.testing import FakeClock, LocalSMTPServer, MockTransport, check_transport
-from reliable_smtp.transports.base import Transport
-from reliable_smtp.transports.composite import (
+from reliable_smtp._mailer import AsyncMailer
+from reliable_smtp._message import Message
+from reliable_smtp._replies import Outcome, Phase, Reply, classify, classify_connection_loss
+from reliable_smtp._result import DeliveryReport, RecipientStatus
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._transports.base import Transport
+from reliable_smtp._transports.composite import (
     FailoverTransport,
     RoundRobinTransport,
     is_server_failure,
 )
-from reliable_smtp.transports.memory import MemoryTransport
-from reliable_smtp.transports.smtp import SMTPTransport
+from reliable_smtp._transports.memory import MemoryTransport
+from reliable_smtp._transports.smtp import SMTPTransport
+from reliable_smtp.testing import FakeClock, LocalSMTPServer, MockTransport, check_transport
 
 CONTENT = b"Subject: failover\r\nMessage-ID: <1@example.com>\r\n\r\nbody\r\n"
 ANN, BOB, CAT = "ann@example.org", "bob@example.org", "cat@example.org"

@@ -20,7 +20,7 @@ def run(code: str) -> subprocess.CompletedProcess[str]:
 def test_the_core_and_its_testing_helpers_import_no_framework() -> None:
     done = run(
         "import sys, reliable_smtp, reliable_smtp.testing, reliable_smtp.contrib\n"
-        "import reliable_smtp.testing.pytest_plugin, reliable_smtp.cli\n"
+        "import reliable_smtp.testing.pytest_plugin, reliable_smtp._cli\n"
         f"print(sorted(set({FRAMEWORKS!r}) & {{m.split('.')[0] for m in sys.modules}}))"
     )
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import relay_transport
-from reliable_smtp.errors import (
+from reliable_smtp._errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConnectionFailedError,
@@ -19,11 +19,11 @@ from reliable_smtp.errors import (
     ThrottledError,
     TransientError,
 )
-from reliable_smtp.mailer import AsyncMailer
-from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.result import SendResult
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._mailer import AsyncMailer
+from reliable_smtp._message import Message
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._result import SendResult
+from reliable_smtp._retry import RetryPolicy
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
 RECIPIENTS = ["ann@example.org", "bob@example.org", "cy@example.org"]
@@ -162,7 +162,7 @@ async def test_connection_refused_on_first_contact_raises_connection_error_at_on
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    from reliable_smtp.transports.smtp import SMTPTransport
+    from reliable_smtp._transports.smtp import SMTPTransport
 
     m = AsyncMailer(
         SMTPTransport("127.0.0.1", port, tls="none"),

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PASSWORD, USERNAME, free_port
 from reliable_smtp import ConfigurationError, MailerSettings, Outcome
-from reliable_smtp.diagnostics import CheckReport, check_connection
+from reliable_smtp._diagnostics import CheckReport, check_connection
 from reliable_smtp.testing import LocalSMTPServer
 
 
@@ -461,7 +461,8 @@ async def test_a_password_echoed_by_the_server_is_redacted(tls_server: LocalSMTP
     ],
 )
 def test_certificate_causes_are_told_apart(error: str, cause: str, hint: str) -> None:
-    from reliable_smtp.diagnostics import CheckTarget, _diagnose
+    from reliable_smtp._diagnostics import CheckTarget
+    from reliable_smtp._diagnostics.record import diagnose as _diagnose
 
     target = CheckTarget.from_settings(settings_for(port=587))
     named, fix = _diagnose("tls-certificate", error, target)

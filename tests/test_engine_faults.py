@@ -19,8 +19,8 @@ from dataclasses import replace
 import pytest
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal, wait_until
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     DeliveryError,
@@ -30,14 +30,15 @@ from reliable_smtp.errors import (
     ThrottledError,
     TransientError,
 )
-from reliable_smtp.mailer import FAILURE_PRECEDENCE, AsyncMailer
-from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome, Phase, Reply, Verdict
-from reliable_smtp.result import DeliveryReport, RecipientStatus, SendResult
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._mailer import AsyncMailer
+from reliable_smtp._mailer.failure import FAILURE_PRECEDENCE
+from reliable_smtp._message import Message
+from reliable_smtp._replies import Outcome, Phase, Reply, Verdict
+from reliable_smtp._result import DeliveryReport, RecipientStatus, SendResult
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._transports.base import Transport
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock
-from reliable_smtp.transports.base import Transport
-from reliable_smtp.transports.smtp import SMTPTransport
 
 CONTENT = b"Message-ID: <t1@example.com>\r\nSubject: x\r\n\r\nbody\r\n"
 ENVELOPE = Envelope.build("a@example.com", ["b@example.org"])

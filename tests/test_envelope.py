@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from conftest import relay_transport
 from reliable_smtp import Mailer, Message
-from reliable_smtp.envelope import Envelope, dedupe_addresses
-from reliable_smtp.errors import InvalidAddressError, InvalidMessageError
+from reliable_smtp._envelope import Envelope, dedupe_addresses
+from reliable_smtp._errors import InvalidAddressError, InvalidMessageError
 from reliable_smtp.testing import LocalSMTPServer
 
 

@@ -15,7 +15,7 @@ import pytest
 import reliable_smtp
 import reliable_smtp.testing
 from reliable_smtp._outbox import OutboxRecipient, OutboxStats
-from reliable_smtp.validation import AddressProblem, RecipientCheck
+from reliable_smtp._validation import AddressProblem, RecipientCheck
 
 #: ``reliable_smtp.__all__``. Update deliberately, in the same change as the API.
 PUBLIC_API = [
@@ -27,6 +27,7 @@ PUBLIC_API = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthOrConfigError",
+    "CheckReport",
     "Completed",
     "ConfigurationError",
     "ConnectionFailedError",
@@ -84,6 +85,7 @@ PUBLIC_API = [
     "TransportClosedError",
     "Verdict",
     "__version__",
+    "check_connection",
     "classify",
     "explain",
     "extract_trace_context",
@@ -229,16 +231,6 @@ def test_public_names_do_not_warn_and_unknown_names_still_fail() -> None:
         reliable_smtp.NoSuchName  # noqa: B018
 
 
-@pytest.mark.parametrize("name", ["MockHandler", "MockResponse", "MockTransport"])
-def test_the_old_mock_module_warns_and_resolves_to_testing(name: str) -> None:
-    import reliable_smtp.testing.mock
-    import reliable_smtp.transports.mock
-
-    with pytest.warns(DeprecationWarning, match=f"reliable_smtp.testing.{name}"):
-        value = getattr(reliable_smtp.transports.mock, name)
-    assert value is getattr(reliable_smtp.testing.mock, name)
-
-
 def test_cut_names_live_in_their_own_modules() -> None:
     # Values users only read (entry.recipients, outbox.stats(), error.problems, what
     # RecipientPolicy.check() decided), never released from the top level nor documented
@@ -249,6 +241,6 @@ def test_cut_names_live_in_their_own_modules() -> None:
 
 
 def test_is_server_failure_is_the_composite_rule() -> None:
-    from reliable_smtp.transports.composite import is_server_failure
+    from reliable_smtp._transports.composite import is_server_failure
 
     assert reliable_smtp.is_server_failure is is_server_failure

@@ -33,13 +33,13 @@ from collections.abc import Iterable
 import pytest
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal, wait_until
-from reliable_smtp.errors import AmbiguousDeliveryError, DeliveryError, ReliableSMTPError
-from reliable_smtp.mailer import AsyncMailer, SendResultOrError
-from reliable_smtp.message import Message
-from reliable_smtp.replies import Outcome
-from reliable_smtp.result import SendResult
-from reliable_smtp.retry import RetryPolicy
-from reliable_smtp.transports.smtp import SMTPTransport
+from reliable_smtp._errors import AmbiguousDeliveryError, DeliveryError, ReliableSMTPError
+from reliable_smtp._mailer import AsyncMailer, SendResultOrError
+from reliable_smtp._message import Message
+from reliable_smtp._replies import Outcome
+from reliable_smtp._result import SendResult
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._transports.smtp import SMTPTransport
 
 OK = b"250 Ok\r\n"
 

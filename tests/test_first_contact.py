@@ -27,7 +27,7 @@ from reliable_smtp import (
     SMTPTimeoutError,
     SMTPTransport,
 )
-from reliable_smtp.diagnostics import CheckTarget, check_connection
+from reliable_smtp._diagnostics import CheckTarget, check_connection
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
 MESSAGE = Message(sender="app@example.com", to=["bob@example.org"], subject="s", text="t")

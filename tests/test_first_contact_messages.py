@@ -29,7 +29,7 @@ from reliable_smtp import (
     RetryPolicy,
     SMTPTransport,
 )
-from reliable_smtp.diagnostics import check_connection
+from reliable_smtp._diagnostics import check_connection
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
 MESSAGE = Message(sender="app@example.com", to=["bob@example.org"], subject="s", text="t")

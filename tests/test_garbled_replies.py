@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import DeliveryError, ProtocolError, SMTPTimeoutError
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.transports.smtp import SMTPTransport
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import DeliveryError, ProtocolError, SMTPTimeoutError
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._transports.smtp import SMTPTransport
 
 ENVELOPE = Envelope.build("a@example.com", ["b@example.org"])
 CONTENT = b"Subject: x\r\n\r\nbody\r\n"

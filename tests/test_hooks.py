@@ -30,8 +30,8 @@ from reliable_smtp import (
     SessionEvent,
 )
 from reliable_smtp._hooks import HookSet, note_session_event
+from reliable_smtp._transports.base import Transport
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
-from reliable_smtp.transports.base import Transport
 
 
 def message(*to: str, subject: str = "Hi") -> Message:

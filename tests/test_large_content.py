@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 
 from conftest import relay_transport, tls_transport
 from reliable_smtp import Attachment, Message, render
+from reliable_smtp._envelope import Envelope
 from reliable_smtp._message.mime import _BLOCK, _base64_size, base64_lines
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.replies import Outcome, Phase
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._transports._wire import BODY_PIECE, FINAL_DOT, dot_stuff, dot_stuffed
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports._wire import BODY_PIECE, FINAL_DOT, dot_stuff, dot_stuffed
-from reliable_smtp.transports.smtp import SMTPTransport
 
 ENVELOPE = Envelope.build("app@example.com", ["ann@example.org"])
 

@@ -11,15 +11,15 @@ from email.message import EmailMessage
 import pytest
 
 from conftest import relay_transport, serial_only, tls_transport
-from reliable_smtp.errors import (
+from reliable_smtp._errors import (
     InvalidMessageError,
     PermanentError,
     TransportClosedError,
 )
-from reliable_smtp.mailer import AsyncMailer, Mailer
-from reliable_smtp.message import Message
-from reliable_smtp.result import SendResult
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._mailer import AsyncMailer, Mailer
+from reliable_smtp._message import Message
+from reliable_smtp._result import SendResult
+from reliable_smtp._retry import RetryPolicy
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
 
 

@@ -19,8 +19,8 @@ from reliable_smtp import (
     ReliableSMTPError,
     SendResult,
 )
+from reliable_smtp._validation import RecipientPolicy, RecipientsRejectedError
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.validation import RecipientPolicy, RecipientsRejectedError
 
 
 @pytest.fixture(scope="module")

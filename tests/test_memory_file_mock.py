@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AuthOrConfigError,
     DeliveryError,
     PermanentError,
@@ -23,14 +23,14 @@ from reliable_smtp.errors import (
     TransientError,
     TransportClosedError,
 )
-from reliable_smtp.replies import Outcome, Phase, Reply, classify
-from reliable_smtp.result import DeliveryReport, RecipientStatus
+from reliable_smtp._replies import Outcome, Phase, Reply, classify
+from reliable_smtp._result import DeliveryReport, RecipientStatus
+from reliable_smtp._transports.base import Transport
+from reliable_smtp._transports.file import FileTransport
+from reliable_smtp._transports.memory import MemoryTransport
+from reliable_smtp._transports.sendmail import SendmailTransport
 from reliable_smtp.testing import MockTransport, SentMessage
-from reliable_smtp.testing.mock import MockResponse
-from reliable_smtp.transports.base import Transport
-from reliable_smtp.transports.file import FileTransport
-from reliable_smtp.transports.memory import MemoryTransport
-from reliable_smtp.transports.sendmail import SendmailTransport
+from reliable_smtp.testing._mock import MockResponse
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 # c@example.net is a Bcc recipient: in the envelope, never in the content.

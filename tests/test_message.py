@@ -26,13 +26,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reliable_smtp.errors import (
+from reliable_smtp._errors import (
     ConfigurationError,
     InvalidAddressError,
     InvalidMessageError,
     ReliableSMTPError,
 )
-from reliable_smtp.message import Attachment, Message, RenderedMessage, render
+from reliable_smtp._message import Attachment, Message, RenderedMessage, render
 
 SENDER = "App <no-reply@example.com>"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

@@ -37,8 +37,8 @@ from reliable_smtp import (
     Message,
     ReliableSMTPError,
 )
-from reliable_smtp.envelope import line_break_problem
-from reliable_smtp.message import render
+from reliable_smtp._envelope import line_break_problem
+from reliable_smtp._message import render
 from reliable_smtp.testing import LocalSMTPServer
 
 # Pieces that matter to header and command syntax, mixed into arbitrary text.

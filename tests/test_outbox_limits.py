@@ -31,9 +31,9 @@ from reliable_smtp._outbox.limits import lowered_shared_rate, reserve_slot, shar
 from reliable_smtp._outbox.schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, VERSION_TABLE, ddl
 from reliable_smtp._outbox.store import Store, open_store
 from reliable_smtp._outbox.worker import OutboxWorker
-from reliable_smtp.ratelimit import FLOOR_RATE
+from reliable_smtp._ratelimit import FLOOR_RATE
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock
-from reliable_smtp.transports.smtp import SMTPTransport
 from test_outbox_crash import LEASE, _drain, _fill, _reconcile, _stop
 from test_outbox_support import outbox_url, postgres_database  # noqa: F401 - fixtures
 

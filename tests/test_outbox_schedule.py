@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from reliable_smtp import ConfigurationError
 from reliable_smtp._outbox.model import EntryState, OutboxRecipient, RecipientState, entry_state
 from reliable_smtp._outbox.schedule import OutboxSchedule, plan_recovery, plan_settlement
-from reliable_smtp.replies import Outcome, Phase, Reply
-from reliable_smtp.result import RecipientStatus
+from reliable_smtp._replies import Outcome, Phase, Reply
+from reliable_smtp._result import RecipientStatus
 
 SCHEDULE = OutboxSchedule()
 NOW = 1_000_000.0

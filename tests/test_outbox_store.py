@@ -25,8 +25,8 @@ from reliable_smtp._outbox.model import EntryState, NewEntry, RecipientState
 from reliable_smtp._outbox.schedule import OutboxSchedule
 from reliable_smtp._outbox.schema import SCHEMA_VERSION
 from reliable_smtp._outbox.store import Store, open_store
-from reliable_smtp.replies import Outcome, Phase, Reply
-from reliable_smtp.result import RecipientStatus
+from reliable_smtp._replies import Outcome, Phase, Reply
+from reliable_smtp._result import RecipientStatus
 from test_outbox_support import outbox_url, postgres_database  # noqa: F401 - fixtures
 
 T0 = 1_700_000_000.0

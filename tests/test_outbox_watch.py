@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from reliable_smtp import EntryState, Message, Outbox
-from reliable_smtp.cli import _Console, main
-from reliable_smtp.cli_outbox import watch_stats
-from reliable_smtp.replies import Outcome, Phase, Reply
-from reliable_smtp.result import RecipientStatus
+from reliable_smtp._cli import main
+from reliable_smtp._cli.console import Console as _Console
+from reliable_smtp._cli.outbox import watch_stats
+from reliable_smtp._replies import Outcome, Phase, Reply
+from reliable_smtp._result import RecipientStatus
 
 #: Header, one line per state, the oldest due entry, the rate.
 FRAME_LINES = 1 + len(EntryState) + 2

@@ -20,16 +20,16 @@ import pytest
 from conftest import relay_transport
 from outbox_sink import CountingSink
 from reliable_smtp import AsyncMailer, ConfigurationError, Envelope, Message, Outbox
+from reliable_smtp._message import render
 from reliable_smtp._outbox.model import EntryState, NewEntry, OutboxEntry, RecipientState
 from reliable_smtp._outbox.schedule import OutboxSchedule
 from reliable_smtp._outbox.store import Store, open_store
 from reliable_smtp._outbox.worker import OutboxWorker
-from reliable_smtp.message import render
-from reliable_smtp.replies import Outcome
-from reliable_smtp.result import DeliveryReport
+from reliable_smtp._replies import Outcome
+from reliable_smtp._result import DeliveryReport
+from reliable_smtp._transports.base import Transport
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock, LocalSMTPServer, MockTransport
-from reliable_smtp.transports.base import Transport
-from reliable_smtp.transports.smtp import SMTPTransport
 from test_outbox_support import (  # noqa: F401 - fixtures
     ADMIN_URL,
     outbox_url,

@@ -17,7 +17,7 @@ import pytest
 
 from outbox_sink import CountingSink, worker_command, worker_environment
 from reliable_smtp import EntryState, Message, Outbox, RecipientState
-from reliable_smtp.cli import main
+from reliable_smtp._cli import main
 from reliable_smtp.testing import LocalSMTPServer
 
 

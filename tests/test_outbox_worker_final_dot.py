@@ -14,20 +14,20 @@ import pytest
 
 from conftest import relay_transport
 from reliable_smtp import AsyncMailer, Message, RetryPolicy
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import DeliveryError, TransientError
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.testing import LocalSMTPServer, MockTransport
-from reliable_smtp.testing.outbox import Outbox as CapturingOutbox
-from reliable_smtp.transports._commit import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import DeliveryError, TransientError
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._transports._commit import (
     FinalDotForbiddenError,
     before_final_dot,
     guard_final_dot,
 )
-from reliable_smtp.transports.composite import FailoverTransport, RoundRobinTransport
-from reliable_smtp.transports.file import FileTransport
-from reliable_smtp.transports.memory import MemoryTransport
-from reliable_smtp.transports.sendmail import SendmailTransport
+from reliable_smtp._transports.composite import FailoverTransport, RoundRobinTransport
+from reliable_smtp._transports.file import FileTransport
+from reliable_smtp._transports.memory import MemoryTransport
+from reliable_smtp._transports.sendmail import SendmailTransport
+from reliable_smtp.testing import LocalSMTPServer, MockTransport
+from reliable_smtp.testing._outbox import Outbox as CapturingOutbox
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 ENVELOPE = Envelope("a@example.com", ("b@example.org", "c@example.org"))

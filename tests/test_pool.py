@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from reliable_smtp._transports.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
 from reliable_smtp.testing import FakeClock
-from reliable_smtp.transports.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
 
 
 @dataclass

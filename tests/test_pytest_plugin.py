@@ -56,7 +56,7 @@ def test_outbox_fixtures(inner: pytest.Pytester) -> None:
             """
             import pytest
             from reliable_smtp import AsyncMailer, Mailer, Message, RetryPolicy
-            from reliable_smtp.errors import TransportClosedError
+            from reliable_smtp._errors import TransportClosedError
             from reliable_smtp.testing import Outbox
 
             MAILERS = []

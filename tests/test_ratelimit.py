@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reliable_smtp.errors import ConfigurationError
-from reliable_smtp.ratelimit import (
+from reliable_smtp._errors import ConfigurationError
+from reliable_smtp._ratelimit import (
     FLOOR_RATE,
     WINDOW,
     AdaptiveRate,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reliable_smtp.replies import (
+from reliable_smtp._replies import (
     RULES,
     Outcome,
     Phase,

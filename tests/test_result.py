@@ -1,4 +1,4 @@
-"""What happened to a message (reliable_smtp.result): statuses carry the verdict."""
+"""What happened to a message (reliable_smtp._result): statuses carry the verdict."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pickle
 import pytest
 
 import reliable_smtp
-from reliable_smtp import SendResultOrError, diagnostics
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import ConnectionFailedError, PermanentError, ThrottledError
-from reliable_smtp.replies import Outcome, Phase, Reply, Verdict, classify
-from reliable_smtp.result import DeliveryReport, RecipientStatus, SendResult, missing_status
+from reliable_smtp import SendResultOrError
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import ConnectionFailedError, PermanentError, ThrottledError
+from reliable_smtp._replies import Outcome, Phase, Reply, Verdict, classify
+from reliable_smtp._result import DeliveryReport, RecipientStatus, SendResult, missing_status
 
 ENVELOPE = Envelope(sender="a@example.com", recipients=("b@example.org", "c@example.org"))
 
@@ -200,5 +200,3 @@ def test_recipient_rows_are_one_json_row_per_recipient_in_the_results_order() ->
     ]
     assert refused.explanation
     assert json.loads(json.dumps(rows)) == rows
-    # reliable_smtp.diagnostics.recipient_rows, the old place, gives the same rows.
-    assert diagnostics.recipient_rows(result) == rows

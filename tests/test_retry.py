@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from reliable_smtp.errors import ConfigurationError
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.result import RecipientStatus
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._errors import ConfigurationError
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._result import RecipientStatus
+from reliable_smtp._retry import RetryPolicy
 
 
 def status(outcome: Outcome, **fields: object) -> RecipientStatus:

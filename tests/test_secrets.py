@@ -37,8 +37,8 @@ from reliable_smtp import (
     RetryPolicy,
     SMTPTransport,
 )
-from reliable_smtp.diagnostics import check_connection
-from reliable_smtp.redaction import SecretForms
+from reliable_smtp._diagnostics import check_connection
+from reliable_smtp._redaction import SecretForms
 from reliable_smtp.testing import LocalSMTPServer
 
 TOKEN = "ya29.Zebra-token-5521-secret"

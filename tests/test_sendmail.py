@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import recorded_io
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
@@ -29,8 +29,8 @@ from reliable_smtp.errors import (
     SMTPTimeoutError,
     TransientError,
 )
-from reliable_smtp.replies import Outcome, Phase, Reply, classify
-from reliable_smtp.transports.sendmail import SendmailTransport, classify_exit, reply_from_output
+from reliable_smtp._replies import Outcome, Phase, Reply, classify
+from reliable_smtp._transports.sendmail import SendmailTransport, classify_exit, reply_from_output
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n.\r\nmore\r\n"
 ENVELOPE = Envelope("a@example.com", ("b@example.org", "c@example.net"))

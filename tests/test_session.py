@@ -24,12 +24,11 @@ from reliable_smtp import (
     MailerSettings,
     SMTPTransport,
 )
-from reliable_smtp.diagnostics import check_connection
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.replies import Phase
-from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports._login import PasswordLogin
-from reliable_smtp.transports._session import (
+from reliable_smtp._diagnostics import check_connection
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._replies import Phase
+from reliable_smtp._transports._login import PasswordLogin
+from reliable_smtp._transports._session import (
     EhloName,
     SessionSetup,
     Step,
@@ -42,6 +41,7 @@ from reliable_smtp.transports._session import (
     session_client,
     session_url,
 )
+from reliable_smtp.testing import LocalSMTPServer
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from reliable_smtp import (
     SMTPTransport,
     TLSMode,
 )
-from reliable_smtp.dsn import parse_url
+from reliable_smtp._dsn import parse_url
 from reliable_smtp.testing import LocalSMTPServer
 
 SECRET = "Sekr3t-Otter-42"

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from conftest import relay_transport
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     ConfigurationError,
     DeliveryError,
     PoolExhaustedError,
@@ -17,14 +17,14 @@ from reliable_smtp.errors import (
     ThrottledError,
     TransientError,
 )
-from reliable_smtp.mailer import AsyncMailer
-from reliable_smtp.message import Message
-from reliable_smtp.ratelimit import RateLimit
-from reliable_smtp.result import SendResult
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._mailer import AsyncMailer
+from reliable_smtp._message import Message
+from reliable_smtp._ratelimit import RateLimit
+from reliable_smtp._result import SendResult
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._transports.composite import is_server_failure
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
-from reliable_smtp.transports.composite import is_server_failure
-from reliable_smtp.transports.smtp import SMTPTransport
 
 CONTENT = b"Subject: pool\r\n\r\nbody\r\n"
 

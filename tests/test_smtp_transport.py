@@ -9,8 +9,8 @@ import pytest
 
 from conftest import PASSWORD, USERNAME, free_port, relay_transport, serial_only, tls_transport
 from rawsmtp import Answer, RawSMTPServer, Session, normal
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AuthOrConfigError,
     ConfigurationError,
     ConnectionFailedError,
@@ -20,9 +20,9 @@ from reliable_smtp.errors import (
     TransientError,
     TransportClosedError,
 )
-from reliable_smtp.replies import Outcome, Phase
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._transports.smtp import SMTPTransport, TLSMode
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports.smtp import SMTPTransport, TLSMode
 
 CONTENT = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 ENVELOPE = Envelope.build("a@example.com", ["b@example.org"])

@@ -25,14 +25,14 @@ import pytest
 from conftest import relay_transport
 from rawsmtp import wait_until
 from reliable_smtp import Completed, SendFinished
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import AmbiguousDeliveryError, InvalidMessageError, PermanentError
-from reliable_smtp.mailer import AsyncMailer, Mailer
-from reliable_smtp.message import Message
-from reliable_smtp.result import DeliveryReport, SendResult
-from reliable_smtp.retry import RetryPolicy
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import AmbiguousDeliveryError, InvalidMessageError, PermanentError
+from reliable_smtp._mailer import AsyncMailer, Mailer
+from reliable_smtp._message import Message
+from reliable_smtp._result import DeliveryReport, SendResult
+from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports.smtp import SMTPTransport
 from test_cli import cli_env, relay, run_cli
 
 SLOW = "slow@example.org"

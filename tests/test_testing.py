@@ -105,7 +105,7 @@ def test_importing_testing_does_not_need_the_testing_extra() -> None:
         sys.modules["trustme"] = None
         import reliable_smtp.testing as testing
         import reliable_smtp.testing.pytest_plugin
-        assert "reliable_smtp.testing.server" not in sys.modules
+        assert "reliable_smtp.testing._server" not in sys.modules
         testing.Outbox(); testing.ScriptedTransport([testing.accept()]); testing.FakeClock()
         try:
             testing.LocalSMTPServer

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     AmbiguousDeliveryError,
     ConnectionFailedError,
     DeliveryError,
@@ -22,9 +22,9 @@ from reliable_smtp.errors import (
     SMTPTimeoutError,
     TransientError,
 )
-from reliable_smtp.replies import Outcome, Phase, Reply, classify
-from reliable_smtp.result import DeliveryReport
-from reliable_smtp.transports._transaction import (
+from reliable_smtp._replies import Outcome, Phase, Reply, classify
+from reliable_smtp._result import DeliveryReport
+from reliable_smtp._transports._transaction import (
     GarbledReplyError,
     LinkLostError,
     Next,

@@ -17,24 +17,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import (
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import (
     ConfigurationError,
     InvalidAddressError,
     InvalidMessageError,
     ReliableSMTPError,
 )
-from reliable_smtp.replies import Outcome, Phase
-from reliable_smtp.validation import (
-    SYNTAX_CACHE_SIZE,
+from reliable_smtp._replies import Outcome, Phase
+from reliable_smtp._validation import (
     AddressProblem,
     DNSResolver,
     RecipientCheck,
     RecipientPolicy,
     RecipientsRejectedError,
     Resolver,
-    _parse,
 )
+from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE
+from reliable_smtp._validation.syntax import parse_address as _parse
 
 SENDER = "app@example.com"
 OK = "ok@example.org"

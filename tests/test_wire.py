@@ -8,10 +8,10 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 
 from conftest import relay_transport
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.replies import Outcome
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._replies import Outcome
+from reliable_smtp._transports._wire import dot_stuff
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports._wire import dot_stuff
 
 
 def test_aiosmtplib_still_has_what_wire_uses() -> None:
@@ -50,7 +50,7 @@ async def test_exchange_reads_several_replies_from_one_segment_and_restores_the_
 ) -> None:
     # Pipelining's hard case: replies that arrive together must all be read, in order
     # (aiosmtplib's own reader would keep only the first).
-    from reliable_smtp.transports._wire import Exchange
+    from reliable_smtp._transports._wire import Exchange
 
     transport = relay_transport(server)
     async with transport:

@@ -22,11 +22,11 @@ from reliable_smtp import (
     Message,
     SMTPTransport,
 )
-from reliable_smtp.envelope import Envelope
-from reliable_smtp.errors import DeliveryError
-from reliable_smtp.replies import Phase
+from reliable_smtp._envelope import Envelope
+from reliable_smtp._errors import DeliveryError
+from reliable_smtp._replies import Phase
+from reliable_smtp._transports._login import _error_challenge
 from reliable_smtp.testing import LocalSMTPServer
-from reliable_smtp.transports._login import _error_challenge
 
 ENVELOPE = Envelope.build("app@example.com", ["b@example.org"])
 CONTENT = b"Subject: oauth\r\n\r\nbody\r\n"
@@ -231,7 +231,7 @@ async def test_a_server_echoing_the_token_does_not_put_it_in_the_error(
             await smtp.deliver(ENVELOPE, CONTENT)
         await smtp.aclose()
     text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
-    assert "********" in str(caught.value)  # the one redaction marker (reliable_smtp.redaction)
+    assert "********" in str(caught.value)  # the one redaction marker (reliable_smtp._redaction)
     assert "asks for a token with the scope" not in text  # no challenge, no claim
     for token in tokens:
         assert token not in text
@@ -300,7 +300,7 @@ def test_a_hung_provider_does_not_keep_the_process_alive(tmp_path: Path) -> None
             """
             import asyncio, time
             from reliable_smtp import AuthOrConfigError, SMTPTransport
-            from reliable_smtp.envelope import Envelope
+            from reliable_smtp._envelope import Envelope
             from reliable_smtp.testing import LocalSMTPServer
 
             def provider(force_refresh=False):

@@ -23,30 +23,9 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from ._hooks import (
-    AttemptFinished,
-    AttemptStarted,
-    MailerHooks,
-    SendFinished,
-    SendStarted,
-    SessionEvent,
-)
-from ._outbox import (
-    AsyncOutbox,
-    EntryNotFoundError,
-    EntryState,
-    EntryStateError,
-    Outbox,
-    OutboxEntry,
-    OutboxError,
-    OutboxSchedule,
-    OutboxUnavailableError,
-    RecipientState,
-)
-from ._outbox.limits import OutboxLimits
-from ._outbox.worker import OutboxWorker
-from .envelope import Envelope
-from .errors import (
+from ._diagnostics import CheckReport, check_connection
+from ._envelope import Envelope
+from ._errors import (
     AmbiguousDeliveryError,
     AuthOrConfigError,
     ConfigurationError,
@@ -64,20 +43,42 @@ from .errors import (
     TransientError,
     TransportClosedError,
 )
-from .mailer import AsyncMailer, Completed, Mailer, SendResultOrError
-from .message import Attachment, Message, RenderedMessage, render
-from .ratelimit import RateLimit
-from .replies import Outcome, Phase, Reply, Verdict, classify, explain
-from .result import Attempt, DeliveryReport, RecipientStatus, SendResult
-from .retry import RetryPolicy
-from .settings import MailerSettings
-from .transports.base import Transport
-from .transports.composite import FailoverTransport, RoundRobinTransport, is_server_failure
-from .transports.file import FileTransport
-from .transports.memory import MemoryTransport
-from .transports.sendmail import SendmailTransport
-from .transports.smtp import SMTPTransport, TLSMode
-from .validation import RecipientPolicy, RecipientsRejectedError
+from ._hooks import (
+    AttemptFinished,
+    AttemptStarted,
+    MailerHooks,
+    SendFinished,
+    SendStarted,
+    SessionEvent,
+)
+from ._mailer import AsyncMailer, Completed, Mailer, SendResultOrError
+from ._message import Attachment, Message, RenderedMessage, render
+from ._outbox import (
+    AsyncOutbox,
+    EntryNotFoundError,
+    EntryState,
+    EntryStateError,
+    Outbox,
+    OutboxEntry,
+    OutboxError,
+    OutboxSchedule,
+    OutboxUnavailableError,
+    RecipientState,
+)
+from ._outbox.limits import OutboxLimits
+from ._outbox.worker import OutboxWorker
+from ._ratelimit import RateLimit
+from ._replies import Outcome, Phase, Reply, Verdict, classify, explain
+from ._result import Attempt, DeliveryReport, RecipientStatus, SendResult
+from ._retry import RetryPolicy
+from ._settings import MailerSettings
+from ._transports.base import Transport
+from ._transports.composite import FailoverTransport, RoundRobinTransport, is_server_failure
+from ._transports.file import FileTransport
+from ._transports.memory import MemoryTransport
+from ._transports.sendmail import SendmailTransport
+from ._transports.smtp import SMTPTransport, TLSMode
+from ._validation import RecipientPolicy, RecipientsRejectedError
 
 if TYPE_CHECKING:
     from ._otel import (
@@ -145,6 +146,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthOrConfigError",
+    "CheckReport",
     "Completed",
     "ConfigurationError",
     "ConnectionFailedError",
@@ -202,6 +204,7 @@ __all__ = [
     "TransportClosedError",
     "Verdict",
     "__version__",
+    "check_connection",
     "classify",
     "explain",
     "extract_trace_context",

@@ -8,7 +8,7 @@
 - when two addresses are the same (:func:`address_key`).
 
 The line-break rule for headers and SMTP paths is
-:func:`reliable_smtp.envelope.line_break_problem`.
+:func:`reliable_smtp._envelope.line_break_problem`.
 
 The ``check_*`` functions raise :class:`~reliable_smtp.ConfigurationError` naming the
 setting (``owner`` says whose: ``"RetryPolicy."``); the ``*_problem`` functions return
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = [
     "address_key",

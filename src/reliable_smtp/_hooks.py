@@ -32,12 +32,12 @@ from email.message import EmailMessage
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .envelope import Envelope
-from .result import Attempt, RecipientStatus, SendResult
+from ._envelope import Envelope
+from ._result import Attempt, RecipientStatus, SendResult
 
 if TYPE_CHECKING:
-    from .message import Message
-    from .transports.base import Transport
+    from ._message import Message
+    from ._transports.base import Transport
 
 __all__ = [
     "AttemptFinished",

@@ -54,6 +54,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._errors import DeliveryError, InvalidMessageError, ReliableSMTPError
 from ._hooks import (
     AttemptFinished,
     MailerHooks,
@@ -61,8 +62,7 @@ from ._hooks import (
     SendStarted,
     SessionEvent,
 )
-from .errors import DeliveryError, InvalidMessageError, ReliableSMTPError
-from .replies import Outcome
+from ._replies import Outcome
 
 try:
     from opentelemetry import context as otel_context
@@ -73,7 +73,7 @@ else:
     API_AVAILABLE = True
 
 if TYPE_CHECKING:
-    from .transports.base import Transport
+    from ._transports.base import Transport
 
 __all__ = [
     "TRACE_CONTEXT_KEY",

@@ -1,11 +1,30 @@
-"""The ``reliable-smtp`` command line: the parser assembled from one module per command, and
-:func:`main`.
+"""The ``reliable-smtp`` command: ``check``, ``send``, ``explain`` and ``devserver``.
 
-Each command module (:mod:`.check`, :mod:`.send`, :mod:`.explain`, :mod:`.devserver`, and
-the durable outbox's :mod:`reliable_smtp.cli_outbox`) registers its sub-parser and sets the
-handler that runs it; :func:`main` parses, installs the log handler, runs the handler and
-turns usage and configuration errors into exit status 2. The public entry point is
-:func:`reliable_smtp.cli.main`.
+* ``check`` - connect to the configured server step by step (DNS, TCP, TLS,
+  greeting, EHLO, STARTTLS, AUTH, optionally a test message) and say what failed,
+  why, and what to change (:func:`reliable_smtp.check_connection`);
+* ``send`` - send one message from flags or an ``.eml`` file, or one message per
+  recipient of a CSV/JSONL list, through the configured transport;
+* ``explain`` - what an SMTP reply means and what to do, from the library's table;
+* ``devserver`` - a local capture SMTP server (optional TLS, AUTH and scripted
+  replies) that prints and saves what it receives.
+
+Settings come from where the library reads them (``RELIABLE_SMTP_*`` variables and
+``.env``), overridden by flags. A password is never taken as a flag value: it comes
+from the environment, from ``--password-env VAR`` or from ``--password-prompt``, and
+it is scrubbed from everything this command prints.
+
+Exit status: 0 when everything succeeded, 1 when a check step or a delivery
+failed, 2 for usage and configuration errors (argparse's convention).
+
+The command is a thin shell: argument parsing and presentation, one module per
+command (:mod:`.check`, :mod:`.send`, :mod:`.explain`, :mod:`.devserver`, and the
+durable outbox's :mod:`.outbox`), each registering its sub-parser and the handler that
+runs it; :func:`main` here parses, installs the log handler, runs the handler and turns
+usage and configuration errors into exit status 2. It is the console script's entry
+point and ``python -m reliable_smtp``'s. The work is
+done by the library (:func:`~reliable_smtp.check_connection`, :class:`~reliable_smtp.AsyncMailer`,
+:func:`~reliable_smtp._replies.classify`, :class:`~reliable_smtp.testing.LocalSMTPServer`).
 """
 
 from __future__ import annotations
@@ -17,7 +36,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..errors import ConfigurationError, InvalidMessageError
+from .._errors import ConfigurationError, InvalidMessageError
 from . import check, devserver, explain, send
 from .console import PROG, Console, LogHandler, UsageError, prefer_replacement
 from .options import add_connection_options
@@ -45,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.register(commands, logs=logs)
     devserver.register(commands, logs=logs)
 
-    from ..cli_outbox import register as register_outbox  # the durable outbox's commands
+    from .outbox import register as register_outbox  # the durable outbox's commands
 
     register_outbox(commands, logs=logs, connection_options=add_connection_options)
     return parser

@@ -1,4 +1,4 @@
-"""``reliable-smtp check``: run :func:`~reliable_smtp.diagnostics.check_connection` and print
+"""``reliable-smtp check``: run :func:`~reliable_smtp.check_connection` and print
 its report, a line per step with its time, and the cause and fix of a failure (or JSON).
 """
 
@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 
-from ..diagnostics import CheckReport, CheckStep, check_connection
+from .._diagnostics import CheckReport, CheckStep, check_connection
 from .console import Console
 from .options import add_connection_options, settings_from_args
 

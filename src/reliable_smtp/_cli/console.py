@@ -1,7 +1,7 @@
 """Where the command prints: the secret-scrubbing console, the log handler, usage errors.
 
 Everything any command writes goes through :class:`Console`, which scrubs every form of
-every secret the command has seen (:class:`~reliable_smtp.redaction.SecretForms`) and
+every secret the command has seen (:class:`~reliable_smtp._redaction.SecretForms`) and
 picks Unicode or ASCII markers for the terminal. :class:`UsageError` is the one error
 that means exit status 2.
 """
@@ -14,7 +14,7 @@ import shutil
 import textwrap
 from typing import TextIO
 
-from ..redaction import SecretForms
+from .._redaction import SecretForms
 
 PROG = "reliable-smtp"
 

@@ -1,5 +1,5 @@
 """``reliable-smtp explain``: what an SMTP reply means and what to do, from the library's
-table (:func:`~reliable_smtp.replies.classify`), as text or JSON.
+table (:func:`~reliable_smtp._replies.classify`), as text or JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
+from .._replies import Outcome, Phase, Reply, Verdict, classify, likely_phase
 from .console import Console, UsageError
 
 _REPLY_LINE = re.compile(r"^\s*(\d{3})(?:[ -](.*))?$")

@@ -13,8 +13,8 @@ import getpass
 import os
 from typing import Any
 
-from ..settings import MailerSettings
-from ..transports.smtp import TLSMode
+from .._settings import MailerSettings
+from .._transports.smtp import TLSMode
 from .console import Console, UsageError
 
 

@@ -24,13 +24,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..envelope import Envelope
-from ..errors import DeliveryError, InvalidAddressError, InvalidMessageError, ReliableSMTPError
-from ..mailer import AsyncMailer, SendResultOrError
-from ..message import Attachment, Message, bare_address, render
-from ..replies import Outcome
-from ..result import SendResult
-from ..settings import MailerSettings
+from .._envelope import Envelope
+from .._errors import DeliveryError, InvalidAddressError, InvalidMessageError, ReliableSMTPError
+from .._mailer import AsyncMailer, SendResultOrError
+from .._message import Attachment, Message, bare_address, render
+from .._replies import Outcome
+from .._result import SendResult
+from .._settings import MailerSettings
 from .console import Console, UsageError
 from .options import add_connection_options, settings_from_args
 

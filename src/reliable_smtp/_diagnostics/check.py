@@ -1,5 +1,5 @@
 """The probe behind :func:`check_connection`: DNS, TCP, then the transport's own session
-setup (:func:`~reliable_smtp.transports._session.open_session`) heard step by step, and
+setup (:func:`~reliable_smtp._transports._session.open_session`) heard step by step, and
 optionally a test message through the normal :class:`~reliable_smtp.AsyncMailer`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosmtplib
 
-from ..errors import (
+from .._errors import (
     AuthOrConfigError,
     ConfigurationError,
     DeliveryError,
@@ -23,15 +23,15 @@ from ..errors import (
     SMTPTimeoutError,
     error_for,
 )
-from ..mailer import AsyncMailer
-from ..message import Message
-from ..redaction import SecretForms
-from ..replies import Outcome, Phase, Verdict, classify_connection_loss
-from ..result import SendResult
-from ..retry import RetryPolicy
-from ..settings import MailerSettings
-from ..transports._login import PasswordLogin, password_mechanism
-from ..transports._session import (
+from .._mailer import AsyncMailer
+from .._message import Message
+from .._redaction import SecretForms
+from .._replies import Outcome, Phase, Verdict, classify_connection_loss
+from .._result import SendResult
+from .._retry import RetryPolicy
+from .._settings import MailerSettings
+from .._transports._login import PasswordLogin, password_mechanism
+from .._transports._session import (
     EhloName,
     SessionSetup,
     Step,
@@ -41,7 +41,7 @@ from ..transports._session import (
     open_session,
     session_client,
 )
-from ..transports.smtp import translate_error
+from .._transports.smtp import translate_error
 from .facts import capabilities, first_line, timed_tls_context, tls_facts
 from .record import Probe, StepFailedError
 from .report import SLOW_SECONDS, CheckReport, CheckTarget, redact_step

@@ -13,7 +13,7 @@ from typing import Any
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from ..transports._session import tls_context
+from .._transports._session import tls_context
 from .report import CheckTarget
 
 # Certificates that expire sooner than this get a warning (renewal usually runs 30 days ahead).

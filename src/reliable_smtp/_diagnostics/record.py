@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import DeliveryError, SMTPTimeoutError
-from ..replies import Outcome, Phase, classify, classify_tls_failure
-from ..transports.smtp import find_cause
+from .._errors import DeliveryError, SMTPTimeoutError
+from .._replies import Outcome, Phase, classify, classify_tls_failure
+from .._transports.smtp import find_cause
 from .report import CheckStep, CheckTarget
 
 # rule name -> (cause, hint). The rule names are the library's (replies.RULES,

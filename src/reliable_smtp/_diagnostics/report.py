@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..redaction import SecretForms
-from ..replies import Outcome
-from ..settings import MailerSettings
-from ..transports._session import DEFAULT_PORTS, TLSMode, session_url
+from .._redaction import SecretForms
+from .._replies import Outcome
+from .._settings import MailerSettings
+from .._transports._session import DEFAULT_PORTS, TLSMode, session_url
 
 SLOW_SECONDS = 1.0
 """A step that takes longer than this is flagged as slow (a healthy server answers in less)."""

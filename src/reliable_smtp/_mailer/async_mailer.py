@@ -33,16 +33,16 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from .._envelope import Envelope
+from .._errors import DeliveryError, ReliableSMTPError, TransportClosedError
 from .._hooks import HookSet, MailerHooks, SendWatch, _CallableHook
-from ..envelope import Envelope
-from ..errors import DeliveryError, ReliableSMTPError, TransportClosedError
-from ..message import render
-from ..replies import Outcome
-from ..result import Attempt, RecipientStatus, SendResult, missing_status
-from ..retry import RetryPolicy
-from ..transports.base import Transport
-from ..transports.smtp import TokenProvider
-from ..validation import RecipientPolicy
+from .._message import render
+from .._replies import Outcome
+from .._result import Attempt, RecipientStatus, SendResult, missing_status
+from .._retry import RetryPolicy
+from .._transports.base import Transport
+from .._transports.smtp import TokenProvider
+from .._validation import RecipientPolicy
 from . import bulk
 from .bulk import Completed
 from .failure import _final_error, _unexpected
@@ -418,7 +418,7 @@ def _configured(
     settings: dict[str, Any],
 ) -> tuple[Transport, RetryPolicy]:
     """Transport and retry policy from ``MailerSettings(**settings)`` (the environment)."""
-    from ..settings import MailerSettings  # pydantic-settings only when asked for
+    from .._settings import MailerSettings  # pydantic-settings only when asked for
 
     config = MailerSettings(**settings)
     transport = config.build_transport(

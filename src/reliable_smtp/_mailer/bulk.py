@@ -17,8 +17,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
-from ..errors import DeliveryError, ReliableSMTPError
-from ..result import SendResult
+from .._errors import DeliveryError, ReliableSMTPError
+from .._result import SendResult
 from .values import AnyMessage, SendResultOrError
 
 T = TypeVar("T")

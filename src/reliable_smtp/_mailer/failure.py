@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import AmbiguousDeliveryError, DeliveryError, error_for
-from ..replies import Outcome, Phase
-from ..result import RecipientStatus, SendResult
+from .._errors import AmbiguousDeliveryError, DeliveryError, error_for
+from .._replies import Outcome, Phase
+from .._result import RecipientStatus, SendResult
 
 logger = logging.getLogger("reliable_smtp")
 

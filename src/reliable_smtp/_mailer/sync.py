@@ -23,14 +23,14 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from .._envelope import Envelope
+from .._errors import TransportClosedError
 from .._hooks import HookSet, MailerHooks
-from ..envelope import Envelope
-from ..errors import TransportClosedError
-from ..result import SendResult
-from ..retry import RetryPolicy
-from ..transports.base import Transport
-from ..transports.smtp import TokenProvider
-from ..validation import RecipientPolicy
+from .._result import SendResult
+from .._retry import RetryPolicy
+from .._transports.base import Transport
+from .._transports.smtp import TokenProvider
+from .._validation import RecipientPolicy
 from .async_mailer import AsyncMailer, _configured, _HookFunction
 from .bulk import Completed
 from .values import DEFAULT, AnyMessage, SendResultOrError, _Default

@@ -7,9 +7,9 @@ from email.message import EmailMessage
 from enum import Enum
 from typing import TypeAlias
 
-from ..errors import ReliableSMTPError
-from ..message import Message
-from ..result import SendResult
+from .._errors import ReliableSMTPError
+from .._message import Message
+from .._result import SendResult
 
 AnyMessage: TypeAlias = "Message | EmailMessage"
 SendResultOrError: TypeAlias = "SendResult | ReliableSMTPError"

@@ -1,7 +1,7 @@
 """Mailbox syntax: one address, with or without a display name, as a Message takes it.
 
 This module owns reading ``'local@domain'`` and ``'Display Name <local@domain>'``
-(RFC 5322 §3.4, as restricted by :mod:`reliable_smtp.message`'s conventions):
+(RFC 5322 §3.4, as restricted by :mod:`reliable_smtp._message`'s conventions):
 the addr-spec this library accepts (no quoted local parts or domain literals,
 non-ASCII allowed for SMTPUTF8, at most 254 octets), display names with
 quoted-strings unquoted and unquoted specials refused, one address per entry,
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from ..envelope import check_no_line_breaks
-from ..errors import InvalidAddressError
+from .._envelope import check_no_line_breaks
+from .._errors import InvalidAddressError
 
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets.
 _MAX_ADDRESS_OCTETS = 254

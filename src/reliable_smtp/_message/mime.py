@@ -28,8 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..envelope import dedupe_addresses
-from ..errors import InvalidAddressError, InvalidMessageError
+from .._envelope import dedupe_addresses
+from .._errors import InvalidAddressError, InvalidMessageError
 from .mailbox import bad_address, parse_mailbox
 from .words import (
     HARD_LIMIT,

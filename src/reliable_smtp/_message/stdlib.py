@@ -24,8 +24,8 @@ from email.header import Header
 from email.utils import format_datetime, getaddresses
 from typing import Any
 
-from ..envelope import dedupe_addresses, line_break_problem
-from ..errors import InvalidAddressError, InvalidMessageError, ReliableSMTPError
+from .._envelope import dedupe_addresses, line_break_problem
+from .._errors import InvalidAddressError, InvalidMessageError, ReliableSMTPError
 from .mailbox import check_addr_spec
 from .mime import RenderedMessage
 from .words import HARD_LIMIT, HEADER_NAME, MSG_ID, id_domain

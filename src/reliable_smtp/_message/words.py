@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from ..envelope import line_break_problem
-from ..errors import ConfigurationError, InvalidMessageError
+from .._envelope import line_break_problem
+from .._errors import ConfigurationError, InvalidMessageError
 
 # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters and MUST be at most 998.
 _SOFT_LIMIT = 78

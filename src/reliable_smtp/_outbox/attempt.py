@@ -4,7 +4,7 @@ One attempt per claim: the outbox schedule is the retry engine (minutes to
 days); in-process only a "452 too many recipients" split is resent at once
 (:class:`SplitsOnly`, :func:`one_attempt`, :func:`no_splits`). Before the final
 dot of each SMTP transaction the recipients accepted in it are marked durably
-(the guard of :mod:`reliable_smtp.transports._commit`); a transport that cannot
+(the guard of :mod:`reliable_smtp._transports._commit`); a transport that cannot
 call the guard gets every recipient marked before the send.
 """
 
@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 
+from .._envelope import Envelope
+from .._errors import DeliveryError
+from .._mailer import AsyncMailer
 from .._otel import use_trace_context
-from ..envelope import Envelope
-from ..errors import DeliveryError
-from ..mailer import AsyncMailer
-from ..result import RecipientStatus
-from ..retry import RetryPolicy
-from ..transports._commit import FinalDotForbiddenError, guard_final_dot
+from .._result import RecipientStatus
+from .._retry import RetryPolicy
+from .._transports._commit import FinalDotForbiddenError, guard_final_dot
 from .errors import LeaseLostError
 from .model import Claim
 

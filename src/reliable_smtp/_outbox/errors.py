@@ -17,7 +17,7 @@ A bad URL is a :class:`~reliable_smtp.ConfigurationError` naming
 
 from __future__ import annotations
 
-from ..errors import ReliableSMTPError
+from .._errors import ReliableSMTPError
 
 __all__ = [
     "EntryNotFoundError",

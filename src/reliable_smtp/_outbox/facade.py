@@ -27,11 +27,11 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
 
-from ..envelope import Envelope
-from ..errors import ConfigurationError
-from ..mailer import DEFAULT, _Default
-from ..message import Message, render
-from ..validation import RecipientPolicy
+from .._envelope import Envelope
+from .._errors import ConfigurationError
+from .._mailer.values import DEFAULT, _Default
+from .._message import Message, render
+from .._validation import RecipientPolicy
 from .errors import OutboxError
 from .model import EntryState, NewEntry, OutboxEntry, OutboxStats
 from .schedule import OutboxSchedule
@@ -253,7 +253,7 @@ def _otel() -> Any:
 
 
 def _url_from_env() -> str:
-    from ..settings import MailerSettings
+    from .._settings import MailerSettings
 
     url = MailerSettings().outbox_url
     if url is None or not url.get_secret_value():

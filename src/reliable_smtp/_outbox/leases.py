@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..result import RecipientStatus
+from .._result import RecipientStatus
 from .errors import LeaseLostError
 from .model import Claim, OutboxEntry, OutboxRecipient
 from .pool import Connection

@@ -15,10 +15,10 @@ database):
   reservations start at once, then one every ``interval``: over any span ``T``
   at most ``T / interval + burst`` start.
 * :func:`shared_rate` / :func:`lowered_shared_rate` - the THROTTLED feedback of
-  :mod:`reliable_smtp.ratelimit`, kept in the limiter's row so that one
+  :mod:`reliable_smtp._ratelimit`, kept in the limiter's row so that one
   worker's throttle slows them all: the rate in force halves
-  (:func:`~reliable_smtp.ratelimit.throttled_rate`) and doubles back every
-  cool-down (:func:`~reliable_smtp.ratelimit.recovered_rate`) until it is at
+  (:func:`~reliable_smtp._ratelimit.throttled_rate`) and doubles back every
+  cool-down (:func:`~reliable_smtp._ratelimit.recovered_rate`) until it is at
   the configured cap again. One lowering per episode: a reply to a message
   reserved before the last lowering does not lower the rate again.
 """
@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._checks import count_problem, rate_problem
-from ..errors import ConfigurationError
-from ..ratelimit import recovered_rate, throttled_rate
+from .._errors import ConfigurationError
+from .._ratelimit import recovered_rate, throttled_rate
 
 __all__ = [
     "LIMIT_VARIABLES",
@@ -65,7 +65,7 @@ class OutboxLimits:
     quiet period. ``max_connections`` caps the SMTP connections open at once over
     all workers (a worker sends on at most as many as the slots it holds; a dead
     worker's slots come back after ``lease_seconds``). ``cooldown`` is the
-    THROTTLED recovery step (:mod:`reliable_smtp.ratelimit`).
+    THROTTLED recovery step (:mod:`reliable_smtp._ratelimit`).
     """
 
     per_second: float | None = None

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
-from ..envelope import Envelope
-from ..replies import Outcome, Phase, Reply
-from ..result import RecipientStatus
+from .._envelope import Envelope
+from .._replies import Outcome, Phase, Reply
+from .._result import RecipientStatus
 
 __all__ = [
     "Claim",

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigurationError
+from .._errors import ConfigurationError
 from .errors import OutboxUnavailableError
 from .schedule import OutboxSchedule
 from .schema import POSTGRES

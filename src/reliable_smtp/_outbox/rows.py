@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
-from ..replies import Outcome, Phase, Reply
-from ..result import RecipientStatus
+from .._replies import Outcome, Phase, Reply
+from .._result import RecipientStatus
 from .model import EntryState, OutboxEntry, OutboxRecipient, RecipientState
 from .schedule import RecipientUpdate, describe_status
 

@@ -14,9 +14,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._checks import check_seconds
-from ..errors import ConfigurationError
-from ..replies import Outcome, Phase, Reply
-from ..result import RecipientStatus
+from .._errors import ConfigurationError
+from .._replies import Outcome, Phase, Reply
+from .._result import RecipientStatus
 from .model import EntryState, OutboxRecipient, RecipientState, entry_state
 
 __all__ = [

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigurationError
+from .._errors import ConfigurationError
 from .errors import OutboxError, OutboxUnavailableError
 from .schedule import OutboxSchedule
 from .schema import SQLITE

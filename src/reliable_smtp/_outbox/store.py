@@ -21,8 +21,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigurationError
-from ..result import RecipientStatus
+from .._errors import ConfigurationError
+from .._result import RecipientStatus
 from .errors import LeaseLostError
 from .model import Claim, EntryState, NewEntry, OutboxEntry, OutboxStats
 from .schedule import OutboxSchedule

@@ -7,7 +7,7 @@ The worker owns the order of writes that makes a crash safe (docs/design.md,
    an expiry), after expired leases were recovered;
 2. ``mark_final_dot`` - right before the final dot of each SMTP transaction the
    recipients accepted in it are marked ``in_flight``, durably, fenced by the
-   token (the transport calls the hook in :mod:`reliable_smtp.transports._commit`);
+   token (the transport calls the hook in :mod:`reliable_smtp._transports._commit`);
    a transport that cannot call the hook gets every recipient marked before
    ``deliver`` (a crash then gives a false "ambiguous", never a duplicate);
 3. the dot and the reply;
@@ -56,9 +56,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from .._checks import check_count, check_seconds
-from ..mailer import AsyncMailer, Mailer
-from ..replies import Outcome
-from ..result import RecipientStatus
+from .._mailer import AsyncMailer, Mailer
+from .._replies import Outcome
+from .._result import RecipientStatus
 from .attempt import ClaimSender
 from .errors import LeaseLostError
 from .facade import AsyncOutbox, Outbox

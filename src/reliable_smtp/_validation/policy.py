@@ -4,7 +4,7 @@ This module owns :class:`RecipientPolicy` (its settings, checked when it is
 built, and :meth:`RecipientPolicy.check`: syntax, denied and allowed domains,
 suppression, deliverability, deduplication, limits, ``on_invalid``) and
 :class:`RecipientCheck`, what a check decided. The decisions behind it are
-documented once, in :mod:`reliable_smtp.validation`.
+documented once, in :mod:`reliable_smtp._validation`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from .._checks import address_key, check_count, check_seconds
-from ..envelope import Envelope
-from ..errors import ConfigurationError, InvalidMessageError
-from ..result import RecipientStatus
+from .._envelope import Envelope
+from .._errors import ConfigurationError, InvalidMessageError
+from .._result import RecipientStatus
 from .problems import AddressProblem, RecipientsRejectedError
 from .resolver import DNSResolver, DomainCache, Resolver
 from .syntax import MAX_ADDRESS_INPUT, Parsed, as_str, parse_address

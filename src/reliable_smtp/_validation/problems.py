@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
-from ..errors import InvalidAddressError
-from ..replies import Outcome, Phase
-from ..result import RecipientStatus
+from .._errors import InvalidAddressError
+from .._replies import Outcome, Phase
+from .._result import RecipientStatus
 
 ProblemKind: TypeAlias = Literal[
     "syntax", "smtputf8", "denied", "not_allowed", "suppressed", "undeliverable"

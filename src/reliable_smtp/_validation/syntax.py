@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from ..errors import InvalidAddressError
+from .._errors import InvalidAddressError
 
 SYNTAX_CACHE_SIZE = 4096
 """How many syntax results the module-level LRU keeps (shared by every policy)."""

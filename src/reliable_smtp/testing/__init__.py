@@ -34,18 +34,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..transports.memory import SentMessage
-from .clock import FakeClock
-from .conformance import (
+from .._transports.memory import SentMessage
+from ._clock import FakeClock
+from ._conformance import (
     CONTRACT_RULES,
     TransportContractError,
     TransportFactory,
     check_transport,
     check_transport_sync,
 )
-from .mock import MockTransport
-from .outbox import Outbox, OutboxAttachment, OutboxMessage, TextMatch
-from .scripted import (
+from ._mock import MockTransport
+from ._outbox import Outbox, OutboxAttachment, OutboxMessage, TextMatch
+from ._scripted import (
     ScriptedCall,
     ScriptedTransport,
     ScriptEntry,
@@ -56,10 +56,10 @@ from .scripted import (
     reply,
     timeout,
 )
-from .waits import no_retry_waits, recorded_waits
+from ._waits import no_retry_waits, recorded_waits
 
 if TYPE_CHECKING:
-    from .server import Fault, LocalSMTPServer, ReceivedMessage, ServerTLS
+    from ._server import Fault, LocalSMTPServer, ReceivedMessage, ServerTLS
 
 __all__ = [
     "CONTRACT_RULES",
@@ -98,7 +98,7 @@ _SERVER_NAMES = frozenset({"Fault", "LocalSMTPServer", "ReceivedMessage", "Serve
 
 def __getattr__(name: str) -> Any:
     if name in _SERVER_NAMES:
-        from . import server
+        from . import _server as server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..mailer import AsyncMailer, Mailer
-from ..retry import RetryPolicy
-from .outbox import Outbox
+from .._mailer import AsyncMailer, Mailer
+from .._retry import RetryPolicy
+from ._outbox import Outbox
 
 if TYPE_CHECKING:
-    from .server import LocalSMTPServer
+    from ._server import LocalSMTPServer
 
 __all__ = [
     "async_outbox_mailer",
@@ -109,7 +109,7 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
             )
         options = dict(marker.kwargs)
     try:
-        from .server import LocalSMTPServer
+        from ._server import LocalSMTPServer
     except ImportError as exc:
         missing: ImportError | None = exc
     else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reliable_smtp import cli
+from reliable_smtp import _cli as cli
 
 from ..._outbox import outbox_url
 

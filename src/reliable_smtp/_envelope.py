@@ -1,0 +1,202 @@
+"""The SMTP envelope: who the message is from (MAIL FROM) and to whom it goes (RCPT TO).
+
+The envelope is separate from the message headers: Bcc recipients are in the
+envelope but never in the headers, and a bounce address may differ from From:.
+Transports see only an :class:`Envelope` and the rendered bytes.
+
+This module also owns the one rule for line breaks in anything that goes on a
+line of its own - an SMTP command or a header: :func:`line_break_problem`.
+Every path (sender and recipients) is checked by the :class:`Envelope` itself,
+so an address reaches ``MAIL FROM:<...>`` / ``RCPT TO:<...>`` exactly as given
+whether or not a :class:`~reliable_smtp.RecipientPolicy` ran before, and whichever
+transport is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._checks import address_key
+from ._errors import InvalidAddressError, InvalidMessageError
+
+__all__ = ["Envelope", "check_no_line_breaks", "dedupe_addresses", "line_break_problem"]
+
+# Every character one of Python's line splitters treats as the end of a line
+# (str.splitlines, and with it the email package's header folders; bytes and io
+# split at CR and LF), plus NUL. A value with one of these can start a new
+# header or SMTP command wherever it is split or refolded, so none of them may
+# be in a header or a path: one set, used for both.
+_LINE_BREAKS = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_LINE_BREAK_NAMES = {
+    "\x00": "NUL",
+    "\n": "LF",
+    "\r": "CR",
+    "\x0b": "VT (\\x0b)",
+    "\x0c": "FF (\\x0c)",
+    "\x1c": "FS (\\x1c)",
+    "\x1d": "GS (\\x1d)",
+    "\x1e": "RS (\\x1e)",
+    "\x85": "NEL (U+0085)",
+    "\u2028": "LINE SEPARATOR (U+2028)",
+    "\u2029": "PARAGRAPH SEPARATOR (U+2029)",
+}
+
+# RFC 5321 §4.1.2 path syntax, as far as safety needs it: a local part (an
+# unquoted run, or one quoted-string that may hold '@'), one '@', a domain.
+# Never '<', '>', whitespace or a control character anywhere (they would end
+# the path early, add ESMTP parameters such as NOTIFY=/ORCPT=, or split the
+# line); non-ASCII letters are allowed (RFC 6531 SMTPUTF8, IDNA domains in
+# U-label form).
+_PATH_CHAR = r'[^\s\x00-\x1f\x7f-\x9f<>@"\\]'
+_QUOTED_CHAR = r'[^\s\x00-\x1f\x7f-\x9f<>"\\]|\\[^\s\x00-\x1f\x7f-\x9f<>]'
+_PATH = re.compile(rf'(?:{_PATH_CHAR}+|"(?:{_QUOTED_CHAR})*")@{_PATH_CHAR}+')
+_UNSAFE_IN_PATH = re.compile(r"[\s\x00-\x1f\x7f-\x9f<>]")
+# RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets.
+_MAX_PATH_OCTETS = 254
+
+
+def line_break_problem(value: str) -> str | None:
+    """Why ``value`` may not go into a header or an SMTP command, or ``None`` if it may.
+
+    The answer names the first line-break character (any that a Python line
+    splitter recognizes: CR, LF, VT, FF, FS, GS, RS, U+0085, U+2028, U+2029)
+    or NUL in ``value``.
+    """
+    if value.isprintable():  # the common case: none of those characters is printable
+        return None
+    found = _LINE_BREAKS.search(value)
+    if found is None:
+        return None
+    return (
+        f"contains a {_LINE_BREAK_NAMES[found.group()]} character; remove it (a line break "
+        "of any kind, or NUL, would let it inject other headers or SMTP commands)"
+    )
+
+
+def check_no_line_breaks(value: str, *, what: str) -> None:
+    """Raise :class:`InvalidAddressError` if ``value`` holds a line break or NUL."""
+    problem = line_break_problem(value)
+    if problem is not None:
+        raise InvalidAddressError(f"{what} {value!r} {problem}", address=value, reason=problem)
+
+
+def _path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written as ``<path>`` in MAIL FROM/RCPT TO, or ``None``."""
+    if _PATH.fullmatch(path) is not None:
+        if path.isascii():
+            size = len(path)
+        else:
+            try:
+                size = len(path.encode("utf-8"))
+            except UnicodeEncodeError:
+                return "contains a lone surrogate that cannot be encoded as UTF-8"
+        if size <= _MAX_PATH_OCTETS:
+            return None
+        return f"is {size} octets long; an SMTP path allows at most {_MAX_PATH_OCTETS}"
+    problem = line_break_problem(path)
+    if problem is not None:
+        return problem
+    unsafe = _UNSAFE_IN_PATH.search(path)
+    if unsafe is not None:
+        char = unsafe.group()
+        kind = "whitespace" if char.isspace() else "control character"
+        if char in "<>":
+            kind = "angle bracket"
+        return (
+            f"contains the {kind} {char!r}; give the bare address (local@domain), without "
+            "angle brackets, display name, spaces or SMTP parameters"
+        )
+    return "is not an address of the form local@domain (one '@', outside any quoted local part)"
+
+
+def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Drop repeated addresses (domain compared case-insensitively), keeping first occurrences."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for address in addresses:
+        key = address_key(address)
+        if key not in seen:
+            seen.add(key)
+            unique.append(address)
+    return tuple(unique)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """MAIL FROM and RCPT TO for one message.
+
+    ``sender`` is the bare reverse-path address (``""`` for the null sender ``<>``
+    used by bounces); ``recipients`` are bare addresses, deduplicated, in order.
+    Use :meth:`build` to deduplicate; the constructor only validates.
+
+    Every path is checked here, whoever built the envelope: ``local@domain``
+    with exactly one ``@`` outside a quoted local part, at most 254 octets, and
+    no ``<``, ``>``, whitespace, control or line-break character, so that it
+    cannot end the path early or add SMTP parameters. Non-ASCII addresses
+    (SMTPUTF8, IDNA domains) are allowed. Raises
+    :class:`~reliable_smtp.InvalidAddressError` otherwise.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.recipients, tuple):
+            object.__setattr__(self, "recipients", tuple(self.recipients))
+        if not isinstance(self.sender, str):
+            raise InvalidAddressError(
+                f"envelope sender must be a str, got {type(self.sender).__name__}",
+                address=repr(self.sender),
+                reason="not a str",
+            )
+        if self.sender:
+            problem = _path_problem(self.sender)
+            if problem is not None:
+                raise InvalidAddressError(
+                    f"envelope sender {self.sender!r} {problem} (use '' for the null sender <>)",
+                    address=self.sender,
+                    reason=problem,
+                )
+        if not self.recipients:
+            raise InvalidMessageError(
+                "the envelope has no recipients: give at least one To, Cc or Bcc address"
+            )
+        for recipient in self.recipients:
+            if not isinstance(recipient, str):
+                raise InvalidAddressError(
+                    f"envelope recipient must be a str, got {type(recipient).__name__}",
+                    address=repr(recipient),
+                    reason="not a str",
+                )
+            problem = _path_problem(recipient)
+            if problem is not None:
+                raise InvalidAddressError(
+                    f"envelope recipient {recipient!r} {problem}",
+                    address=recipient,
+                    reason=problem,
+                )
+
+    @classmethod
+    def build(cls, sender: str, recipients: Iterable[str]) -> Envelope:
+        """An envelope with ``recipients`` deduplicated (first occurrence kept)."""
+        return cls(sender, dedupe_addresses(recipients))
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address has non-ASCII characters (RFC 6531 SMTPUTF8 needed)."""
+        return not all(a.isascii() for a in (self.sender, *self.recipients))
+
+    def only(self, recipients: Iterable[str]) -> Envelope:
+        """The same envelope restricted to ``recipients`` (used to retry the pending ones)."""
+        wanted = set(recipients)
+        kept = tuple(r for r in self.recipients if r in wanted)
+        if not kept:
+            return Envelope(self.sender, kept)  # raises: an envelope needs a recipient
+        # Every path was checked when this envelope was built, and a subset adds none:
+        # skip checking them again (this runs at least twice per send).
+        subset = object.__new__(Envelope)
+        object.__setattr__(subset, "sender", self.sender)
+        object.__setattr__(subset, "recipients", kept)
+        return subset

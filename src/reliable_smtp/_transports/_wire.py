@@ -1,0 +1,364 @@
+"""The one place that reaches below aiosmtplib's public command API.
+
+aiosmtplib is used for everything about a connection - connect, TLS, EHLO,
+AUTH, RSET, NOOP, QUIT - but not for the mail transaction itself, for two
+reasons it cannot serve (see the reference, section B.1 and C.2):
+
+* its ``data()`` raises the same exception for a refused DATA command and for a
+  link lost after the final dot, yet those mean opposite things (nothing was
+  delivered / the server may have the message);
+* it never pipelines, and its protocol drops a reply that arrives while an
+  earlier one is still waiting to be picked up, so PIPELINING (RFC 2920) cannot
+  be layered on top of it.
+
+So for the length of one transaction :class:`Exchange` owns the connection's
+incoming bytes: it shadows the protocol instance's ``data_received``,
+``eof_received``, ``connection_lost`` and ``resume_writing`` (restoring them
+afterwards), writes commands to the transport itself - message content in views,
+with flow control, never copied whole (:meth:`Exchange.write_body`) - and parses
+replies from its own buffer - any number of them, in order, each with its own
+timeout. Replies come back as the library's
+:class:`~reliable_smtp._replies.Reply`; a reply that is not there comes back as
+the transaction's own failures (:class:`~._transaction.LinkLostError`,
+:class:`~._transaction.ReplyTimeoutError`, :class:`~._transaction.GarbledReplyError`), which the
+:class:`~._transaction.Transaction` interprets. aiosmtplib's exceptions are never
+raised from here.
+
+Written against aiosmtplib 5.1.3 (``SMTP.protocol``, ``SMTPProtocol.transport``,
+the three protocol callbacks). ``pyproject.toml`` pins ``aiosmtplib<6`` and
+``tests/test_wire.py`` fails if an upgrade changes what this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from types import TracebackType
+from typing import Any
+
+from aiosmtplib import SMTP
+
+from .._replies import Reply
+from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
+
+__all__ = [
+    "FINAL_DOT",
+    "Exchange",
+    "bdat_group",
+    "canonical",
+    "dot_stuff",
+    "dot_stuffed",
+    "transcript",
+    "transcript_line",
+]
+
+#: The SMTP dialogue, line by line, at DEBUG. AUTH arguments are never logged, and a
+#: server's reply to AUTH reaches it already redacted (``send_credentials`` in smtp.py,
+#: the one way the library logs in, removes every wire form of the secret first).
+transcript = logging.getLogger("reliable_smtp.transcript")
+
+
+def transcript_line(
+    server: str, direction: str, text: str, *, elapsed: float | None = None
+) -> None:
+    """Log one line of the dialogue (``direction``: ``">"`` client, ``"<"`` server)."""
+    if transcript.isEnabledFor(logging.DEBUG):
+        timing = f" ({elapsed * 1000:.1f} ms)" if elapsed is not None else ""
+        transcript.debug(
+            "%s %s %s%s",
+            server,
+            direction,
+            text,
+            timing,
+            extra={"server": server, "direction": direction, "elapsed": elapsed},
+        )
+
+
+# RFC 5321 §4.5.3.1.5 allows 512-octet reply lines; servers exceed it, aiosmtplib
+# accepts up to 8 KiB a line and 32 KiB a reply. So do we.
+MAX_LINE = 8192
+MAX_REPLY = 4 * MAX_LINE
+
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+_SHADOWED = ("data_received", "eof_received", "connection_lost", "resume_writing")
+
+#: The end of the message (RFC 5321 §4.1.1.4), the last chunk ``dot_stuffed`` returns.
+FINAL_DOT = b".\r\n"
+#: Message content goes to the transport in views of at most this many bytes, and
+#: the next one only once the socket has taken all but this much: on Python 3.11 a
+#: write the socket cannot take at once is copied into the transport's buffer, so one
+#: write of a 35 MB message would hold it twice (three times, with the slice taken).
+BODY_PIECE = 256 * 1024
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(ReplyTimeoutError("Timed out waiting for server response"))
+
+
+def canonical(content: bytes) -> bytes:
+    """``content`` with CRLF line endings only, ending in CRLF: the bytes the server keeps."""
+    body = content
+    # The renderer already writes CRLF only; byte counts are far cheaper than a regex.
+    crlf = body.count(b"\r\n")
+    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
+        body = _LINE_ENDINGS.sub(b"\r\n", body)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body
+
+
+def dot_stuffed(content: bytes) -> tuple[bytes, bytes]:
+    """What DATA sends: ``content`` CRLF-normalised with leading dots doubled (RFC 5321
+    §4.5.2), and the final dot - as two chunks, to be written one after the other.
+
+    Nothing is copied when ``content`` is already canonical without a line that starts
+    with a dot (every rendered attachment, most messages): the body chunk is ``content``.
+    """
+    body = canonical(content)
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
+    return body, FINAL_DOT
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """:func:`dot_stuffed` in one piece (a copy of the whole message; for tests and tools)."""
+    return b"".join(dot_stuffed(content))
+
+
+def bdat_group(envelope_commands: bytes, content: bytes) -> tuple[bytes, bytes]:
+    """The CHUNKING group: MAIL and RCPT commands, ``BDAT <n> LAST``, and the chunk.
+
+    RFC 3030: the chunk is exactly ``n`` octets, sent as they are - no dot-stuffing,
+    no final dot. Returns the command part and the chunk (written together).
+    """
+    chunk = canonical(content)
+    return envelope_commands + b"BDAT %d LAST\r\n" % len(chunk), chunk
+
+
+class Exchange:
+    """Write commands and read replies on an aiosmtplib connection, pipelined or not.
+
+    Use as a context manager around one transaction::
+
+        with Exchange(smtp) as wire:
+            wire.write(b"MAIL FROM:<a@x>\\r\\nRCPT TO:<b@y>\\r\\nDATA\\r\\n")
+            mail, rcpt, data = [await wire.read(timeout=60) for _ in range(3)]
+    """
+
+    def __init__(self, smtp: SMTP, *, server: str = "") -> None:
+        protocol = smtp.protocol
+        if protocol is None or not smtp.is_connected:
+            raise LinkLostError("Server not connected")
+        self._smtp = smtp
+        self._protocol: Any = protocol
+        self._buffer = bytearray()
+        self._lost: WireError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._server = server
+        self._written_at = time.monotonic()
+
+    # -- ownership of the incoming bytes -------------------------------------------------
+
+    def __enter__(self) -> Exchange:
+        protocol = self._protocol
+        original_connection_lost = protocol.connection_lost
+        original_resume_writing = protocol.resume_writing
+
+        def data_received(data: bytes) -> None:
+            self._buffer.extend(data)
+            self._wake()
+
+        def eof_received() -> bool:
+            self._lost = self._lost or LinkLostError("Unexpected EOF received")
+            self._wake()
+            return False  # let the transport close, as aiosmtplib does
+
+        def connection_lost(exc: Exception | None) -> None:
+            if self._lost is None:
+                self._lost = LinkLostError("Connection lost")
+                if exc is not None:
+                    self._lost.__cause__ = exc
+            self._wake()
+            original_connection_lost(exc)
+
+        def resume_writing() -> None:
+            # The socket took what was buffered: write_body() goes on (aiosmtplib's
+            # flow control still sees it).
+            original_resume_writing()
+            self._wake()
+
+        protocol.data_received = data_received
+        protocol.eof_received = eof_received
+        protocol.connection_lost = connection_lost
+        protocol.resume_writing = resume_writing
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for name in _SHADOWED:
+            self._protocol.__dict__.pop(name, None)
+
+    @property
+    def leftover(self) -> bool:
+        """True when unread bytes remain: the dialogue is out of step; drop the connection."""
+        return bool(self._buffer)
+
+    def close_connection(self) -> None:
+        """Drop the connection without QUIT (after a 421, or when out of step)."""
+        self._smtp.close()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- writing and reading -------------------------------------------------------------
+
+    def write(self, data: bytes, *, body: bool = False) -> None:
+        """Queue ``data`` on the socket. Raises if the connection is already gone.
+
+        ``body`` marks message content, which the transcript summarises by size.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        transport.write(data)
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            if body:
+                transcript_line(self._server, ">", f"<message: {len(data)} bytes, then .>")
+            else:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    transcript_line(self._server, ">", line)
+
+    def write_group(self, commands: bytes, chunk: bytes) -> None:
+        """Queue ``commands`` and the message ``chunk`` in one write (CHUNKING).
+
+        Raises :class:`LinkLostError` - with nothing written - if the connection is
+        already gone; otherwise all of it is on its way.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        # One call, so commands and chunk leave in as few segments as the socket allows.
+        transport.writelines((commands, chunk))
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            for line in commands.decode("utf-8", "replace").splitlines():
+                transcript_line(self._server, ">", line)
+            transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
+
+    async def write_body(self, *chunks: bytes, timeout: float) -> None:
+        """Queue message content (``chunks``, in order) on the socket without copying it.
+
+        Written in views of :data:`BODY_PIECE` bytes, each once the socket has taken
+        the ones before (but :data:`BODY_PIECE` bytes), so the transport never holds a
+        large message a second time. A message that fits goes out in one write, as
+        before. Raises :class:`LinkLostError` if the connection is or goes away and
+        :class:`ReplyTimeoutError` if the socket takes nothing for ``timeout`` seconds
+        - either way the rest of the content was never written.
+        """
+        transport = self._protocol.transport
+        loop = asyncio.get_running_loop()
+        size = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), BODY_PIECE):
+                # Wait *before* each piece, never after: once the last piece (the final
+                # dot) is queued it may reach the server even if this send gives up, so
+                # nothing may fail after it - the wait for the final reply decides then
+                # (a timeout there is ambiguous, as it must be).
+                while transport is not None and transport.get_write_buffer_size() > BODY_PIECE:
+                    if self._lost is not None:
+                        raise self._lost
+                    await self._woken(loop, timeout)
+                if self._lost is not None or transport is None or transport.is_closing():
+                    raise LinkLostError("Connection lost")
+                transport.write(view[start : start + BODY_PIECE])
+                self._written_at = time.monotonic()
+            size += len(view)
+        if transcript.isEnabledFor(logging.DEBUG):
+            dot = len(chunks) > 1 and chunks[-1] == FINAL_DOT
+            then, end = (", then .", len(FINAL_DOT)) if dot else ("", 0)
+            transcript_line(self._server, ">", f"<message: {size - end} bytes{then}>")
+
+    async def _woken(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Wait until bytes arrive, the socket drains or the link goes; at most ``timeout``."""
+        # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
+        # reply in a task, which costs more than parsing it.
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def read(self, *, timeout: float) -> Reply:
+        """The next reply, waiting at most ``timeout`` seconds for it.
+
+        Instead of a reply: :class:`LinkLostError`, :class:`ReplyTimeoutError` or
+        :class:`GarbledReplyError`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            parsed = self._parse()
+            if parsed is not None:
+                code, text = parsed
+                if transcript.isEnabledFor(logging.DEBUG):
+                    transcript_line(
+                        self._server,
+                        "<",
+                        f"{code} {text}".replace("\n", " / "),
+                        elapsed=time.monotonic() - self._written_at,
+                    )
+                return Reply.from_server(code, text)
+            if self._lost is not None:
+                raise self._lost
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ReplyTimeoutError("Timed out waiting for server response")
+            await self._woken(loop, remaining)
+
+    def _parse(self) -> tuple[int, str] | None:
+        """Take one complete (possibly multi-line) reply off the buffer, if there is one.
+
+        Returns its code and its text (continuation lines joined with ``"\\n"``).
+        """
+        buffer = self._buffer
+        offset = 0
+        code = -1
+        lines: list[bytes] = []
+        while True:
+            end = buffer.find(b"\n", offset)
+            if end == -1:
+                if len(buffer) - offset > MAX_LINE or len(buffer) > MAX_REPLY:
+                    raise GarbledReplyError("Response too long")
+                return None
+            line = bytes(buffer[offset : end + 1])
+            offset = end + 1
+            if len(line) > MAX_LINE:
+                raise GarbledReplyError("Response too long")
+            if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                raise GarbledReplyError(f"Malformed SMTP response line: {text}")
+            if lines and int(line[:3]) != code:
+                # RFC 5321 §4.2.1: every line of a reply has the same code. A reply that
+                # says 250 and 550 says nothing: never pick one of them.
+                raise GarbledReplyError(
+                    f"Malformed SMTP reply: a {code} line followed by a {line[:3].decode()} line"
+                )
+            code = int(line[:3])
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                del buffer[:offset]
+                text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+                return code, text

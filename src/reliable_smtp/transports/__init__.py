@@ -1,1 +1,0 @@
-"""Transports: the only layer that does I/O. See :mod:`reliable_smtp.transports.base`."""
