@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._envelope import dedupe_addresses
 from .._errors import InvalidAddressError, InvalidMessageError
 from .._wire_form import WireForm, vouch
-from .mailbox import bad_address, parse_mailbox
+from .mailbox import bad_address, parse_mailbox, parse_sender
 from .words import (
     HARD_LIMIT,
     MAX_ID,
@@ -273,7 +273,7 @@ class Message:
                 address=self.sender,
                 reason="empty",
             )
-        sender = parse_mailbox(self.sender, what="sender")
+        sender = parse_sender(self.sender)
         to = self._mailbox_list("to")
         cc = self._mailbox_list("cc")
         bcc = self._mailbox_list("bcc")
@@ -307,18 +307,8 @@ class Message:
         elif type(self.attachments) is not tuple:
             object.__setattr__(self, "attachments", ())
 
-        if not isinstance(self.headers, Mapping):
-            raise InvalidMessageError(
-                f"headers must be a mapping of str to str, got {type(self.headers).__name__}"
-            )
-        if self.headers:
-            headers = {
-                check_header_name(name): check_extra_header(name, value)
-                for name, value in self.headers.items()
-            }
-            object.__setattr__(self, "headers", MappingProxyType(headers))
-        elif type(self.headers) is not MappingProxyType:
-            object.__setattr__(self, "headers", _NO_HEADERS)
+        if self.headers is not _NO_HEADERS:  # the default needs no check and no copy
+            self._check_headers()
 
         if self.message_id is not None:
             object.__setattr__(self, "message_id", check_message_id(self.message_id))
@@ -333,6 +323,20 @@ class Message:
                     "e.g. datetime.now(timezone.utc)"
                 )
 
+    def _check_headers(self) -> None:
+        if not isinstance(self.headers, Mapping):
+            raise InvalidMessageError(
+                f"headers must be a mapping of str to str, got {type(self.headers).__name__}"
+            )
+        if self.headers:
+            headers = {
+                check_header_name(name): check_extra_header(name, value)
+                for name, value in self.headers.items()
+            }
+            object.__setattr__(self, "headers", MappingProxyType(headers))
+        elif type(self.headers) is not MappingProxyType:
+            object.__setattr__(self, "headers", _NO_HEADERS)
+
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuild through __init__ (re-validating) so pickle and copy work: the
         # read-only headers proxy cannot be pickled itself.
@@ -343,8 +347,13 @@ class Message:
     def _mailbox_list(self, field_name: str) -> tuple[tuple[str, str], ...]:
         """Normalize one address field to a tuple of str and return its parsed mailboxes."""
         value = getattr(self, field_name)
+        if type(value) is tuple and not value:  # the default of cc, bcc and reply_to
+            return ()
+        entries: tuple[str, ...]
         if isinstance(value, str):
-            entries: tuple[str, ...] = (value,)
+            entries = (value,)
+        elif type(value) in (list, tuple):  # the common cases, without the ABC check below
+            entries = tuple(value)
         elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
             raise InvalidMessageError(
                 f"{field_name} must be a str or a sequence of str, got {type(value).__name__}"
