@@ -164,6 +164,22 @@ class Exchange:
     # -- ownership of the incoming bytes -------------------------------------------------
 
     def __enter__(self) -> Exchange:
+        return self.attach()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def attach(self) -> Exchange:
+        """Take the connection's incoming bytes over (until :meth:`detach`).
+
+        Across transactions (:mod:`._handoff`) one exchange stays attached from one
+        message's final dot to the end of the chain, so no reply is lost in between.
+        """
         protocol = self._protocol
         original_connection_lost = protocol.connection_lost
         original_resume_writing = protocol.resume_writing
@@ -197,12 +213,8 @@ class Exchange:
         protocol.resume_writing = resume_writing
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def detach(self) -> None:
+        """Give the incoming bytes back to aiosmtplib (RSET, NOOP, QUIT go through it)."""
         for name in _SHADOWED:
             self._protocol.__dict__.pop(name, None)
 
