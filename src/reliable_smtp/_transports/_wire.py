@@ -44,6 +44,7 @@ from .._replies import Reply
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = [
+    "BODY_PIECE",
     "FINAL_DOT",
     "Exchange",
     "bdat_group",
@@ -266,6 +267,25 @@ class Exchange:
             for line in commands.decode("utf-8", "replace").splitlines():
                 transcript_line(self._server, ">", line)
             transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
+
+    def write_end(self, content: bytes, commands: bytes) -> None:
+        """Queue the last ``content`` of a message, its final dot and the next message's
+        ``commands`` in one write (pipelining across messages, :mod:`._handoff`).
+
+        One write, so they reach the server together and it answers them together.
+        Raises :class:`LinkLostError` - with nothing written - if the connection is
+        already gone.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        transport.writelines((content, FINAL_DOT, commands))
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            end = f"<message: {len(content)} bytes, then .>" if content else "."
+            transcript_line(self._server, ">", end)
+            for line in commands.decode("utf-8", "replace").splitlines():
+                transcript_line(self._server, ">", line)
 
     async def write_body(self, *chunks: bytes, timeout: float) -> None:
         """Queue message content (``chunks``, in order) on the socket without copying it.

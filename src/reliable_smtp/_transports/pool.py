@@ -219,6 +219,11 @@ class ConnectionPool(Generic[C]):
                 return
         self._free += 1
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a task waits in :meth:`acquire` that :meth:`hand_over` could serve."""
+        return any(not fresh and not granted.done() for granted, fresh in self._waiters)
+
     def hand_over(self, lease: Lease[C], owed: Owed) -> bool:
         """Lend ``lease`` straight to the longest-waiting :meth:`acquire`, with ``owed``.
 

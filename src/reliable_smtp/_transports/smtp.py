@@ -84,7 +84,7 @@ from ._translate import _tls_error as _tls_error
 from ._translate import connection_error
 from ._translate import find_cause as find_cause
 from ._translate import translate_error as translate_error
-from ._wire import Exchange, bdat_group, dot_stuffed
+from ._wire import BODY_PIECE, FINAL_DOT, Exchange, bdat_group, dot_stuffed
 from .base import Transport
 from .pool import ConnectionCounts, ConnectionPool, Lease
 
@@ -435,7 +435,7 @@ class SMTPTransport(Transport):
             options = self._mail_options(smtp, envelope, content)
         except DeliveryError:
             if owed is not None:
-                await self._settle(hold, owed, wrote=False)
+                await self._settle(hold, owed)
                 self._end_exchange(smtp, owed.wire)
             raise
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
@@ -462,7 +462,7 @@ class SMTPTransport(Transport):
             if chunking or not pipelined:
                 # Only the pipelined DATA dialogue writes before the owed reply is read:
                 # its group holds no content, so a loss there cannot make it ambiguous.
-                await self._settle(hold, owed, wrote=False)
+                await self._settle(hold, owed)
                 owed = None
         else:
             try:
@@ -518,19 +518,20 @@ class SMTPTransport(Transport):
             await self._reset(smtp)
         return report
 
-    async def _settle(self, hold: _Hold, owed: OwedFinalReply, *, wrote: bool) -> None:
-        """Read the final reply ``owed`` to the previous send on this connection.
+    async def _settle(self, hold: _Hold, owed: OwedFinalReply, group: bytes = b"") -> None:
+        """Write the previous send's final dot with ``group``, then read the reply it is
+        ``owed`` (:meth:`OwedFinalReply.settle`).
 
         Raises :class:`_StaleConnectionError` - nothing of this message went, so it
-        starts over on a fresh connection - when the connection cannot go on after it
-        (lost, out of step, 421). Interrupted (cancelled), it gives the reply back to
-        the previous send if that one still waits (``wrote``: our commands are on the
-        wire too, so it drops the connection after reading its reply).
+        starts over on a fresh connection - when the connection cannot go on (lost, out
+        of step, a 421, the previous send gone before its dot). Interrupted (cancelled)
+        while reading, it gives the reply back to the previous send if that one still
+        waits (which then drops the connection if ``group`` went with the dot).
         """
         try:
-            usable = await owed.settle()
+            usable = await owed.settle(group)
         except BaseException:
-            if owed.give_back(dirty=wrote):
+            if owed.give_back(dirty=bool(group)):
                 hold.mine = False
             raise
         if not usable:
@@ -570,15 +571,13 @@ class SMTPTransport(Transport):
         timeout = self.command_timeout
         try:
             try:
+                group = mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail
                 if owed is None:
-                    wire.write(mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail)
+                    wire.write(group)
                 else:
-                    try:
-                        wire.write(mail + b"".join(rcpts) + b"DATA\r\n")
-                    finally:
-                        # Written or not (the link may be gone), the reply owed comes
-                        # first: it may be in the buffer already.
-                        await self._settle(hold, owed, wrote=True)
+                    # The previous message's dot, then our group, in one write; its
+                    # reply comes first.
+                    await self._settle(hold, owed, group)
                 step = transaction.on_mail(await wire.read(timeout=timeout))
             except LinkLostError as lost:
                 # Closed before MAIL was answered: a stale connection, nothing was sent.
@@ -600,9 +599,9 @@ class SMTPTransport(Transport):
                 # The one place the message is handed over, to transaction.accepted.
                 body, final_dot = dot_stuffed(content)
                 if not final_dot_guarded():
-                    await wire.write_body(body, final_dot, timeout=self.data_timeout)
-                    transaction.on_body_written()
-                    if not await self._hand_over(hold, wire, transaction):
+                    if not await self._hand_over(hold, wire, transaction, body):
+                        await wire.write_body(body, final_dot, timeout=self.data_timeout)
+                        transaction.on_body_written()
                         transaction.on_final(await wire.read(timeout=self.data_timeout))
                 else:
                     # An outbox send: the body goes first, then the guard records the dot
@@ -620,7 +619,7 @@ class SMTPTransport(Transport):
                             )
                         )
                     else:
-                        wire.write(_FINAL_DOT)
+                        wire.write(FINAL_DOT)
                         transaction.on_body_written()
                         transaction.on_final(await wire.read(timeout=self.data_timeout))
         except WireError as failure:
@@ -634,39 +633,52 @@ class SMTPTransport(Transport):
             wire.close_connection()
         return transaction.result()
 
-    async def _hand_over(self, hold: _Hold, wire: Exchange, transaction: Transaction) -> bool:
-        """After our final dot: lend the connection to a waiting send, which reads our
-        final reply into ``transaction`` for us (:mod:`._handoff`).
+    async def _hand_over(
+        self, hold: _Hold, wire: Exchange, transaction: Transaction, body: bytes
+    ) -> bool:
+        """At our body: if a send waits for this connection, write the body and lend the
+        connection on; that send writes our final dot with its own commands and reads
+        our final reply into ``transaction`` (:mod:`._handoff`).
 
-        False when nobody waits (or this send may not hand over): read it as always.
-        True once the reply is in ``transaction`` - read by the next send, or by us
-        after it gave the connection back (then ours again, and dropped afterwards if
-        its commands are on it too).
+        False when nobody waits (or this send may not hand over): the caller writes
+        body and dot and reads the reply as always. True once the reply is in
+        ``transaction`` - read by the next send, or by us (after writing the dot, if it
+        has not gone) when nobody took the connection or it came back to us (then
+        dropped afterwards if the other send's commands are on it too).
         """
-        if not hold.may_hand_over:
+        if not hold.may_hand_over or not hold.pool.waiting:
             return False
+        if len(body) > BODY_PIECE:
+            # A large body goes now, with flow control; only the dot waits for the next
+            # send. A small one goes with the dot, in the next send's one write.
+            await wire.write_body(body, timeout=self.data_timeout)
+            body = b""
         lease = hold.lease
-        owed = OwedFinalReply(transaction, wire, timeout=self.data_timeout)
+        owed = OwedFinalReply(transaction, wire, timeout=self.data_timeout, content=body)
         lease.messages += 1  # this message counts on the connection before it moves on
-        if not hold.pool.hand_over(lease, owed):
-            lease.messages -= 1
-            return False
-        hold.mine = False
-        hold.counted = True
-        try:
-            settled = await owed.wait()
-        except asyncio.CancelledError:
-            # Cancelled: the next send still reads our reply (the stream stays in step),
-            # unless the connection came back to us just now - then we drop it.
-            if owed.given_back:
-                hold.mine = True
-            raise
-        if settled:
-            return True
-        hold.mine = True
+        if hold.pool.hand_over(lease, owed):
+            hold.mine = False
+            hold.counted = True
+            try:
+                settled = await owed.wait()
+            except asyncio.CancelledError:
+                # Cancelled: the next send reads our reply if our dot went (the stream
+                # stays in step), or drops the connection without it - unless the
+                # connection came back to us just now: then we drop it.
+                if owed.given_back:
+                    hold.mine = True
+                raise
+            if settled:
+                return True
+            hold.mine = True
+        else:
+            lease.messages -= 1  # the waiter left meanwhile: an ordinary end
+        if not owed.dot_written:
+            await wire.write_body(owed.content, FINAL_DOT, timeout=self.data_timeout)
+            transaction.on_body_written()
         transaction.on_final(await wire.read(timeout=self.data_timeout))
         if owed.dirty:
-            transaction.close = True  # the next send's commands follow our reply
+            transaction.close = True  # the other send's commands follow our reply
         return True
 
     async def _chunked_dialogue(
@@ -725,10 +737,6 @@ class SMTPTransport(Transport):
             return
         if response.code != 250:
             smtp.close()
-
-
-#: The end of the message (RFC 5321 §4.1.1.4), the last bytes ``dot_stuff`` appends.
-_FINAL_DOT = b".\r\n"
 
 
 @dataclass(slots=True)
