@@ -9,7 +9,10 @@ server keeps the facts the delivery-semantics tests assert on:
   which may then be delayed, garbled or never sent);
 * ``open`` - connections open right now (a leak shows as ``open > 0`` after the
   client's ``aclose()``); ``opened`` - how many were accepted;
-* ``commands`` - every command received, with its connection's number.
+* ``commands`` - every command received, with its connection's number;
+* ``across`` - final dots that arrived with the next command right behind them, in the
+  same read: the client wrote the next transaction before the dot's reply (pipelining
+  across messages, RFC 2920 §3.1).
 
 A connection for which ``chunking(number)`` is true also offers CHUNKING (RFC 3030):
 ``BDAT <n> [LAST]`` chunks are read exactly, refused with 503 without an accepted
@@ -113,6 +116,8 @@ class RawSMTPServer:
         self.opened = 0
         self.commands: list[tuple[int, str, bytes]] = []
         """(connection number, verb, argument) of every command received."""
+        self.across = 0
+        """Final dots followed at once by the next command (already in the read buffer)."""
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
@@ -234,6 +239,8 @@ class RawSMTPServer:
                     if not chunk:
                         return  # lost before the final dot: nothing kept
                     body += chunk
+                # StreamReader has no public "bytes waiting"; its buffer is what we read.
+                self.across += bool(reader._buffer)  # type: ignore[attr-defined]
                 answer = self._message_end(session, bytes(body))
             if not await self._answer(session, reader, writer, answer):
                 return

@@ -31,6 +31,8 @@ from reliable_smtp._message import Message
 from reliable_smtp._replies import Outcome, Phase
 from reliable_smtp._result import DeliveryReport, SendResult
 from reliable_smtp._retry import RetryPolicy
+from reliable_smtp._settings import MailerSettings
+from reliable_smtp._transports._wire import BODY_PIECE
 from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import LocalSMTPServer
 
@@ -121,9 +123,11 @@ async def test_the_next_message_is_written_before_the_final_reply_of_the_one_bef
         assert [outcome(r, n) for n, r in enumerate(results)] == [Outcome.SENT] * 4
         assert server.opened == 1
         assert verbs(server) == ["EHLO"] + ["MAIL", "RCPT", "DATA"] * 4 + ["QUIT"]
+        assert server.across == 3  # each dot but the last arrived with the next MAIL
     else:
         # Waiting for the held reply: it never comes in time, the message is ambiguous.
         assert outcome(results[0], 0) is Outcome.AMBIGUOUS
+        assert server.across == 0
     assert server.deliveries == kept(0, 1, 2, 3)
 
 
@@ -137,6 +141,7 @@ async def test_a_send_alone_reads_its_own_reply_and_hands_nothing_over(
             assert outcome(await smtp.deliver(envelope(n), content(n)), n) is Outcome.SENT
         assert smtp.connections.idle == 1
     assert server.deliveries == kept(0, 1, 2)
+    assert server.across == 0
 
 
 async def test_every_reply_goes_to_its_own_message(serve: Callable[..., object]) -> None:
@@ -199,6 +204,7 @@ async def test_many_messages_on_one_connection_through_the_mailer(
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     assert server.opened == 1
     assert server.deliveries == kept(*range(30))
+    assert server.across == 29
 
 
 async def test_the_local_test_server_takes_messages_across_transactions() -> None:
@@ -473,3 +479,82 @@ async def test_a_waiter_cancelled_as_the_connection_reaches_it_gives_it_back(
     assert server.opened == 1
     assert verbs(server).count("MAIL") == 3
     assert server.deliveries == kept(9, 0, 2)
+
+
+# -- the option ------------------------------------------------------------------------
+
+
+async def test_the_setting_the_url_option_and_the_keyword_reach_the_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = {"transport": "smtp", "host": "127.0.0.1", "port": 25, "tls": "none"}
+    on = MailerSettings(**base).build_transport()
+    assert isinstance(on, SMTPTransport)
+    assert on.pipeline_across_messages is True
+    monkeypatch.setenv("RELIABLE_SMTP_PIPELINE_ACROSS_MESSAGES", "false")
+    off = MailerSettings(**base).build_transport()
+    assert isinstance(off, SMTPTransport)
+    assert off.pipeline_across_messages is False
+    monkeypatch.delenv("RELIABLE_SMTP_PIPELINE_ACROSS_MESSAGES")
+    url = MailerSettings(url="smtp+plain://127.0.0.1:25?pipeline_across_messages=false")
+    from_url = url.build_transport()
+    assert isinstance(from_url, SMTPTransport)
+    assert from_url.pipeline_across_messages is False
+    assert SMTPTransport("127.0.0.1", 25, tls="none").pipeline_across_messages is True
+
+
+async def test_switched_off_or_without_pipelining_every_send_reads_its_own_reply(
+    serve: Callable[..., object],
+) -> None:
+    for options in ({"pipeline_across_messages": False}, {"pipelining": False}):
+        server: RawSMTPServer = await serve(held_dots(last=1))  # type: ignore[misc]
+        async with transport(server, data_timeout=0.3, **options) as smtp:
+            results = await deliver_all(smtp, 2)
+        # The held reply is waited for, not written past: it never comes in time.
+        assert outcome(results[0], 0) is Outcome.AMBIGUOUS
+
+
+async def test_a_send_cancelled_before_its_dot_went_is_not_sent(
+    serve: Callable[..., object],
+) -> None:
+    server: RawSMTPServer = await serve()  # type: ignore[misc]
+    async with transport(server) as smtp:
+        await smtp.deliver(envelope(9), content(9))  # the connection and its pool
+        pool = smtp._pool
+        assert pool is not None
+        hand_over = pool.hand_over
+        senders: list[asyncio.Task[DeliveryReport]] = []
+
+        def hand_over_then_cancel(*args: object) -> bool:
+            handed = hand_over(*args)  # type: ignore[arg-type]
+            if handed:
+                senders[0].cancel()  # the send handing over: its dot is still to go
+            return handed
+
+        pool.hand_over = hand_over_then_cancel  # type: ignore[method-assign]
+        first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
+        senders.append(first)
+        second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # The next send found the body without its dot: it dropped the connection (the
+        # server discards the message) and went on a fresh one.
+        assert outcome(await second, 1) is Outcome.SENT
+        pool.hand_over = hand_over  # type: ignore[method-assign]
+    assert server.opened == 2
+    assert server.deliveries == kept(9, 1)
+
+
+async def test_a_large_body_goes_first_and_only_the_dot_waits_for_the_next_send(
+    serve: Callable[..., object],
+) -> None:
+    server: RawSMTPServer = await serve(held_dots(last=1))  # type: ignore[misc]
+    large = content(0) + (b"y" * 76 + b"\r\n") * 4000  # 312 KB: more than a BODY_PIECE
+    assert len(large) > BODY_PIECE
+    async with transport(server) as smtp:
+        results = await asyncio.gather(
+            smtp.deliver(envelope(0), large), smtp.deliver(envelope(1), content(1))
+        )
+    assert [outcome(r, n) for n, r in enumerate(results)] == [Outcome.SENT] * 2
+    assert server.across == 1
+    assert server.deliveries == kept(0, 1)

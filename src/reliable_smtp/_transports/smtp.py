@@ -16,8 +16,10 @@ event loop), one delivery on a leased connection, and the SMTP transaction. Arou
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
-pipelined when the server offers it; or, with CHUNKING, MAIL, RCPT and ``BDAT <n>
-LAST`` with the message in one write - is written and read by
+pipelined when the server offers it (and across messages: a send waiting for the
+connection writes the dot before it with its own group, :mod:`._handoff`); or, with
+CHUNKING, MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write - is
+written and read by
 :class:`~._wire.Exchange`, and what each reply means is decided by
 :class:`~._transaction.Transaction`: every recipient gets its own reply, a failure
 is pinned to its phase, and only a failure after the message has left (the final
