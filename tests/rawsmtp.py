@@ -29,7 +29,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Answer", "RawSMTPServer", "Session", "wait_until"]
+from reliable_smtp._transports.smtp import SMTPTransport
+
+__all__ = ["Answer", "RawSMTPServer", "Session", "raw_transport", "wait_until"]
 
 _MESSAGE_ID = re.compile(rb"^message-id:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 _PATH = re.compile(rb"<([^>]*)>")
@@ -271,3 +273,16 @@ async def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0) -> 
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+def raw_transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
+    """An SMTPTransport to ``server`` (plain, 2 s timeouts unless ``options`` say otherwise)."""
+    settings: dict[str, object] = {
+        "tls": "none",
+        "local_hostname": "client.test",
+        "connect_timeout": 2.0,
+        "command_timeout": 2.0,
+        "data_timeout": 2.0,
+        **options,
+    }
+    return SMTPTransport("127.0.0.1", server.port, **settings)  # type: ignore[arg-type]

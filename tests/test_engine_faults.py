@@ -349,17 +349,18 @@ async def test_cancelling_a_send_during_the_noop_check_closes_the_connection(
     assert await wait_until(lambda: server.open == 0, timeout=2.0), f"{server.open} left open"
 
 
+def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
+    if verb == "DATA_END":
+        return Answer(reply=b"250 Ok\r\n", delay=0.2)
+    return normal(session, verb, argument)
+
+
 # Not "across": there the second send is handed the connection right after the first
 # one's dot, before aclose() (next test).
 @pytest.mark.parametrize("serve", ["data", "pipelined", "bdat"], indirect=True)
 async def test_a_send_waiting_for_a_connection_when_the_transport_closes_opens_none(
     serve: Callable[..., object],
 ) -> None:
-    def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
-        if verb == "DATA_END":
-            return Answer(reply=b"250 Ok\r\n", delay=0.2)
-        return normal(session, verb, argument)
-
     server: RawSMTPServer = await serve(slow_final)  # type: ignore[misc]
     smtp = transport(server, max_connections=1)
     first = asyncio.create_task(smtp.deliver(ENVELOPE, CONTENT))
@@ -378,11 +379,6 @@ async def test_a_send_waiting_for_a_connection_when_the_transport_closes_opens_n
 async def test_a_send_handed_the_connection_before_the_transport_closes_completes_on_it(
     serve: Callable[..., object],
 ) -> None:
-    def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
-        if verb == "DATA_END":
-            return Answer(reply=b"250 Ok\r\n", delay=0.2)
-        return normal(session, verb, argument)
-
     server: RawSMTPServer = await serve(slow_final)  # type: ignore[misc]
     smtp = transport(server, max_connections=1)
     first = asyncio.create_task(smtp.deliver(ENVELOPE, CONTENT))

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from conftest import relay_transport
 from rawsmtp import OK, Answer, RawSMTPServer, Session, normal, wait_until
+from rawsmtp import raw_transport as transport
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._errors import PermanentError, TransientError
 from reliable_smtp._mailer import AsyncMailer
@@ -65,18 +67,6 @@ async def serve() -> AsyncIterator[Callable[..., object]]:
     yield start  # type: ignore[misc]
     for server in servers:
         await server.stop()
-
-
-def transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
-    settings: dict[str, object] = {
-        "tls": "none",
-        "local_hostname": "client.test",
-        "connect_timeout": 2.0,
-        "command_timeout": 2.0,
-        "data_timeout": 2.0,
-        **options,
-    }
-    return SMTPTransport("127.0.0.1", server.port, **settings)  # type: ignore[arg-type]
 
 
 def envelope(n: int) -> Envelope:
@@ -402,83 +392,119 @@ def next_mail_delayed(session: Session, verb: str, argument: bytes) -> Answer:
     return normal(session, verb, argument)
 
 
-async def test_a_send_cancelled_while_its_reply_is_owed_still_has_it_read(
-    serve: Callable[..., object],
+@pytest.mark.parametrize("cancelled", ["first", "second"])
+async def test_cancelled_while_the_reply_is_owed(
+    serve: Callable[..., object], cancelled: str
 ) -> None:
     server: RawSMTPServer = await serve(held_dots(next_mail_delayed, last=1))  # type: ignore[misc]
     async with transport(server) as smtp:
         first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
         second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
-        # The next MAIL arrived: the first send has handed over and waits for its reply.
+        # The next MAIL arrived: the first send has handed over and waits for its reply,
+        # which the second send is reading.
         assert await wait_until(lambda: verbs(server).count("MAIL") == 2)
-        first.cancel()
+        victim, survivor = (first, second) if cancelled == "first" else (second, first)
+        victim.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await first
-        assert outcome(await second, 1) is Outcome.SENT
-        # The stream stayed in step: the same connection serves the next message.
+            await victim
+        assert outcome(await survivor, 1 if cancelled == "first" else 0) is Outcome.SENT
         assert outcome(await smtp.deliver(envelope(2), content(2)), 2) is Outcome.SENT
-    assert server.opened == 1
-    assert server.deliveries == kept(0, 1, 2)
-
-
-async def test_a_successor_cancelled_while_reading_the_owed_reply_gives_it_back(
-    serve: Callable[..., object],
-) -> None:
-    server: RawSMTPServer = await serve(held_dots(next_mail_delayed, last=1))  # type: ignore[misc]
-    async with transport(server) as smtp:
-        first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
-        second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
-        assert await wait_until(lambda: verbs(server).count("MAIL") == 2)
-        second.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await second
-        # The first send read its own reply; the connection carried the cancelled
-        # send's commands too, so it was dropped and the next message opens another.
-        assert outcome(await first, 0) is Outcome.SENT
-        assert outcome(await smtp.deliver(envelope(2), content(2)), 2) is Outcome.SENT
-    assert server.opened == 2
-    assert server.deliveries == kept(0, 2)
+    if cancelled == "first":
+        # Its reply was still read: the stream stayed in step, the connection goes on.
+        assert server.opened == 1
+        assert server.deliveries == kept(0, 1, 2)
+    else:
+        # The reply went back to the first send, which read it; the connection carried
+        # the cancelled send's commands too, so it was dropped: the next opens another.
+        assert server.opened == 2
+        assert server.deliveries == kept(0, 2)
     assert await wait_until(lambda: server.open == 0)
+
+
+@contextmanager
+def cancelling_at_hand_over(
+    smtp: SMTPTransport, victims: list[asyncio.Task[DeliveryReport]]
+) -> Iterator[None]:
+    """Inside: a successful hand-over cancels ``victims[0]`` at once, before any other
+    task runs (the races of a cancellation meeting the hand-over)."""
+    pool = smtp._pool
+    assert pool is not None
+    hand_over = pool.hand_over
+
+    def hand_over_then_cancel(*args: object) -> bool:
+        handed = hand_over(*args)  # type: ignore[arg-type]
+        if handed:
+            victims[0].cancel()
+        return handed
+
+    pool.hand_over = hand_over_then_cancel  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        pool.hand_over = hand_over  # type: ignore[method-assign]
+
+
+def slow_dot(session: Session, verb: str, argument: bytes) -> Answer:
+    if verb == "DATA_END":
+        return Answer(reply=OK["DATA_END"], delay=0.1)
+    return normal(session, verb, argument)
 
 
 async def test_a_waiter_cancelled_as_the_connection_reaches_it_gives_it_back(
     serve: Callable[..., object],
 ) -> None:
-    def slow_dot(session: Session, verb: str, argument: bytes) -> Answer:
-        if verb == "DATA_END":
-            return Answer(reply=OK["DATA_END"], delay=0.1)
-        return normal(session, verb, argument)
-
     server: RawSMTPServer = await serve(slow_dot)  # type: ignore[misc]
     async with transport(server) as smtp:
         await smtp.deliver(envelope(9), content(9))  # the connection and its pool
-        # The race: the waiter is cancelled right as the connection is handed to it,
-        # before it runs again (so before it writes anything).
-        pool = smtp._pool
-        assert pool is not None
-        hand_over = pool.hand_over
         waiters: list[asyncio.Task[DeliveryReport]] = []
-
-        def hand_over_then_cancel(*args: object) -> bool:
-            handed = hand_over(*args)  # type: ignore[arg-type]
-            if handed:
-                waiters[0].cancel()
-            return handed
-
-        pool.hand_over = hand_over_then_cancel  # type: ignore[method-assign]
-        first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
-        second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
-        waiters.append(second)
-        with pytest.raises(asyncio.CancelledError):
-            await second
-        # The first send got the connection back and read its own reply; nothing else
-        # was written on it, so it stays in the pool for the next message.
-        assert outcome(await first, 0) is Outcome.SENT
+        with cancelling_at_hand_over(smtp, waiters):
+            first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
+            second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
+            waiters.append(second)  # cancelled before it runs, so before it writes
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            # The first send got the connection back and wrote its dot and read its reply
+            # itself; nothing else was written, so it stays in the pool for the next one.
+            assert outcome(await first, 0) is Outcome.SENT
         assert outcome(await smtp.deliver(envelope(2), content(2)), 2) is Outcome.SENT
-        pool.hand_over = hand_over  # type: ignore[method-assign]
     assert server.opened == 1
     assert verbs(server).count("MAIL") == 3
     assert server.deliveries == kept(9, 0, 2)
+
+
+async def test_a_send_cancelled_before_its_dot_went_is_not_sent(
+    serve: Callable[..., object],
+) -> None:
+    server: RawSMTPServer = await serve(slow_dot)  # type: ignore[misc]
+    async with transport(server) as smtp:
+        await smtp.deliver(envelope(9), content(9))  # the connection and its pool
+        senders: list[asyncio.Task[DeliveryReport]] = []
+        with cancelling_at_hand_over(smtp, senders):
+            first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
+            senders.append(first)  # cancelled while handing over: its dot is still to go
+            second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            # The next send found the body without its dot: it dropped the connection
+            # (the server discards the message) and went on a fresh one.
+            assert outcome(await second, 1) is Outcome.SENT
+    assert server.opened == 2
+    assert server.deliveries == kept(9, 1)
+
+
+async def test_a_large_body_goes_first_and_only_the_dot_waits_for_the_next_send(
+    serve: Callable[..., object],
+) -> None:
+    server: RawSMTPServer = await serve(held_dots(last=1))  # type: ignore[misc]
+    large = content(0) + (b"y" * 76 + b"\r\n") * 4000  # 312 KB: more than a BODY_PIECE
+    assert len(large) > BODY_PIECE
+    async with transport(server) as smtp:
+        results = await asyncio.gather(
+            smtp.deliver(envelope(0), large), smtp.deliver(envelope(1), content(1))
+        )
+    assert [outcome(r, n) for n, r in enumerate(results)] == [Outcome.SENT] * 2
+    assert server.across == 1
+    assert server.deliveries == kept(0, 1)
 
 
 # -- the option ------------------------------------------------------------------------
@@ -512,49 +538,3 @@ async def test_switched_off_or_without_pipelining_every_send_reads_its_own_reply
             results = await deliver_all(smtp, 2)
         # The held reply is waited for, not written past: it never comes in time.
         assert outcome(results[0], 0) is Outcome.AMBIGUOUS
-
-
-async def test_a_send_cancelled_before_its_dot_went_is_not_sent(
-    serve: Callable[..., object],
-) -> None:
-    server: RawSMTPServer = await serve()  # type: ignore[misc]
-    async with transport(server) as smtp:
-        await smtp.deliver(envelope(9), content(9))  # the connection and its pool
-        pool = smtp._pool
-        assert pool is not None
-        hand_over = pool.hand_over
-        senders: list[asyncio.Task[DeliveryReport]] = []
-
-        def hand_over_then_cancel(*args: object) -> bool:
-            handed = hand_over(*args)  # type: ignore[arg-type]
-            if handed:
-                senders[0].cancel()  # the send handing over: its dot is still to go
-            return handed
-
-        pool.hand_over = hand_over_then_cancel  # type: ignore[method-assign]
-        first = asyncio.create_task(smtp.deliver(envelope(0), content(0)))
-        senders.append(first)
-        second = asyncio.create_task(smtp.deliver(envelope(1), content(1)))
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        # The next send found the body without its dot: it dropped the connection (the
-        # server discards the message) and went on a fresh one.
-        assert outcome(await second, 1) is Outcome.SENT
-        pool.hand_over = hand_over  # type: ignore[method-assign]
-    assert server.opened == 2
-    assert server.deliveries == kept(9, 1)
-
-
-async def test_a_large_body_goes_first_and_only_the_dot_waits_for_the_next_send(
-    serve: Callable[..., object],
-) -> None:
-    server: RawSMTPServer = await serve(held_dots(last=1))  # type: ignore[misc]
-    large = content(0) + (b"y" * 76 + b"\r\n") * 4000  # 312 KB: more than a BODY_PIECE
-    assert len(large) > BODY_PIECE
-    async with transport(server) as smtp:
-        results = await asyncio.gather(
-            smtp.deliver(envelope(0), large), smtp.deliver(envelope(1), content(1))
-        )
-    assert [outcome(r, n) for n, r in enumerate(results)] == [Outcome.SENT] * 2
-    assert server.across == 1
-    assert server.deliveries == kept(0, 1)
