@@ -49,8 +49,7 @@ WARM_UP = 100
 async def run(mode: str, port: int, n: int, connections: int) -> dict[str, float]:
     if mode == "api-absent":
         sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # import fails
-    from reliable_smtp import AsyncMailer, SendResult, SMTPTransport
-    from reliable_smtp._otel import OpenTelemetryHooks
+    from reliable_smtp import AsyncMailer, OpenTelemetryHooks, SendResult, SMTPTransport
 
     hooks: list[object] = []
     spans = reader = None

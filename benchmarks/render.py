@@ -25,7 +25,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid
 
-from reliable_smtp._message import Message, render
+from reliable_smtp import Message, render
 
 SENDER = "Example Shop <no-reply@example.com>"
 RECIPIENT = "Alice Example <alice@example.org>"

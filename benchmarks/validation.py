@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from email_validator import validate_email
 
-from reliable_smtp._validation import RecipientPolicy
+from reliable_smtp import RecipientPolicy
 from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE
 
 SENDER = "no-reply@example.com"

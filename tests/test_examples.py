@@ -20,6 +20,12 @@ EXPECTED = {
         "copies: ann 1 bob 1",
         "refused: 550 5.1.1 rcpt",
     ],
+    "django_outbox.py": [
+        "rolled back: payment declined",
+        "queued: 1",
+        "sent: 1",
+        "server received: Order 42 confirmed",
+    ],
     "fastapi_app.py": [
         "signup ann: 200 250 2.0.0 OK",
         "signup gone: 502 permanent 550",

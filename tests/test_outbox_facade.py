@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 
 from reliable_smtp import (
+    AsyncMailer,
     AsyncOutbox,
     ConfigurationError,
     EntryState,
     EntryStateError,
     InvalidAddressError,
     InvalidMessageError,
+    Mailer,
     Message,
     Outbox,
     OutboxError,
@@ -181,6 +183,22 @@ def test_async_outbox_has_every_method_of_outbox() -> None:
     for name in names - sync_only:
         assert inspect.iscoroutinefunction(getattr(AsyncOutbox, name)), name
     assert hasattr(AsyncOutbox, "from_env")
+
+
+def test_the_twins_take_the_same_keywords() -> None:
+    # AsyncOutbox is Outbox awaited: a keyword missing from one of them (migrate= was) is a
+    # setting async code cannot make.
+    for sync, twin in ((Outbox, AsyncOutbox), (Mailer, AsyncMailer)):
+        expected = inspect.signature(sync.__init__).parameters
+        assert inspect.signature(twin.__init__).parameters == expected, twin.__name__
+
+
+async def test_an_async_outbox_opened_without_migrating_migrates_on_demand(
+    tmp_path: Path,
+) -> None:
+    async with AsyncOutbox(f"sqlite:///{tmp_path}/late.db", migrate=False) as outbox:
+        assert await outbox.migrate() == SCHEMA_VERSION
+        assert (await outbox.enqueue(message())).state is EntryState.QUEUED
 
 
 async def test_async_outbox_round_trip(outbox_url: str, clock: FakeClock) -> None:  # noqa: F811

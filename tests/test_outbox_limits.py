@@ -429,7 +429,7 @@ def test_an_outbox_at_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> N
     conn.close()
     store = open_store(f"sqlite:///{path}")
     try:
-        assert store.migrate() == SCHEMA_VERSION == 2
+        assert store.migrate() == SCHEMA_VERSION == 3
         assert store.reserve({"rate/per_second": (10.0, 1)}, now=T0) == 0.0
         assert store.acquire_slots("connections", "w", want=1, total=1, lease_seconds=1, now=T0)
     finally:

@@ -7,6 +7,7 @@ Times are explicit ``now=`` values, so leases and schedules need no waiting.
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -693,3 +694,29 @@ def test_a_final_dot_mark_racing_a_recovery_on_postgres_waits_then_fails(
         recovery.close()
         watcher.close()
         store.close()
+
+
+def test_the_postgresql_claim_takes_due_entries_in_index_order(
+    postgres_database: str,  # noqa: F811 - the imported fixture
+) -> None:
+    # claim() orders by (due_at, id) and takes the first few: with the index in that order
+    # PostgreSQL reads just those rows; without it, every due entry and a sort, for each
+    # claim, however large the backlog an outage left.
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(4)}"
+    open_store(f"{postgres_database}?schema={schema}").close()
+    with psycopg.connect(postgres_database) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_sort = off")  # a plan that needs a sort still shows one
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f"EXPLAIN SELECT id FROM {schema}.entries "
+                "WHERE state IN ('queued', 'deferred') AND due_at <= 1e12 "
+                "ORDER BY due_at, id LIMIT 50"
+            ).fetchall()
+        )
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    assert "outbox_entries_due" in plan, plan
+    assert "Sort" not in plan, plan

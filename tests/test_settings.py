@@ -300,6 +300,22 @@ def test_fallback_urls_build_a_failover_transport(monkeypatch: pytest.MonkeyPatc
     assert "pw2" not in repr(MailerSettings())
 
 
+def test_a_fallback_urls_own_options_win_over_the_shared_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELIABLE_SMTP_URL", "smtp://primary.example.com:587?timeout=30")
+    monkeypatch.setenv(
+        "RELIABLE_SMTP_FALLBACK_URLS",
+        "smtp://backup.example.com:587?timeout=5&connect_timeout=3, smtp://third.example.com",
+    )
+    primary, backup, third = MailerSettings(_env_file=None).build_transport().transports
+    assert isinstance(primary, SMTPTransport)
+    assert isinstance(backup, SMTPTransport)
+    assert isinstance(third, SMTPTransport)
+    assert (primary.command_timeout, backup.command_timeout, third.command_timeout) == (30, 5, 30)
+    assert (backup.connect_timeout, third.connect_timeout) == (3, 10)
+
+
 def test_bad_fallback_url_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELIABLE_SMTP_FALLBACK_URLS", "ftp://backup.example.com")
     with pytest.raises(ConfigurationError) as caught:

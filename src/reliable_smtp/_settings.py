@@ -330,9 +330,15 @@ class MailerSettings(BaseSettings):
 
     def _fallback(self, url: str) -> MailerSettings:
         """Settings for one fallback server: its URL, plus our settings it does not set."""
-        shared = self.model_dump(exclude=set(_CONNECTION_FIELDS | {"url", "fallback_urls"}))
         text: str | None = None
         try:
+            # What the URL sets (its query options too: ?timeout=5) is its own; only the
+            # rest is shared. A shared value passed beside the URL would override it, as
+            # discrete settings refine RELIABLE_SMTP_URL.
+            own = parse_url(url, variable=f"{ENV_PREFIX}URL")
+            shared = self.model_dump(
+                exclude=set(_CONNECTION_FIELDS | {"url", "fallback_urls"} | own.keys())
+            )
             # model_validate, not the constructor: the environment must not override
             # the fallback URL's host, port or credentials with the primary's.
             return MailerSettings.model_validate({**shared, "url": url})

@@ -269,7 +269,8 @@ class AsyncOutbox:
     """:class:`Outbox` for async code: the same methods, awaited.
 
     The database work runs on the outbox's own threads, never on the event
-    loop. Constructing it opens (and migrates) the store: do it at startup.
+    loop. Constructing it opens (and, unless ``migrate=False``, migrates) the store:
+    do it at startup.
     """
 
     def __init__(
@@ -281,6 +282,7 @@ class AsyncOutbox:
         clock: Callable[[], float] | None = None,
         message_id_domain: str | None = None,
         rng: random.Random | None = None,
+        migrate: bool = True,
     ) -> None:
         self.sync = Outbox(
             url,
@@ -289,6 +291,7 @@ class AsyncOutbox:
             clock=clock,
             message_id_domain=message_id_domain,
             rng=rng,
+            migrate=migrate,
         )
         """The synchronous outbox underneath (same store)."""
         self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reliable-smtp-outbox")

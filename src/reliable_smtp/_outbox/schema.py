@@ -37,6 +37,9 @@ class Dialect:
             "limiters": f"{prefix}limiters",
             "slots": f"{prefix}slots",
             "version": f"{prefix}schema_version",
+            # Index names: on PostgreSQL an index lives in its table's schema, so
+            # DROP INDEX names it there; SQLite's are unqualified.
+            "indexes": prefix if prefix.endswith(".") else "",
         }
 
 
@@ -121,7 +124,18 @@ _V2 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Version 3: claim()'s ORDER BY due_at, id comes straight from the index. With only
+# (due_at), PostgreSQL read every due entry and sorted them for each claim (a top-N sort:
+# 3 ms at 5,000 queued, growing with the backlog a day-long outage leaves); SQLite's
+# (due_at) index already ends with the rowid, so nothing changes there but the name's
+# columns.
+_V3 = (
+    "DROP INDEX {indexes}outbox_entries_due",
+    "CREATE INDEX outbox_entries_due ON {entries} (due_at, id) "
+    "WHERE state IN ('queued', 'deferred')",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS {version} (version INTEGER NOT NULL)"

@@ -464,16 +464,7 @@ class RoundRobinTransport(_CompositeTransport):
     """
 
     _strategy = "round_robin"
-
-    def __init__(
-        self,
-        transports: Iterable[Transport],
-        *,
-        down_for: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(transports, down_for=down_for, clock=clock)
-        self._turn = 0
+    _turn = 0  # the next member to start at; the first send makes it the instance's own
 
     def _order(self, healthy: list[int]) -> Sequence[int]:
         start = self._turn % len(healthy)
