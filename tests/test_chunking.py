@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,7 +30,7 @@ from rawsmtp import raw_transport as transport
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._errors import AmbiguousDeliveryError, PermanentError, TransientError
 from reliable_smtp._mailer import AsyncMailer
-from reliable_smtp._message import Message
+from reliable_smtp._message import Attachment, Message
 from reliable_smtp._replies import Outcome, Phase
 from reliable_smtp._result import SendResult
 from reliable_smtp._retry import RetryPolicy
@@ -424,12 +425,11 @@ def postfix() -> Iterator[tuple[postfix_smtpd.Postfix, Path]]:
             yield running, ca_file
 
 
-@pytest.mark.parametrize("tls", ["none", "starttls"])
-async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
+def postfix_client(
     postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
-) -> None:
+) -> tuple[postfix_smtpd.Postfix, str, SMTPTransport]:
+    """The server, its log so far, and a transport to it (``tls``: none or starttls)."""
     server, ca_file = postfix
-    before = server.log()
     smtp = SMTPTransport(
         "127.0.0.1",
         server.port,
@@ -438,6 +438,14 @@ async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
         local_hostname="client.test",
         command_timeout=10,
     )
+    return server, server.log(), smtp
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls"])
+async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
+    postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
+) -> None:
+    server, before, smtp = postfix_client(postfix, tls)
     outcomes: list[SendResult] = []
     async with AsyncMailer(smtp) as mailer:
         for n in range(3):
@@ -463,3 +471,22 @@ async def test_postfix_smtpd_takes_the_bdat_group_and_delivers_each_recipient(
         assert f"to=<r{n}b@example.net>" in log
     # One connection, three BDAT transactions, no DATA at all.
     assert "mail=3 rcpt=6 bdat=3 quit=1" in log, log
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls"])
+async def test_postfix_smtpd_takes_a_large_bdat_chunk_written_in_pieces(
+    postfix: tuple[postfix_smtpd.Postfix, Path], tls: str
+) -> None:
+    # Over 256 KiB: the group's write carries the start of the chunk, the rest follows
+    # as the socket takes it; smtpd must count exactly n octets for BDAT n LAST.
+    server, before, smtp = postfix_client(postfix, tls)
+    big = replace(
+        message(7),
+        text=".a leading dot, never doubled with BDAT\n",
+        attachments=[Attachment(filename="big.bin", content=os.urandom(600_000))],
+    )
+    async with AsyncMailer(smtp) as mailer:
+        outcome = await mailer.send(big)
+    assert outcome.recipients[ANN].outcome is Outcome.SENT
+    log = server.wait_for_log(lambda text: "bdat=1" in text[len(before) :])
+    assert "mail=1 rcpt=1 bdat=1 quit=1" in log[len(before) :], log

@@ -12,6 +12,7 @@ import dataclasses
 import email
 import email.message
 import email.policy
+import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -777,6 +778,55 @@ def test_attachment_from_path(tmp_path: Path) -> None:
     assert (inline.content_type, inline.inline, inline.content_id) == ("text/plain", True, "c@d")
 
 
+def test_from_path_raises_at_once_for_a_file_it_cannot_open(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Attachment.from_path(tmp_path / "missing.pdf")
+    with pytest.raises(IsADirectoryError):
+        Attachment.from_path(tmp_path)
+
+
+def test_a_from_path_attachment_is_its_bytes(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "report.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    attachment = Attachment.from_path(path, inline=True, content_id="r@x")
+    given = Attachment(filename="report.csv", content=b"a,b\n1,2\n", inline=True, content_id="r@x")
+    assert attachment == given
+    assert hash(attachment) == hash(given)
+    assert repr(attachment) == repr(given)
+    copies = [
+        copy.copy(attachment),
+        copy.deepcopy(attachment),
+        pickle.loads(pickle.dumps(attachment)),
+        pickle.loads(pickle.dumps(message(attachments=[attachment]))).attachments[0],
+        dataclasses.replace(attachment, inline=True),
+    ]
+    path.unlink()
+    # Copies hold the bytes, as the Attachment used to: the file is no longer needed.
+    for clone in copies:
+        assert clone == given
+        assert clone.content == b"a,b\n1,2\n"
+        assert type(clone) is Attachment
+    with pytest.raises(AttributeError, match="no attribute 'contents'"):
+        _ = attachment.contents  # type: ignore[attr-defined]
+
+
+def test_from_path_keeps_reading_the_same_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.txt").write_bytes(b"from a")
+    (tmp_path / "b" / "x.txt").write_bytes(b"from b")
+    monkeypatch.chdir(tmp_path / "a")
+    attachment = Attachment.from_path("x.txt")
+    monkeypatch.chdir(tmp_path / "b")
+    assert attachment.content == b"from a"
+    (part,) = parse(render(message(attachments=[attachment]))).iter_attachments()
+    assert part.get_content() == "from a"
+
+
 def test_empty_and_large_attachments() -> None:
     big = bytes(range(256)) * 4096
     rendered = render(
@@ -1336,3 +1386,18 @@ def test_any_filename_round_trips(value: str) -> None:
         raw = part.get_param(param, header=header)
         assert raw is not None
         assert collapse_rfc2231_value(raw) == value
+
+
+def test_from_path_reads_a_pipe_at_once(tmp_path: Path) -> None:
+    # A pipe (or /dev/stdin) can be read only once: its bytes are kept, not its path.
+    read, write = os.pipe()
+    os.write(write, b"piped bytes")
+    os.close(write)
+    try:
+        attachment = Attachment.from_path(f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert attachment.content == b"piped bytes"
+    for _ in range(2):
+        (part,) = parse(render(message(attachments=[attachment]))).iter_attachments()
+        assert part.get_content() == b"piped bytes"

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import relay_transport
 from outbox_sink import CountingSink
-from reliable_smtp import AsyncMailer, Envelope, Message, Outbox
+from reliable_smtp import AsyncMailer, ConfigurationError, Envelope, Message, Outbox
 from reliable_smtp._message import render
 from reliable_smtp._outbox.model import EntryState, NewEntry, OutboxEntry, RecipientState
 from reliable_smtp._outbox.schedule import OutboxSchedule
@@ -178,6 +178,15 @@ async def test_a_transport_without_the_hook_is_marked_before_deliver(store: Stor
     await worker_for(store, transport).run_until_idle()
     assert seen == [(RecipientState.IN_FLIGHT, RecipientState.IN_FLIGHT)]
     assert store.get(entry.id).state is EntryState.SENT
+
+
+@pytest.mark.parametrize("setting", ["concurrency", "batch"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_concurrency_and_batch_are_counts_by_the_one_rule(
+    store: Store, setting: str, value: object
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{setting} must be a whole number, at least 1,"):
+        worker_for(store, MockTransport(lambda envelope, content: None), **{setting: value})
 
 
 class _RecoveredMidway(Transport):

@@ -5,8 +5,14 @@ Layout (private; the public names are exported from :mod:`reliable_smtp`):
 * ``model`` - states, entries, claims, counts (pure values);
 * ``schedule`` - the retry schedule and the one settle/recovery rule (pure);
 * ``store`` - the :class:`Store` interface and :func:`open_store`;
+* ``sql`` - the SQL both stores share, with ``leases`` (claim to settle),
+  ``limit_rows`` (the shared limits' rows), ``operator_actions``, ``pool``
+  (connections) and ``rows`` (rows <-> values);
 * ``sqlite`` / ``postgres`` - the two stores; ``schema`` - their DDL and migrations;
-* ``facade`` - :class:`Outbox` and :class:`AsyncOutbox`, what applications use.
+* ``facade`` - :class:`Outbox` and :class:`AsyncOutbox`, what applications use;
+* ``worker`` - :class:`OutboxWorker`, with ``attempt`` (one claim's send),
+  ``group_commit``, ``worker_limits`` (its part in ``limits.OutboxLimits``) and
+  ``wakeup``.
 """
 
 from __future__ import annotations

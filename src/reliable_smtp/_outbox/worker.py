@@ -19,7 +19,8 @@ the lease expires, recovery parks them as AMBIGUOUS; unmarked ones go back to
 the queue. While it sends, a heartbeat renews the leases it holds.
 
 One attempt per claim: the outbox schedule is the retry engine (minutes to
-days); in-process only a "452 too many recipients" split is resent at once.
+days); in-process only a "452 too many recipients" split is resent at once
+(``attempt``: the send of one claim and its final-dot guard).
 
 A database that goes away makes the worker back off and reconnect (it never
 marks mail failed because the queue was unreachable). SIGTERM/SIGINT stop
@@ -28,7 +29,12 @@ claiming, let in-flight transactions finish and settle, and return.
 Wake-up: ``Store.wait_for_work`` (PostgreSQL ``LISTEN`` on the store's channel;
 SQLite: an in-process notification when the enqueue happens in this process,
 else a cheap poll of ``PRAGMA data_version`` every 50 ms). A lost notification
-only delays: the worker claims at least every ``poll_interval`` seconds anyway.
+only delays: the worker claims at least every ``poll_interval`` seconds anyway
+(``wakeup``).
+
+This module owns the run loop: claiming, the order of writes per claim, leases
+and their heartbeat, settling, stopping. Marks and settles are written through
+``group_commit``; the shared limits are taken part in through ``worker_limits``.
 """
 
 from __future__ import annotations
@@ -45,51 +51,29 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from .._checks import check_seconds
-from .._envelope import Envelope
-from .._errors import ConfigurationError, DeliveryError
+from .._checks import check_count, check_seconds
 from .._mailer import AsyncMailer, Mailer
-from .._otel import use_trace_context
 from .._replies import Outcome
 from .._result import RecipientStatus
-from .._retry import RetryPolicy
-from .._transports._commit import FinalDotForbiddenError, guard_final_dot
+from .attempt import ClaimSender
 from .errors import LeaseLostError
 from .facade import AsyncOutbox, Outbox
+from .group_commit import GroupCommit
 from .limits import OutboxLimits
 from .model import Claim
 from .store import Store
+from .wakeup import watch_for_work
+from .worker_limits import SharedLimits
 
 __all__ = ["OutboxWorker", "WorkerStats"]
 
 logger = logging.getLogger("reliable_smtp")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _SplitsOnly(RetryPolicy):
-    """One attempt, except that recipients refused only for the transaction's size go again
-    at once (a 452 "too many recipients" split); everything else waits for the schedule."""
-
-    attempts: int = 1_000
-    deadline: float = 86_400.0
-
-    def should_retry(self, status: RecipientStatus) -> bool:
-        return status.split
-
-
-_ONE_ATTEMPT = _SplitsOnly().without_waits()
-
-
-def _one_attempt(recipients: int) -> RetryPolicy:
-    """The claim's policy: each split round takes at least one recipient, so a server
-    that keeps answering 452 gets at most ``recipients`` extra transactions."""
-    return _ONE_ATTEMPT.replace(attempts=recipients + 1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -170,9 +154,6 @@ class OutboxWorker:
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
-        self._marks = bool(transport.marks_final_dot)
-        policy = self._mailer.recipient_policy
-        self._chunk_size = policy.max_recipients_per_transaction if policy is not None else None
         self._db: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -181,21 +162,26 @@ class OutboxWorker:
         self._held: dict[int, Claim] = {}
         # Group commit: marks (and settles) that arrive while one batch is being written
         # share the next commit - one fsync for many transactions, none waits longer.
-        self._marks_batch: _GroupCommit[tuple[Claim, tuple[str, ...]]] = _GroupCommit(
+        self._marks_batch: GroupCommit[tuple[Claim, tuple[str, ...]]] = GroupCommit(
             lambda items: self._db_call(self._store.mark_final_dot_many, items, now=self._clock())
         )
-        self._settles_batch: _GroupCommit[tuple[Claim, Mapping[str, RecipientStatus]]] = (
-            _GroupCommit(
-                lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
-            )
+        self._settles_batch: GroupCommit[tuple[Claim, Mapping[str, RecipientStatus]]] = GroupCommit(
+            lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
         )
+        self._sender = ClaimSender(self._mailer, self._marks_batch.submit)
         self.limits = limits or OutboxLimits()
-        self._rates = {
-            name: (rate, self.limits.burst_of(name)) for name, rate in self.limits.rates.items()
-        }
-        # Connection slots held (the shared max_connections); without that cap, all of them.
-        self._slots = 0 if self.limits.max_connections is not None else self.concurrency
-        self._slots_tried_at = float("-inf")
+        self._shared = SharedLimits(
+            self.limits,
+            store=self._store,
+            owner=self.owner,
+            concurrency=self.concurrency,
+            lease_seconds=self.lease_seconds,
+            poll_interval=self.poll_interval,
+            call=self._db_call,
+            clock=self._clock,
+            wait=self._sleep_unless_stopped,
+        )
+        self._rates = self._shared.rates
         self.stats = WorkerStats()
 
     # -- running ------------------------------------------------------------------------
@@ -251,7 +237,13 @@ class OutboxWorker:
         slot_freed = asyncio.Event()
         helpers = [asyncio.create_task(self._heartbeat(), name="outbox-heartbeat")]
         if not until_idle:  # run_until_idle returns when nothing is due: no need to wake it
-            helpers.append(asyncio.create_task(self._watch_for_work(), name="outbox-wakeup"))
+            watch = watch_for_work(
+                self._store,
+                self.notify,
+                reconnect_min=self.reconnect_min,
+                reconnect_max=self.reconnect_max,
+            )
+            helpers.append(asyncio.create_task(watch, name="outbox-wakeup"))
         failures = 0
         # Claim in batches: wait until a good share of the slots is free (one claim
         # transaction for several entries), unless nothing at all is in flight.
@@ -263,8 +255,8 @@ class OutboxWorker:
 
         try:
             while not self._stopping.is_set():
-                await self._acquire_slots()
-                capacity = min(self.concurrency, self._slots)
+                await self._shared.acquire_slots()
+                capacity = min(self.concurrency, self._shared.slots)
                 free = capacity - len(in_flight)
                 claims: list[Claim] = []
                 asked = 0
@@ -307,13 +299,9 @@ class OutboxWorker:
                 elif capacity == 0:
                     # Every shared connection slot is held elsewhere: look again after a poll.
                     waits.append(asyncio.ensure_future(self._sleep(self.poll_interval)))
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waits:
-                        waiter.cancel()
+                await _first_of(waits)
             await self._finish(in_flight)
-            await self._release_slots()
+            await self._shared.release_slots()
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -346,8 +334,7 @@ class OutboxWorker:
 
     async def _back_off(self, failures: int, exc: BaseException) -> None:
         assert self._stopping is not None
-        delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
-        delay *= 1.0 + 0.25 * self._rng.random()
+        delay = self._reconnect_delay(failures) * (1.0 + 0.25 * self._rng.random())
         logger.warning(
             "outbox unreachable (%s); retrying in %.3g s",
             exc,
@@ -356,105 +343,26 @@ class OutboxWorker:
         )
         await self._sleep_unless_stopped(delay)
 
+    def _reconnect_delay(self, failures: int) -> float:
+        """After ``failures`` failed calls in a row: ``reconnect_min``, doubled each time,
+        at most ``reconnect_max``."""
+        return min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         assert self._stopping is not None
-        waits = [
-            asyncio.ensure_future(self._stopping.wait()),
-            asyncio.ensure_future(self._sleep(seconds)),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-
-    # -- shared limits ------------------------------------------------------------------
-
-    async def _acquire_slots(self) -> None:
-        """Take (or renew) shared connection slots, up to ``concurrency``; at most once a
-        poll interval while short of them (the heartbeat renews the ones held)."""
-        total = self.limits.max_connections
-        if total is None or self._slots >= self.concurrency:
-            return
-        now = self._clock()
-        if now - self._slots_tried_at < self.poll_interval:
-            return
-        self._slots_tried_at = now
-        try:
-            self._slots = await self._db_call(
-                self._store.acquire_slots,
-                "connections",
-                self.owner,
-                want=self.concurrency,
-                total=total,
-                lease_seconds=self.lease_seconds,
-                now=now,
-            )
-        except Exception as exc:
-            logger.warning(
-                "outbox: taking connection slots failed (%s)",
-                exc,
-                extra={"event": "outbox_slots_failed"},
-            )
-
-    async def _renew_slots(self) -> None:
-        total = self.limits.max_connections
-        if total is None or not self._slots:
-            return
-        self._slots = await self._db_call(
-            self._store.acquire_slots,
-            "connections",
-            self.owner,
-            want=self.concurrency,
-            total=total,
-            lease_seconds=self.lease_seconds,
-            now=self._clock(),
+        await _first_of(
+            [
+                asyncio.ensure_future(self._stopping.wait()),
+                asyncio.ensure_future(self._sleep(seconds)),
+            ]
         )
-
-    async def _release_slots(self) -> None:
-        if self.limits.max_connections is None or not self._slots:
-            return
-        with contextlib.suppress(Exception):  # they expire anyway
-            await self._db_call(self._store.release_slots, "connections", self.owner)
-        self._slots = 0
-
-    async def _reserve(self) -> float:
-        """Wait for this transaction's place in the shared rate; return when it was reserved."""
-        now = self._clock()
-        if self._rates:
-            wait = await self._db_call(
-                self._store.reserve, self._rates, now=now, cooldown=self.limits.cooldown
-            )
-            if wait > 0:
-                await self._sleep_unless_stopped(wait)
-                await asyncio.sleep(0)  # an injected sleep may not yield
-        return now
-
-    async def _throttled(self, reserved_at: float) -> None:
-        """A THROTTLED reply: lower the rate every worker of the outbox shares."""
-        if not self._rates:
-            return
-        try:
-            await self._db_call(
-                self._store.throttle,
-                self._rates,
-                reserved_at=reserved_at,
-                now=self._clock(),
-                cooldown=self.limits.cooldown,
-            )
-        except Exception as exc:
-            logger.warning(
-                "outbox: lowering the shared rate failed (%s)",
-                exc,
-                extra={"event": "outbox_throttle_failed"},
-            )
 
     # -- one claim ----------------------------------------------------------------------
 
     async def _process(self, claim: Claim) -> None:
         try:
             try:
-                reserved_at = await self._reserve()
+                reserved_at = await self._shared.reserve()
             except Exception as exc:  # the queue is unreachable: give the claim back
                 logger.warning(
                     "outbox entry %d: reserving its place in the shared rate failed (%s)",
@@ -470,10 +378,10 @@ class OutboxWorker:
                 # the entry back for the next worker instead of starting a transaction.
                 await self._db_call(self._store.release, claim, now=self._clock())
                 return
-            statuses = await self._send(claim)
+            statuses = await self._sender.send(claim)
             if statuses is not None:
                 if any(s.outcome is Outcome.THROTTLED for s in statuses.values()):
-                    await self._throttled(reserved_at)
+                    await self._shared.throttled(reserved_at)
                 await self._settle(claim, statuses)
         except LeaseLostError:
             self.stats.lost += 1
@@ -490,57 +398,6 @@ class OutboxWorker:
             )
         finally:
             self._held.pop(claim.entry_id, None)
-
-    async def _send(self, claim: Claim) -> Mapping[str, RecipientStatus] | None:
-        """One attempt at the claim's due recipients: their statuses (``None``: not tried)."""
-        envelope = Envelope(claim.sender, claim.recipients)
-        if not self._marks:
-            # The transport cannot tell us the instant before its commit: mark everyone
-            # now. A crash before the send then gives a false "ambiguous", never a duplicate.
-            try:
-                await self._mark(claim, claim.recipients)
-            except FinalDotForbiddenError as forbidden:
-                if isinstance(forbidden.__cause__, LeaseLostError):
-                    raise forbidden.__cause__ from None
-                return {r: forbidden.status(r, server="outbox") for r in claim.recipients}
-            return await self._deliver(claim, envelope)
-        with guard_final_dot(partial(self._mark, claim)):
-            return await self._deliver(claim, envelope)
-
-    async def _deliver(self, claim: Claim, envelope: Envelope) -> Mapping[str, RecipientStatus]:
-        try:
-            # The send span is the child of the span that enqueued the entry (docs: README
-            # "Observability"): one trace shows the request and the mail it caused.
-            with use_trace_context(claim.metadata):
-                result = await self._mailer._deliver(
-                    envelope,
-                    claim.content,
-                    claim.message_id,
-                    refused={},
-                    chunk_size=self._chunk_size,
-                    policy=_one_attempt(len(envelope.recipients)),
-                )
-        except DeliveryError as error:
-            if error.result is None:
-                return {
-                    r: RecipientStatus.from_error(r, error, server=error.server or "")
-                    for r in envelope.recipients
-                }
-            return _no_splits(error.result.recipients)
-        return result.recipients
-
-    async def _mark(self, claim: Claim, recipients: tuple[str, ...]) -> None:
-        """The final-dot guard: record durably that the dot is about to go to ``recipients``."""
-        try:
-            marked = await self._marks_batch.submit((claim, recipients))
-        except Exception as exc:
-            raise FinalDotForbiddenError(
-                f"the outbox could not record the final-dot mark ({exc})"
-            ) from exc
-        if not marked:
-            raise FinalDotForbiddenError("the outbox lease was lost") from LeaseLostError(
-                f"lease on outbox entry {claim.entry_id} was lost"
-            )
 
     async def _settle(self, claim: Claim, statuses: Mapping[str, RecipientStatus]) -> None:
         """Apply the statuses; keep trying while the database is away, until the lease is
@@ -561,7 +418,7 @@ class OutboxWorker:
                         extra={"event": "outbox_settle_abandoned", "entry_id": claim.entry_id},
                     )
                     return
-                delay = min(self.reconnect_max, self.reconnect_min * 2.0 ** (failures - 1))
+                delay = self._reconnect_delay(failures)
                 logger.warning(
                     "outbox entry %d: settle failed (%s); retrying in %.3g s",
                     claim.entry_id,
@@ -578,7 +435,7 @@ class OutboxWorker:
             key = status.outcome.value
             self.stats.recipients[key] = self.stats.recipients.get(key, 0) + 1
 
-    # -- leases and wake-ups ------------------------------------------------------------
+    # -- leases -------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         """Renew the leases held, every third of ``lease_seconds``.
@@ -590,7 +447,7 @@ class OutboxWorker:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._renew_slots()
+                await self._shared.renew_slots()
             except Exception as exc:
                 logger.warning(
                     "outbox: renewing connection slots failed (%s)",
@@ -611,40 +468,6 @@ class OutboxWorker:
                     exc,
                     extra={"event": "outbox_renew_failed"},
                 )
-
-    async def _watch_for_work(self) -> None:
-        """Wake the main loop when the store says work arrived (``Store.wait_for_work``:
-        PostgreSQL LISTEN; SQLite in-process notification and ``PRAGMA data_version``).
-
-        It blocks, so it runs in a thread of its own, in short slices so a stop is
-        never held up; a failure (the database went away) only means polling until
-        it is back.
-        """
-        loop = asyncio.get_running_loop()
-        watcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reliable-smtp-wakeup")
-        delay = self.reconnect_min
-        try:
-            while True:
-                try:
-                    woke = await loop.run_in_executor(
-                        watcher, self._store.wait_for_work, WAKE_SLICE
-                    )
-                except Exception as exc:
-                    logger.info(
-                        "outbox: waiting for work failed (%s); polling until it is back",
-                        type(exc).__name__,
-                        extra={"event": "outbox_wait_failed"},
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2.0, self.reconnect_max)
-                    continue
-                delay = self.reconnect_min
-                if woke:
-                    self.notify()
-        finally:
-            # Wait for the blocked call to return (at most WAKE_SLICE): it uses a store
-            # connection, which must not be closed under it (libpq is not thread-safe).
-            await loop.run_in_executor(None, partial(watcher.shutdown, wait=True))
 
     async def _db_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # One thread for every store call of this worker: a SQLite connection belongs
@@ -681,67 +504,13 @@ class OutboxWorker:
         return restore
 
 
-Item = TypeVar("Item")
-
-
-class _GroupCommit(Generic[Item]):
-    """Calls that arrive while a batch is being written join the next one.
-
-    The first call goes at once (no added latency when idle); under load, every
-    transaction that reached its dot (or its reply) while the database was busy
-    shares the next commit. Each item gets its own result (``bool``); a failure of
-    the batch (the database went away) is every item's exception.
-    """
-
-    def __init__(self, write: Callable[[list[Item]], Awaitable[list[bool]]]) -> None:
-        self._write = write
-        self._waiting: list[tuple[Item, asyncio.Future[bool]]] = []
-        self._writing = False
-        self._drainer: asyncio.Future[None] | None = None
-
-    async def submit(self, item: Item) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if not self._writing:
-            self._writing = True
-            self._drainer = asyncio.ensure_future(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    results = await self._write([item for item, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self._writing = False
-
-
-#: The longest one blocking ``wait_for_work`` call lasts (a stop waits at most this).
-WAKE_SLICE = 0.5
-
-
-def _no_splits(statuses: Mapping[str, RecipientStatus]) -> Mapping[str, RecipientStatus]:
-    """A split still pending after this claim's split rounds is an ordinary 4xx.
-
-    The schedule resends a split at once; if the server refused the smaller
-    transactions too (it says 452 to every RCPT), "at once" would be a tight loop
-    against it. Such recipients wait for the schedule's backoff instead.
-    """
-    return {
-        recipient: replace(status, verdict=status.verdict.updated(split=False))
-        if status.split
-        else status
-        for recipient, status in statuses.items()
-    }
+async def _first_of(waits: list[asyncio.Future[Any]]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the rest."""
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
 
 
 def _store_of(outbox: Any) -> Any:
@@ -755,6 +524,7 @@ def _store_of(outbox: Any) -> Any:
 
 
 def _whole(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}", setting=name)
-    return value
+    # The one rule for counts (``_checks``), typed as the count it then is.
+    checked = check_count(name, value)
+    assert checked is not None
+    return checked

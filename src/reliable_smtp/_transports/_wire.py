@@ -41,6 +41,7 @@ from typing import Any
 from aiosmtplib import SMTP
 
 from .._replies import Reply
+from .._wire_form import wire_form
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = [
@@ -102,8 +103,14 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 def canonical(content: bytes) -> bytes:
     """``content`` with CRLF line endings only, ending in CRLF: the bytes the server keeps."""
+    if wire_form(content) is not None:
+        return content  # the renderer's own output, CRLF only: nothing to check
+    return _canonical(content)
+
+
+def _canonical(content: bytes) -> bytes:
     body = content
-    # The renderer already writes CRLF only; byte counts are far cheaper than a regex.
+    # Most content is already canonical; byte counts are far cheaper than a regex.
     crlf = body.count(b"\r\n")
     if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
         body = _LINE_ENDINGS.sub(b"\r\n", body)
@@ -118,9 +125,15 @@ def dot_stuffed(content: bytes) -> tuple[bytes, bytes]:
 
     Nothing is copied when ``content`` is already canonical without a line that starts
     with a dot (every rendered attachment, most messages): the body chunk is ``content``.
+    Nothing is even read when the renderer vouches for that (:mod:`.._wire_form`).
     """
-    body = canonical(content)
-    if body.startswith(b".") or b"\n." in body:
+    form = wire_form(content)
+    if form is None:
+        body = _canonical(content)
+        dotted = body.startswith(b".") or b"\n." in body
+    else:
+        body, dotted = content, not form.dot_free
+    if dotted:
         body = _LEADING_DOT.sub(b"..", body)
     return body, FINAL_DOT
 
@@ -251,22 +264,28 @@ class Exchange:
                 for line in data.decode("utf-8", "replace").splitlines():
                     transcript_line(self._server, ">", line)
 
-    def write_group(self, commands: bytes, chunk: bytes) -> None:
-        """Queue ``commands`` and the message ``chunk`` in one write (CHUNKING).
+    def write_group(self, commands: bytes, chunk: bytes) -> memoryview:
+        """Queue ``commands`` and the start of the message ``chunk`` in one write (CHUNKING).
 
-        Raises :class:`LinkLostError` - with nothing written - if the connection is
-        already gone; otherwise all of it is on its way.
+        Returns the rest of the chunk, empty unless it is longer than
+        :data:`BODY_PIECE`: :meth:`write_rest` sends it. Raises
+        :class:`LinkLostError` - with nothing written - if the connection is already
+        gone; otherwise the commands and the start of the chunk are on their way.
         """
         transport = self._protocol.transport
         if self._lost is not None or transport is None or transport.is_closing():
             raise LinkLostError("Connection lost")
+        view = memoryview(chunk)
         # One call, so commands and chunk leave in as few segments as the socket allows.
-        transport.writelines((commands, chunk))
+        # Only the first piece: on Python 3.10/3.11 writelines() joins what it is given,
+        # a copy of the whole message.
+        transport.writelines((commands, view[:BODY_PIECE]))
         self._written_at = time.monotonic()
         if transcript.isEnabledFor(logging.DEBUG):
             for line in commands.decode("utf-8", "replace").splitlines():
                 transcript_line(self._server, ">", line)
             transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
+        return view[BODY_PIECE:]
 
     def write_end(self, content: bytes, commands: bytes) -> None:
         """Queue the last ``content`` of a message, its final dot and the next message's
@@ -297,6 +316,20 @@ class Exchange:
         :class:`ReplyTimeoutError` if the socket takes nothing for ``timeout`` seconds
         - either way the rest of the content was never written.
         """
+        size = await self._write_pieces(chunks, timeout)
+        if transcript.isEnabledFor(logging.DEBUG):
+            dot = len(chunks) > 1 and chunks[-1] == FINAL_DOT
+            then, end = (", then .", len(FINAL_DOT)) if dot else ("", 0)
+            transcript_line(self._server, ">", f"<message: {size - end} bytes{then}>")
+
+    async def write_rest(self, rest: memoryview, *, timeout: float) -> None:
+        """What :meth:`write_group` left of its chunk, as :meth:`write_body` writes content.
+
+        Nothing to do (and no wait) when the chunk fitted in the group's write.
+        """
+        await self._write_pieces((rest,), timeout)
+
+    async def _write_pieces(self, chunks: tuple[bytes | memoryview, ...], timeout: float) -> int:
         transport = self._protocol.transport
         loop = asyncio.get_running_loop()
         size = 0
@@ -316,10 +349,7 @@ class Exchange:
                 transport.write(view[start : start + BODY_PIECE])
                 self._written_at = time.monotonic()
             size += len(view)
-        if transcript.isEnabledFor(logging.DEBUG):
-            dot = len(chunks) > 1 and chunks[-1] == FINAL_DOT
-            then, end = (", then .", len(FINAL_DOT)) if dot else ("", 0)
-            transcript_line(self._server, ">", f"<message: {size - end} bytes{then}>")
+        return size
 
     async def _woken(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         """Wait until bytes arrive, the socket drains or the link goes; at most ``timeout``."""

@@ -691,7 +691,8 @@ class SMTPTransport(Transport):
         mail: bytes,
         rcpts: list[bytes],
     ) -> DeliveryReport:
-        """MAIL, RCPT..., ``BDAT <n> LAST`` and the message in one write; then the replies.
+        """MAIL, RCPT..., ``BDAT <n> LAST`` and the message in one write (of a large message
+        its first :data:`~._wire.BODY_PIECE`, the rest as the socket takes it); then the replies.
 
         One round trip per message even on a cold connection (RFC 3030 with RFC
         2920). The write is the commit point: before it nothing was sent (a dead
@@ -706,12 +707,15 @@ class SMTPTransport(Transport):
         # (a final-dot guard installed) never come here - they keep DATA, whose dot mark
         # falls after the body and before the dot (see _transaction()).
         try:
-            wire.write_group(commands, chunk)
+            rest = wire.write_group(commands, chunk)
         except LinkLostError as lost:
             raise _StaleConnectionError(lost) from lost
         transaction.on_content_written()
         timeout = self.data_timeout
         try:
+            # A large message's rest, with flow control: failing now is failing after
+            # the commit point, as waiting for the replies is.
+            await wire.write_rest(rest, timeout=timeout)
             step = transaction.on_mail(await wire.read(timeout=timeout))
             for _ in rcpts:
                 if step is not Next.GO_ON:
