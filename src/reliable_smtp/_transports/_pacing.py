@@ -53,6 +53,14 @@ class Pacing:
                 rate_limit.per_transport, capacity=rate_limit.burst, now=now
             )
 
+    @property
+    def paced(self) -> bool:
+        """Whether a rate limit is in force now: the next message may have to wait its turn."""
+        return (
+            self.rate_limit.per_connection is not None
+            or self._adaptive.current(self._clock()) is not None
+        )
+
     async def wait_turn(self, lease: Lease[Any]) -> None:
         """Sleep until both the connection's and the transport's rate allow a message."""
         limit = self.rate_limit

@@ -45,6 +45,7 @@ from .._wire_form import wire_form
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = [
+    "BODY_PIECE",
     "FINAL_DOT",
     "Exchange",
     "bdat_group",
@@ -177,6 +178,22 @@ class Exchange:
     # -- ownership of the incoming bytes -------------------------------------------------
 
     def __enter__(self) -> Exchange:
+        return self.attach()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def attach(self) -> Exchange:
+        """Take the connection's incoming bytes over (until :meth:`detach`).
+
+        Across transactions (:mod:`._handoff`) one exchange stays attached from one
+        message's final dot to the end of the chain, so no reply is lost in between.
+        """
         protocol = self._protocol
         original_connection_lost = protocol.connection_lost
         original_resume_writing = protocol.resume_writing
@@ -210,12 +227,8 @@ class Exchange:
         protocol.resume_writing = resume_writing
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def detach(self) -> None:
+        """Give the incoming bytes back to aiosmtplib (RSET, NOOP, QUIT go through it)."""
         for name in _SHADOWED:
             self._protocol.__dict__.pop(name, None)
 
@@ -273,6 +286,25 @@ class Exchange:
                 transcript_line(self._server, ">", line)
             transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
         return view[BODY_PIECE:]
+
+    def write_end(self, content: bytes, commands: bytes) -> None:
+        """Queue the last ``content`` of a message, its final dot and the next message's
+        ``commands`` in one write (pipelining across messages, :mod:`._handoff`).
+
+        One write, so they reach the server together and it answers them together.
+        Raises :class:`LinkLostError` - with nothing written - if the connection is
+        already gone.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        transport.writelines((content, FINAL_DOT, commands))
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            end = f"<message: {len(content)} bytes, then .>" if content else "."
+            transcript_line(self._server, ">", end)
+            for line in commands.decode("utf-8", "replace").splitlines():
+                transcript_line(self._server, ">", line)
 
     async def write_body(self, *chunks: bytes, timeout: float) -> None:
         """Queue message content (``chunks``, in order) on the socket without copying it.
