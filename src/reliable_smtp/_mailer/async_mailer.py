@@ -167,7 +167,7 @@ class AsyncMailer:
                 # Raises RecipientsRejectedError (nothing sent) unless the policy skips.
                 checked = await policy.acheck(envelope.sender, envelope.recipients)
                 envelope = checked.envelope()
-                refused = checked.refused_statuses(server="recipient-policy")
+                refused = checked.refused_statuses(transport_name="recipient-policy")
                 chunk_size = policy.max_recipients_per_transaction
             return await self._deliver(
                 envelope,

@@ -97,7 +97,9 @@ class OwedFinalReply:
             transaction.on_failure(failure)
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, transaction.phase, server=transaction.server))
+            transaction.on_error(
+                translate_error(exc, transaction.phase, transport_name=transaction.transport_name)
+            )
         if not self._ending.done():
             self._ending.set_result(True)
         return not transaction.close

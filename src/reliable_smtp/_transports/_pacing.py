@@ -33,12 +33,12 @@ class Pacing:
         self,
         rate_limit: RateLimit,
         *,
-        server: str,
+        transport_name: str,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self.rate_limit = rate_limit
-        self._server = server
+        self._server = transport_name
         self._clock = clock
         self._sleep = sleep
         now = clock()

@@ -63,18 +63,18 @@ transcript = logging.getLogger("reliable_smtp.transcript")
 
 
 def transcript_line(
-    server: str, direction: str, text: str, *, elapsed: float | None = None
+    transport_name: str, direction: str, text: str, *, elapsed: float | None = None
 ) -> None:
     """Log one line of the dialogue (``direction``: ``">"`` client, ``"<"`` server)."""
     if transcript.isEnabledFor(logging.DEBUG):
         timing = f" ({elapsed * 1000:.1f} ms)" if elapsed is not None else ""
         transcript.debug(
             "%s %s %s%s",
-            server,
+            transport_name,
             direction,
             text,
             timing,
-            extra={"server": server, "direction": direction, "elapsed": elapsed},
+            extra={"server": transport_name, "direction": direction, "elapsed": elapsed},
         )
 
 
@@ -163,7 +163,7 @@ class Exchange:
             mail, rcpt, data = [await wire.read(timeout=60) for _ in range(3)]
     """
 
-    def __init__(self, smtp: SMTP, *, server: str = "") -> None:
+    def __init__(self, smtp: SMTP, *, transport_name: str = "") -> None:
         protocol = smtp.protocol
         if protocol is None or not smtp.is_connected:
             raise LinkLostError("Server not connected")
@@ -172,7 +172,7 @@ class Exchange:
         self._buffer = bytearray()
         self._lost: WireError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._server = server
+        self._server = transport_name
         self._written_at = time.monotonic()
 
     # -- ownership of the incoming bytes -------------------------------------------------

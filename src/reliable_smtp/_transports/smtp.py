@@ -254,7 +254,7 @@ class SMTPTransport(Transport):
         # it is this message's own, classified error.
         fresh = False
         while True:
-            lease = await _connections.lease(pool, fresh=fresh, server=self.name)
+            lease = await _connections.lease(pool, fresh=fresh, transport_name=self.name)
             hold = _Hold(lease, pool)
             reusable = False
             try:
@@ -267,7 +267,9 @@ class SMTPTransport(Transport):
                 return report
             except _StaleConnectionError as stale:
                 if not lease.reused:
-                    raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
+                    raise translate_error(
+                        stale.cause, Phase.MAIL, transport_name=self.name
+                    ) from stale
                 fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
@@ -316,7 +318,7 @@ class SMTPTransport(Transport):
             )
             self._pool_loop = loop
             self._pacing = Pacing(
-                self.rate_limit, server=self.name, clock=self._clock, sleep=self._sleep
+                self.rate_limit, transport_name=self.name, clock=self._clock, sleep=self._sleep
             )
         return self._pool
 
@@ -359,7 +361,7 @@ class SMTPTransport(Transport):
         elif self.username is not None:
             login = PasswordLogin(username=self.username, password=self._password or "")
         return SessionSetup(
-            server=self.name,
+            transport_name=self.name,
             tls=self.tls,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
@@ -389,7 +391,7 @@ class SMTPTransport(Transport):
             raise connection_error(
                 exc,
                 steps.phase,
-                server=self.name,
+                transport_name=self.name,
                 tls=self.tls,
                 first_contact=not self._ever_connected,
             ) from exc
@@ -405,7 +407,7 @@ class SMTPTransport(Transport):
                 raise PermanentError(
                     "an address has non-ASCII characters but the server does not offer SMTPUTF8",
                     phase=Phase.MAIL,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation=(
                         "this server cannot accept internationalised addresses (RFC 6531); "
                         "use an ASCII address or a server that supports SMTPUTF8"
@@ -421,7 +423,7 @@ class SMTPTransport(Transport):
                 raise PermanentError(
                     f"the message is {len(content)} bytes but the server accepts at most {limit}",
                     phase=Phase.MAIL,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation="message too large: make it (or its attachments) smaller",
                 )
             options.append(f"SIZE={len(content)}")
@@ -468,7 +470,7 @@ class SMTPTransport(Transport):
                 owed = None
         else:
             try:
-                wire = Exchange(smtp, server=self.name).attach()
+                wire = Exchange(smtp, transport_name=self.name).attach()
             except LinkLostError as lost:
                 raise _StaleConnectionError(lost) from lost
         # After its own dot, this send hands the connection on to a waiting one - not an
@@ -569,7 +571,7 @@ class SMTPTransport(Transport):
         message's final reply, still due on this connection; it is read after our
         group is written and before our first reply (:mod:`._handoff`).
         """
-        transaction = Transaction(envelope, pipelined=pipelined, server=self.name)
+        transaction = Transaction(envelope, pipelined=pipelined, transport_name=self.name)
         timeout = self.command_timeout
         try:
             try:
@@ -617,7 +619,7 @@ class SMTPTransport(Transport):
                     except FinalDotForbiddenError as forbidden:
                         transaction.on_error(
                             forbidden.error(
-                                server=self.name, what="the final dot was never written"
+                                transport_name=self.name, what="the final dot was never written"
                             )
                         )
                     else:
@@ -630,7 +632,7 @@ class SMTPTransport(Transport):
             raise
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, transaction.phase, server=self.name))
+            transaction.on_error(translate_error(exc, transaction.phase, transport_name=self.name))
         if transaction.close and hold.mine:
             wire.close_connection()
         return transaction.result()
@@ -701,7 +703,7 @@ class SMTPTransport(Transport):
         :mod:`._transaction`). Every reply after the write waits up to
         ``data_timeout``: giving up on any of them is as costly as on the final one.
         """
-        transaction = Transaction(envelope, pipelined=True, chunking=True, server=self.name)
+        transaction = Transaction(envelope, pipelined=True, chunking=True, transport_name=self.name)
         commands, chunk = bdat_group(mail + b"".join(rcpts), content)
         # The commit point: the envelope and the whole message in one write. Outbox sends
         # (a final-dot guard installed) never come here - they keep DATA, whose dot mark
@@ -729,7 +731,7 @@ class SMTPTransport(Transport):
             raise
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, Phase.DATA_END, server=self.name))
+            transaction.on_error(translate_error(exc, Phase.DATA_END, transport_name=self.name))
         if transaction.close:
             wire.close_connection()
         return transaction.result()
