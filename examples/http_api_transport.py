@@ -100,7 +100,7 @@ class HTTPAPITransport(Transport):
             statuses = {r: self._status(r, results.get(r)) for r in envelope.recipients}
         except (ValueError, KeyError, TypeError):  # a 202 we cannot read: it took the message
             statuses = {r: self._status(r, None) for r in envelope.recipients}
-        return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+        return DeliveryReport.in_envelope_order(envelope, statuses, transport_name=self.name)
 
     def _post(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request; raises the library's error for a failed connection, by phase."""
@@ -130,14 +130,14 @@ class HTTPAPITransport(Transport):
                 "base_url's host name; never disable verification",
             )
             raise DeliveryError.from_verdict(
-                verdict, f"TLS failed: {exc}", phase=Phase.TLS, server=self.name
+                verdict, f"TLS failed: {exc}", phase=Phase.TLS, transport_name=self.name
             ) from exc
         except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors too
             raise DeliveryError.from_connection_loss(
                 f"{type(exc).__name__}: {exc}",
                 phase=phase,
                 timed_out=isinstance(exc, TimeoutError),
-                server=self.name,
+                transport_name=self.name,
             ) from exc
         finally:
             connection.close()
@@ -146,14 +146,14 @@ class HTTPAPITransport(Transport):
         """A recipient's status from its entry in the 202 answer, classified like SMTP."""
         if result is None:
             return RecipientStatus.from_verdict(
-                recipient, _UNACCOUNTED, phase=Phase.DATA_END, server=self.name
+                recipient, _UNACCOUNTED, phase=Phase.DATA_END, transport_name=self.name
             )
         if result["status"] == "queued":
             reply, phase = Reply(250, "2.0.0", "queued by the API"), Phase.DATA_END
         else:  # the API relays the receiving server's refusal, e.g. 550 5.1.1
             reply = Reply(int(result["code"]), result.get("enhanced_code"), result["reason"])
             phase = Phase.RCPT
-        return RecipientStatus.from_reply(recipient, reply, phase=phase, server=self.name)
+        return RecipientStatus.from_reply(recipient, reply, phase=phase, transport_name=self.name)
 
     def _refusal(
         self, status: int, headers: http.client.HTTPMessage, answer: bytes
@@ -188,14 +188,18 @@ class HTTPAPITransport(Transport):
         phase = Phase.AUTH if verdict.outcome is Outcome.AUTH_OR_CONFIG else Phase.MAIL
         text = answer[:300].decode("utf-8", "replace")
         return DeliveryError.from_verdict(
-            verdict, f"the mail API answered HTTP {status}: {text}", phase=phase, server=self.name
+            verdict,
+            f"the mail API answered HTTP {status}: {text}",
+            phase=phase,
+            transport_name=self.name,
         )
 
     def _everyone(self, envelope: Envelope, error: DeliveryError) -> DeliveryReport:
         statuses = {
-            r: RecipientStatus.from_error(r, error, server=self.name) for r in envelope.recipients
+            r: RecipientStatus.from_error(r, error, transport_name=self.name)
+            for r in envelope.recipients
         }
-        return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+        return DeliveryReport.in_envelope_order(envelope, statuses, transport_name=self.name)
 
 
 def _retry_after(headers: http.client.HTTPMessage) -> float | None:

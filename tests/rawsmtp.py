@@ -9,7 +9,10 @@ server keeps the facts the delivery-semantics tests assert on:
   which may then be delayed, garbled or never sent);
 * ``open`` - connections open right now (a leak shows as ``open > 0`` after the
   client's ``aclose()``); ``opened`` - how many were accepted;
-* ``commands`` - every command received, with its connection's number.
+* ``commands`` - every command received, with its connection's number;
+* ``across`` - final dots that arrived with the next command right behind them, in the
+  same read: the client wrote the next transaction before the dot's reply (pipelining
+  across messages, RFC 2920 §3.1).
 
 A connection for which ``chunking(number)`` is true also offers CHUNKING (RFC 3030):
 ``BDAT <n> [LAST]`` chunks are read exactly, refused with 503 without an accepted
@@ -26,7 +29,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Answer", "RawSMTPServer", "Session", "wait_until"]
+from reliable_smtp._transports.smtp import SMTPTransport
+
+__all__ = ["Answer", "RawSMTPServer", "Session", "raw_transport", "wait_until"]
 
 _MESSAGE_ID = re.compile(rb"^message-id:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 _PATH = re.compile(rb"<([^>]*)>")
@@ -113,6 +118,8 @@ class RawSMTPServer:
         self.opened = 0
         self.commands: list[tuple[int, str, bytes]] = []
         """(connection number, verb, argument) of every command received."""
+        self.across = 0
+        """Final dots followed at once by the next command (already in the read buffer)."""
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
@@ -234,6 +241,8 @@ class RawSMTPServer:
                     if not chunk:
                         return  # lost before the final dot: nothing kept
                     body += chunk
+                # StreamReader has no public "bytes waiting"; its buffer is what we read.
+                self.across += bool(reader._buffer)  # type: ignore[attr-defined]
                 answer = self._message_end(session, bytes(body))
             if not await self._answer(session, reader, writer, answer):
                 return
@@ -264,3 +273,16 @@ async def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0) -> 
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+def raw_transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
+    """An SMTPTransport to ``server`` (plain, 2 s timeouts unless ``options`` say otherwise)."""
+    settings: dict[str, object] = {
+        "tls": "none",
+        "local_hostname": "client.test",
+        "connect_timeout": 2.0,
+        "command_timeout": 2.0,
+        "data_timeout": 2.0,
+        **options,
+    }
+    return SMTPTransport("127.0.0.1", server.port, **settings)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ import pytest
 import trustme
 
 from rawsmtp import Answer, RawSMTPServer, Session, normal
+from rawsmtp import raw_transport as transport
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._errors import AmbiguousDeliveryError, PermanentError, TransientError
 from reliable_smtp._mailer import AsyncMailer
@@ -67,18 +68,6 @@ async def serve() -> AsyncIterator[Callable[..., object]]:
     yield start  # type: ignore[misc]
     for server in servers:
         await server.stop()
-
-
-def transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
-    settings: dict[str, object] = {
-        "tls": "none",
-        "local_hostname": "client.test",
-        "connect_timeout": 2.0,
-        "command_timeout": 2.0,
-        "data_timeout": 2.0,
-        **options,
-    }
-    return SMTPTransport("127.0.0.1", server.port, **settings)  # type: ignore[arg-type]
 
 
 def verbs(server: RawSMTPServer, connection: int = 1) -> list[str]:

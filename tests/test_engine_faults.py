@@ -48,33 +48,52 @@ async def no_wait(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
+#: The dialogues a ``serve`` parameter asks for: what the servers offer, and the
+#: client's options (``transport()`` applies them).
+DIALOGUES: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "data": ({}, {}),  # one command at a time
+    "pipelined": ({"pipelining": lambda n: True}, {"pipeline_across_messages": False}),
+    # The next message's MAIL, RCPT and DATA with the dot before it, when sends overlap.
+    "across": ({"pipelining": lambda n: True}, {"pipeline_across_messages": True}),
+    "bdat": ({"pipelining": lambda n: True, "chunking": lambda n: True}, {}),
+}
+_client_options: dict[int, dict[str, object]] = {}  # id(server) -> options for its dialogue
+
+
 @pytest.fixture
 async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., object]]:
-    """Starts raw servers; with the ``bdat`` parameter they offer PIPELINING and CHUNKING."""
+    """Starts raw servers speaking the dialogue of the parameter (``DIALOGUES``; default
+    ``data``): with ``bdat`` they offer PIPELINING and CHUNKING."""
     servers: list[RawSMTPServer] = []
-    chunked = getattr(request, "param", "data") == "bdat"
+    dialogue = getattr(request, "param", "data")
+    offers, client = DIALOGUES[dialogue]
 
     async def start(
         decide: Callable[[Session, str, bytes], Answer] = normal, **kw: object
     ) -> RawSMTPServer:
-        if chunked:
-            kw = {"pipelining": lambda n: True, "chunking": lambda n: True, **kw}
-        server = await RawSMTPServer(decide, **kw).start()  # type: ignore[arg-type]
+        server = await RawSMTPServer(decide, **{**offers, **kw}).start()  # type: ignore[arg-type]
+        _client_options[id(server)] = client
         servers.append(server)
         return server
 
     yield start  # type: ignore[misc]
     for server in servers:
         await server.stop()
-    if chunked:  # the parametrisation did change the dialogue
-        verbs = {verb for started in servers for _, verb, _ in started.commands}
+        _client_options.pop(id(server), None)
+    verbs = {verb for started in servers for _, verb, _ in started.commands}
+    if dialogue == "bdat":  # the parametrisation did change the dialogue
         assert "BDAT" in verbs, verbs
         assert "DATA" not in verbs, verbs
+    if dialogue == "pipelined":
+        assert not any(started.across for started in servers)
 
 
-#: For the rules that hold whichever way the message goes: DATA and the final dot, or
-#: MAIL, RCPT and BDAT LAST with the message in one write (RFC 3030).
-both_dialogues = pytest.mark.parametrize("serve", ["data", "bdat"], indirect=True)
+#: For the rules that hold whichever way the message goes: DATA and the final dot, one
+#: command at a time, pipelined within a message or across messages (RFC 2920), or MAIL,
+#: RCPT and BDAT LAST with the message in one write (RFC 3030).
+every_dialogue = pytest.mark.parametrize(
+    "serve", ["data", "pipelined", "across", "bdat"], indirect=True
+)
 
 
 def transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
@@ -84,6 +103,7 @@ def transport(server: RawSMTPServer, **options: object) -> SMTPTransport:
         "connect_timeout": 2.0,
         "command_timeout": 1.0,
         "data_timeout": 1.0,
+        **_client_options.get(id(server), {}),
         **options,
     }
     return SMTPTransport("127.0.0.1", server.port, **settings)  # type: ignore[arg-type]
@@ -215,7 +235,7 @@ NOT_SMTP_FINAL = [
 
 
 @pytest.mark.parametrize("reply", NOT_SMTP_FINAL, ids=lambda r: r[:3].decode())
-@both_dialogues
+@every_dialogue
 async def test_a_final_reply_that_is_not_2xx_4xx_5xx_is_ambiguous(
     serve: Callable[..., object], reply: bytes
 ) -> None:
@@ -286,7 +306,7 @@ async def test_a_2xx_to_data_is_a_protocol_error_and_nothing_is_claimed(
     "reply", [b"500 5.5.1 Command unrecognized\r\n", b"503 5.5.1 Bad sequence\r\n"]
 )
 @pytest.mark.parametrize("command", ["MAIL", "RCPT"])
-@both_dialogues
+@every_dialogue
 async def test_5_5_x_refusals_raise_protocol_error(
     serve: Callable[..., object], command: str, reply: bytes
 ) -> None:
@@ -306,7 +326,7 @@ async def test_5_5_x_refusals_raise_protocol_error(
 # -- B3: cancelling a send during the NOOP health check leaks nothing -------------------
 
 
-@both_dialogues
+@every_dialogue
 async def test_cancelling_a_send_during_the_noop_check_closes_the_connection(
     serve: Callable[..., object],
 ) -> None:
@@ -329,15 +349,18 @@ async def test_cancelling_a_send_during_the_noop_check_closes_the_connection(
     assert await wait_until(lambda: server.open == 0, timeout=2.0), f"{server.open} left open"
 
 
-@both_dialogues
+def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
+    if verb == "DATA_END":
+        return Answer(reply=b"250 Ok\r\n", delay=0.2)
+    return normal(session, verb, argument)
+
+
+# Not "across": there the second send is handed the connection right after the first
+# one's dot, before aclose() (next test).
+@pytest.mark.parametrize("serve", ["data", "pipelined", "bdat"], indirect=True)
 async def test_a_send_waiting_for_a_connection_when_the_transport_closes_opens_none(
     serve: Callable[..., object],
 ) -> None:
-    def slow_final(session: Session, verb: str, argument: bytes) -> Answer:
-        if verb == "DATA_END":
-            return Answer(reply=b"250 Ok\r\n", delay=0.2)
-        return normal(session, verb, argument)
-
     server: RawSMTPServer = await serve(slow_final)  # type: ignore[misc]
     smtp = transport(server, max_connections=1)
     first = asyncio.create_task(smtp.deliver(ENVELOPE, CONTENT))
@@ -348,6 +371,23 @@ async def test_a_send_waiting_for_a_connection_when_the_transport_closes_opens_n
     assert (await first).recipients["b@example.org"].accepted
     with pytest.raises(ReliableSMTPError, match="closed"):
         await second
+    assert server.opened == 1
+    assert await wait_until(lambda: server.open == 0, timeout=2.0)
+
+
+@pytest.mark.parametrize("serve", ["across"], indirect=True)
+async def test_a_send_handed_the_connection_before_the_transport_closes_completes_on_it(
+    serve: Callable[..., object],
+) -> None:
+    server: RawSMTPServer = await serve(slow_final)  # type: ignore[misc]
+    smtp = transport(server, max_connections=1)
+    first = asyncio.create_task(smtp.deliver(ENVELOPE, CONTENT))
+    second = asyncio.create_task(smtp.deliver(ENVELOPE, CONTENT))
+    # The second send took the connection over at the first one's dot: no longer waiting.
+    assert await wait_until(lambda: server.across == 1)
+    await smtp.aclose()
+    assert (await first).recipients["b@example.org"].accepted
+    assert (await second).recipients["b@example.org"].accepted
     assert server.opened == 1
     assert await wait_until(lambda: server.open == 0, timeout=2.0)
 
@@ -372,7 +412,7 @@ def ambiguous_and_transient(refuse_connection: bool) -> Callable[[Session, str, 
 
 
 @pytest.mark.parametrize("refuse_connection", [False, True], ids=["451", "connection-failed"])
-@both_dialogues
+@every_dialogue
 async def test_an_ambiguous_recipient_decides_the_class_over_a_transient_one(
     serve: Callable[..., object], refuse_connection: bool
 ) -> None:
@@ -603,7 +643,7 @@ async def test_the_raised_error_carries_the_deciding_statuss_verdict_whole() -> 
     assert error.result.recipients["a@example.org"].outcome is Outcome.PERMANENT
 
 
-@both_dialogues
+@every_dialogue
 async def test_an_abandoned_stream_waits_for_its_cancelled_sends(
     serve: Callable[..., object],
 ) -> None:

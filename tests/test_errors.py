@@ -70,7 +70,7 @@ def test_there_are_aiosmtplib_classes_to_check() -> None:
 @pytest.mark.parametrize("cls", aiosmtplib_exception_classes(), ids=lambda c: c.__name__)
 @pytest.mark.parametrize("phase", [Phase.CONNECT, Phase.RCPT, Phase.DATA_END])
 def test_every_aiosmtplib_exception_is_mapped(cls: type[BaseException], phase: Phase) -> None:
-    error = translate_error(instance_of(cls), phase, server="smtp://mx:587")
+    error = translate_error(instance_of(cls), phase, transport_name="smtp://mx:587")
     assert isinstance(error, DeliveryError)
     # The catch-all ("unexpected ...") means the class was not really mapped.
     assert not str(error).startswith("unexpected"), f"{cls.__name__} fell through"

@@ -5,7 +5,8 @@ connections that serve one message and close silently at the next MAIL, refused
 greetings, ``500 5.5.1`` at MAIL, 451 and garbage at RCPT, disconnects before the
 dot (MAIL, RCPT, DATA), non-SMTP replies to the final dot (600, 199, 354), links
 lost after the dot, final replies delayed within and beyond ``data_timeout``, and
-slow NOOP health checks. Connections are serial, pipelined, or pipelined with
+slow NOOP health checks. Connections are serial, pipelined (within a message and,
+when sends overlap, across messages: the next MAIL right behind a final dot), or pipelined with
 CHUNKING (MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write, where
 every fault after the write is ambiguous), drawn per connection. The client sends
 through ``send_many`` and ``stream`` with more concurrency than
@@ -233,6 +234,8 @@ async def test_every_fault_at_once_never_duplicates_loses_crashes_or_leaks(seed:
     assert set(faults.fired) == FAULTS, set(faults.fired) ^ FAULTS
     # Both dialogues met the faults: the DATA one and the BDAT one.
     assert {"DATA", "BDAT"} <= {verb for _, verb, _ in server.commands}
+    # ...and pipelining across messages: a final dot with the next MAIL right behind it.
+    assert server.across, "no message was pipelined across transactions"
     reported = {_kind(o) for o in outcomes.values()}
     assert {"sent", "ambiguous", "permanent"} <= reported, reported
     assert cancelled

@@ -164,7 +164,9 @@ def _many_workers(url: str, cwd: Path, *, workers: int, count: int) -> None:
         _fill(outbox, count, seed=workers)
         with CountingSink(seed=workers) as sink:
             started = time.monotonic()
-            running = [_start_worker(url, sink.port, cwd) for _ in range(workers)]
+            # Nobody is killed here, so a lease long enough that a starved heartbeat on a
+            # loaded machine cannot lose one (a lost lease after a dot is rightly AMBIGUOUS).
+            running = [start_worker(url, sink.port, cwd, lease="30") for _ in range(workers)]
             try:
                 _drain(outbox, running, within=120)
                 elapsed = time.monotonic() - started

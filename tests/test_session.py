@@ -70,7 +70,7 @@ def setup_for(
     server: LocalSMTPServer, tls: TLSMode, *, login: PasswordLogin | None = None
 ) -> SessionSetup:
     return SessionSetup(
-        server=server.url,
+        transport_name=server.url,
         tls=tls,
         connect_timeout=5.0,
         command_timeout=5.0,
@@ -216,7 +216,7 @@ async def test_the_check_sends_the_transports_ehlo_name(
         await open_session(
             smtp,
             SessionSetup(
-                server=setup.server,
+                transport_name=setup.transport_name,
                 tls=setup.tls,
                 connect_timeout=setup.connect_timeout,
                 command_timeout=setup.command_timeout,

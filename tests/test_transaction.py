@@ -69,7 +69,7 @@ class Played:
 
 def play(events: list[Event], *, pipelined: bool, envelope: Envelope = ENVELOPE) -> Played:
     """Run one transaction; every event must be used, and the transaction must end."""
-    transaction = Transaction(envelope, pipelined=pipelined, server="test")
+    transaction = Transaction(envelope, pipelined=pipelined, transport_name="test")
     pending = list(events)
     written: list[str] = []
 
@@ -358,7 +358,7 @@ def test_no_reply_to_data_is_never_ambiguous(pipelined: bool, failure: str) -> N
 
 @BOTH
 def test_a_link_lost_while_writing_the_body_is_not_ambiguous(pipelined: bool) -> None:
-    transaction = Transaction(ENVELOPE, pipelined=pipelined, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=pipelined, transport_name="test")
     assert transaction.on_mail(OK) is Next.GO_ON
     for _ in range(3):
         transaction.on_rcpt(OK)
@@ -372,14 +372,16 @@ def test_a_link_lost_while_writing_the_body_is_not_ambiguous(pipelined: bool) ->
 
 def test_a_guard_before_the_dot_ends_the_transaction_with_its_own_error() -> None:
     # What a veto before the final dot does: the transport hands the error over.
-    transaction = Transaction(ENVELOPE, pipelined=False, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=False, transport_name="test")
     transaction.on_mail(OK)
     transaction.on_rcpt(OK)
     transaction.on_rcpt(NO)
     transaction.on_rcpt(OK)
     assert transaction.on_data(GO_AHEAD) is Next.SEND_BODY
     assert transaction.accepted == [ANN, CAT]
-    veto = TransientError("not sent: the outbox lost its lease", phase=Phase.DATA, server="test")
+    veto = TransientError(
+        "not sent: the outbox lost its lease", phase=Phase.DATA, transport_name="test"
+    )
     assert transaction.on_error(veto) is Next.DONE
     assert transaction.close is True
     statuses = transaction.result().recipients
@@ -449,7 +451,7 @@ def test_no_reply_to_the_final_dot_is_ambiguous(pipelined: bool, failure: str) -
 def test_failure_error_names_the_phase_and_what_happened(
     failure: str, phase: Phase, error_class: type[DeliveryError], summary: str
 ) -> None:
-    error = failure_error(FAILURES[failure], phase, server="smtp://mx:25")
+    error = failure_error(FAILURES[failure], phase, transport_name="smtp://mx:25")
     assert type(error) is error_class
     assert (error.phase, error.server) == (phase, "smtp://mx:25")
     assert summary in str(error)
@@ -468,7 +470,7 @@ def test_failure_error_takes_the_transports_explanation() -> None:
 
 
 def test_replies_out_of_order_are_a_bug_in_the_caller() -> None:
-    transaction = Transaction(ENVELOPE, pipelined=False, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=False, transport_name="test")
     with pytest.raises(RuntimeError, match="not over"):
         transaction.result()
     with pytest.raises(RuntimeError, match="reply to rcpt came while the transaction is at mail"):
@@ -486,7 +488,7 @@ def test_replies_out_of_order_are_a_bug_in_the_caller() -> None:
 
 
 def test_the_body_is_written_only_after_send_body() -> None:
-    transaction = Transaction(ENVELOPE, pipelined=True, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=True, transport_name="test")
     transaction.on_mail(OK)
     for _ in range(3):
         transaction.on_rcpt(NO)
@@ -503,7 +505,7 @@ NEED_MAIL = Reply(503, "5.5.1", "MAIL transaction required")
 
 def play_chunked(events: list[Event], *, envelope: Envelope = ENVELOPE) -> Played:
     """One CHUNKING transaction the way ``SMTPTransport._chunked_dialogue`` drives it."""
-    transaction = Transaction(envelope, pipelined=True, chunking=True, server="test")
+    transaction = Transaction(envelope, pipelined=True, chunking=True, transport_name="test")
     pending = list(events)
 
     def read() -> Reply:
@@ -638,8 +640,10 @@ def test_chunked_no_reply_after_the_write_is_ambiguous_for_everyone_not_refused(
 
 def test_chunked_a_guard_before_the_write_raises_its_own_error() -> None:
     # A veto at the commit point comes before on_content_written: nothing was written.
-    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
-    veto = TransientError("not sent: the outbox lost its lease", phase=Phase.DATA, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, transport_name="test")
+    veto = TransientError(
+        "not sent: the outbox lost its lease", phase=Phase.DATA, transport_name="test"
+    )
     assert transaction.on_error(veto) is Next.DONE
     assert transaction.close is True
     with pytest.raises(TransientError) as raised:
@@ -648,7 +652,7 @@ def test_chunked_a_guard_before_the_write_raises_its_own_error() -> None:
 
 
 def test_chunked_replies_before_the_write_or_a_dot_are_a_bug_in_the_caller() -> None:
-    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=True, chunking=True, transport_name="test")
     with pytest.raises(RuntimeError, match="on_content_written"):
         transaction.on_mail(OK)
     transaction.on_content_written()
@@ -665,6 +669,6 @@ def test_chunked_replies_before_the_write_or_a_dot_are_a_bug_in_the_caller() -> 
 
 
 def test_content_written_is_for_chunking_only() -> None:
-    transaction = Transaction(ENVELOPE, pipelined=True, server="test")
+    transaction = Transaction(ENVELOPE, pipelined=True, transport_name="test")
     with pytest.raises(RuntimeError, match="chunking"):
         transaction.on_content_written()

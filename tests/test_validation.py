@@ -466,7 +466,7 @@ def test_skip_with_nothing_left_raises() -> None:
 
 def test_refused_become_permanent_never_contacted_statuses() -> None:
     checked = RecipientPolicy(on_invalid="skip").check(SENDER, ["bad", OK])
-    statuses = checked.refused_statuses(server="recipient-policy")
+    statuses = checked.refused_statuses(transport_name="recipient-policy")
     status = statuses["bad"]
     assert status.recipient == "bad"
     assert status.outcome is Outcome.PERMANENT

@@ -50,6 +50,7 @@ QUERY_OPTIONS = frozenset(
         "idle_timeout",
         "pool_timeout",
         "pipelining",
+        "pipeline_across_messages",
         "chunking",
         "rate_per_second",
         "rate_per_minute",

@@ -134,6 +134,11 @@ class MailerSettings(BaseSettings):
     idle_timeout: float = Field(default=60.0, description="Seconds an idle connection is kept.")
     pool_timeout: float = Field(default=60.0, description="Seconds to wait for a free connection.")
     pipelining: bool = Field(default=True, description="Use PIPELINING when the server offers it.")
+    pipeline_across_messages: bool = Field(
+        default=True,
+        description="With PIPELINING, send the next message's MAIL, RCPT and DATA with the "
+        "final dot of the one before, before its reply.",
+    )
     chunking: bool = Field(
         default=True,
         description="Send MAIL, RCPT and the message in one write (BDAT) when the server "
@@ -386,6 +391,7 @@ class MailerSettings(BaseSettings):
             idle_timeout=self.idle_timeout,
             pool_timeout=self.pool_timeout,
             pipelining=self.pipelining,
+            pipeline_across_messages=self.pipeline_across_messages,
             chunking=self.chunking,
             rate_limit=self.rate_limit(),
             warn_insecure=False,  # checked above, with the variable names

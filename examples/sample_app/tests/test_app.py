@@ -126,12 +126,16 @@ class GreylistingTransport(Transport):
                 self.seen.add(recipient)
                 answer, phase = Reply(451, "4.7.1", "greylisted, try again later"), Phase.RCPT
             statuses[recipient] = RecipientStatus.from_verdict(
-                recipient, classify(answer, phase), phase=phase, reply=answer, server=self.name
+                recipient,
+                classify(answer, phase),
+                phase=phase,
+                reply=answer,
+                transport_name=self.name,
             )
         accepted = [r for r, s in statuses.items() if s.accepted]
         if accepted:
             self.accepted.append(envelope.only(accepted))
-        return DeliveryReport(recipients=statuses, server=self.name)
+        return DeliveryReport(recipients=statuses, transport_name=self.name)
 
 
 def test_greylisting_is_survived() -> None:

@@ -158,7 +158,7 @@ async def _probe_server(probe: Probe, settings: MailerSettings) -> None:
         break
     if sock is None:
         assert last_exc is not None  # getaddrinfo never returns an empty list
-        error = translate_error(last_exc, Phase.CONNECT, server=target.url)
+        error = translate_error(last_exc, Phase.CONNECT, transport_name=target.url)
         raise probe.failed(
             "tcp",
             "TCP connect",
@@ -230,7 +230,7 @@ async def _converse(
         password = settings.password.get_secret_value() if settings.password is not None else ""
         login = PasswordLogin(username=target.username, password=password)
     setup = SessionSetup(
-        server=target.url,
+        transport_name=target.url,
         tls=target.tls,
         connect_timeout=target.connect_timeout,
         command_timeout=target.command_timeout,
@@ -386,7 +386,7 @@ class _StepReporter(StepTracker):
             elif step is Step.AUTH:
                 rule = "no-password-auth"
             return probe.failed(name, title, seconds, exc, rule=rule)
-        error = translate_error(exc, step.phase, server=target.url)
+        error = translate_error(exc, step.phase, transport_name=target.url)
         details = None
         if step is Step.AUTH:
             mechanism = password_mechanism(self.smtp.server_auth_methods)
@@ -398,11 +398,11 @@ class _StepReporter(StepTracker):
         implicit = target.tls is TLSMode.IMPLICIT
         now = probe.clock()
         if implicit and not marks:
-            error = translate_error(exc, Phase.TLS, server=target.url)
+            error = translate_error(exc, Phase.TLS, transport_name=target.url)
             return probe.failed("tls", "TLS handshake", now - begun, error, cause=exc)
         if implicit:
             _tls_passed(probe, self.smtp, marks[0] - begun)
-            error = translate_error(exc, Phase.CONNECT, server=target.url)
+            error = translate_error(exc, Phase.CONNECT, transport_name=target.url)
             if isinstance(error, SMTPTimeoutError):
                 # translate_error's advice (use implicit TLS) is already followed here.
                 error = error.replace(
@@ -417,7 +417,7 @@ class _StepReporter(StepTracker):
                     rule="no-greeting-after-tls",
                 )
             return probe.failed("greeting", "Greeting", now - marks[0], error, cause=exc)
-        error = translate_error(exc, Phase.CONNECT, server=target.url)
+        error = translate_error(exc, Phase.CONNECT, transport_name=target.url)
         # TCP is up, so a timeout here means no "220": typically a plain or STARTTLS
         # client on an implicit-TLS port, where the server waits for a TLS hello.
         rule = "no-greeting" if isinstance(error, SMTPTimeoutError) else None

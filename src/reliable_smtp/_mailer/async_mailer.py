@@ -168,7 +168,7 @@ class AsyncMailer:
                 checked = await policy.acheck(envelope.sender, envelope.recipients)
                 if (checked.sender, checked.recipients) != (envelope.sender, envelope.recipients):
                     envelope = checked.envelope()  # normalized: a new (checked) envelope
-                refused = checked.refused_statuses(server="recipient-policy")
+                refused = checked.refused_statuses(transport_name="recipient-policy")
                 chunk_size = policy.max_recipients_per_transaction
             return await self._deliver(
                 envelope,

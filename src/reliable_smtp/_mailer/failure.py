@@ -62,7 +62,7 @@ def _final_error(result: SendResult, last_error: DeliveryError | None) -> Delive
     return error.with_result(result)
 
 
-def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryError:
+def _unexpected(exc: Exception, transport_name: str, where: str) -> AmbiguousDeliveryError:
     """A foreign exception from a transport or the mailer: a bug, kept visible, never a crash.
 
     How far the send got is unknown, so the message may have been delivered: it is
@@ -74,12 +74,12 @@ def _unexpected(exc: Exception, server: str, where: str) -> AmbiguousDeliveryErr
         type(exc).__name__,
         where,
         exc_info=exc,
-        extra={"server": server},
+        extra={"server": transport_name},
     )
     error = AmbiguousDeliveryError(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=Phase.DATA_END,
-        transport_name=server,
+        transport_name=transport_name,
         explanation="an error the library did not expect (a bug: please report it with the "
         "logged traceback); the message may or may not have been sent, so it is not resent "
         "automatically, to avoid a duplicate",

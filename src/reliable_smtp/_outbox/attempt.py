@@ -92,7 +92,7 @@ class ClaimSender:
             except FinalDotForbiddenError as forbidden:
                 if isinstance(forbidden.__cause__, LeaseLostError):
                     raise forbidden.__cause__ from None
-                return {r: forbidden.status(r, server="outbox") for r in claim.recipients}
+                return {r: forbidden.status(r, transport_name="outbox") for r in claim.recipients}
             return await self._deliver(claim, envelope)
         with guard_final_dot(partial(self._mark, claim)):
             return await self._deliver(claim, envelope)
@@ -113,7 +113,9 @@ class ClaimSender:
         except DeliveryError as error:
             if error.result is None:
                 return {
-                    r: RecipientStatus.from_error(r, error, server=error.server or "")
+                    r: RecipientStatus.from_error(
+                        r, error, transport_name=error.transport_name or ""
+                    )
                     for r in envelope.recipients
                 }
             return no_splits(error.result.recipients)

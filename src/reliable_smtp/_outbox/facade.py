@@ -122,7 +122,7 @@ class Outbox:
             # Raises RecipientsRejectedError (nothing queued) unless the policy skips.
             checked = policy.check(envelope.sender, envelope.recipients)
             envelope = checked.envelope()
-            refused = checked.refused_statuses(server="recipient-policy")
+            refused = checked.refused_statuses(transport_name="recipient-policy")
         return NewEntry(
             message_id=rendered.message_id,
             sender=envelope.sender,

@@ -51,25 +51,25 @@ class FinalDotForbiddenError(Exception):
         super().__init__(reason)
         self.reason = reason
 
-    def status(self, recipient: str, *, server: str) -> RecipientStatus:
+    def status(self, recipient: str, *, transport_name: str) -> RecipientStatus:
         """The status of a recipient whose message was held back: transient, nothing sent."""
         return RecipientStatus(
             recipient=recipient,
             outcome=Outcome.TRANSIENT,
             phase=Phase.DATA,
             explanation=f"not sent: {self.reason}; the final dot was never written",
-            server=server,
+            transport_name=transport_name,
         )
 
     def error(
-        self, *, server: str, what: str = "nothing was handed to the server"
+        self, *, transport_name: str, what: str = "nothing was handed to the server"
     ) -> TransientError:
         """The error of a transaction the guard stopped (nothing was committed): ``what``
         says how far it got."""
         return TransientError(
-            f"{server}: not sent, the final dot was forbidden",
+            f"{transport_name}: not sent, the final dot was forbidden",
             phase=Phase.DATA,
-            server=server,
+            transport_name=transport_name,
             explanation=f"not sent: {self.reason}; {what}",
         )
 
@@ -107,7 +107,7 @@ async def before_final_dot(recipients: tuple[str, ...]) -> None:
         raise FinalDotForbiddenError(str(exc) or type(exc).__name__) from exc
 
 
-async def before_commit(envelope: Envelope, *, server: str) -> None:
+async def before_commit(envelope: Envelope, *, transport_name: str) -> None:
     """:func:`before_final_dot` for a transport that commits to every recipient at once.
 
     Memory, file and sendmail transports call it right before their commit point;
@@ -117,4 +117,4 @@ async def before_commit(envelope: Envelope, *, server: str) -> None:
     try:
         await before_final_dot(envelope.recipients)
     except FinalDotForbiddenError as forbidden:
-        raise forbidden.error(server=server) from forbidden
+        raise forbidden.error(transport_name=transport_name) from forbidden

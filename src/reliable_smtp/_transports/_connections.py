@@ -20,21 +20,21 @@ from .pool import ConnectionPool, Lease, PoolClosedError, PoolTimeoutError
 
 
 async def lease(
-    pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool, server: str
+    pool: ConnectionPool[aiosmtplib.SMTP], *, fresh: bool, transport_name: str
 ) -> Lease[aiosmtplib.SMTP]:
     """A connection from ``pool`` (a newly opened one when ``fresh``) for one message."""
     try:
         return await pool.acquire(fresh=fresh)
     except PoolClosedError as exc:
         raise TransportClosedError(
-            f"{server}: the transport was closed while this message waited for a "
+            f"{transport_name}: the transport was closed while this message waited for a "
             "connection; nothing was sent"
         ) from exc
     except PoolTimeoutError as exc:
         raise PoolExhaustedError(
             f"no free connection: {exc}",
             phase=Phase.CONNECT,
-            server=server,
+            transport_name=transport_name,
             explanation="every pooled connection stayed busy; raise max_connections or "
             "pool_timeout, or send less at once (concurrency)",
             retryable=True,

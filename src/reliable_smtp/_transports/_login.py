@@ -87,19 +87,19 @@ def password_mechanism(methods: list[str]) -> str | None:
 
 
 async def log_in(
-    smtp: aiosmtplib.SMTP, login: PasswordLogin | TokenLogin, *, timeout: float, server: str
+    smtp: aiosmtplib.SMTP, login: PasswordLogin | TokenLogin, *, timeout: float, transport_name: str
 ) -> tuple[str, SMTPResponse]:
     """Log in once with ``login``: the mechanism used and the server's (redacted) 235."""
     methods = smtp.server_auth_methods
     if isinstance(login, TokenLogin):
-        return "XOAUTH2", await _authenticate_xoauth2(smtp, login, methods, timeout, server)
+        return "XOAUTH2", await _authenticate_xoauth2(smtp, login, methods, timeout, transport_name)
     mechanism = password_mechanism(methods)
     if mechanism is None:
         offered = " ".join(methods) or "none"
         raise AuthOrConfigError(
             "the server offers no password authentication (AUTH PLAIN or LOGIN)",
             phase=Phase.AUTH,
-            server=server,
+            transport_name=transport_name,
             setting="username",
             explanation=(
                 f"mechanisms offered: {offered}; if none are offered before TLS, "
@@ -109,7 +109,12 @@ async def log_in(
             ),
         )
     response = await send_credentials(
-        smtp, mechanism, login.username, login.password, timeout=timeout, server=server
+        smtp,
+        mechanism,
+        login.username,
+        login.password,
+        timeout=timeout,
+        transport_name=transport_name,
     )
     return mechanism, response
 
@@ -128,7 +133,7 @@ async def send_credentials(
     secret: str,
     *,
     timeout: float,
-    server: str,
+    transport_name: str,
 ) -> SMTPResponse:
     """One AUTH exchange (``PLAIN``, ``LOGIN`` or ``XOAUTH2``) whose reply is redacted.
 
@@ -144,7 +149,7 @@ async def send_credentials(
         if mechanism == "XOAUTH2"
         else SecretForms.for_password(username, secret)
     )
-    transcript_line(server, ">", f"AUTH {mechanism} <credentials redacted>")
+    transcript_line(transport_name, ">", f"AUTH {mechanism} <credentials redacted>")
     started = time.monotonic()
     refused: aiosmtplib.SMTPResponseException | None = None
     try:
@@ -153,11 +158,11 @@ async def send_credentials(
         refused = redacted_failure(exc, secrets)
     elapsed = time.monotonic() - started
     if refused is not None:
-        transcript_line(server, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
+        transcript_line(transport_name, "<", f"{refused.code} {refused.message}", elapsed=elapsed)
         # Raised here, outside the except block, so that the original is not __context__.
         raise refused
     reply = redacted_response(reply, secrets)
-    transcript_line(server, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
+    transcript_line(transport_name, "<", f"{reply.code} {reply.message}", elapsed=elapsed)
     return reply
 
 
@@ -165,20 +170,26 @@ async def send_credentials(
 
 
 async def _authenticate_xoauth2(
-    smtp: aiosmtplib.SMTP, login: TokenLogin, methods: list[str], timeout: float, server: str
+    smtp: aiosmtplib.SMTP,
+    login: TokenLogin,
+    methods: list[str],
+    timeout: float,
+    transport_name: str,
 ) -> SMTPResponse:
     if "xoauth2" not in methods:
         raise AuthOrConfigError(
             "the server does not offer AUTH XOAUTH2",
             phase=Phase.AUTH,
-            server=server,
+            transport_name=transport_name,
             setting="oauth_token_provider",
             explanation=f"mechanisms offered: {' '.join(methods) or 'none'}; use a "
             "password (or app password) with this server, or the provider's OAuth host",
         )
     for refresh in (False, True):
-        token = await _access_token(login, refresh=refresh, server=server)
-        reply, challenge = await _xoauth2_exchange(smtp, login.username, token, timeout, server)
+        token = await _access_token(login, refresh=refresh, transport_name=transport_name)
+        reply, challenge = await _xoauth2_exchange(
+            smtp, login.username, token, timeout, transport_name
+        )
         if reply.code == 235:
             return reply
         if reply.code != 535:
@@ -189,12 +200,12 @@ async def _authenticate_xoauth2(
         # Never more - Gmail answers login loops with "454 4.7.0 Too many login
         # attempts" - so a second refusal is final (AUTH_OR_CONFIG).
         if refresh:
-            raise _token_refused_twice(login, reply, challenge, server=server)
+            raise _token_refused_twice(login, reply, challenge, transport_name=transport_name)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _xoauth2_exchange(
-    smtp: aiosmtplib.SMTP, username: str, token: str, timeout: float, server: str
+    smtp: aiosmtplib.SMTP, username: str, token: str, timeout: float, transport_name: str
 ) -> tuple[SMTPResponse, dict[str, str]]:
     """AUTH XOAUTH2 with the initial response; the final reply (token-free) and the
     server's error challenge, if it sent one.
@@ -203,23 +214,25 @@ async def _xoauth2_exchange(
     is where Google says which scope the token lacks.
     """
     started = time.monotonic()
-    transcript_line(server, ">", "AUTH XOAUTH2 <credentials redacted>")
+    transcript_line(transport_name, ">", "AUTH XOAUTH2 <credentials redacted>")
     initial = _xoauth2_response(username, token).encode("ascii")
     response = await smtp.execute_command(b"AUTH", b"XOAUTH2", initial, timeout=timeout)
     challenge: dict[str, str] = {}
     if response.code == 334:
         challenge = _error_challenge(response.message)
-        transcript_line(server, "<", f"334 {json.dumps(challenge) if challenge else ''}")
+        transcript_line(transport_name, "<", f"334 {json.dumps(challenge) if challenge else ''}")
         # The refusal comes after the client answers the challenge with an empty line.
         response = await smtp.execute_command(b"", timeout=timeout)
     # A server may echo what it was sent: nothing below carries the token.
     text = SecretForms.for_token(username, token).redact(response.message)
-    transcript_line(server, "<", f"{response.code} {text}", elapsed=time.monotonic() - started)
+    transcript_line(
+        transport_name, "<", f"{response.code} {text}", elapsed=time.monotonic() - started
+    )
     return SMTPResponse(response.code, text), challenge
 
 
 def _token_refused_twice(
-    login: TokenLogin, response: SMTPResponse, challenge: Mapping[str, str], *, server: str
+    login: TokenLogin, response: SMTPResponse, challenge: Mapping[str, str], *, transport_name: str
 ) -> AuthOrConfigError:
     """The final error: an OAuth2 user needs OAuth2 advice, not password advice."""
     asked = ""
@@ -239,7 +252,7 @@ def _token_refused_twice(
         summary,
         reply=Reply.from_server(response.code, response.message),
         phase=Phase.AUTH,
-        server=server,
+        transport_name=transport_name,
         setting="oauth_token_provider",
         explanation=(
             f"{asked}check the token's scope (Gmail: https://mail.google.com/; Microsoft 365: "
@@ -251,7 +264,7 @@ def _token_refused_twice(
     )
 
 
-async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str:
+async def _access_token(login: TokenLogin, *, refresh: bool, transport_name: str) -> str:
     provider = login.provider
     kwargs = {"force_refresh": refresh} if login.takes_refresh else {}
     # Bounded like every other wait: token providers do network I/O.
@@ -268,7 +281,7 @@ async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str
         raise AuthOrConfigError(
             f"the OAuth2 token provider {name} returned no access token within {login.timeout:g} s",
             phase=Phase.AUTH,
-            server=server,
+            transport_name=transport_name,
             setting="oauth_token_provider",
             explanation="the provider (its token endpoint) did not answer in time; check "
             "its network access, or raise oauth_token_timeout "
@@ -283,7 +296,7 @@ async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str
         raise AuthOrConfigError(
             f"the OAuth2 token provider {name} failed: {type(exc).__name__}: {exc}",
             phase=Phase.AUTH,
-            server=server,
+            transport_name=transport_name,
             setting="oauth_token_provider",
             explanation="the provider could not get an access token; check its "
             "credentials and scopes (Microsoft: https://outlook.office.com/SMTP.Send, "
@@ -293,7 +306,7 @@ async def _access_token(login: TokenLogin, *, refresh: bool, server: str) -> str
         raise AuthOrConfigError(
             f"the OAuth2 token provider {name} returned no usable access token",
             phase=Phase.AUTH,
-            server=server,
+            transport_name=transport_name,
             setting="oauth_token_provider",
             explanation="return the access token as a non-empty string",
         )

@@ -33,12 +33,12 @@ class Pacing:
         self,
         rate_limit: RateLimit,
         *,
-        server: str,
+        transport_name: str,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self.rate_limit = rate_limit
-        self._server = server
+        self._server = transport_name
         self._clock = clock
         self._sleep = sleep
         now = clock()
@@ -52,6 +52,14 @@ class Pacing:
             self._transport_bucket = TokenBucket(
                 rate_limit.per_transport, capacity=rate_limit.burst, now=now
             )
+
+    @property
+    def paced(self) -> bool:
+        """Whether a rate limit is in force now: the next message may have to wait its turn."""
+        return (
+            self.rate_limit.per_connection is not None
+            or self._adaptive.current(self._clock()) is not None
+        )
 
     async def wait_turn(self, lease: Lease[Any]) -> None:
         """Sleep until both the connection's and the transport's rate allow a message."""

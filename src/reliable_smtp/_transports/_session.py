@@ -266,7 +266,7 @@ class StepTracker:
 class SessionSetup:
     """Everything :func:`open_session` needs besides the client."""
 
-    server: str
+    transport_name: str
     """The name in transcripts and errors (:func:`session_url`)."""
     tls: TLSMode
     connect_timeout: float
@@ -320,7 +320,9 @@ async def open_session(
     started = time.monotonic()
     greeting = await smtp.connect(timeout=setup.connect_timeout)
     elapsed = time.monotonic() - started
-    transcript_line(setup.server, "<", f"{greeting.code} {greeting.message}", elapsed=elapsed)
+    transcript_line(
+        setup.transport_name, "<", f"{greeting.code} {greeting.message}", elapsed=elapsed
+    )
     watcher.step_finished(StepRecord(step=Step.GREETING, response=greeting, seconds=elapsed))
 
     await _ehlo(smtp, setup, watcher, Step.EHLO)
@@ -341,12 +343,12 @@ async def _authenticate(
         raise AuthOrConfigError(
             "refusing to send the password over an unencrypted connection",
             phase=Phase.AUTH,
-            server=setup.server,
+            transport_name=setup.transport_name,
             setting="tls",
         )
     started = time.monotonic()
     mechanism, response = await log_in(
-        smtp, login, timeout=setup.command_timeout, server=setup.server
+        smtp, login, timeout=setup.command_timeout, transport_name=setup.transport_name
     )
     return StepRecord(
         step=Step.AUTH, response=response, seconds=time.monotonic() - started, mechanism=mechanism
@@ -446,13 +448,13 @@ async def _ehlo(
     observer.step_started(step)
     name = await setup.ehlo_name.for_connection(smtp)
     smtp.local_hostname = name  # aiosmtplib's helo() fallback below reads it
-    transcript_line(setup.server, ">", f"EHLO {name}")
+    transcript_line(setup.transport_name, ">", f"EHLO {name}")
     started = time.monotonic()
     response = await smtp.execute_command(
         b"EHLO", name.encode("ascii"), timeout=setup.command_timeout
     )
     transcript_line(
-        setup.server,
+        setup.transport_name,
         "<",
         f"{response.code} {response.message}".replace("\n", " / "),
         elapsed=time.monotonic() - started,
@@ -470,7 +472,7 @@ async def _ehlo(
             Reply.from_server(response.code, response.message),
             "the server refused EHLO",
             phase=Phase.EHLO,
-            server=setup.server,
+            transport_name=setup.transport_name,
         )
     observer.step_finished(
         StepRecord(
@@ -491,7 +493,7 @@ async def _starttls(smtp: aiosmtplib.SMTP, setup: SessionSetup) -> StepRecord:
         raise AuthOrConfigError(
             "the server does not offer STARTTLS",
             phase=Phase.TLS,
-            server=setup.server,
+            transport_name=setup.transport_name,
             setting="tls",
             explanation=(
                 "STARTTLS is required in tls='starttls' mode so that nothing (password, "
@@ -501,10 +503,10 @@ async def _starttls(smtp: aiosmtplib.SMTP, setup: SessionSetup) -> StepRecord:
             ),
         )
     started = time.monotonic()
-    transcript_line(setup.server, ">", "STARTTLS")
+    transcript_line(setup.transport_name, ">", "STARTTLS")
     response = await smtp.starttls(timeout=setup.connect_timeout)
     elapsed = time.monotonic() - started
     tls = smtp.get_transport_info("ssl_object")
     version = tls.version() if tls is not None else "?"
-    transcript_line(setup.server, "<", f"220 (TLS established: {version})", elapsed=elapsed)
+    transcript_line(setup.transport_name, "<", f"220 (TLS established: {version})", elapsed=elapsed)
     return StepRecord(step=Step.STARTTLS, response=response, seconds=elapsed, tls_version=version)

@@ -111,7 +111,7 @@ def failure_error(
     failure: WireError,
     phase: Phase,
     *,
-    server: str | None = None,
+    transport_name: str | None = None,
     explanation: str | None = None,
     chunked: bool = False,
 ) -> DeliveryError:
@@ -133,7 +133,7 @@ def failure_error(
                 f"the server answered {'after the BDAT chunk' if chunked else 'the final dot'} "
                 f"with something that is not SMTP: {failure.detail}",
                 phase=phase,
-                server=server,
+                transport_name=transport_name,
                 explanation=explanation
                 or "the server may or may not have accepted the message; "
                 "not resent automatically, to avoid a duplicate",
@@ -141,7 +141,7 @@ def failure_error(
         return ProtocolError(
             f"the server sent a reply that is not SMTP {where}: {failure.detail}",
             phase=phase,
-            server=server,
+            transport_name=transport_name,
             explanation=explanation
             or "the server or something in between (proxy, TLS port) is not "
             "speaking SMTP; check host, port and TLS mode",
@@ -155,7 +155,7 @@ def failure_error(
             verdict,
             f"no reply from the server in time {'after the BDAT chunk' if chunked else where}",
             phase=phase,
-            server=server,
+            transport_name=transport_name,
             timed_out=True,
         )
     return error_for(
@@ -163,7 +163,7 @@ def failure_error(
         f"connection problem {'after the BDAT chunk was sent' if chunked else where}: "
         f"{failure.detail}",
         phase=phase,
-        server=server,
+        transport_name=transport_name,
         connection_lost=True,
     )
 
@@ -194,14 +194,14 @@ class Transaction:
     """
 
     def __init__(
-        self, envelope: Envelope, *, pipelined: bool, server: str, chunking: bool = False
+        self, envelope: Envelope, *, pipelined: bool, transport_name: str, chunking: bool = False
     ) -> None:
         self.envelope = envelope
         self.pipelined = pipelined or chunking
         self.chunking = chunking
         self.committed = False
         """The message content is on the wire: a failure now may mean the server has it."""
-        self.server = server
+        self.transport_name = transport_name
         self.phase = Phase.MAIL
         """Where the transaction is: the phase a failure now would be pinned to."""
         self.accepted: list[str] = []
@@ -330,7 +330,9 @@ class Transaction:
 
     def on_failure(self, failure: WireError) -> Next:
         """The link failed where a reply was due (or while writing) at :attr:`phase`."""
-        error = failure_error(failure, self.phase, server=self.server, chunked=self.committed)
+        error = failure_error(
+            failure, self.phase, transport_name=self.transport_name, chunked=self.committed
+        )
         error.__cause__ = failure
         return self.on_error(error)
 
@@ -347,7 +349,7 @@ class Transaction:
         for recipient in self.envelope.recipients:
             if recipient not in self._statuses or recipient in self.accepted:
                 self._statuses[recipient] = RecipientStatus.from_error(
-                    recipient, error, server=self.server
+                    recipient, error, transport_name=self.transport_name
                 )
         return self._finish(close=True)
 
@@ -364,7 +366,10 @@ class Transaction:
         if self._error is not None:
             raise self._error
         return DeliveryReport.in_envelope_order(
-            self.envelope, self._statuses, server=self.server, final_reply=self.final_reply
+            self.envelope,
+            self._statuses,
+            transport_name=self.transport_name,
+            final_reply=self.final_reply,
         )
 
     # -- helpers -----------------------------------------------------------------------
@@ -398,7 +403,7 @@ class Transaction:
             summary or "the server refused the sender",
             reply=reply,
             phase=Phase.MAIL,
-            server=self.server,
+            transport_name=self.transport_name,
         )
 
     def _status(self, recipient: str, reply: Reply) -> None:
@@ -407,7 +412,7 @@ class Transaction:
             classify(reply, self.phase),
             phase=self.phase,
             reply=reply,
-            server=self.server,
+            transport_name=self.transport_name,
         )
 
     def _out_of_step_delivery(self, reply: Reply) -> Next:
@@ -418,7 +423,7 @@ class Transaction:
             f"recipients and then answered the BDAT chunk with {reply.code}",
             reply=reply,
             phase=Phase.DATA_END,
-            server=self.server,
+            transport_name=self.transport_name,
             explanation="the server is out of step and may have delivered the message to "
             "the recipients it accepted; not resent automatically, to avoid a duplicate",
         )

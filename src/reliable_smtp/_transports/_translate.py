@@ -40,11 +40,14 @@ from ._transaction import (
 __all__ = ["find_cause", "translate_error"]
 
 
-def _tls_error(exc: BaseException, server: str | None) -> DeliveryError:
+def _tls_error(exc: BaseException, transport_name: str | None) -> DeliveryError:
     # The verdict says it all: a transient handshake failure is a lost connection, a
     # certificate or version mismatch is AUTH_OR_CONFIG naming the "tls" setting.
     return error_for(
-        classify_tls_failure(str(exc)), f"TLS failed: {exc}", phase=Phase.TLS, server=server
+        classify_tls_failure(str(exc)),
+        f"TLS failed: {exc}",
+        phase=Phase.TLS,
+        transport_name=transport_name,
     )
 
 
@@ -83,14 +86,14 @@ def _first_contact(error: DeliveryError) -> DeliveryError:
 
 
 def connection_error(
-    exc: BaseException, phase: Phase, *, server: str, tls: TLSMode, first_contact: bool
+    exc: BaseException, phase: Phase, *, transport_name: str, tls: TLSMode, first_contact: bool
 ) -> DeliveryError:
     """:func:`translate_error` for a failure to open a connection in ``phase``.
 
     ``first_contact``: no connection to this server has been opened yet (see
     :func:`_first_contact`).
     """
-    error = translate_error(exc, phase, server=server)
+    error = translate_error(exc, phase, transport_name=transport_name)
     if (
         tls is TLSMode.IMPLICIT
         and phase is Phase.CONNECT
@@ -123,7 +126,7 @@ def find_cause(exc: BaseException | None, exc_type: type[BaseException]) -> Base
 
 
 def translate_error(
-    exc: BaseException, phase: Phase, *, server: str | None = None
+    exc: BaseException, phase: Phase, *, transport_name: str | None = None
 ) -> DeliveryError:
     """Map an aiosmtplib, ``OSError``, ``ssl`` or timeout exception to the error tree.
 
@@ -133,7 +136,7 @@ def translate_error(
     if isinstance(exc, DeliveryError):
         return exc
     if isinstance(exc, WireError):
-        return failure_error(exc, phase, server=server)
+        return failure_error(exc, phase, transport_name=transport_name)
     where = f"during {phase.value}"
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         # Only aiosmtplib's sendmail() raises this; we never call it, but keep the facts.
@@ -146,12 +149,16 @@ def translate_error(
                 reply=reply,
                 phase=Phase.RCPT,
                 recipient=first.recipient,
-                server=server,
+                transport_name=transport_name,
             )
-        return PermanentError("every recipient was refused", phase=Phase.RCPT, server=server)
+        return PermanentError(
+            "every recipient was refused", phase=Phase.RCPT, transport_name=transport_name
+        )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code < 0:  # aiosmtplib's own reader found no SMTP reply
-            return failure_error(GarbledReplyError(exc.message), phase, server=server)
+            return failure_error(
+                GarbledReplyError(exc.message), phase, transport_name=transport_name
+            )
         reply = Reply.from_server(exc.code, exc.message)
         reply_phase = (
             Phase.CONNECT if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else phase
@@ -161,25 +168,25 @@ def translate_error(
             f"the server refused {where}",
             reply=reply,
             phase=reply_phase,
-            server=server,
+            transport_name=transport_name,
         )
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentError(
             f"the server does not support what the message needs: {exc}",
             phase=phase,
-            server=server,
+            transport_name=transport_name,
             explanation="this server lacks an extension the message needs (e.g. SMTPUTF8 for "
             "non-ASCII addresses): use ASCII addresses or another server",
         )
     ssl_error = find_cause(exc, ssl.SSLError)
     if ssl_error is not None:
-        return _tls_error(ssl_error, server)
+        return _tls_error(ssl_error, transport_name)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
         explanation = None
         if "ready message" in str(exc):
             # TCP connected but no "220" came: typical of a client talking plain text to an
             # implicit-TLS port, where the server waits for a TLS hello.
-            implicit = (server or "").startswith("smtps://")
+            implicit = (transport_name or "").startswith("smtps://")
             explanation = (
                 "the TLS handshake finished but no greeting came: the server is overloaded, "
                 "or this port expects something else (plain or STARTTLS: tls='starttls', "
@@ -191,7 +198,10 @@ def translate_error(
                 "(connect_timeout, RELIABLE_SMTP_CONNECT_TIMEOUT)"
             )
         return failure_error(
-            ReplyTimeoutError(str(exc)), phase, server=server, explanation=explanation
+            ReplyTimeoutError(str(exc)),
+            phase,
+            transport_name=transport_name,
+            explanation=explanation,
         )
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
         explanation = None
@@ -203,7 +213,7 @@ def translate_error(
         return failure_error(
             LinkLostError(str(exc) or type(exc).__name__),
             phase,
-            server=server,
+            transport_name=transport_name,
             explanation=explanation,
         )
     if isinstance(exc, aiosmtplib.SMTPException):
@@ -212,7 +222,7 @@ def translate_error(
         return AuthOrConfigError(
             f"{exc} ({where})",
             phase=phase,
-            server=server,
+            transport_name=transport_name,
             explanation="the server does not offer what this configuration needs; "
             "check the TLS mode and credentials",
         )
@@ -220,12 +230,12 @@ def translate_error(
         return ProtocolError(
             f"could not encode an SMTP command {where}: {exc}",
             phase=phase,
-            server=server,
+            transport_name=transport_name,
             explanation="an address or option cannot be sent to this server as it is",
         )
     return ProtocolError(
         f"unexpected {type(exc).__name__} {where}: {exc}",
         phase=phase,
-        server=server,
+        transport_name=transport_name,
         explanation="an error the library did not expect; please report it",
     )

@@ -45,6 +45,7 @@ from .._wire_form import wire_form
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = [
+    "BODY_PIECE",
     "FINAL_DOT",
     "Exchange",
     "bdat_group",
@@ -62,18 +63,18 @@ transcript = logging.getLogger("reliable_smtp.transcript")
 
 
 def transcript_line(
-    server: str, direction: str, text: str, *, elapsed: float | None = None
+    transport_name: str, direction: str, text: str, *, elapsed: float | None = None
 ) -> None:
     """Log one line of the dialogue (``direction``: ``">"`` client, ``"<"`` server)."""
     if transcript.isEnabledFor(logging.DEBUG):
         timing = f" ({elapsed * 1000:.1f} ms)" if elapsed is not None else ""
         transcript.debug(
             "%s %s %s%s",
-            server,
+            transport_name,
             direction,
             text,
             timing,
-            extra={"server": server, "direction": direction, "elapsed": elapsed},
+            extra={"server": transport_name, "direction": direction, "elapsed": elapsed},
         )
 
 
@@ -162,7 +163,7 @@ class Exchange:
             mail, rcpt, data = [await wire.read(timeout=60) for _ in range(3)]
     """
 
-    def __init__(self, smtp: SMTP, *, server: str = "") -> None:
+    def __init__(self, smtp: SMTP, *, transport_name: str = "") -> None:
         protocol = smtp.protocol
         if protocol is None or not smtp.is_connected:
             raise LinkLostError("Server not connected")
@@ -171,12 +172,28 @@ class Exchange:
         self._buffer = bytearray()
         self._lost: WireError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._server = server
+        self._server = transport_name
         self._written_at = time.monotonic()
 
     # -- ownership of the incoming bytes -------------------------------------------------
 
     def __enter__(self) -> Exchange:
+        return self.attach()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def attach(self) -> Exchange:
+        """Take the connection's incoming bytes over (until :meth:`detach`).
+
+        Across transactions (:mod:`._handoff`) one exchange stays attached from one
+        message's final dot to the end of the chain, so no reply is lost in between.
+        """
         protocol = self._protocol
         original_connection_lost = protocol.connection_lost
         original_resume_writing = protocol.resume_writing
@@ -210,12 +227,8 @@ class Exchange:
         protocol.resume_writing = resume_writing
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def detach(self) -> None:
+        """Give the incoming bytes back to aiosmtplib (RSET, NOOP, QUIT go through it)."""
         for name in _SHADOWED:
             self._protocol.__dict__.pop(name, None)
 
@@ -273,6 +286,25 @@ class Exchange:
                 transcript_line(self._server, ">", line)
             transcript_line(self._server, ">", f"<message: {len(chunk)} bytes>")
         return view[BODY_PIECE:]
+
+    def write_end(self, content: bytes, commands: bytes) -> None:
+        """Queue the last ``content`` of a message, its final dot and the next message's
+        ``commands`` in one write (pipelining across messages, :mod:`._handoff`).
+
+        One write, so they reach the server together and it answers them together.
+        Raises :class:`LinkLostError` - with nothing written - if the connection is
+        already gone.
+        """
+        transport = self._protocol.transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise LinkLostError("Connection lost")
+        transport.writelines((content, FINAL_DOT, commands))
+        self._written_at = time.monotonic()
+        if transcript.isEnabledFor(logging.DEBUG):
+            end = f"<message: {len(content)} bytes, then .>" if content else "."
+            transcript_line(self._server, ">", end)
+            for line in commands.decode("utf-8", "replace").splitlines():
+                transcript_line(self._server, ">", line)
 
     async def write_body(self, *chunks: bytes, timeout: float) -> None:
         """Queue message content (``chunks``, in order) on the socket without copying it.

@@ -84,11 +84,11 @@ class FileTransport(Transport):
             ensure_ascii=False,
             indent=2,
         )
-        await before_commit(envelope, server=self.name)
+        await before_commit(envelope, transport_name=self.name)
         path = await asyncio.to_thread(self._write, stem, content, sidecar.encode() + b"\n")
         self.paths.append(path)
         return DeliveryReport.all_sent(
-            envelope, server=self.name, reply=Reply(250, "2.0.0", f"written to {path.name}")
+            envelope, transport_name=self.name, reply=Reply(250, "2.0.0", f"written to {path.name}")
         )
 
     def _next_stem(self) -> str:
@@ -130,7 +130,7 @@ class FileTransport(Transport):
                 f"FileTransport directory {str(directory)!r} is not writable",
                 setting="directory",
                 phase=Phase.CONNECT,
-                server=self.name,
+                transport_name=self.name,
                 explanation=(
                     "give the process write permission on it, or point "
                     "FileTransport(directory=...) at a writable directory"
@@ -175,7 +175,7 @@ class FileTransport(Transport):
                 f"FileTransport {summary}: {why}",
                 setting="directory",
                 phase=phase,
-                server=self.name,
+                transport_name=self.name,
                 explanation=(
                     f"point FileTransport(directory=...) at a writable directory "
                     f"(now {str(self.directory)!r})"
@@ -186,4 +186,4 @@ class FileTransport(Transport):
             explanation=f"{exc.strerror or exc}: nothing was written; retried",
             retryable=True,
         )
-        return error_for(verdict, f"FileTransport {summary}", phase=phase, server=self.name)
+        return error_for(verdict, f"FileTransport {summary}", phase=phase, transport_name=self.name)

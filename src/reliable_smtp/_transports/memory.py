@@ -83,7 +83,7 @@ class MemoryTransport(Transport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Append the message to ``outbox`` and report every recipient ``SENT``."""
         self.ensure_open()
-        await before_commit(envelope, server=self.name)
+        await before_commit(envelope, transport_name=self.name)
         self.outbox.append(SentMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
             envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "stored in memory")

@@ -16,18 +16,33 @@ Rules:
   fails the check, or that the caller reports as unusable, is closed and replaced;
 * a connection the pool has taken out of its idle list is always either lent out,
   put back or closed - whatever is raised meanwhile, cancellation included. When
-  the polite close (QUIT) itself is interrupted, the connection is dropped.
+  the polite close (QUIT) itself is interrupted, the connection is dropped;
+* a holder may hand its lease straight to the longest-waiting :meth:`acquire`
+  (:meth:`hand_over`) with something still owed on the connection (an :class:`Owed`:
+  for SMTP, the previous message's final reply). Such a lease is never idle, so it
+  is never checked, reaped or closed by the pool; if its new holder lets it go before
+  taking the debt over (cancelled while waiting, or released unused), the pool gives
+  it back to the earlier holder (:meth:`Owed.give_back`), or drops it when that one is
+  gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["ConnectionCounts", "ConnectionPool", "Lease", "PoolClosedError", "PoolTimeoutError"]
+__all__ = [
+    "ConnectionCounts",
+    "ConnectionPool",
+    "Lease",
+    "Owed",
+    "PoolClosedError",
+    "PoolTimeoutError",
+]
 
 C = TypeVar("C")
 
@@ -38,6 +53,14 @@ class PoolTimeoutError(Exception):
 
 class PoolClosedError(Exception):
     """The pool was closed (``aclose``) while waiting for, or before asking for, a connection."""
+
+
+class Owed(Protocol):
+    """What a lease handed over (:meth:`ConnectionPool.hand_over`) still owes its earlier holder."""
+
+    def give_back(self) -> bool:
+        """The new holder will not pay it: True if the earlier holder takes the lease back
+        (and releases it itself later), False if that holder is gone."""
 
 
 @dataclass(slots=True)
@@ -52,6 +75,9 @@ class Lease(Generic[C]):
     """True when the connection had served an earlier lease (it may have gone stale)."""
     state: dict[str, object] = field(default_factory=dict)
     """Per-connection data for the owner (e.g. its rate-limit bucket)."""
+    owed: Owed | None = None
+    """Set by :meth:`ConnectionPool.hand_over`: owed to the previous holder; the new one
+    takes it (sets ``None``) before using the connection."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +123,10 @@ class ConnectionPool(Generic[C]):
         self._drop = drop
         self._alive = alive
         self._clock = clock
-        self._slots = asyncio.Semaphore(size)
+        self._free = size  # slots nobody holds or has been granted
+        # Tasks in acquire(), oldest first: a granted slot (None) or a handed-over lease
+        # arrives in the future; ``fresh`` ones never get a handed-over lease.
+        self._waiters: deque[tuple[asyncio.Future[Lease[C] | None], bool]] = deque()
         self._idle: list[Lease[C]] = []
         self._leased: set[int] = set()
         self._closed = False
@@ -125,12 +154,9 @@ class ConnectionPool(Generic[C]):
         """
         if self._closed:
             raise PoolClosedError("the connection pool is closed")
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.acquire_timeout)
-        except asyncio.TimeoutError:
-            raise PoolTimeoutError(
-                f"all {self.size} connection(s) stayed busy for {self.acquire_timeout:g} s"
-            ) from None
+        handed = await self._slot(fresh)
+        if handed is not None:
+            return handed  # lent straight from its previous holder (hand_over)
         try:
             if self._closed:
                 raise PoolClosedError("the connection pool was closed while waiting")
@@ -145,10 +171,90 @@ class ConnectionPool(Generic[C]):
                 now = self._clock()
                 lease = Lease(connection=connection, opened_at=now, last_used=now)
         except BaseException:
-            self._slots.release()
+            self._free_slot()
             raise
         self._leased.add(id(lease))
         return lease
+
+    async def _slot(self, fresh: bool) -> Lease[C] | None:
+        """Wait for a slot (``None``) or a lease handed over to this waiter."""
+        if self._free and not self._waiters:
+            self._free -= 1
+            return None
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[Lease[C] | None] = loop.create_future()
+        entry = (granted, fresh)
+        self._waiters.append(entry)
+        timer = loop.call_later(self.acquire_timeout, self._expire, granted)
+        try:
+            return await granted
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                # Granted, then cancelled before this task ran again: pass it on.
+                lease = granted.result()
+                if lease is None:
+                    self._free_slot()
+                else:
+                    self._let_go(lease)
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, granted: asyncio.Future[Lease[C] | None]) -> None:
+        if not granted.done():
+            granted.set_exception(
+                PoolTimeoutError(
+                    f"all {self.size} connection(s) stayed busy for {self.acquire_timeout:g} s"
+                )
+            )
+
+    def _free_slot(self) -> None:
+        """A slot is free: to the longest waiter, else back to the count."""
+        while self._waiters:
+            granted, _ = self._waiters.popleft()
+            if not granted.done():
+                granted.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a task waits in :meth:`acquire` that :meth:`hand_over` could serve."""
+        return any(not fresh and not granted.done() for granted, fresh in self._waiters)
+
+    def hand_over(self, lease: Lease[C], owed: Owed) -> bool:
+        """Lend ``lease`` straight to the longest-waiting :meth:`acquire`, with ``owed``.
+
+        False - and the caller keeps the lease - when nobody waits (a ``fresh`` waiter
+        wants a new connection and does not count), or when the lease could not be
+        put back anyway (pool closed, ``max_messages`` reached, connection gone). The
+        lease never passes through the idle list: no check, no reaping, no QUIT.
+        """
+        if self._closed or lease.messages >= self.max_messages or not self._alive(lease.connection):
+            return False
+        for entry in self._waiters:
+            granted, fresh = entry
+            if fresh or granted.done():
+                continue
+            self._waiters.remove(entry)
+            lease.owed = owed
+            lease.reused = True
+            lease.last_used = self._clock()
+            granted.set_result(lease)
+            return True
+        return False
+
+    def _let_go(self, lease: Lease[C]) -> None:
+        """A handed-over lease its new holder will not use: back to the earlier holder."""
+        owed, lease.owed = lease.owed, None
+        if owed is not None and owed.give_back():
+            return  # the earlier holder has it again and releases it itself
+        # Nobody will take what is owed: the connection cannot be trusted to be in step.
+        self._leased.discard(id(lease))
+        self._drop_quietly(lease)
+        self._free_slot()
 
     async def _reuse(self) -> Lease[C] | None:
         while self._idle:
@@ -175,6 +281,9 @@ class ConnectionPool(Generic[C]):
         """Give ``lease`` back; close its connection unless it can serve another message."""
         if id(lease) not in self._leased:
             raise RuntimeError("this lease was already released")
+        if lease.owed is not None:
+            self._let_go(lease)  # handed over, released before the debt was taken over
+            return
         self._leased.discard(id(lease))
         lease.last_used = self._clock()
         try:
@@ -188,7 +297,7 @@ class ConnectionPool(Generic[C]):
             else:
                 await self._retire(lease)
         finally:
-            self._slots.release()
+            self._free_slot()
 
     async def _retire(self, lease: Lease[C]) -> None:
         # Closing is best effort (QUIT on a dead link fails); the socket goes anyway.

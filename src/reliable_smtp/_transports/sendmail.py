@@ -389,7 +389,7 @@ class SendmailTransport(Transport):
         self.ensure_open()
         # The MTA queues whatever reached it once stdin closes - also a truncated message
         # if this process dies mid-write - so the commit point is before the spawn.
-        await before_commit(envelope, server=self.name)
+        await before_commit(envelope, transport_name=self.name)
         process = await self._spawn(self.command(envelope))
         exchange = _Exchange()
         try:

@@ -16,8 +16,10 @@ event loop), one delivery on a leased connection, and the SMTP transaction. Arou
 
 :func:`~._session.open_session` opens the session (connect, TLS, EHLO, AUTH) on an
 aiosmtplib client. The transaction - MAIL, one RCPT per recipient, DATA, body,
-pipelined when the server offers it; or, with CHUNKING, MAIL, RCPT and ``BDAT <n>
-LAST`` with the message in one write - is written and read by
+pipelined when the server offers it (and across messages: a send waiting for the
+connection writes the dot before it with its own group, :mod:`._handoff`); or, with
+CHUNKING, MAIL, RCPT and ``BDAT <n> LAST`` with the message in one write - is
+written and read by
 :class:`~._wire.Exchange`, and what each reply means is decided by
 :class:`~._transaction.Transaction`: every recipient gets its own reply, a failure
 is pinned to its phase, and only a failure after the message has left (the final
@@ -36,6 +38,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -54,6 +57,7 @@ from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
 from ._config import _count as _count
 from ._config import _secret_value as _secret_value
 from ._config import check_tls_files, checked_endpoint, checked_login
+from ._handoff import OwedFinalReply
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -82,9 +86,9 @@ from ._translate import _tls_error as _tls_error
 from ._translate import connection_error
 from ._translate import find_cause as find_cause
 from ._translate import translate_error as translate_error
-from ._wire import Exchange, bdat_group, dot_stuffed
+from ._wire import BODY_PIECE, FINAL_DOT, Exchange, bdat_group, dot_stuffed
 from .base import Transport
-from .pool import ConnectionCounts, ConnectionPool
+from .pool import ConnectionCounts, ConnectionPool, Lease
 
 # TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
 # ._login (opening a session is shared with the check); they are re-exported here.
@@ -118,7 +122,13 @@ class SMTPTransport(Transport):
     to finish (or hang) on its own.
 
     PIPELINING (``pipelining``, RFC 2920) sends MAIL, every RCPT and DATA in one
-    write. With ``chunking`` as well (RFC 3030, when the server offers CHUNKING
+    write. With ``pipeline_across_messages`` as well (the default), a message whose
+    final dot is written while another send waits for this connection hands the
+    connection over at once: the next message's MAIL, RCPT and DATA follow the dot
+    before its final reply comes, and that send reads the reply for it (RFC 2920
+    §3.1) - one round trip per message on a busy connection; every reply is still
+    matched to its own command and a failure of the next envelope never touches the
+    message before it. With ``chunking`` as well (RFC 3030, when the server offers CHUNKING
     and PIPELINING) MAIL, every RCPT and ``BDAT <n> LAST`` go in one write with
     the message itself: one round trip per message. The message then leaves before
     the RCPT replies are known, so a link lost after that write is ambiguous (never
@@ -158,6 +168,7 @@ class SMTPTransport(Transport):
         check_after: float = 5.0,
         pool_timeout: float = 60.0,
         pipelining: bool = True,
+        pipeline_across_messages: bool = True,
         chunking: bool = True,
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] | None = None,
@@ -206,6 +217,7 @@ class SMTPTransport(Transport):
         self.check_after = check_seconds("check_after", check_after)
         self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
         self.pipelining = bool(pipelining)
+        self.pipeline_across_messages = bool(pipeline_across_messages)
         self.chunking = bool(chunking)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(
@@ -242,18 +254,22 @@ class SMTPTransport(Transport):
         # it is this message's own, classified error.
         fresh = False
         while True:
-            lease = await _connections.lease(pool, fresh=fresh, server=self.name)
+            lease = await _connections.lease(pool, fresh=fresh, transport_name=self.name)
+            hold = _Hold(lease, pool)
             reusable = False
             try:
                 await pacing.wait_turn(lease)
-                report = await self._transaction(lease.connection, envelope, content)
-                lease.messages += 1
+                report = await self._transaction(hold, envelope, content)
+                if not hold.counted:
+                    lease.messages += 1
                 reusable = _connections.reusable(lease.connection)
                 pacing.observe(report)
                 return report
             except _StaleConnectionError as stale:
                 if not lease.reused:
-                    raise translate_error(stale.cause, Phase.MAIL, server=self.name) from stale
+                    raise translate_error(
+                        stale.cause, Phase.MAIL, transport_name=self.name
+                    ) from stale
                 fresh = True
             except DeliveryError as error:
                 # A refusal the transaction handled (it reset or dropped the connection).
@@ -261,7 +277,9 @@ class SMTPTransport(Transport):
                 pacing.observe_error(error)
                 raise
             finally:
-                await pool.release(lease, reusable=reusable)
+                # Handed over after the final dot, the connection is the next send's.
+                if hold.mine:
+                    await pool.release(lease, reusable=reusable)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -300,7 +318,7 @@ class SMTPTransport(Transport):
             )
             self._pool_loop = loop
             self._pacing = Pacing(
-                self.rate_limit, server=self.name, clock=self._clock, sleep=self._sleep
+                self.rate_limit, transport_name=self.name, clock=self._clock, sleep=self._sleep
             )
         return self._pool
 
@@ -343,7 +361,7 @@ class SMTPTransport(Transport):
         elif self.username is not None:
             login = PasswordLogin(username=self.username, password=self._password or "")
         return SessionSetup(
-            server=self.name,
+            transport_name=self.name,
             tls=self.tls,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
@@ -373,7 +391,7 @@ class SMTPTransport(Transport):
             raise connection_error(
                 exc,
                 steps.phase,
-                server=self.name,
+                transport_name=self.name,
                 tls=self.tls,
                 first_contact=not self._ever_connected,
             ) from exc
@@ -389,7 +407,7 @@ class SMTPTransport(Transport):
                 raise PermanentError(
                     "an address has non-ASCII characters but the server does not offer SMTPUTF8",
                     phase=Phase.MAIL,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation=(
                         "this server cannot accept internationalised addresses (RFC 6531); "
                         "use an ASCII address or a server that supports SMTPUTF8"
@@ -405,16 +423,25 @@ class SMTPTransport(Transport):
                 raise PermanentError(
                     f"the message is {len(content)} bytes but the server accepts at most {limit}",
                     phase=Phase.MAIL,
-                    server=self.name,
+                    transport_name=self.name,
                     explanation="message too large: make it (or its attachments) smaller",
                 )
             options.append(f"SIZE={len(content)}")
         return options
 
-    async def _transaction(
-        self, smtp: aiosmtplib.SMTP, envelope: Envelope, content: bytes
-    ) -> DeliveryReport:
-        options = self._mail_options(smtp, envelope, content)
+    async def _transaction(self, hold: _Hold, envelope: Envelope, content: bytes) -> DeliveryReport:
+        smtp = hold.lease.connection
+        # Handed over by the previous send right after its final dot, the connection
+        # still owes it its final reply: read after this transaction's first write (or
+        # before anything, if this one does not start with a pipelined group).
+        owed = hold.take_owed()
+        try:
+            options = self._mail_options(smtp, envelope, content)
+        except DeliveryError:
+            if owed is not None:
+                await self._settle(hold, owed)
+                self._end_exchange(smtp, owed.wire)
+            raise
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         mail = (
             b" ".join(
@@ -425,33 +452,51 @@ class SMTPTransport(Transport):
         )
         rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in envelope.recipients]
         pipelined = self.pipelining and smtp.supports_extension("pipelining")
+        guarded = final_dot_guarded()
         # BDAT in the same group as MAIL and RCPT needs both extensions (RFC 3030 §4.2).
         # An outbox send (a final-dot guard installed) keeps DATA: there the body goes
         # out before the dot mark is committed and the dot after it, so a crash can leave
         # a recipient marked only once its body is on the wire. BDAT LAST commits the
         # content in the same write as the envelope, before any RCPT reply is known.
         chunking = (
-            pipelined
-            and self.chunking
-            and smtp.supports_extension("chunking")
-            and not final_dot_guarded()
+            pipelined and self.chunking and smtp.supports_extension("chunking") and not guarded
         )
-        try:
-            wire = Exchange(smtp, server=self.name)
-        except LinkLostError as lost:
-            raise _StaleConnectionError(lost) from lost
+        if owed is not None:
+            wire = owed.wire
+            if chunking or not pipelined:
+                # Only the pipelined DATA dialogue writes before the owed reply is read:
+                # its group holds no content, so a loss there cannot make it ambiguous.
+                await self._settle(hold, owed)
+                owed = None
+        else:
+            try:
+                wire = Exchange(smtp, transport_name=self.name).attach()
+            except LinkLostError as lost:
+                raise _StaleConnectionError(lost) from lost
+        # After its own dot, this send hands the connection on to a waiting one - not an
+        # outbox send (its dot mark and final reply stay together), nor under a rate
+        # limit (the next send may have to wait its turn while holding our reply).
+        pacing = self._pacing
+        hold.may_hand_over = (
+            self.pipeline_across_messages
+            and pipelined
+            and not chunking
+            and not guarded
+            and not (pacing is not None and pacing.paced)
+        )
         clean = True
         try:
-            with wire:
-                try:
-                    if chunking:
-                        report = await self._chunked_dialogue(wire, envelope, content, mail, rcpts)
-                    else:
-                        report = await self._dialogue(
-                            wire, envelope, content, mail, rcpts, pipelined
-                        )
-                finally:
+            try:
+                if chunking:
+                    report = await self._chunked_dialogue(wire, envelope, content, mail, rcpts)
+                else:
+                    report = await self._dialogue(
+                        hold, wire, envelope, content, mail, rcpts, pipelined, owed
+                    )
+            finally:
+                if hold.mine:
                     clean = not wire.leftover
+                    wire.detach()
         except DeliveryError:
             # A refusal the dialogue handled (the sender was refused): reset and go on.
             if clean and smtp.is_connected:
@@ -460,9 +505,13 @@ class SMTPTransport(Transport):
                 smtp.close()
             raise
         except BaseException:
-            # Stale, cancelled, or an error the dialogue did not handle: never reuse it.
-            smtp.close()
+            # Stale, cancelled, or an error the dialogue did not handle: never reuse it
+            # (unless it went back to the send whose reply it owed: that one drops it).
+            if hold.mine:
+                smtp.close()
             raise
+        if not hold.mine:
+            return report  # handed over after the dot: the next send's connection now
         if not clean:
             smtp.close()  # the server said more than it was asked: out of step
         elif smtp.is_connected and (
@@ -473,26 +522,66 @@ class SMTPTransport(Transport):
             await self._reset(smtp)
         return report
 
+    async def _settle(self, hold: _Hold, owed: OwedFinalReply, group: bytes = b"") -> None:
+        """Write the previous send's final dot with ``group``, then read the reply it is
+        ``owed`` (:meth:`OwedFinalReply.settle`).
+
+        Raises :class:`_StaleConnectionError` - nothing of this message went, so it
+        starts over on a fresh connection - when the connection cannot go on (lost, out
+        of step, a 421, the previous send gone before its dot). Interrupted (cancelled)
+        while reading, it gives the reply back to the previous send if that one still
+        waits (which then drops the connection if ``group`` went with the dot).
+        """
+        try:
+            usable = await owed.settle(group)
+        except BaseException:
+            if owed.give_back(dirty=bool(group)):
+                hold.mine = False
+            raise
+        if not usable:
+            self._end_exchange(hold.lease.connection, owed.wire, drop=True)
+            raise _StaleConnectionError(
+                LinkLostError("the connection ended with the previous message's final reply")
+            )
+
+    @staticmethod
+    def _end_exchange(smtp: aiosmtplib.SMTP, wire: Exchange, *, drop: bool = False) -> None:
+        """Give the incoming bytes back to aiosmtplib; drop the connection if out of step."""
+        drop = drop or wire.leftover
+        wire.detach()
+        if drop:
+            smtp.close()
+
     async def _dialogue(
         self,
+        hold: _Hold,
         wire: Exchange,
         envelope: Envelope,
         content: bytes,
         mail: bytes,
         rcpts: list[bytes],
         pipelined: bool,
+        owed: OwedFinalReply | None = None,
     ) -> DeliveryReport:
         """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
 
         The I/O of the transaction; what each reply (or failure) means is decided by
         :class:`~._transaction.Transaction`, which checks every reply individually
-        either way (RFC 2920 §3.1) and says what to write next.
+        either way (RFC 2920 §3.1) and says what to write next. ``owed``: the previous
+        message's final reply, still due on this connection; it is read after our
+        group is written and before our first reply (:mod:`._handoff`).
         """
-        transaction = Transaction(envelope, pipelined=pipelined, server=self.name)
+        transaction = Transaction(envelope, pipelined=pipelined, transport_name=self.name)
         timeout = self.command_timeout
         try:
             try:
-                wire.write(mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail)
+                group = mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail
+                if owed is None:
+                    wire.write(group)
+                else:
+                    # The previous message's dot, then our group, in one write; its
+                    # reply comes first.
+                    await self._settle(hold, owed, group)
                 step = transaction.on_mail(await wire.read(timeout=timeout))
             except LinkLostError as lost:
                 # Closed before MAIL was answered: a stale connection, nothing was sent.
@@ -514,9 +603,10 @@ class SMTPTransport(Transport):
                 # The one place the message is handed over, to transaction.accepted.
                 body, final_dot = dot_stuffed(content)
                 if not final_dot_guarded():
-                    await wire.write_body(body, final_dot, timeout=self.data_timeout)
-                    transaction.on_body_written()
-                    transaction.on_final(await wire.read(timeout=self.data_timeout))
+                    if not await self._hand_over(hold, wire, transaction, body):
+                        await wire.write_body(body, final_dot, timeout=self.data_timeout)
+                        transaction.on_body_written()
+                        transaction.on_final(await wire.read(timeout=self.data_timeout))
                 else:
                     # An outbox send: the body goes first, then the guard records the dot
                     # mark, then the dot goes alone. So the mark is the last thing before
@@ -529,11 +619,11 @@ class SMTPTransport(Transport):
                     except FinalDotForbiddenError as forbidden:
                         transaction.on_error(
                             forbidden.error(
-                                server=self.name, what="the final dot was never written"
+                                transport_name=self.name, what="the final dot was never written"
                             )
                         )
                     else:
-                        wire.write(_FINAL_DOT)
+                        wire.write(FINAL_DOT)
                         transaction.on_body_written()
                         transaction.on_final(await wire.read(timeout=self.data_timeout))
         except WireError as failure:
@@ -542,10 +632,58 @@ class SMTPTransport(Transport):
             raise
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, transaction.phase, server=self.name))
-        if transaction.close:
+            transaction.on_error(translate_error(exc, transaction.phase, transport_name=self.name))
+        if transaction.close and hold.mine:
             wire.close_connection()
         return transaction.result()
+
+    async def _hand_over(
+        self, hold: _Hold, wire: Exchange, transaction: Transaction, body: bytes
+    ) -> bool:
+        """At our body: if a send waits for this connection, write the body and lend the
+        connection on; that send writes our final dot with its own commands and reads
+        our final reply into ``transaction`` (:mod:`._handoff`).
+
+        False when nobody waits (or this send may not hand over): the caller writes
+        body and dot and reads the reply as always. True once the reply is in
+        ``transaction`` - read by the next send, or by us (after writing the dot, if it
+        has not gone) when nobody took the connection or it came back to us (then
+        dropped afterwards if the other send's commands are on it too).
+        """
+        if not hold.may_hand_over or not hold.pool.waiting:
+            return False
+        if len(body) > BODY_PIECE:
+            # A large body goes now, with flow control; only the dot waits for the next
+            # send. A small one goes with the dot, in the next send's one write.
+            await wire.write_body(body, timeout=self.data_timeout)
+            body = b""
+        lease = hold.lease
+        owed = OwedFinalReply(transaction, wire, timeout=self.data_timeout, content=body)
+        lease.messages += 1  # this message counts on the connection before it moves on
+        if hold.pool.hand_over(lease, owed):
+            hold.mine = False
+            hold.counted = True
+            try:
+                settled = await owed.wait()
+            except asyncio.CancelledError:
+                # Cancelled: the next send reads our reply if our dot went (the stream
+                # stays in step), or drops the connection without it - unless the
+                # connection came back to us just now: then we drop it.
+                if owed.given_back:
+                    hold.mine = True
+                raise
+            if settled:
+                return True
+            hold.mine = True
+        else:
+            lease.messages -= 1  # the waiter left meanwhile: an ordinary end
+        if not owed.dot_written:
+            await wire.write_body(owed.content, FINAL_DOT, timeout=self.data_timeout)
+            transaction.on_body_written()
+        transaction.on_final(await wire.read(timeout=self.data_timeout))
+        if owed.dirty:
+            transaction.close = True  # the other send's commands follow our reply
+        return True
 
     async def _chunked_dialogue(
         self,
@@ -565,7 +703,7 @@ class SMTPTransport(Transport):
         :mod:`._transaction`). Every reply after the write waits up to
         ``data_timeout``: giving up on any of them is as costly as on the final one.
         """
-        transaction = Transaction(envelope, pipelined=True, chunking=True, server=self.name)
+        transaction = Transaction(envelope, pipelined=True, chunking=True, transport_name=self.name)
         commands, chunk = bdat_group(mail + b"".join(rcpts), content)
         # The commit point: the envelope and the whole message in one write. Outbox sends
         # (a final-dot guard installed) never come here - they keep DATA, whose dot mark
@@ -593,7 +731,7 @@ class SMTPTransport(Transport):
             raise
         except Exception as exc:
             # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, Phase.DATA_END, server=self.name))
+            transaction.on_error(translate_error(exc, Phase.DATA_END, transport_name=self.name))
         if transaction.close:
             wire.close_connection()
         return transaction.result()
@@ -609,8 +747,25 @@ class SMTPTransport(Transport):
             smtp.close()
 
 
-#: The end of the message (RFC 5321 §4.1.1.4), the last bytes ``dot_stuff`` appends.
-_FINAL_DOT = b".\r\n"
+@dataclass(slots=True)
+class _Hold:
+    """One send's hold on its leased connection, which may pass to the next send after
+    the final dot (and come back)."""
+
+    lease: Lease[aiosmtplib.SMTP]
+    pool: ConnectionPool[aiosmtplib.SMTP]
+    mine: bool = True
+    """This send holds the connection: it releases it (and may close or reset it)."""
+    counted: bool = False
+    """The message was counted on the connection (``messages``) before a hand-over."""
+    may_hand_over: bool = False
+    """This transaction may lend the connection on after its final dot."""
+
+    def take_owed(self) -> OwedFinalReply | None:
+        """The final reply the connection owes the previous send, now this send's to read."""
+        owed, self.lease.owed = self.lease.owed, None
+        assert owed is None or isinstance(owed, OwedFinalReply)  # only this module hands over
+        return owed
 
 
 class _StaleConnectionError(Exception):

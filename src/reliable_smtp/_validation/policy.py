@@ -61,12 +61,15 @@ class RecipientCheck:
         """MAIL FROM / RCPT TO for the accepted recipients."""
         return Envelope(self.sender, self.recipients)
 
-    def refused_statuses(self, *, server: str = "") -> dict[str, RecipientStatus]:
+    def refused_statuses(self, *, transport_name: str = "") -> dict[str, RecipientStatus]:
         """A PERMANENT, never-contacted status per refused address, keyed as given.
 
         See :meth:`AddressProblem.to_status`.
         """
-        return {address: p.to_status(server=server) for address, p in self.refused.items()}
+        return {
+            address: p.to_status(transport_name=transport_name)
+            for address, p in self.refused.items()
+        }
 
 
 def _check_flag(value: object, setting: str) -> None:

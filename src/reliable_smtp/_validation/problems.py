@@ -57,7 +57,7 @@ class AddressProblem:
     def __str__(self) -> str:
         return self.explanation
 
-    def to_status(self, *, server: str = "") -> RecipientStatus:
+    def to_status(self, *, transport_name: str = "") -> RecipientStatus:
         """This refusal as a recipient status: PERMANENT, phase RCPT, no reply, 0 attempts."""
         return RecipientStatus(
             recipient=self.address,
@@ -65,7 +65,7 @@ class AddressProblem:
             phase=Phase.RCPT,
             reply=None,
             explanation=self.explanation,
-            server=server,
+            transport_name=transport_name,
             retryable=False,
             attempts=0,
         )

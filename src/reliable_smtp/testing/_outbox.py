@@ -247,10 +247,10 @@ class Outbox(MemoryTransport):
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         """Keep the message and report every recipient ``SENT``."""
         self.ensure_open()
-        await before_commit(envelope, server=self.name)
+        await before_commit(envelope, transport_name=self.name)
         self.outbox.append(OutboxMessage(envelope=envelope, content=bytes(content)))
         return DeliveryReport.all_sent(
-            envelope, server=self.name, reply=Reply(250, "2.0.0", "kept in the outbox")
+            envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "kept in the outbox")
         )
 
     # -- questions -----------------------------------------------------------------------

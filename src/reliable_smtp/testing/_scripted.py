@@ -320,7 +320,7 @@ class ScriptedTransport(Outbox):
         # The same interpreter as SMTPTransport's, fed one command at a time. A step for
         # the whole transaction happens at its phase: at RCPT, to every recipient without
         # a step of its own (a 421 or a lost link there ends the transaction).
-        transaction = Transaction(envelope, pipelined=False, server=self.name)
+        transaction = Transaction(envelope, pipelined=False, transport_name=self.name)
         step = self._act(transaction, whole, Phase.MAIL, _MAIL_OK, transaction.on_mail)
         for recipient in envelope.recipients:
             if step is not Next.GO_ON:
@@ -367,11 +367,11 @@ class ScriptedTransport(Outbox):
                 f"the server refused during {step.phase.value}",
                 reply=step.reply,
                 phase=step.phase,
-                server=self.name,
+                transport_name=self.name,
             )
         failure: WireError = (
             ReplyTimeoutError("scripted timeout")
             if step.action == "timeout"
             else LinkLostError("scripted disconnect")
         )
-        return failure_error(failure, step.phase, server=self.name)
+        return failure_error(failure, step.phase, transport_name=self.name)

@@ -26,17 +26,18 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
-try:
-    import trustme
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "reliable_smtp.testing needs aiosmtpd and trustme: "
-        "install them with `pip install 'reliable-smtp[testing]'`"
-    ) from exc
-
 from .._transports._session import session_url
-from ._smtpd import _ALL_AUTH, Command, Fault, ReceivedMessage, _Handler, _ScriptedSMTP
+from ._smtpd import (
+    _ALL_AUTH,
+    AuthResult,
+    Command,
+    Fault,
+    LoginPassword,
+    ReceivedMessage,
+    _Handler,
+    _ScriptedSMTP,
+    trustme,
+)
 
 __all__ = ["Fault", "LocalSMTPServer", "ReceivedMessage", "ServerTLS"]
 

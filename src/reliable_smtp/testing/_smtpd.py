@@ -22,9 +22,13 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+# The one check that the testing extra is installed (the server module imports its
+# third-party names from here).
 try:
+    import trustme as trustme  # for _server
     from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
-    from aiosmtpd.smtp import AuthResult
+    from aiosmtpd.smtp import AuthResult as AuthResult
+    from aiosmtpd.smtp import LoginPassword as LoginPassword  # for _server
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "reliable_smtp.testing needs aiosmtpd and trustme: "

@@ -73,6 +73,7 @@ RELIABLE_OPTIONS = (
     "local_hostname",
     "max_connections",
     "max_messages_per_connection",
+    "pipeline_across_messages",
     "pipelining",
     "pool_timeout",
     "rate_per_connection",
@@ -245,6 +246,7 @@ class EmailBackend(BaseEmailBackend):
             idle_timeout=options.idle_timeout,
             pool_timeout=options.pool_timeout,
             pipelining=options.pipelining,
+            pipeline_across_messages=options.pipeline_across_messages,
             chunking=options.chunking,
             rate_limit=options.rate_limit(),
         )
