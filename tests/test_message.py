@@ -34,6 +34,7 @@ from reliable_smtp._errors import (
     ReliableSMTPError,
 )
 from reliable_smtp._message import Attachment, Message, RenderedMessage, render
+from reliable_smtp._message.mime import _lines_fit
 
 SENDER = "App <no-reply@example.com>"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -1246,6 +1247,29 @@ def test_a_long_run_of_spaces_in_a_stdlib_subject_is_folded() -> None:
 
 
 # --------------------------------------------------------------------------- 998 octets
+
+
+@pytest.mark.parametrize("longest", [997, 998, 999, 2500])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_text_line_over_998_characters_makes_the_part_quoted_printable(
+    longest: int, where: str
+) -> None:
+    short = "a short line\n" * 90  # over 998 characters in all, every line short
+    text = {"first": "x" * longest + "\n" + short, "middle": short + "x" * longest + "\n" + short}
+    text["last"] = short + "x" * longest
+    rendered = render(message(text=text[where]))
+    assert_wire_format(rendered.content)
+    cte = b"7bit" if longest <= 998 else b"quoted-printable"
+    assert b"Content-Transfer-Encoding: " + cte in rendered.content
+    assert parse(rendered).get_content() == text[where].replace("\n", "\r\n") + (
+        "\r\n" if where == "last" else ""
+    )
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1200), max_size=6))
+def test_lines_fit_is_the_longest_line_check(lengths: list[int]) -> None:
+    text = "\n".join("x" * n for n in lengths)
+    assert _lines_fit(text) is (max(map(len, text.split("\n"))) <= 998)
 
 
 def test_a_subject_with_a_long_run_of_spaces_is_encoded_and_round_trips() -> None:

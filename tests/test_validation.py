@@ -33,7 +33,7 @@ from reliable_smtp._validation import (
     RecipientsRejectedError,
     Resolver,
 )
-from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE
+from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE, _plain_address, _validated
 from reliable_smtp._validation.syntax import parse_address as _parse
 
 SENDER = "app@example.com"
@@ -867,3 +867,100 @@ def test_any_single_text_is_handled(value: str) -> None:
     for policy in POLICIES[:3]:
         with contextlib.suppress(ReliableSMTPError):
             policy.check(value, [value])
+
+
+# --------------------------------------------------------------------------- the plain-address path
+
+# parse_address answers plain ASCII addresses itself, without email-validator: its answer
+# must be email-validator's under every option, and it must leave every doubt to it.
+_FLAGS = [(q, lit, g) for q in (False, True) for lit in (False, True) for g in (False, True)]
+_ATEXT_CHARS = "abcXYZ019_!#$%&'*+-/=?^`{|}~"
+_local_parts = st.one_of(
+    st.lists(st.text(_ATEXT_CHARS, min_size=1, max_size=12), min_size=1, max_size=4).map(".".join),
+    st.text(_ATEXT_CHARS + ".", min_size=0, max_size=70),
+    st.sampled_from(
+        ["postmaster", "PostMaster", "ABUSE", "info", "Www", "nobody", "a" * 64, "a" * 65]
+    ),
+)
+_labels = st.one_of(
+    st.text("abcXYZ019-", min_size=1, max_size=10),
+    st.sampled_from(["xn--bcher-kva", "xn--abc", "ab--cd", "a" * 63, "a" * 64, "-a", "a-", "1"]),
+)
+_hostnames = st.tuples(
+    st.lists(
+        st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True),
+        min_size=1,
+        max_size=4,
+    ),
+    st.from_regex(r"[a-zA-Z0-9-]{0,3}[a-zA-Z]", fullmatch=True),
+).map(lambda parts: ".".join([*parts[0], parts[1]]))
+_domains = st.one_of(
+    _hostnames,
+    st.lists(_labels, min_size=1, max_size=5).map(".".join),
+    st.tuples(
+        _labels, st.sampled_from(["test", "invalid", "local", "localhost", "onion", "arpa"])
+    ).map(".".join),
+    st.sampled_from(
+        ["localhost", "Example.ORG", "x." * 126 + "com", "x." * 125 + "com", "a..b", "b."]
+    ),
+)
+
+
+def _agree(address: str) -> bool:
+    """Whether the plain path took ``address``; asserts it agrees with email-validator."""
+    plain = _plain_address(address)
+    if plain is not None:
+        for flags in _FLAGS:
+            assert _validated(address, *flags) == plain, (address, flags)
+    return plain is not None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(local=_local_parts, domain=_domains)
+def test_plain_address_path_gives_email_validators_answer(local: str, domain: str) -> None:
+    _agree(f"{local}@{domain}")
+
+
+@pytest.mark.parametrize(
+    ("address", "plain"),
+    [
+        ("alice@example.org", True),
+        ("Alice.O'Brien+x@Mail.Example.CO.UK", True),
+        ("Postmaster@example.org", True),  # lowercased (RFC 2142), as email-validator does
+        ("a" * 64 + "@example.org", True),
+        ("a" * 65 + "@example.org", False),  # too long before the @-sign: its reason
+        ("x@" + "a" * 63 + ".com", True),
+        ("x@" + "a" * 64 + ".com", False),
+        ("a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com", True),  # 254
+        ("a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".com", False),  # 255
+        ("x@xn--bcher-kva.example", False),  # Punycode: email-validator decodes it
+        ("x@ab--cd.example", False),  # R-LDH label: email-validator refuses it
+        ("x@example", False),  # dotless: depends on globally_deliverable
+        ("x@example.c0m1", False),  # numeric TLD end: depends on globally_deliverable
+        ("x@mail.test", False),  # special-use
+        ("x@localhost", False),
+        ("x@bücher.example", False),  # non-ASCII
+        ('"x y"@example.org', False),
+        ("x@[192.0.2.1]", False),
+        ("x..y@example.org", False),
+        (" x@example.org", False),
+        ("Name <x@example.org>", False),
+    ],
+)
+def test_plain_address_path_takes_only_what_it_can_decide(address: str, plain: bool) -> None:
+    assert _agree(address) is plain
+
+
+def test_plain_address_path_reads_the_special_use_list_at_call_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import email_validator
+
+    assert _plain_address("x@corp.example.org") is not None
+    monkeypatch.setattr(
+        email_validator,
+        "SPECIAL_USE_DOMAIN_NAMES",
+        [*email_validator.SPECIAL_USE_DOMAIN_NAMES, "example.org"],
+    )
+    assert _plain_address("x@corp.example.org") is None
+    assert isinstance(_validated("x@corp.example.org", False, False, True), str)

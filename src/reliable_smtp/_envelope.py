@@ -192,6 +192,8 @@ class Envelope:
         """The same envelope restricted to ``recipients`` (used to retry the pending ones)."""
         wanted = set(recipients)
         kept = tuple(r for r in self.recipients if r in wanted)
+        if kept == self.recipients:
+            return self  # immutable: every first attempt and every one-chunk transaction
         if not kept:
             return Envelope(self.sender, kept)  # raises: an envelope needs a recipient
         # Every path was checked when this envelope was built, and a subset adds none:

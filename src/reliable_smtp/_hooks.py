@@ -245,6 +245,11 @@ class SendWatch:
         self.finished = hooks is None  # the no-op watch never reports
         self._started_at: float | None = None
 
+    @property
+    def listening(self) -> bool:
+        """False for the shared no-op watch: every method would return at once."""
+        return self._hooks is not None
+
     async def started(
         self, message_id: str, envelope: Envelope, transport: Transport, *, now: float
     ) -> None:

@@ -265,21 +265,19 @@ class Verdict:
             )
             if retryable is None:
                 retryable = retry_in_process
-        values = {
-            "outcome": outcome,
-            "explanation": explanation,
-            "retryable": bool(retryable),
-            "split": split,
-            "delay_hint": delay_hint,
-            "quota": quota,
-            "protocol_error": protocol_error,
-            "connection_lost": connection_lost,
-            "timed_out": timed_out,
-            "setting": setting,
-            "rule": rule,
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+        # At least one verdict per reply: set the slots directly (frozen dataclass).
+        setter = object.__setattr__
+        setter(self, "outcome", outcome)
+        setter(self, "explanation", explanation)
+        setter(self, "retryable", bool(retryable))
+        setter(self, "split", split)
+        setter(self, "delay_hint", delay_hint)
+        setter(self, "quota", quota)
+        setter(self, "protocol_error", protocol_error)
+        setter(self, "connection_lost", connection_lost)
+        setter(self, "timed_out", timed_out)
+        setter(self, "setting", setting)
+        setter(self, "rule", rule)
 
     def updated(self, **fields: Any) -> Verdict:
         """This verdict with every field of ``fields`` that is not ``None``.
@@ -397,6 +395,9 @@ class Rule:
     _unless_enhanced: tuple[tuple[int, int | None], ...] = field(
         init=False, repr=False, compare=False
     )
+    # The verdict without a delay hint, built once: verdicts are immutable, so every
+    # reply this rule decides without a hint (every 250, most refusals) shares it.
+    _plain_verdict: Verdict = field(init=False, repr=False, compare=False)
     retry_in_process: InitVar[bool | None] = None
     """Deprecated spelling of ``retryable`` (one name per concept), for one release."""
 
@@ -418,6 +419,7 @@ class Rule:
         object.__setattr__(
             self, "_unless_enhanced", tuple(map(_parse_pattern, self.unless_enhanced))
         )
+        object.__setattr__(self, "_plain_verdict", self._verdict(None))
 
     def matches(self, reply: Reply, phase: Phase) -> bool:
         """Whether this rule applies to ``reply`` received in ``phase``."""
@@ -427,7 +429,8 @@ class Rule:
             return False
         if self.codes is not None and reply.code not in self.codes:
             return False
-        parts = reply.enhanced_parts
+        # The enhanced code is parsed only for a rule that looks at it (most do not).
+        parts = reply.enhanced_parts if self._enhanced or self._unless_enhanced else None
         if _enhanced_matches(parts, self._unless_enhanced):
             return False
         if self.unless_text is not None and self.unless_text.search(reply.text):
@@ -440,6 +443,11 @@ class Rule:
 
     def verdict(self, *, delay_hint: float | None = None) -> Verdict:
         """The verdict this rule gives, with the server's delay hint if any."""
+        if delay_hint is None:
+            return self._plain_verdict
+        return self._verdict(delay_hint)
+
+    def _verdict(self, delay_hint: float | None) -> Verdict:
         explanation = self.explanation
         if delay_hint is not None:
             explanation += f" (server hint: wait {delay_hint:g} s)"

@@ -73,7 +73,13 @@ class RecipientStatus:
             if outcome is None:
                 raise TypeError("RecipientStatus needs a verdict (or an outcome)")
             verdict = Verdict(outcome=outcome, explanation="")
-        if (outcome, explanation, retryable, split, delay_hint) != (None,) * 5:
+        if (
+            outcome is not None
+            or explanation is not None
+            or retryable is not None
+            or split is not None
+            or delay_hint is not None
+        ):
             verdict = verdict.updated(
                 outcome=outcome,
                 explanation=explanation,
@@ -178,6 +184,9 @@ class RecipientStatus:
             transport_name=transport_name or server or error.transport_name or "",
         )
 
+
+#: The verdict of every recipient of :meth:`DeliveryReport.all_sent` (verdicts are immutable).
+_ACCEPTED = Verdict(outcome=Outcome.SENT, explanation="accepted")
 
 #: The verdict for a recipient a transport returned no status for.
 _NO_STATUS = Verdict(
@@ -284,10 +293,9 @@ class DeliveryReport:
             recipients={
                 r: RecipientStatus(
                     recipient=r,
-                    outcome=Outcome.SENT,
+                    verdict=_ACCEPTED,
                     phase=Phase.DATA_END,
                     reply=reply,
-                    explanation="accepted",
                     transport_name=name,
                 )
                 for r in envelope.recipients

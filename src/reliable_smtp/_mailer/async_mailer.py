@@ -166,7 +166,8 @@ class AsyncMailer:
             if policy is not None:
                 # Raises RecipientsRejectedError (nothing sent) unless the policy skips.
                 checked = await policy.acheck(envelope.sender, envelope.recipients)
-                envelope = checked.envelope()
+                if (checked.sender, checked.recipients) != (envelope.sender, envelope.recipients):
+                    envelope = checked.envelope()  # normalized: a new (checked) envelope
                 refused = checked.refused_statuses(transport_name="recipient-policy")
                 chunk_size = policy.max_recipients_per_transaction
             return await self._deliver(
@@ -291,7 +292,10 @@ class AsyncMailer:
         started = self._clock()
         if watch is None:
             watch = self.hooks.watch()
-        await watch.started(message_id, envelope, self.transport, now=started)
+        # Without hooks the watch is a no-op: skip its calls (four awaits per send).
+        listening = watch.listening
+        if listening:
+            await watch.started(message_id, envelope, self.transport, now=started)
         statuses: dict[str, RecipientStatus] = {}
         tries: dict[str, int] = dict.fromkeys(envelope.recipients, 0)
         attempts: list[Attempt] = []
@@ -301,7 +305,11 @@ class AsyncMailer:
         async def attempt_once() -> None:
             nonlocal last_error, pending
             targets = envelope.only(pending)
-            hooked = await watch.attempt_started(len(attempts) + 1, targets.recipients)
+            hooked = (
+                await watch.attempt_started(len(attempts) + 1, targets.recipients)
+                if listening
+                else None
+            )
             begun, begun_wall = self._clock(), time.time()
             last_error = None
             fresh: dict[str, RecipientStatus] = {}
@@ -333,7 +341,9 @@ class AsyncMailer:
             for recipient in targets.recipients:
                 tries[recipient] += 1
                 status = fresh.get(recipient) or missing_status(recipient, self.transport.name)
-                statuses[recipient] = replace(status, attempts=tries[recipient])
+                if status.attempts != tries[recipient]:  # a status is immutable: copy on change
+                    status = replace(status, attempts=tries[recipient])
+                statuses[recipient] = status
             attempts.append(
                 _attempt_record(
                     len(attempts) + 1, begun_wall, self._clock() - begun, targets, fresh, last_error
@@ -341,9 +351,10 @@ class AsyncMailer:
             )
             pending = [r for r in targets.recipients if policy.should_retry(statuses[r])]
             _log_event("send", message_id, attempts[-1], pending=pending)
-            await watch.attempt_finished(
-                hooked, attempts[-1], targets.recipients, statuses, pending
-            )
+            if listening:
+                await watch.attempt_finished(
+                    hooked, attempts[-1], targets.recipients, statuses, pending
+                )
             if pending:
                 raise _PendingRecipients([statuses[r] for r in pending])
 
@@ -402,7 +413,8 @@ class AsyncMailer:
             transport_name=self.transport.name,
         )
         if result.ok:
-            await watch.finish(result, None, now=self._clock())
+            if listening:
+                await watch.finish(result, None, now=self._clock())
             return result
         _log_event(
             "give_up", message_id, attempts[-1], pending=result.rejected, level=logging.WARNING

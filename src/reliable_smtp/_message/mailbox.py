@@ -11,6 +11,7 @@ wrong and how to write it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .._envelope import check_no_line_breaks
@@ -138,6 +139,19 @@ def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
         raise bad_address(value, what, "ends with '>' but has no '<'")
     addr = text[start + 1 : -1].strip()
     return name.strip(), check_addr_spec(addr, value, what)
+
+
+def parse_sender(value: object) -> tuple[str, str]:
+    """:func:`parse_mailbox` of a ``sender``, remembered: an application sends from a few
+    addresses, so most messages would parse the same one again."""
+    if type(value) is str:  # hashable and by value (a subclass may redefine __eq__)
+        return _parsed_sender(value)
+    return parse_mailbox(value, what="sender")
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_sender(value: str) -> tuple[str, str]:
+    return parse_mailbox(value, what="sender")  # pure: an error is raised, never cached
 
 
 def bare_address(value: str, *, what: str) -> str:

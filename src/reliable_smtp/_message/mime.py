@@ -23,6 +23,7 @@ import re
 import secrets
 import stat
 import struct
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._envelope import dedupe_addresses
 from .._errors import InvalidAddressError, InvalidMessageError
 from .._wire_form import WireForm, vouch
-from .mailbox import bad_address, parse_mailbox
+from .mailbox import bad_address, parse_mailbox, parse_sender
 from .words import (
     HARD_LIMIT,
     MAX_ID,
@@ -272,7 +273,7 @@ class Message:
                 address=self.sender,
                 reason="empty",
             )
-        sender = parse_mailbox(self.sender, what="sender")
+        sender = parse_sender(self.sender)
         to = self._mailbox_list("to")
         cc = self._mailbox_list("cc")
         bcc = self._mailbox_list("bcc")
@@ -306,18 +307,8 @@ class Message:
         elif type(self.attachments) is not tuple:
             object.__setattr__(self, "attachments", ())
 
-        if not isinstance(self.headers, Mapping):
-            raise InvalidMessageError(
-                f"headers must be a mapping of str to str, got {type(self.headers).__name__}"
-            )
-        if self.headers:
-            headers = {
-                check_header_name(name): check_extra_header(name, value)
-                for name, value in self.headers.items()
-            }
-            object.__setattr__(self, "headers", MappingProxyType(headers))
-        elif type(self.headers) is not MappingProxyType:
-            object.__setattr__(self, "headers", _NO_HEADERS)
+        if self.headers is not _NO_HEADERS:  # the default needs no check and no copy
+            self._check_headers()
 
         if self.message_id is not None:
             object.__setattr__(self, "message_id", check_message_id(self.message_id))
@@ -332,6 +323,20 @@ class Message:
                     "e.g. datetime.now(timezone.utc)"
                 )
 
+    def _check_headers(self) -> None:
+        if not isinstance(self.headers, Mapping):
+            raise InvalidMessageError(
+                f"headers must be a mapping of str to str, got {type(self.headers).__name__}"
+            )
+        if self.headers:
+            headers = {
+                check_header_name(name): check_extra_header(name, value)
+                for name, value in self.headers.items()
+            }
+            object.__setattr__(self, "headers", MappingProxyType(headers))
+        elif type(self.headers) is not MappingProxyType:
+            object.__setattr__(self, "headers", _NO_HEADERS)
+
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuild through __init__ (re-validating) so pickle and copy work: the
         # read-only headers proxy cannot be pickled itself.
@@ -342,8 +347,13 @@ class Message:
     def _mailbox_list(self, field_name: str) -> tuple[tuple[str, str], ...]:
         """Normalize one address field to a tuple of str and return its parsed mailboxes."""
         value = getattr(self, field_name)
+        if type(value) is tuple and not value:  # the default of cc, bcc and reply_to
+            return ()
+        entries: tuple[str, ...]
         if isinstance(value, str):
-            entries: tuple[str, ...] = (value,)
+            entries = (value,)
+        elif type(value) in (list, tuple):  # the common cases, without the ABC check below
+            entries = tuple(value)
         elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
             raise InvalidMessageError(
                 f"{field_name} must be a str or a sequence of str, got {type(value).__name__}"
@@ -409,20 +419,32 @@ _LINE = 76
 _BLOCK_LINES = struct.Struct(f"{_LINE}s" * (_BLOCK // 57))
 
 
+def _lines_fit(text: str) -> bool:
+    """Whether every line of ``text`` (split at LF) has at most :data:`HARD_LIMIT` characters.
+
+    A window at a time instead of splitting into lines: the last LF within the next
+    ``HARD_LIMIT + 1`` characters ends a line that fits, and none there means one that
+    does not; a typical body takes one or two steps.
+    """
+    start, size = 0, len(text)
+    while size - start > HARD_LIMIT:
+        newline = text.rfind("\n", start, start + HARD_LIMIT + 1)
+        if newline < 0:
+            return False
+        start = newline + 1
+    return True
+
+
 def _text_part(text: str, subtype: str) -> _Part:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     # 7bit when it is safe: ASCII, no NUL, lines within 998 octets, and no "=_",
     # the prefix of every boundary, so no boundary can occur in a 7bit body.
     # Quoted-printable and base64 can never produce "=_".
-    if (
-        text.isascii()
-        and "\x00" not in text
-        and "=_" not in text
-        and (len(text) <= HARD_LIMIT or max(map(len, text.split("\n"))) <= HARD_LIMIT)
-    ):
+    if text.isascii() and "\x00" not in text and "=_" not in text and _lines_fit(text):
         cte = "7bit"
-        body = text.replace("\n", "\r\n").encode("ascii")
+        # Encoded first: replacing in bytes is cheaper than in str, with the same result.
+        body = text.encode("ascii").replace(b"\n", b"\r\n")
     else:
         cte = "quoted-printable"
         body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
@@ -589,13 +611,30 @@ def _body(message: Message) -> tuple[_Part, bool]:
 # --------------------------------------------------------------------------- rendering a Message
 
 
+# The Date of the messages rendered in the current second: (epoch second, its text).
+_this_second: tuple[int, str] = (-1, "")
+
+
+def _date(given: datetime | None) -> str:
+    """The Date header's value: ``given``, or now (formatted once per second, not per message)."""
+    global _this_second
+    if given is not None:
+        return format_datetime(given)
+    # datetime.now(timezone.utc) reads this same clock; the header has whole seconds.
+    second = int(time.time())
+    cached, text = _this_second
+    if cached != second:
+        text = format_datetime(datetime.fromtimestamp(second, timezone.utc))
+        _this_second = (second, text)
+    return text
+
+
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
     boxes = message._mailboxes
     message_id = message.message_id or (
         f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
     )
-    date = message.date or datetime.now(timezone.utc)
     lines = [fold("From", mailbox_words((boxes.sender,)))]
     if boxes.reply_to:
         lines.append(fold("Reply-To", mailbox_words(boxes.reply_to)))
@@ -604,7 +643,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     if boxes.cc:
         lines.append(fold("Cc", mailbox_words(boxes.cc)))
     lines.append(fold("Subject", unstructured_words(message.subject)))
-    lines.append(f"Date: {format_datetime(date)}\r\nMessage-ID: <{message_id}>\r\n")
+    lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
     for name, value in message.headers.items():
         lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
@@ -612,10 +651,37 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     lines.append(part_headers)
     lines.append("\r\n")
     head = "".join(lines).encode("utf-8")
+    if message.attachments:
+        content = _buffered(head, body, message.attachments)
+    else:
+        # Text parts only: a few small chunks, joined at once (the buffer is for messages
+        # whose attachments must never be held twice).
+        chunks = [head, *filter(None, body)]  # head ends with CRLF: the check below is exact
+        if not chunks[-1].endswith(b"\r\n"):
+            chunks.append(b"\r\n")
+        content = b"".join(chunks)
+    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    rendered = RenderedMessage(
+        content=content,
+        message_id=message_id,
+        sender=boxes.envelope_sender,
+        recipients=recipients,
+    )
+    # Every line above ends in CRLF (header values hold no line breaks, text parts are
+    # normalised, base64 and boundaries are ours) and so does the message: vouch for
+    # it, and for the absence of leading dots when no header or text line has one
+    # (the header block starts with "From:").
+    form = vouch(content, dot_free=dot_free and b"\n." not in head)
+    object.__setattr__(rendered, "_wire_form", form)
+    return rendered
+
+
+def _buffered(head: bytes, body: Iterable[bytes], attachments: Sequence[Attachment]) -> bytes:
+    """The message with attachments: ``head`` and the body's chunks, written into one buffer."""
     # Built once: every chunk is copied straight into the buffer, and getvalue() hands
     # over the buffer's own bytes object without a copy (the size matches exactly).
     buffer = io.BytesIO()
-    encoded = sum(_base64_size(_raw_size(a)) for a in message.attachments)
+    encoded = sum(_base64_size(_raw_size(a)) for a in attachments)
     if encoded > _RESERVE_FROM:
         # One allocation for the attachments' share (and then some), not a buffer grown
         # step by step: on glibc those steps stay behind as heap holes the size of the
@@ -632,18 +698,4 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     if last and not last.endswith(b"\r\n"):
         buffer.write(b"\r\n")
     buffer.truncate()
-    content = buffer.getvalue()
-    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
-    rendered = RenderedMessage(
-        content=content,
-        message_id=message_id,
-        sender=boxes.envelope_sender,
-        recipients=recipients,
-    )
-    # Every line above ends in CRLF (header values hold no line breaks, text parts are
-    # normalised, base64 and boundaries are ours) and so does the message: vouch for
-    # it, and for the absence of leading dots when no header or text line has one
-    # (the header block starts with "From:").
-    form = vouch(content, dot_free=dot_free and b"\n." not in head)
-    object.__setattr__(rendered, "_wire_form", form)
-    return rendered
+    return buffer.getvalue()
