@@ -543,8 +543,16 @@ async def test_the_heartbeat_keeps_a_slow_transaction_from_being_recovered(
             # keep the second worker (recovering before every claim) away from it.
             sender = worker_for(store, slow, lease_seconds=0.6)
             rival = worker_for(store, other)
+            sending = asyncio.create_task(sender.run_until_idle())
+            # The rival starts only once the sender holds the lease: started together, the
+            # rival could win the first claim and the test would prove nothing (CI saw it).
+            for _ in range(500):
+                if store.get(entry.id).state is EntryState.SENDING:
+                    break
+                await asyncio.sleep(0.01)
+            assert store.get(entry.id).state is EntryState.SENDING
             rival_running = asyncio.create_task(rival.arun())
-            stats = await sender.run_until_idle()
+            stats = await sending
             rival.stop()
             await asyncio.wait_for(rival_running, 10)
     assert stats.lost == 0
