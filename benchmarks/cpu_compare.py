@@ -1,7 +1,7 @@
 """Client CPU per message of the full stack, for several source trees in one run.
 
 Run: .venv/bin/python benchmarks/cpu_compare.py [--n 2000] [--rounds 5] [--connections 1 8]
-     [--tree NAME=SRC ...] [--profile FILE]
+     [--tree NAME=SRC ...] [--loop asyncio uvloop] [--profile FILE]
 
 Compares versions of reliable-smtp on the same machine in the same minutes: each
 ``--tree`` is a ``src`` directory (a ``git worktree add /tmp/base <commit>`` of an
@@ -14,6 +14,8 @@ slows them all alike; the table gives the medians over the rounds. The client is
 ``smtp-sink``, written against the public API only, so that trees from before the
 module privatization run too. ``--profile FILE`` instead runs the current tree
 once under cProfile (``--connections``' first count) and writes the stats to FILE.
+``--loop asyncio uvloop`` runs every tree on each event loop (uvloop: the
+``reliable-smtp[uvloop]`` extra), the loops interleaved like the trees.
 Nothing is asserted.
 """
 
@@ -60,7 +62,7 @@ async def send_all(port: int, n: int, connections: int) -> int:
     return sent
 
 
-def client(port: int, n: int, connections: int, profile: str | None) -> None:
+def client(port: int, n: int, connections: int, profile: str | None, loop: str) -> None:
     """One measured run, in this process; prints its figures as JSON."""
     import cProfile
 
@@ -70,7 +72,12 @@ def client(port: int, n: int, connections: int, profile: str | None) -> None:
     if profiler is not None:
         profiler.enable()
     wall, cpu = time.perf_counter(), time.process_time()
-    sent = asyncio.run(send_all(port, n, connections))
+    if loop == "uvloop":
+        import uvloop
+
+        sent = uvloop.run(send_all(port, n, connections))
+    else:
+        sent = asyncio.run(send_all(port, n, connections))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if profiler is not None:
         profiler.disable()
@@ -80,10 +87,10 @@ def client(port: int, n: int, connections: int, profile: str | None) -> None:
 
 
 def run_client(
-    src: str, port: int, n: int, connections: int, profile: str = ""
+    src: str, port: int, n: int, connections: int, profile: str = "", loop: str = "asyncio"
 ) -> dict[str, float]:
     command = [sys.executable, str(HERE), "--client", str(port), "--n", str(n)]
-    command += ["--connections", str(connections), "--profile", profile]
+    command += ["--connections", str(connections), "--profile", profile, "--loop", loop]
     env = {**os.environ, "PYTHONPATH": src}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -102,25 +109,36 @@ def main() -> None:
     parser.add_argument(
         "--tree", action="append", metavar="NAME=SRC", help=f"a src directory (default {SRC})"
     )
+    parser.add_argument(
+        "--loop", nargs="+", choices=["asyncio", "uvloop"], default=["asyncio"], help="event loops"
+    )
     parser.add_argument("--profile", default="", help="cProfile the current tree into FILE")
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        client(args.client, args.n, args.connections[0], args.profile or None)
+        client(args.client, args.n, args.connections[0], args.profile or None, args.loop[0])
         return
 
-    trees = [t.split("=", 1) for t in args.tree or [f"this={SRC}"]]
+    sources = [t.split("=", 1) for t in args.tree or [f"this={SRC}"]]
+    # One variant per tree and loop: (name, src, loop); "+uv" marks uvloop.
+    trees = [
+        (name if loop == "asyncio" else f"{name}+uv", src, loop)
+        for name, src in sources
+        for loop in args.loop
+    ]
     with sink() as (port, sink_name):
         print(f"sink: {sink_name}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
         if args.profile:
-            figures = run_client(str(SRC), port, args.n, args.connections[0], args.profile)
+            figures = run_client(
+                str(SRC), port, args.n, args.connections[0], args.profile, args.loop[0]
+            )
             print(f"{figures['cpu_us']:.0f} µs CPU/msg under cProfile; stats in {args.profile}")
             return
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         for round_number in range(1, args.rounds + 1):
             for connections in args.connections:
-                for name, src in trees:
-                    figures = run_client(src, port, args.n, connections)
+                for name, src, loop in trees:
+                    figures = run_client(src, port, args.n, connections, loop=loop)
                     runs.setdefault((name, connections), []).append(figures)
                     print(
                         f"round {round_number} {name:>8} {connections} conn: "
@@ -131,7 +149,7 @@ def main() -> None:
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.n} messages each")
     print(f"{'tree':>8}{'connections':>13}{'msg/s':>9}{'CPU µs/msg':>12}")
     for connections in args.connections:
-        for name, _ in trees:
+        for name, _, _ in trees:
             done = runs[(name, connections)]
             rate = statistics.median(f["msg_s"] for f in done)
             cpu = statistics.median(f["cpu_us"] for f in done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import threading
@@ -14,6 +15,11 @@ import pytest
 
 from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock, LocalSMTPServer
+
+try:  # not built for Windows
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
 
 #: A distinctive password: tests assert it never shows up in errors or reprs.
 PASSWORD = "pw-Zebra-7431-secret"
@@ -36,6 +42,35 @@ def server(request: pytest.FixtureRequest) -> Iterator[LocalSMTPServer]:
 #: checks, failures before the transaction) or are about something else than the wire:
 #: they run once, against the serial server.
 serial_only = pytest.mark.parametrize("server", [False], ids=["serial"], indirect=True)
+
+
+#: The suites whose async tests run on uvloop too (the loop uvicorn runs FastAPI apps on):
+#: the delivery semantics in every mode, STARTTLS and SMTPS sessions, large content under
+#: flow control, faults, the outbox's final-dot commit.
+#: uvloop caches a protocol's methods when the protocol is set, so code that patched
+#: them on the instance went unseen there (``_wire`` once did: every send hung).
+ON_UVLOOP_TOO = frozenset(
+    {
+        "test_chunking.py",
+        "test_delivery.py",
+        "test_fault_injection.py",
+        "test_garbled_replies.py",
+        "test_large_content.py",
+        "test_outbox_worker_final_dot.py",
+        "test_pipelining_across_messages.py",
+        "test_session.py",
+        "test_smtp_transport.py",
+        "test_wire.py",
+    }
+)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """The event loops an async test runs on: asyncio's, and uvloop for ON_UVLOOP_TOO."""
+    loops: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    if uvloop is not None and item.path.name in ON_UVLOOP_TOO:
+        loops["uvloop"] = uvloop.new_event_loop
+    return loops
 
 
 @pytest.fixture

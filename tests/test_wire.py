@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import os
+import sys
 
 import aiosmtplib
+import pytest
 from aiosmtplib.protocol import SMTPProtocol
 
-from conftest import relay_transport
+from conftest import relay_transport, uvloop
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._replies import Outcome
 from reliable_smtp._transports._wire import dot_stuff
@@ -17,6 +21,9 @@ from reliable_smtp.testing import LocalSMTPServer
 def test_aiosmtplib_still_has_what_wire_uses() -> None:
     assert aiosmtplib.__version__.split(".")[0] == "5"
     assert callable(SMTPProtocol.write)
+    # An attached Exchange passes these on to aiosmtplib's protocol.
+    for name in ("connection_lost", "pause_writing", "resume_writing"):
+        assert callable(getattr(SMTPProtocol, name))
     parameters = inspect.signature(SMTPProtocol.read_response).parameters
     assert "timeout" in parameters
     assert "protocol" in inspect.signature(aiosmtplib.SMTP.__init__).parameters or hasattr(
@@ -59,17 +66,30 @@ async def test_exchange_reads_several_replies_from_one_segment_and_restores_the_
         lease = await pool.acquire()
         smtp = lease.connection
         protocol = smtp.protocol
-        before = {
-            name: getattr(protocol, name)
-            for name in ("data_received", "eof_received", "connection_lost")
-        }
+        transport_below = protocol.transport
         with Exchange(smtp) as wire:
+            # The exchange is the transport's protocol meanwhile (set_protocol, which
+            # uvloop honours), aiosmtplib's again afterwards.
+            assert transport_below.get_protocol() is wire
             wire.write(b"NOOP\r\nNOOP\r\nNOOP\r\n")
             codes = [(await wire.read(timeout=5)).code for _ in range(3)]
             assert not wire.leftover
         assert codes == [250, 250, 250]
-        for name, method in before.items():
-            assert getattr(protocol, name) == method
+        assert transport_below.get_protocol() is protocol
         # aiosmtplib's own command path works again afterwards.
         assert (await smtp.noop()).code == 250
         await pool.release(lease, reusable=True)
+
+
+async def test_each_loop_variant_runs_on_its_loop(request: pytest.FixtureRequest) -> None:
+    # conftest.pytest_asyncio_loop_factories runs this module on asyncio and on uvloop;
+    # a variant silently on the wrong loop would prove nothing.
+    factory = request.node.callspec.params["_asyncio_loop_factory"]
+    loop_module = type(asyncio.get_running_loop()).__module__
+    assert loop_module.startswith("uvloop") == (factory is not asyncio.new_event_loop)
+
+
+def test_ci_has_uvloop() -> None:
+    # Without it the uvloop variants are not collected at all: CI must not lose them.
+    if os.environ.get("CI") == "true" and sys.platform != "win32":
+        assert uvloop is not None, "the dev extra installs uvloop"

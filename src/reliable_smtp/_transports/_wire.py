@@ -12,9 +12,9 @@ reasons it cannot serve (see the reference, section B.1 and C.2):
   be layered on top of it.
 
 So for the length of one transaction :class:`Exchange` owns the connection's
-incoming bytes: it shadows the protocol instance's ``data_received``,
-``eof_received``, ``connection_lost`` and ``resume_writing`` (restoring them
-afterwards), writes commands to the transport itself - message content in views,
+incoming bytes: it is the transport's protocol (``set_protocol``; aiosmtplib's
+protocol is put back afterwards, and hears of a lost link and of flow control
+meanwhile), writes commands to the transport itself - message content in views,
 with flow control, never copied whole (:meth:`Exchange.write_body`) - and parses
 replies from its own buffer - any number of them, in order, each with its own
 timeout. Replies come back as the library's
@@ -25,7 +25,8 @@ the transaction's own failures (:class:`~._transaction.LinkLostError`,
 raised from here.
 
 Written against aiosmtplib 5.1.3 (``SMTP.protocol``, ``SMTPProtocol.transport``,
-the three protocol callbacks). ``pyproject.toml`` pins ``aiosmtplib<6`` and
+its ``connection_lost``, ``pause_writing`` and ``resume_writing``,
+which an attached exchange passes on). ``pyproject.toml`` pins ``aiosmtplib<6`` and
 ``tests/test_wire.py`` fails if an upgrade changes what this relies on.
 """
 
@@ -85,7 +86,6 @@ MAX_REPLY = 4 * MAX_LINE
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
-_SHADOWED = ("data_received", "eof_received", "connection_lost", "resume_writing")
 
 #: The end of the message (RFC 5321 §4.1.1.4), the last chunk ``dot_stuffed`` returns.
 FINAL_DOT = b".\r\n"
@@ -153,7 +153,7 @@ def bdat_group(envelope_commands: bytes, content: bytes) -> tuple[bytes, bytes]:
     return envelope_commands + b"BDAT %d LAST\r\n" % len(chunk), chunk
 
 
-class Exchange:
+class Exchange(asyncio.Protocol):
     """Write commands and read replies on an aiosmtplib connection, pipelined or not.
 
     Use as a context manager around one transaction::
@@ -174,6 +174,7 @@ class Exchange:
         self._waiter: asyncio.Future[None] | None = None
         self._server = transport_name
         self._written_at = time.monotonic()
+        self._transport: asyncio.BaseTransport | None = None
 
     # -- ownership of the incoming bytes -------------------------------------------------
 
@@ -191,46 +192,53 @@ class Exchange:
     def attach(self) -> Exchange:
         """Take the connection's incoming bytes over (until :meth:`detach`).
 
+        The exchange becomes the transport's protocol (``set_protocol``, the public
+        asyncio call, which uvloop honours too: it caches the protocol's methods, so
+        replacing ``data_received`` on aiosmtplib's protocol instance would go unseen).
         Across transactions (:mod:`._handoff`) one exchange stays attached from one
         message's final dot to the end of the chain, so no reply is lost in between.
         """
-        protocol = self._protocol
-        original_connection_lost = protocol.connection_lost
-        original_resume_writing = protocol.resume_writing
-
-        def data_received(data: bytes) -> None:
-            self._buffer.extend(data)
-            self._wake()
-
-        def eof_received() -> bool:
-            self._lost = self._lost or LinkLostError("Unexpected EOF received")
-            self._wake()
-            return False  # let the transport close, as aiosmtplib does
-
-        def connection_lost(exc: Exception | None) -> None:
-            if self._lost is None:
-                self._lost = LinkLostError("Connection lost")
-                if exc is not None:
-                    self._lost.__cause__ = exc
-            self._wake()
-            original_connection_lost(exc)
-
-        def resume_writing() -> None:
-            # The socket took what was buffered: write_body() goes on (aiosmtplib's
-            # flow control still sees it).
-            original_resume_writing()
-            self._wake()
-
-        protocol.data_received = data_received
-        protocol.eof_received = eof_received
-        protocol.connection_lost = connection_lost
-        protocol.resume_writing = resume_writing
+        transport = self._protocol.transport
+        if transport is None:
+            raise LinkLostError("Server not connected")
+        self._transport = transport
+        transport.set_protocol(self)
         return self
 
     def detach(self) -> None:
         """Give the incoming bytes back to aiosmtplib (RSET, NOOP, QUIT go through it)."""
-        for name in _SHADOWED:
-            self._protocol.__dict__.pop(name, None)
+        transport = self._transport
+        if transport is not None:
+            self._transport = None
+            transport.set_protocol(self._protocol)
+
+    # -- the protocol callbacks while attached (asyncio.Protocol) ----------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.extend(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lost = self._lost or LinkLostError("Unexpected EOF received")
+        self._wake()
+        return False  # let the transport close, as aiosmtplib does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is None:
+            self._lost = LinkLostError("Connection lost")
+            if exc is not None:
+                self._lost.__cause__ = exc
+        self._wake()
+        self._protocol.connection_lost(exc)  # aiosmtplib forgets the connection
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()  # aiosmtplib's flow control stays in step
+
+    def resume_writing(self) -> None:
+        # The socket took what was buffered: write_body() goes on (aiosmtplib's
+        # flow control still sees it).
+        self._protocol.resume_writing()
+        self._wake()
 
     @property
     def leftover(self) -> bool:
