@@ -275,3 +275,23 @@ async def test_no_connection_is_opened_once_the_pool_is_closed() -> None:
     with pytest.raises(PoolClosedError):
         await pool.acquire()
     assert pool.opened == 1
+
+
+async def test_each_waiter_times_out_at_its_own_deadline() -> None:
+    # One alarm serves every waiter (they queue in deadline order): a waiter that came
+    # later must not expire at an earlier waiter's deadline, nor be forgotten.
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=1, acquire_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    held = await pool.acquire()
+    first = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.1)
+    second_started = loop.time()
+    second = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.release(held, reusable=True)  # the first waiter gets it at 0.1 s
+    lease = await first
+    with pytest.raises(PoolTimeoutError):
+        await second
+    assert loop.time() - second_started >= 0.2 - 1e-3
+    await pool.release(lease, reusable=True)

@@ -43,6 +43,7 @@ from aiosmtplib import SMTP
 
 from .._replies import Reply
 from .._wire_form import wire_form
+from ._alarm import Alarm
 from ._transaction import GarbledReplyError, LinkLostError, ReplyTimeoutError, WireError
 
 __all__ = [
@@ -94,11 +95,6 @@ FINAL_DOT = b".\r\n"
 #: write the socket cannot take at once is copied into the transport's buffer, so one
 #: write of a 35 MB message would hold it twice (three times, with the slice taken).
 BODY_PIECE = 256 * 1024
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(ReplyTimeoutError("Timed out waiting for server response"))
 
 
 def canonical(content: bytes) -> bytes:
@@ -175,6 +171,7 @@ class Exchange(asyncio.Protocol):
         self._server = transport_name
         self._written_at = time.monotonic()
         self._transport: asyncio.BaseTransport | None = None
+        self._alarm = Alarm(self._time_out)
 
     # -- ownership of the incoming bytes -------------------------------------------------
 
@@ -207,6 +204,7 @@ class Exchange(asyncio.Protocol):
 
     def detach(self) -> None:
         """Give the incoming bytes back to aiosmtplib (RSET, NOOP, QUIT go through it)."""
+        self._alarm.close()
         transport = self._transport
         if transport is not None:
             self._transport = None
@@ -351,7 +349,7 @@ class Exchange(asyncio.Protocol):
                 while transport is not None and transport.get_write_buffer_size() > BODY_PIECE:
                     if self._lost is not None:
                         raise self._lost
-                    await self._woken(loop, timeout)
+                    await self._woken(loop, loop.time() + timeout)
                 if self._lost is not None or transport is None or transport.is_closing():
                     raise LinkLostError("Connection lost")
                 transport.write(view[start : start + BODY_PIECE])
@@ -359,17 +357,23 @@ class Exchange(asyncio.Protocol):
             size += len(view)
         return size
 
-    async def _woken(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        """Wait until bytes arrive, the socket drains or the link goes; at most ``timeout``."""
-        # A timer on a bare future, not asyncio.wait_for(): wait_for wraps every
-        # reply in a task, which costs more than parsing it.
+    async def _woken(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Wait until bytes arrive, the socket drains or the link goes; until ``deadline``
+        (``loop.time()``) at most."""
+        # A bare future and the exchange's one alarm, not asyncio.wait_for() (a task per
+        # reply) nor a timer per wait (most end long before their deadline).
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        self._alarm.set(loop, deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
+            self._alarm.clear()
             self._waiter = None
+
+    def _time_out(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ReplyTimeoutError("Timed out waiting for server response"))
 
     async def read(self, *, timeout: float) -> Reply:
         """The next reply, waiting at most ``timeout`` seconds for it.
@@ -380,29 +384,41 @@ class Exchange(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            parsed = self._parse()
-            if parsed is not None:
-                code, text = parsed
+            reply = self._parse()
+            if reply is not None:
                 if transcript.isEnabledFor(logging.DEBUG):
                     transcript_line(
                         self._server,
                         "<",
-                        f"{code} {text}".replace("\n", " / "),
+                        str(reply),
                         elapsed=time.monotonic() - self._written_at,
                     )
-                return Reply.from_server(code, text)
+                return reply
             if self._lost is not None:
                 raise self._lost
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline <= loop.time():
                 raise ReplyTimeoutError("Timed out waiting for server response")
-            await self._woken(loop, remaining)
+            await self._woken(loop, deadline)
 
-    def _parse(self) -> tuple[int, str] | None:
-        """Take one complete (possibly multi-line) reply off the buffer, if there is one.
+    def _parse(self) -> Reply | None:
+        """Take one complete (possibly multi-line) reply off the buffer, if there is one."""
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if 0 <= end < _KNOWN_LINE and buffer[3:4] == b" ":
+            # One line, the common case: a server repeats its replies to MAIL, RCPT and
+            # DATA word for word, so most are known already.
+            line = bytes(buffer[: end + 1])
+            reply = _known.get(line)
+            if reply is None:
+                reply = _single_line(line)
+                if len(_known) >= _KNOWN_REPLIES:
+                    _known.clear()  # unique texts (queue ids) must not pile up
+                _known[line] = reply
+            del buffer[: end + 1]
+            return reply
+        return self._parse_lines()
 
-        Returns its code and its text (continuation lines joined with ``"\\n"``).
-        """
+    def _parse_lines(self) -> Reply | None:
         buffer = self._buffer
         offset = 0
         code = -1
@@ -417,9 +433,7 @@ class Exchange(asyncio.Protocol):
             offset = end + 1
             if len(line) > MAX_LINE:
                 raise GarbledReplyError("Response too long")
-            if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                raise GarbledReplyError(f"Malformed SMTP response line: {text}")
+            _check_line(line)
             if lines and int(line[:3]) != code:
                 # RFC 5321 §4.2.1: every line of a reply has the same code. A reply that
                 # says 250 and 550 says nothing: never pick one of them.
@@ -431,4 +445,25 @@ class Exchange(asyncio.Protocol):
             if line[3:4] != b"-":
                 del buffer[:offset]
                 text = b"\n".join(lines).decode("utf-8", "surrogateescape")
-                return code, text
+                return Reply.from_server(code, text)
+
+
+#: Single-line replies remembered, by their bytes: immutable, so shared by every
+#: connection (a few hundred short lines at most).
+_known: dict[bytes, Reply] = {}
+_KNOWN_REPLIES = 256
+#: Longer lines are parsed each time (and never remembered).
+_KNOWN_LINE = 200
+
+
+def _check_line(line: bytes) -> None:
+    if not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        raise GarbledReplyError(f"Malformed SMTP response line: {text}")
+
+
+def _single_line(line: bytes) -> Reply:
+    """The reply of one complete line that has a space after its code."""
+    _check_line(line)
+    text = line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
+    return Reply.from_server(int(line[:3]), text)

@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from ._alarm import Alarm
+
 __all__ = [
     "ConnectionCounts",
     "ConnectionPool",
@@ -125,8 +127,11 @@ class ConnectionPool(Generic[C]):
         self._clock = clock
         self._free = size  # slots nobody holds or has been granted
         # Tasks in acquire(), oldest first: a granted slot (None) or a handed-over lease
-        # arrives in the future; ``fresh`` ones never get a handed-over lease.
-        self._waiters: deque[tuple[asyncio.Future[Lease[C] | None], bool]] = deque()
+        # arrives in the future; ``fresh`` ones never get a handed-over lease. The last
+        # item is the waiter's deadline (loop time): they come in order, so one alarm
+        # for the oldest serves them all.
+        self._waiters: deque[tuple[asyncio.Future[Lease[C] | None], bool, float]] = deque()
+        self._alarm = Alarm(self._expire_due)
         self._idle: list[Lease[C]] = []
         self._leased: set[int] = set()
         self._closed = False
@@ -183,9 +188,9 @@ class ConnectionPool(Generic[C]):
             return None
         loop = asyncio.get_running_loop()
         granted: asyncio.Future[Lease[C] | None] = loop.create_future()
-        entry = (granted, fresh)
+        entry = (granted, fresh, loop.time() + self.acquire_timeout)
         self._waiters.append(entry)
-        timer = loop.call_later(self.acquire_timeout, self._expire, granted)
+        self._alarm.set(loop, self._waiters[0][2])
         try:
             return await granted
         except BaseException:
@@ -200,10 +205,23 @@ class ConnectionPool(Generic[C]):
                     self._let_go(lease)
             raise
         finally:
-            timer.cancel()
+            if not self._waiters:
+                self._alarm.clear()
 
-    def _expire(self, granted: asyncio.Future[Lease[C] | None]) -> None:
-        if not granted.done():
+    def _expire_due(self) -> None:
+        """The oldest waiters' deadlines passed: they fail; the alarm moves to the next."""
+        waiters = self._waiters
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while waiters:
+            granted, _, deadline = waiters[0]
+            if granted.done():
+                waiters.popleft()
+                continue
+            if deadline > now:
+                self._alarm.set(loop, deadline)
+                return
+            waiters.popleft()
             granted.set_exception(
                 PoolTimeoutError(
                     f"all {self.size} connection(s) stayed busy for {self.acquire_timeout:g} s"
@@ -213,7 +231,7 @@ class ConnectionPool(Generic[C]):
     def _free_slot(self) -> None:
         """A slot is free: to the longest waiter, else back to the count."""
         while self._waiters:
-            granted, _ = self._waiters.popleft()
+            granted, _, _ = self._waiters.popleft()
             if not granted.done():
                 granted.set_result(None)
                 return
@@ -222,7 +240,7 @@ class ConnectionPool(Generic[C]):
     @property
     def waiting(self) -> bool:
         """Whether a task waits in :meth:`acquire` that :meth:`hand_over` could serve."""
-        return any(not fresh and not granted.done() for granted, fresh in self._waiters)
+        return any(not fresh and not granted.done() for granted, fresh, _ in self._waiters)
 
     def hand_over(self, lease: Lease[C], owed: Owed) -> bool:
         """Lend ``lease`` straight to the longest-waiting :meth:`acquire`, with ``owed``.
@@ -235,7 +253,7 @@ class ConnectionPool(Generic[C]):
         if self._closed or lease.messages >= self.max_messages or not self._alive(lease.connection):
             return False
         for entry in self._waiters:
-            granted, fresh = entry
+            granted, fresh, _ = entry
             if fresh or granted.done():
                 continue
             self._waiters.remove(entry)
@@ -317,6 +335,8 @@ class ConnectionPool(Generic[C]):
     async def aclose(self) -> None:
         """Close the idle connections; leased ones are closed when released."""
         self._closed = True
+        if not self._waiters:
+            self._alarm.close()
         idle, self._idle = self._idle, []
         try:
             while idle:
