@@ -18,13 +18,27 @@ in a fresh process so that CPU time and peak RSS are its own:
   flight, so one is always waiting for the connection when a message ends (with
   two, the next send is often still being rendered at that moment);
 * raw aiosmtplib: one connection, ``send_message(EmailMessage)`` per message;
-* stdlib smtplib: one connection, ``send_message(EmailMessage)`` per message.
+* stdlib smtplib: one connection, ``send_message(EmailMessage)`` per message;
+* loopback only, for reference (issue #15): the Python floor, a hand-written
+  ``asyncio.Protocol`` client on 8 connections sending prebuilt bytes (every
+  message rendered by ``render()``, dot-stuffed and framed before the clock
+  starts; EHLO once per connection; every reply code checked), in two forms:
+  ``python floor, 8 conn`` writes whole transactions (MAIL, RCPT, DATA, content,
+  dot) with up to ``FLOOR_WINDOW`` messages in flight per connection, content
+  before its 354, which RFC 2920 does not allow a client; ``354 first`` waits
+  for the 354 and writes the content with the next message's MAIL, RCPT and
+  DATA, the dialogue of reliable-smtp's ``across messages``. And Postfix's
+  ``smtp-source`` (C, 8 sessions, ``-d``: many messages per connection; it
+  speaks HELO and does not pipeline), sending the same rendered message with
+  ``-F``; its CPU comes from ``os.wait4``, its peak RSS from its VmHWM.
 
 It prints messages/s, client CPU microseconds per message and peak RSS, with
-ratios against raw aiosmtplib measured in the same run. ``--latency-ms`` adds a
-pass per round trip given through a proxy on 127.0.0.1 that delays every chunk
-by half the round trip in each direction, so the effect of pipelining, CHUNKING
-and the pool shows (one connection, each against the non-pipelined rate).
+ratios against raw aiosmtplib measured in the same run, then the reliable-smtp
+8-connection ``across messages`` rate and CPU against the floors and smtp-source.
+``--latency-ms`` adds a pass per round trip given through a proxy on 127.0.0.1
+that delays every chunk by half the round trip in each direction, so the effect
+of pipelining, CHUNKING and the pool shows (one connection, each against the
+non-pipelined rate).
 
 ``smtp-sink`` offers PIPELINING but not CHUNKING, so there the CHUNKING variant
 falls back to DATA. ``--server postfix`` measures against Postfix's own smtpd
@@ -48,12 +62,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import HTML, SENDER, SUBJECT, TEXT  # the shared benchmark message
@@ -138,10 +156,263 @@ def run_smtplib(port: int, n: int) -> int:
     return sent
 
 
+# -- the Python floor and the C limit ----------------------------------------------------
+
+FLOOR = "python floor, 8 conn"
+STRICT_FLOOR = "python floor, 8 conn, 354 first"
+SOURCE = "smtp-source (C), 8 sessions"
+#: Messages each floor connection keeps in flight (written, final reply not yet read).
+FLOOR_WINDOW = 8
+MAIL, RCPT, DATA, DOT = range(4)
+EXPECTED = {MAIL: b"250", RCPT: b"250", DATA: b"354", DOT: b"250"}
+
+
+def offered_extensions(port: int) -> dict[str, str]:
+    """The server's EHLO keywords, asked on a connection of its own before the clock starts."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.test") as probe:
+        probe.ehlo()
+        return dict(probe.esmtp_features)
+
+
+def floor_messages(n: int, size: bool) -> list[tuple[bytes, bytes]]:
+    """Each message's transaction as bytes: MAIL + RCPT + DATA, and content + dot.
+
+    The content is what reliable-smtp sends (``render()`` of the same ``Message``),
+    dot-stuffed; MAIL carries ``SIZE=`` when the server offers SIZE, as reliable-smtp's
+    does. Built before the clock starts.
+    """
+    from reliable_smtp import render
+
+    built = []
+    for message in reliable_messages(n):
+        rendered = render(message)  # type: ignore[arg-type]
+        content = rendered.content
+        if content.startswith(b"."):
+            content = b"." + content
+        content = content.replace(b"\r\n.", b"\r\n..")
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        (recipient,) = rendered.recipients
+        mail = f"MAIL FROM:<{rendered.sender}>"
+        if size:
+            mail += f" SIZE={len(rendered.content)}"
+        envelope = f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+        built.append((envelope.encode("ascii"), content + b".\r\n"))
+    return built
+
+
+class FloorConnection(asyncio.Protocol):
+    """One connection of the Python floor: EHLO once, then the prebuilt messages, pipelined.
+
+    With ``whole`` (:data:`FLOOR`), up to ``window`` messages are on the wire at once:
+    each one's MAIL, RCPT, DATA, content and dot go in one write, before the replies
+    of the messages ahead of it and before its own 354. RFC 2920 makes DATA the last
+    command of a group (the content waits for the 354), so no real client can do this;
+    a sink that reads on does not mind. A DATA refused with content already behind it
+    would have the server read that content as commands: the connection is then
+    closed and its unsent messages count as not sent.
+
+    Without (:data:`STRICT_FLOOR`), the content goes only after its 354, in one write
+    with the next message's MAIL, RCPT and DATA - one round trip per message, the
+    dialogue of reliable-smtp's ``pipeline_across_messages``.
+
+    Every reply is read and checked: a message counts as sent only if it got 250, 250,
+    354 and 250.
+    """
+
+    def __init__(
+        self, pairs: list[tuple[bytes, bytes]], whole: list[bytes] | None, window: int
+    ) -> None:
+        self.pairs = pairs
+        self.whole = whole
+        self.window = window
+        self.written = 0  # messages whose MAIL has been written
+        self.sent = 0
+        self.failed = False  # a reply of the current message was not the expected one
+        self.expected: deque[int] = deque()
+        self.buffer = b""
+        self.stage = "greeting"
+        self.ehlo: list[bytes] = []
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def start(self) -> bytes:
+        if self.whole is not None:
+            return self.next_wholes(self.window)
+        return self.next_envelope()
+
+    def next_wholes(self, count: int) -> bytes:
+        batch = self.whole[self.written : self.written + count]  # type: ignore[index]
+        self.written += len(batch)
+        self.expected.extend((MAIL, RCPT, DATA, DOT) * len(batch))
+        return b"".join(batch)
+
+    def next_envelope(self) -> bytes:
+        if self.written == len(self.pairs):
+            return b""
+        self.written += 1
+        self.expected.extend((MAIL, RCPT, DATA))
+        return self.pairs[self.written - 1][0]
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.buffer = (self.buffer + data).split(b"\r\n")
+        out: list[bytes] = []
+        finished = 0
+        for line in lines:
+            if self.stage == "session":
+                if line[3:4] == b"-":
+                    continue  # a multiline reply goes on
+                kind = self.expected.popleft()
+                ok = line[:3] == EXPECTED[kind]
+                if kind == DOT:
+                    self.sent += ok and not self.failed
+                    self.failed = False
+                    finished += 1
+                elif kind != DATA:
+                    self.failed |= not ok
+                elif self.whole is None:
+                    if ok:  # the content after its 354, with the next envelope
+                        out.append(self.pairs[self.written - 1][1])
+                        self.expected.append(DOT)
+                    else:  # no content: the message ends here, not sent
+                        self.failed = False
+                    out.append(self.next_envelope())
+                elif not ok:  # the content behind it would be read as commands
+                    self.stage = "broken"
+                    self.transport.close()  # type: ignore[union-attr]
+                    return
+            elif self.stage == "greeting":
+                if line[3:4] == b"-":
+                    continue
+                self.check(line, b"220")
+                out.append(b"EHLO bench.test\r\n")
+                self.stage = "ehlo"
+            elif self.stage == "ehlo":
+                self.ehlo.append(line[4:].upper())
+                if line[3:4] != b"-":
+                    self.check(line, b"250")
+                    if b"PIPELINING" not in self.ehlo:
+                        self.fail(RuntimeError("the server does not offer PIPELINING"))
+                        return
+                    self.stage = "session"
+                    out.append(self.start())
+            elif self.stage == "quit":
+                self.transport.close()  # type: ignore[union-attr]
+                return
+        if self.whole is not None and finished:
+            out.append(self.next_wholes(finished))
+        if self.stage == "session" and not self.expected:
+            self.stage = "quit"
+            out.append(b"QUIT\r\n")
+        if out:
+            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+    def check(self, line: bytes, code: bytes) -> None:
+        if line[:3] != code:
+            got = line.decode(errors="replace")
+            self.fail(RuntimeError(f"expected {code.decode()}, got {got!r}"))
+
+    def fail(self, error: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+        self.transport.close()  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.sent)
+
+
+async def run_floor(
+    port: int, pairs: list[tuple[bytes, bytes]], whole: list[bytes] | None, connections: int = 8
+) -> int:
+    loop = asyncio.get_running_loop()
+    shares = [
+        (pairs[i::connections], None if whole is None else whole[i::connections])
+        for i in range(connections)
+    ]
+    opened = await asyncio.gather(
+        *(
+            loop.create_connection(
+                lambda share=share: FloorConnection(*share, FLOOR_WINDOW), "127.0.0.1", port
+            )
+            for share in shares
+        )
+    )
+    return sum(await asyncio.gather(*(protocol.done for _, protocol in opened)))
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """A running process's peak RSS (0 once it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure_smtp_source(port: int, n: int) -> dict[str, object]:
+    """Postfix's smtp-source: 8 sessions, each sending messages over one connection."""
+    binary = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    if not Path(binary).exists():
+        return {"skipped": "smtp-source is not installed (apt-get install postfix)"}
+    from reliable_smtp import render
+
+    (message,) = reliable_messages(1)
+    content = render(message).content  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as directory:
+        # -F sends the file as it is (no headers of its own), a CRLF after every line,
+        # and one more CRLF before the dot: the server gets an empty last line too.
+        message_file = Path(directory) / "message.eml"
+        message_file.write_bytes(content.replace(b"\r\n", b"\n"))
+        counter, errors = Path(directory) / "counter", Path(directory) / "errors"
+        command = [binary, "-s", "8", "-m", str(n), "-d", "-c", "-N"]
+        command += ["-f", "no-reply@example.com", "-t", RECIPIENT, "-M", "bench.test"]
+        command += ["-F", str(message_file), f"127.0.0.1:{port}"]
+        with counter.open("wb") as stdout, errors.open("wb") as stderr:
+            wall = time.perf_counter()
+            process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+            # The child's ru_maxrss would be this Python process's (Linux keeps the
+            # high-water mark across exec), so a thread reads its own VmHWM as it runs.
+            peaks = [0]
+            exited = threading.Event()
+
+            def sample() -> None:
+                while not exited.wait(0.005):
+                    peaks.append(vm_hwm_kb(process.pid))
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - wall
+            exited.set()
+            sampler.join()
+            peak_kb = max(peaks)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        # -c prints a counter after every completed DATA: the last one is the count sent.
+        sent = counter.read_bytes().replace(b"\r", b"\n").split()
+        figures: dict[str, object] = {
+            "sent": float(sent[-1]) if sent else 0.0,
+            "messages_per_s": n / wall,
+            "cpu_us_per_message": (usage.ru_utime + usage.ru_stime) / n * 1e6,
+            "peak_rss_mb": peak_kb / 1024 if peak_kb else float("nan"),
+        }
+        if process.returncode:
+            figures["note"] = f"exit {process.returncode}: {errors.read_text().strip()[-300:]}"
+    return figures
+
+
 CHUNKED = "reliable-smtp 1 conn, CHUNKING"
 ACROSS = "reliable-smtp 1 conn, across messages"
 PIPELINED = "reliable-smtp 1 conn, pipelining"
 SERIAL = "reliable-smtp 1 conn, no pipelining"
+ACROSS_8 = "reliable-smtp 8 conn, across messages"
 
 VARIANTS: dict[str, Callable[[int, int], object]] = {
     CHUNKED: lambda p, n: run_reliable(p, n, 1, True, chunking=True),
@@ -149,9 +420,7 @@ VARIANTS: dict[str, Callable[[int, int], object]] = {
     PIPELINED: lambda p, n: run_reliable(p, n, 1, True),
     SERIAL: lambda p, n: run_reliable(p, n, 1, False),
     "reliable-smtp 8 conn, CHUNKING": lambda p, n: run_reliable(p, n, 8, True, chunking=True),
-    "reliable-smtp 8 conn, across messages": lambda p, n: run_reliable(
-        p, n, 8, True, across_messages=True
-    ),
+    ACROSS_8: lambda p, n: run_reliable(p, n, 8, True, across_messages=True),
     "reliable-smtp 8 conn, pipelining": lambda p, n: run_reliable(p, n, 8, True),
     "reliable-smtp 8 conn, no pipelining": lambda p, n: run_reliable(p, n, 8, False),
     "aiosmtplib send_message": run_aiosmtplib,
@@ -164,13 +433,28 @@ LATENCY_VARIANTS = (
     ACROSS,
     PIPELINED,
     SERIAL,
-    "reliable-smtp 8 conn, across messages",
+    ACROSS_8,
     BASELINE,
 )
 
 
-def measure(variant: str, port: int, n: int) -> dict[str, float]:
-    run = VARIANTS[variant]
+#: Loopback rows after ``VARIANTS``: the Python floor and the C limit (issue #15).
+REFERENCES = (FLOOR, STRICT_FLOOR, SOURCE)
+
+
+def measure(variant: str, port: int, n: int) -> dict[str, object]:
+    if variant == SOURCE:
+        return measure_smtp_source(port, n)
+    if variant in (FLOOR, STRICT_FLOOR):
+        # Before the clock starts: the floor sends prebuilt bytes.
+        offered = offered_extensions(port)
+        if "pipelining" not in offered:
+            return {"skipped": "the server does not offer PIPELINING"}
+        pairs = floor_messages(n, size="size" in offered)
+        whole = [envelope + content for envelope, content in pairs] if variant == FLOOR else None
+        run: Callable[[int, int], object] = lambda p, n: run_floor(p, pairs, whole)  # noqa: E731
+    else:
+        run = VARIANTS[variant]
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = run(port, n)
     sent = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome  # type: ignore[arg-type]
@@ -336,7 +620,7 @@ def latency_proxy(upstream: int, rtt_ms: float) -> Iterator[int]:
 # -- the orchestrator -------------------------------------------------------------------
 
 
-def run_variant(variant: str, port: int, n: int) -> dict[str, float]:
+def run_variant(variant: str, port: int, n: int) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(HERE), "--variant", variant, "--port", str(port), "--n", str(n)],
         capture_output=True,
@@ -349,7 +633,7 @@ def run_variant(variant: str, port: int, n: int) -> dict[str, float]:
     return dict(json.loads(done.stdout))
 
 
-def report(title: str, results: dict[str, dict[str, float]], n: int) -> None:
+def report(title: str, results: dict[str, dict[str, Any]], n: int) -> None:
     base = results[BASELINE]["messages_per_s"]
     print(f"\n{title} ({n} messages of ~2.4 KB, 1 recipient each)")
     print(
@@ -357,12 +641,36 @@ def report(title: str, results: dict[str, dict[str, float]], n: int) -> None:
         f"{'sent':>7}"
     )
     for variant, figures in results.items():
+        if "skipped" in figures:
+            print(f"{variant:<38}skipped: {figures['skipped']}")
+            continue
         print(
             f"{variant:<38}{figures['messages_per_s']:>9.0f}"
             f"{figures['messages_per_s'] / base:>13.2f}x"
             f"{figures['cpu_us_per_message']:>12.0f}{figures['peak_rss_mb']:>13.1f}"
             f"{figures['sent']:>7.0f}"
         )
+        if "note" in figures:
+            print(f"{'':<38}{figures['note']}")
+
+
+def against_references(results: dict[str, dict[str, Any]]) -> None:
+    """The reliable-smtp 8-connection variant against the Python floors and smtp-source."""
+    comparisons = (
+        (ACROSS_8, FLOOR, "the Python floor's", " (issue #15 target: >= 40%)"),
+        (ACROSS_8, STRICT_FLOOR, "the 354-first floor's", " (the same dialogue)"),
+        (ACROSS_8, SOURCE, "smtp-source's", ""),
+        (FLOOR, SOURCE, "smtp-source's", ""),
+        (STRICT_FLOOR, SOURCE, "smtp-source's", ""),
+    )
+    for variant, reference, whose, remark in comparisons:
+        ours, theirs = results[variant], results.get(reference, {})
+        if "messages_per_s" in ours and "messages_per_s" in theirs:
+            cpu = ours["cpu_us_per_message"] / theirs["cpu_us_per_message"]
+            print(
+                f"{variant}: {ours['messages_per_s'] / theirs['messages_per_s']:.0%} of {whose} "
+                f"rate{remark}, {cpu:.{2 if cpu < 1 else 1}f}x its CPU/msg"
+            )
 
 
 def main() -> None:
@@ -406,14 +714,16 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
         if args.n > 0:
-            results = {variant: run_variant(variant, port, args.n) for variant in VARIANTS}
+            loopback = (*VARIANTS, *REFERENCES)
+            results = {variant: run_variant(variant, port, args.n) for variant in loopback}
             report("Loopback", results, args.n)
+            against_references(results)
         for rtt in (ms for ms in args.latency_ms if ms > 0):
             with latency_proxy(port, rtt) as slow_port:
                 slow = {v: run_variant(v, slow_port, args.latency_n) for v in LATENCY_VARIANTS}
             report(f"Emulated {rtt:g} ms round trip", slow, args.latency_n)
             one_plain = slow[SERIAL]["messages_per_s"]
-            for variant in (CHUNKED, ACROSS, PIPELINED, "reliable-smtp 8 conn, across messages"):
+            for variant in (CHUNKED, ACROSS, PIPELINED, ACROSS_8):
                 rate = slow[variant]["messages_per_s"]
                 print(f"{variant}: {rate / one_plain:.2f}x one non-pipelined connection")
         if args.memory:
