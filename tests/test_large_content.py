@@ -37,8 +37,8 @@ from conftest import relay_transport, tls_transport
 from rawsmtp import Answer, RawSMTPServer, Session, normal
 from reliable_smtp import Attachment, InvalidMessageError, Message, _wire_form, render
 from reliable_smtp._envelope import Envelope
-from reliable_smtp._message import mime
-from reliable_smtp._message.mime import _BLOCK, _base64_size, base64_lines
+from reliable_smtp._message import assembly
+from reliable_smtp._message.assembly import _BLOCK, _base64_size, base64_lines
 from reliable_smtp._replies import Outcome, Phase
 from reliable_smtp._transports._wire import (
     BODY_PIECE,
@@ -92,7 +92,7 @@ def test_a_large_attachment_renders_to_76_character_crlf_lines_and_decodes_back(
     size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The second size reserves the buffer up front (and cuts off what it did not use).
-    monkeypatch.setattr(mime, "_RESERVE_FROM", 4 * _BLOCK)
+    monkeypatch.setattr(assembly, "_RESERVE_FROM", 4 * _BLOCK)
     data = os.urandom(size)
     message = Message(
         sender="app@example.com",
@@ -223,7 +223,7 @@ async def test_a_server_that_stops_reading_mid_body_never_gets_the_dot() -> None
 @pytest.fixture
 def fixed_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Boundaries and generated IDs stop being random: two renders can be compared."""
-    monkeypatch.setattr(mime.secrets, "token_hex", lambda n: "0" * (2 * n))
+    monkeypatch.setattr(assembly.secrets, "token_hex", lambda n: "0" * (2 * n))
 
 
 def attachment_message(attachment: Attachment, text: str = "see attached\n") -> Message:
@@ -267,7 +267,9 @@ def test_short_reads_still_give_whole_base64_lines(
             reads.append(got)
             return got
 
-    monkeypatch.setattr(mime, "open", lambda path, mode, buffering: Trickle(path), raising=False)
+    monkeypatch.setattr(
+        assembly, "open", lambda path, mode, buffering: Trickle(path), raising=False
+    )
     from_file = render(attachment_message(Attachment.from_path(path))).content
     assert len(reads) > len(data) // 1000
     assert (
@@ -332,7 +334,9 @@ def test_a_file_that_fails_mid_read_is_an_invalid_message(
                 raise OSError(errno.EIO, "Input/output error")
             return super().readinto(buffer)
 
-    monkeypatch.setattr(mime, "open", lambda path, mode, buffering: Failing(path), raising=False)
+    monkeypatch.setattr(
+        assembly, "open", lambda path, mode, buffering: Failing(path), raising=False
+    )
     with pytest.raises(InvalidMessageError, match="Input/output error"):
         render(attachment_message(Attachment.from_path(path)))
 

@@ -34,7 +34,7 @@ from reliable_smtp._errors import (
     ReliableSMTPError,
 )
 from reliable_smtp._message import Attachment, Message, RenderedMessage, render
-from reliable_smtp._message.mime import _lines_fit
+from reliable_smtp._message.assembly import _lines_fit
 
 SENDER = "App <no-reply@example.com>"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

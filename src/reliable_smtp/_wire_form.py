@@ -4,7 +4,7 @@ Before a transport sends content it must make sure the bytes have CRLF line
 endings only and end in CRLF (RFC 5321 §2.3.8), and for DATA that no line
 starts with a dot (RFC 5321 §4.5.2) - three byte counts and a search over the
 whole message, ~40% of the CPU of sending a 1 MiB attachment. For bytes that
-:func:`~reliable_smtp._message.mime.render_message` built itself those checks
+:func:`~reliable_smtp._message.assembly.render_message` built itself those checks
 say nothing new: it writes CRLF only, its base64 lines have no dots, and it
 knows whether a text part or a header starts a line with one. So it vouches
 for its output here, and the transport's checks trust the vouch

@@ -22,8 +22,8 @@ Layout:
   this library accepts it;
 * ``words`` - header text: its checks, RFC 2047 encoded-words, RFC 2231
   parameters, folding within 998 octets;
-* ``mime`` - :class:`Message`, :class:`Attachment`, :class:`RenderedMessage`
-  and the MIME assembly of a :class:`Message`;
+* ``mime`` - :class:`Message`, :class:`Attachment`, :class:`RenderedMessage`;
+* ``assembly`` - the MIME assembly of a :class:`Message`: its bytes;
 * ``stdlib`` - rendering a stdlib :class:`email.message.Message`;
 * this package - :func:`render`, which takes either.
 
@@ -59,8 +59,9 @@ from __future__ import annotations
 import email.message
 
 from .._errors import InvalidMessageError
+from .assembly import render_message
 from .mailbox import bare_address
-from .mime import Attachment, Message, RenderedMessage, render_message
+from .mime import Attachment, Message, RenderedMessage
 from .stdlib import render_stdlib
 from .words import check_domain
 

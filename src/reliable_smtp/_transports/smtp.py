@@ -11,6 +11,8 @@ event loop), one delivery on a leased connection, and the SMTP transaction. Arou
   what waiting for one can end in;
 * :mod:`._pacing` - the :class:`~reliable_smtp.RateLimit` at work (buckets, the
   adaptive rate that slows down when the server throttles);
+* :mod:`._dialogue` - the transaction's I/O: the DATA dialogue (serial or pipelined,
+  handing the connection on after the body) and the CHUNKING one;
 * :mod:`._translate` - the error boundary: every aiosmtplib / OSError / ssl failure
   becomes the library's error tree there (:func:`translate_error`, re-exported here).
 
@@ -38,7 +40,6 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -53,11 +54,18 @@ from .._ratelimit import RateLimit
 from .._replies import Phase
 from .._result import DeliveryReport
 from . import _connections
-from ._commit import FinalDotForbiddenError, before_final_dot, final_dot_guarded
+from ._commit import final_dot_guarded
 from ._config import _count as _count
 from ._config import _secret_value as _secret_value
 from ._config import check_tls_files, checked_endpoint, checked_login
-from ._handoff import OwedFinalReply
+from ._dialogue import (
+    Hold,
+    StaleConnectionError,
+    chunked_dialogue,
+    data_dialogue,
+    end_exchange,
+    settle,
+)
 from ._login import (
     PasswordLogin,
     TokenLogin,
@@ -79,16 +87,16 @@ from ._session import (
     tls_context,
     warn_if_password_in_clear,
 )
-from ._transaction import LinkLostError, Next, Transaction, WireError
+from ._transaction import LinkLostError
 from ._translate import _FIRST_CONTACT_PHASES as _FIRST_CONTACT_PHASES
 from ._translate import _first_contact as _first_contact
 from ._translate import _tls_error as _tls_error
 from ._translate import connection_error
 from ._translate import find_cause as find_cause
 from ._translate import translate_error as translate_error
-from ._wire import BODY_PIECE, FINAL_DOT, Exchange, bdat_group, dot_stuffed
+from ._wire import Exchange
 from .base import Transport
-from .pool import ConnectionCounts, ConnectionPool, Lease
+from .pool import ConnectionCounts, ConnectionPool
 
 # TLSMode and DEFAULT_PORTS live in ._session, TokenProvider and send_credentials in
 # ._login (opening a session is shared with the check); they are re-exported here.
@@ -255,7 +263,7 @@ class SMTPTransport(Transport):
         fresh = False
         while True:
             lease = await _connections.lease(pool, fresh=fresh, transport_name=self.name)
-            hold = _Hold(lease, pool)
+            hold = Hold(lease, pool)
             reusable = False
             try:
                 await pacing.wait_turn(lease)
@@ -265,7 +273,7 @@ class SMTPTransport(Transport):
                 reusable = _connections.reusable(lease.connection)
                 pacing.observe(report)
                 return report
-            except _StaleConnectionError as stale:
+            except StaleConnectionError as stale:
                 if not lease.reused:
                     raise translate_error(
                         stale.cause, Phase.MAIL, transport_name=self.name
@@ -429,7 +437,7 @@ class SMTPTransport(Transport):
             options.append(f"SIZE={len(content)}")
         return options
 
-    async def _transaction(self, hold: _Hold, envelope: Envelope, content: bytes) -> DeliveryReport:
+    async def _transaction(self, hold: Hold, envelope: Envelope, content: bytes) -> DeliveryReport:
         smtp = hold.lease.connection
         # Handed over by the previous send right after its final dot, the connection
         # still owes it its final reply: read after this transaction's first write (or
@@ -439,8 +447,8 @@ class SMTPTransport(Transport):
             options = self._mail_options(smtp, envelope, content)
         except DeliveryError:
             if owed is not None:
-                await self._settle(hold, owed)
-                self._end_exchange(smtp, owed.wire)
+                await settle(hold, owed)
+                end_exchange(smtp, owed.wire)
             raise
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         mail = (
@@ -466,13 +474,13 @@ class SMTPTransport(Transport):
             if chunking or not pipelined:
                 # Only the pipelined DATA dialogue writes before the owed reply is read:
                 # its group holds no content, so a loss there cannot make it ambiguous.
-                await self._settle(hold, owed)
+                await settle(hold, owed)
                 owed = None
         else:
             try:
                 wire = Exchange(smtp, transport_name=self.name).attach()
             except LinkLostError as lost:
-                raise _StaleConnectionError(lost) from lost
+                raise StaleConnectionError(lost) from lost
         # After its own dot, this send hands the connection on to a waiting one - not an
         # outbox send (its dot mark and final reply stay together), nor under a rate
         # limit (the next send may have to wait its turn while holding our reply).
@@ -488,10 +496,10 @@ class SMTPTransport(Transport):
         try:
             try:
                 if chunking:
-                    report = await self._chunked_dialogue(wire, envelope, content, mail, rcpts)
+                    report = await chunked_dialogue(self, wire, envelope, content, mail, rcpts)
                 else:
-                    report = await self._dialogue(
-                        hold, wire, envelope, content, mail, rcpts, pipelined, owed
+                    report = await data_dialogue(
+                        self, hold, wire, envelope, content, mail, rcpts, pipelined, owed
                     )
             finally:
                 if hold.mine:
@@ -522,220 +530,6 @@ class SMTPTransport(Transport):
             await self._reset(smtp)
         return report
 
-    async def _settle(self, hold: _Hold, owed: OwedFinalReply, group: bytes = b"") -> None:
-        """Write the previous send's final dot with ``group``, then read the reply it is
-        ``owed`` (:meth:`OwedFinalReply.settle`).
-
-        Raises :class:`_StaleConnectionError` - nothing of this message went, so it
-        starts over on a fresh connection - when the connection cannot go on (lost, out
-        of step, a 421, the previous send gone before its dot). Interrupted (cancelled)
-        while reading, it gives the reply back to the previous send if that one still
-        waits (which then drops the connection if ``group`` went with the dot).
-        """
-        try:
-            usable = await owed.settle(group)
-        except BaseException:
-            if owed.give_back(dirty=bool(group)):
-                hold.mine = False
-            raise
-        if not usable:
-            self._end_exchange(hold.lease.connection, owed.wire, drop=True)
-            raise _StaleConnectionError(
-                LinkLostError("the connection ended with the previous message's final reply")
-            )
-
-    @staticmethod
-    def _end_exchange(smtp: aiosmtplib.SMTP, wire: Exchange, *, drop: bool = False) -> None:
-        """Give the incoming bytes back to aiosmtplib; drop the connection if out of step."""
-        drop = drop or wire.leftover
-        wire.detach()
-        if drop:
-            smtp.close()
-
-    async def _dialogue(
-        self,
-        hold: _Hold,
-        wire: Exchange,
-        envelope: Envelope,
-        content: bytes,
-        mail: bytes,
-        rcpts: list[bytes],
-        pipelined: bool,
-        owed: OwedFinalReply | None = None,
-    ) -> DeliveryReport:
-        """MAIL, RCPT..., DATA, body: pipelined (RFC 2920) in one write, or one at a time.
-
-        The I/O of the transaction; what each reply (or failure) means is decided by
-        :class:`~._transaction.Transaction`, which checks every reply individually
-        either way (RFC 2920 §3.1) and says what to write next. ``owed``: the previous
-        message's final reply, still due on this connection; it is read after our
-        group is written and before our first reply (:mod:`._handoff`).
-        """
-        transaction = Transaction(envelope, pipelined=pipelined, transport_name=self.name)
-        timeout = self.command_timeout
-        try:
-            try:
-                group = mail + b"".join(rcpts) + b"DATA\r\n" if pipelined else mail
-                if owed is None:
-                    wire.write(group)
-                else:
-                    # The previous message's dot, then our group, in one write; its
-                    # reply comes first.
-                    await self._settle(hold, owed, group)
-                step = transaction.on_mail(await wire.read(timeout=timeout))
-            except LinkLostError as lost:
-                # Closed before MAIL was answered: a stale connection, nothing was sent.
-                raise _StaleConnectionError(lost) from lost
-            for rcpt in rcpts:
-                if step is not Next.GO_ON:
-                    break
-                if not pipelined:
-                    wire.write(rcpt)
-                step = transaction.on_rcpt(await wire.read(timeout=timeout))
-            if step is Next.GO_ON:
-                if not pipelined:
-                    wire.write(b"DATA\r\n")
-                step = transaction.on_data(await wire.read(timeout=timeout))
-            if step is Next.END_EMPTY:
-                wire.write(b".\r\n")
-                step = transaction.on_empty_end(await wire.read(timeout=timeout))
-            elif step is Next.SEND_BODY:
-                # The one place the message is handed over, to transaction.accepted.
-                body, final_dot = dot_stuffed(content)
-                if not final_dot_guarded():
-                    if not await self._hand_over(hold, wire, transaction, body):
-                        await wire.write_body(body, final_dot, timeout=self.data_timeout)
-                        transaction.on_body_written()
-                        transaction.on_final(await wire.read(timeout=self.data_timeout))
-                else:
-                    # An outbox send: the body goes first, then the guard records the dot
-                    # mark, then the dot goes alone. So the mark is the last thing before
-                    # the commit, and a recipient left marked by a crash (AMBIGUOUS) always
-                    # had the whole body on the wire. A veto drops the link before the dot:
-                    # the server discards the message (phase DATA, never ambiguous).
-                    await wire.write_body(body, timeout=self.data_timeout)
-                    try:
-                        await before_final_dot(tuple(transaction.accepted))
-                    except FinalDotForbiddenError as forbidden:
-                        transaction.on_error(
-                            forbidden.error(
-                                transport_name=self.name, what="the final dot was never written"
-                            )
-                        )
-                    else:
-                        wire.write(FINAL_DOT)
-                        transaction.on_body_written()
-                        transaction.on_final(await wire.read(timeout=self.data_timeout))
-        except WireError as failure:
-            transaction.on_failure(failure)
-        except (DeliveryError, _StaleConnectionError):
-            raise
-        except Exception as exc:
-            # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, transaction.phase, transport_name=self.name))
-        if transaction.close and hold.mine:
-            wire.close_connection()
-        return transaction.result()
-
-    async def _hand_over(
-        self, hold: _Hold, wire: Exchange, transaction: Transaction, body: bytes
-    ) -> bool:
-        """At our body: if a send waits for this connection, write the body and lend the
-        connection on; that send writes our final dot with its own commands and reads
-        our final reply into ``transaction`` (:mod:`._handoff`).
-
-        False when nobody waits (or this send may not hand over): the caller writes
-        body and dot and reads the reply as always. True once the reply is in
-        ``transaction`` - read by the next send, or by us (after writing the dot, if it
-        has not gone) when nobody took the connection or it came back to us (then
-        dropped afterwards if the other send's commands are on it too).
-        """
-        if not hold.may_hand_over or not hold.pool.waiting:
-            return False
-        if len(body) > BODY_PIECE:
-            # A large body goes now, with flow control; only the dot waits for the next
-            # send. A small one goes with the dot, in the next send's one write.
-            await wire.write_body(body, timeout=self.data_timeout)
-            body = b""
-        lease = hold.lease
-        owed = OwedFinalReply(transaction, wire, timeout=self.data_timeout, content=body)
-        lease.messages += 1  # this message counts on the connection before it moves on
-        if hold.pool.hand_over(lease, owed):
-            hold.mine = False
-            hold.counted = True
-            try:
-                settled = await owed.wait()
-            except asyncio.CancelledError:
-                # Cancelled: the next send reads our reply if our dot went (the stream
-                # stays in step), or drops the connection without it - unless the
-                # connection came back to us just now: then we drop it.
-                if owed.given_back:
-                    hold.mine = True
-                raise
-            if settled:
-                return True
-            hold.mine = True
-        else:
-            lease.messages -= 1  # the waiter left meanwhile: an ordinary end
-        if not owed.dot_written:
-            await wire.write_body(owed.content, FINAL_DOT, timeout=self.data_timeout)
-            transaction.on_body_written()
-        transaction.on_final(await wire.read(timeout=self.data_timeout))
-        if owed.dirty:
-            transaction.close = True  # the other send's commands follow our reply
-        return True
-
-    async def _chunked_dialogue(
-        self,
-        wire: Exchange,
-        envelope: Envelope,
-        content: bytes,
-        mail: bytes,
-        rcpts: list[bytes],
-    ) -> DeliveryReport:
-        """MAIL, RCPT..., ``BDAT <n> LAST`` and the message in one write (of a large message
-        its first :data:`~._wire.BODY_PIECE`, the rest as the socket takes it); then the replies.
-
-        One round trip per message even on a cold connection (RFC 3030 with RFC
-        2920). The write is the commit point: before it nothing was sent (a dead
-        connection is stale and the message goes on a fresh one); after it every
-        failure is ambiguous for the recipients not refused (see
-        :mod:`._transaction`). Every reply after the write waits up to
-        ``data_timeout``: giving up on any of them is as costly as on the final one.
-        """
-        transaction = Transaction(envelope, pipelined=True, chunking=True, transport_name=self.name)
-        commands, chunk = bdat_group(mail + b"".join(rcpts), content)
-        # The commit point: the envelope and the whole message in one write. Outbox sends
-        # (a final-dot guard installed) never come here - they keep DATA, whose dot mark
-        # falls after the body and before the dot (see _transaction()).
-        try:
-            rest = wire.write_group(commands, chunk)
-        except LinkLostError as lost:
-            raise _StaleConnectionError(lost) from lost
-        transaction.on_content_written()
-        timeout = self.data_timeout
-        try:
-            # A large message's rest, with flow control: failing now is failing after
-            # the commit point, as waiting for the replies is.
-            await wire.write_rest(rest, timeout=timeout)
-            step = transaction.on_mail(await wire.read(timeout=timeout))
-            for _ in rcpts:
-                if step is not Next.GO_ON:
-                    break
-                step = transaction.on_rcpt(await wire.read(timeout=timeout))
-            if step is Next.GO_ON:
-                step = transaction.on_final(await wire.read(timeout=timeout))
-        except WireError as failure:
-            transaction.on_failure(failure)
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            # Nothing else is expected from the wire; classified like a lost link.
-            transaction.on_error(translate_error(exc, Phase.DATA_END, transport_name=self.name))
-        if transaction.close:
-            wire.close_connection()
-        return transaction.result()
-
     async def _reset(self, smtp: aiosmtplib.SMTP) -> None:
         """RSET after a transaction that did not end in a final reply; drop on any trouble."""
         try:
@@ -745,32 +539,3 @@ class SMTPTransport(Transport):
             return
         if response.code != 250:
             smtp.close()
-
-
-@dataclass(slots=True)
-class _Hold:
-    """One send's hold on its leased connection, which may pass to the next send after
-    the final dot (and come back)."""
-
-    lease: Lease[aiosmtplib.SMTP]
-    pool: ConnectionPool[aiosmtplib.SMTP]
-    mine: bool = True
-    """This send holds the connection: it releases it (and may close or reset it)."""
-    counted: bool = False
-    """The message was counted on the connection (``messages``) before a hand-over."""
-    may_hand_over: bool = False
-    """This transaction may lend the connection on after its final dot."""
-
-    def take_owed(self) -> OwedFinalReply | None:
-        """The final reply the connection owes the previous send, now this send's to read."""
-        owed, self.lease.owed = self.lease.owed, None
-        assert owed is None or isinstance(owed, OwedFinalReply)  # only this module hands over
-        return owed
-
-
-class _StaleConnectionError(Exception):
-    """The connection turned out to be closed at MAIL, before anything was sent."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
