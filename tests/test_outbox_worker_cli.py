@@ -7,6 +7,7 @@ stops it with SIGTERM while a transaction is in flight.
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import threading
@@ -182,3 +183,49 @@ def test_sigterm_finishes_the_transaction_in_flight_and_exits_0(url: str, tmp_pa
     with Outbox(url) as outbox:
         assert outbox.get(entry.id).state is EntryState.SENT
     assert sink.deliveries == {(entry.message_id, "a@example.org"): 1}
+
+
+def test_a_second_sigterm_stops_at_once_and_recovery_makes_the_entry_ambiguous(
+    url: str, tmp_path: Path
+) -> None:
+    # An operator who signals twice wants out now: the worker must not wait for a reply
+    # that is 30 s away, and the entry it leaves must be recovered, never lost or resent.
+    with Outbox(url) as outbox:
+        entry = outbox.enqueue(message("a@example.org"))
+    with CountingSink(delay_share=1.0, delay=30.0) as sink:
+        at_dot = threading.Event()
+        sink.on_delayed_dot = at_dot.set
+        worker = subprocess.Popen(
+            worker_command(url, sink.port, "--lease", "2"),
+            cwd=tmp_path,
+            env=worker_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(
+            target=lambda: [lines.put(line) for line in worker.stderr or ()], daemon=True
+        )
+        reader.start()
+        try:
+            assert at_dot.wait(30), "the worker never sent the final dot"
+            worker.send_signal(signal.SIGTERM)
+            first = lines.get(timeout=30)
+            assert "SIGTERM received: finishing in-flight transactions" in first
+            started = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            returncode = worker.wait(timeout=20)
+            stopped_after = time.monotonic() - started
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        reader.join(5)
+    assert returncode == -signal.SIGTERM  # ended as SIGTERM ends a process
+    assert stopped_after < 20  # not after the 30 s reply
+    assert "SIGTERM again: stopping now" in lines.get(timeout=5)
+    with Outbox(url) as outbox:
+        assert outbox.get(entry.id).state is EntryState.SENDING  # still leased, not lost
+        outbox.store.recover(now=time.time() + 5)  # the lease (2 s) is over
+        assert outbox.get(entry.id).state is EntryState.AMBIGUOUS  # its dot went out

@@ -17,7 +17,6 @@ action, 2 usage and configuration errors.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -572,9 +571,8 @@ def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
 
 
 def _run_with_signals(worker: Any, serve: Callable[[], Any]) -> Any:
-    """Run ``serve()`` on a new event loop; SIGTERM/SIGINT ask the worker to stop."""
-    restore = worker._install_signal_handlers()
-    try:
-        return asyncio.run(serve())
-    finally:
-        restore()
+    """Run ``serve()`` on a new event loop; SIGTERM/SIGINT ask the worker to stop (once
+    gracefully, twice at once), and stderr says which."""
+    from .._outbox.worker import stderr_notice
+
+    return worker.serve(serve, notice=stderr_notice("reliable-smtp worker"))

@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -192,11 +192,26 @@ class OutboxWorker:
         With a sync :class:`~reliable_smtp.Mailer` the worker runs on the mailer's own
         event loop, so its connections are the mailer's.
         """
-        restore = self._install_signal_handlers()
-        try:
-            if self._sync_mailer is not None:
+        if self._sync_mailer is not None:
+            restore = self._install_signal_handlers()
+            try:
                 return self._sync_mailer._run(self.arun)
-            return asyncio.run(self.arun())
+            finally:
+                restore()
+        return self.serve(self.arun)
+
+    def serve(
+        self,
+        main: Callable[[], Coroutine[Any, Any, T]],
+        *,
+        notice: Callable[[str], None] | None = None,
+    ) -> T:
+        """Run ``main()`` on a new event loop, with SIGTERM/SIGINT stopping this worker:
+        the first gracefully, the second at once (``reliable-smtp worker`` and the Django
+        command run their ``arun()`` under it; ``notice`` tells the operator)."""
+        restore = self._install_signal_handlers(notice)
+        try:
+            return asyncio.run(main())
         finally:
             restore()
 
@@ -478,7 +493,18 @@ class OutboxWorker:
 
     # -- signals ------------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> Callable[[], None]:
+    def _install_signal_handlers(
+        self, notice: Callable[[str], None] | None = None
+    ) -> Callable[[], None]:
+        """SIGTERM and SIGINT stop the worker gracefully; the same signal again stops it now.
+
+        A second signal puts the previous handlers back and raises the signal again, so the
+        process ends as it would have without the worker (killed by SIGTERM, a
+        KeyboardInterrupt for SIGINT). Nothing is lost: entries in flight keep their
+        leases and are recovered like a crashed worker's - a final dot without its reply
+        becomes AMBIGUOUS, anything before the dot goes again. ``notice`` (the CLI's)
+        tells the operator what each signal did.
+        """
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous: dict[int, Any] = {}
@@ -487,11 +513,26 @@ class OutboxWorker:
         def handler(signum: int, frame: object) -> None:
             nonlocal stops
             stops += 1
+            name = signal.Signals(signum).name
+            if stops > 1:
+                logger.warning(
+                    "outbox worker: %s again, stopping now; in-flight entries are recovered "
+                    "by the next worker",
+                    name,
+                    extra={"event": "outbox_signal", "signal": name, "forced": True},
+                )
+                if notice is not None:
+                    notice(f"{name} again: stopping now (in-flight entries are recovered)")
+                restore()
+                signal.raise_signal(signum)
+                return
             logger.info(
                 "outbox worker: %s received, finishing in-flight transactions",
-                signal.Signals(signum).name,
-                extra={"event": "outbox_signal", "signal": signal.Signals(signum).name},
+                name,
+                extra={"event": "outbox_signal", "signal": name, "forced": False},
             )
+            if notice is not None:
+                notice(f"{name} received: finishing in-flight transactions ({name} again: now)")
             self.stop()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -502,6 +543,17 @@ class OutboxWorker:
                 signal.signal(signum, old)
 
         return restore
+
+
+def stderr_notice(program: str) -> Callable[[str], None]:
+    """A ``notice`` for :meth:`OutboxWorker.serve` that tells the operator on stderr."""
+
+    def notice(text: str) -> None:
+        # From a signal handler: one unbuffered write, never a print() it may interrupt.
+        with contextlib.suppress(OSError):
+            os.write(2, f"{program}: {text}\n".encode())
+
+    return notice
 
 
 async def _first_of(waits: list[asyncio.Future[Any]]) -> None:

@@ -10,9 +10,6 @@ SIGTERM/SIGINT stop claiming; in-flight transactions finish and settle.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
 from reliable_smtp import Outbox, OutboxWorker
-from reliable_smtp._outbox.worker import WorkerStats
+from reliable_smtp._outbox.worker import WorkerStats, stderr_notice
 
 from ..._backend import EmailBackend
 from ..._outbox import outbox_url
@@ -71,23 +68,13 @@ class Command(BaseCommand):
             )
 
             async def serve() -> WorkerStats:
-                loop = asyncio.get_running_loop()
-                signals = (signal.SIGTERM, signal.SIGINT)
-                for signum in signals:
-                    # Not in the main thread (or not on Unix): stop() is the way out.
-                    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                        loop.add_signal_handler(signum, worker.stop)
-                try:
-                    async with mailer:
-                        if options["until_idle"]:
-                            return await worker.run_until_idle()
-                        return await worker.arun()
-                finally:
-                    for signum in signals:
-                        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                            loop.remove_signal_handler(signum)
+                async with mailer:
+                    if options["until_idle"]:
+                        return await worker.run_until_idle()
+                    return await worker.arun()
 
-            stats = asyncio.run(serve())
+            # SIGTERM/SIGINT: the first stops gracefully, a second at once (as the CLI).
+            stats = worker.serve(serve, notice=stderr_notice("reliable_smtp_worker"))
         outcomes = ", ".join(f"{n} {o}" for o, n in sorted(stats.recipients.items())) or "nothing"
         self.stdout.write(
             f"worker stopped: {stats.claimed} claimed, {stats.settled} settled ({outcomes}), "
