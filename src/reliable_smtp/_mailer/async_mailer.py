@@ -304,7 +304,10 @@ class AsyncMailer:
 
         async def attempt_once() -> None:
             nonlocal last_error, pending
-            targets = envelope.only(pending)
+            # Every attempt but a retry targets the whole envelope (pending keeps its order).
+            targets = (
+                envelope if len(pending) == len(envelope.recipients) else envelope.only(pending)
+            )
             hooked = (
                 await watch.attempt_started(len(attempts) + 1, targets.recipients)
                 if listening
@@ -316,7 +319,7 @@ class AsyncMailer:
             # Servers must take 100 recipients per transaction (RFC 5321 §4.5.3.1.8);
             # the policy may ask for fewer. Each chunk is its own transaction.
             for chunk in _chunks(targets.recipients, chunk_size):
-                part = targets.only(chunk)
+                part = targets if chunk is targets.recipients else targets.only(chunk)
                 try:
                     try:
                         report = await self.transport.deliver(part, content)
@@ -358,31 +361,38 @@ class AsyncMailer:
             if pending:
                 raise _PendingRecipients([statuses[r] for r in pending])
 
-        def wait(state: RetryCallState) -> float:
-            signal = state.outcome.exception() if state.outcome else None
-            if not isinstance(signal, _PendingRecipients):
-                return 0.0
-            delay = policy.wait_before_next(state.attempt_number, signal.statuses, rng=self._rng)
-            attempts[-1] = replace(attempts[-1], delay_after=delay)
-            return delay
-
-        def before_sleep(state: RetryCallState) -> None:
-            _log_event(
-                "retry", message_id, attempts[-1], pending=pending, delay=attempts[-1].delay_after
-            )
-
-        def stop(state: RetryCallState) -> bool:
-            upcoming = state.upcoming_sleep or 0.0
-            halt = policy.should_stop(state.attempt_number, self._clock() - started, upcoming)
-            if halt:
-                attempts[-1] = replace(attempts[-1], delay_after=None)
-            return halt
-
         try:
             # Most sends succeed at once; tenacity is only set up when they do not (it
             # costs ~0.1 ms per send, a quarter of the client's CPU on a fast link).
             await attempt_once()
         except _PendingRecipients as first_failure:
+            # The retry machinery, set up only now: most sends never need it.
+            def wait(state: RetryCallState) -> float:
+                signal = state.outcome.exception() if state.outcome else None
+                if not isinstance(signal, _PendingRecipients):
+                    return 0.0
+                delay = policy.wait_before_next(
+                    state.attempt_number, signal.statuses, rng=self._rng
+                )
+                attempts[-1] = replace(attempts[-1], delay_after=delay)
+                return delay
+
+            def before_sleep(state: RetryCallState) -> None:
+                _log_event(
+                    "retry",
+                    message_id,
+                    attempts[-1],
+                    pending=pending,
+                    delay=attempts[-1].delay_after,
+                )
+
+            def stop(state: RetryCallState) -> bool:
+                upcoming = state.upcoming_sleep or 0.0
+                halt = policy.should_stop(state.attempt_number, self._clock() - started, upcoming)
+                if halt:
+                    attempts[-1] = replace(attempts[-1], delay_after=None)
+                return halt
+
             retrying = AsyncRetrying(
                 retry=retry_if_exception_type(_PendingRecipients),
                 wait=wait,
