@@ -226,8 +226,8 @@ async def test_refused_connection_fails_over_and_marks_down(
     async with FailoverTransport([dead, fast(backup)], clock=clock, down_for=30.0) as failover:
         report = await failover.deliver(envelope(ANN), CONTENT)
         assert report.recipients[ANN].accepted
-        assert report.recipients[ANN].server == failover.transports[1].name
-        assert report.server == failover.transports[1].name
+        assert report.recipients[ANN].transport_name == failover.transports[1].name
+        assert report.transport_name == failover.transports[1].name
         assert failover.down_until(dead) == 30.0
 
         clock.advance(10.0)  # still down: skipped, so its mark does not move
@@ -256,7 +256,7 @@ async def test_auth_failure_on_primary_fails_over(
     primary = tls_transport(tls_server, password="wrong-password", **FAST)
     async with FailoverTransport([primary, fast(backup)], clock=clock) as failover:
         report = await failover.deliver(envelope(ANN), CONTENT)
-        assert report.recipients[ANN].server == failover.transports[1].name
+        assert report.recipients[ANN].transport_name == failover.transports[1].name
         assert failover.down_until(primary) == 30.0
         await failover.deliver(envelope(BOB), CONTENT)  # the primary rests
     assert tls_server.auth_attempts == 1
@@ -273,10 +273,10 @@ async def test_permanent_recipient_rejection_never_fails_over(
         report = await failover.deliver(envelope(ANN, BOB), CONTENT)
         assert failover.down_until(primary) is None
     assert report.recipients[ANN].accepted
-    assert report.recipients[ANN].server == primary.name
+    assert report.recipients[ANN].transport_name == primary.name
     assert report.recipients[BOB].outcome is Outcome.PERMANENT
-    assert report.recipients[BOB].server == primary.name
-    assert report.server == primary.name
+    assert report.recipients[BOB].transport_name == primary.name
+    assert report.transport_name == primary.name
     assert server.deliveries_to(ANN) == 1
     assert backup.messages == []
     assert backup.connections == 0
@@ -291,7 +291,7 @@ async def test_ambiguous_delivery_is_not_resent_elsewhere(
         report = await failover.deliver(envelope(ANN, BOB), CONTENT)
         assert failover.down_until(primary) is None  # ambiguity is not a verdict on the server
     assert {s.outcome for s in report.recipients.values()} == {Outcome.AMBIGUOUS}
-    assert {s.server for s in report.recipients.values()} == {primary.name}
+    assert {s.transport_name for s in report.recipients.values()} == {primary.name}
     assert len(server.messages) == 1  # the server has it...
     assert backup.messages == []  # ...so nobody else gets it
     assert backup.connections == 0
@@ -307,7 +307,7 @@ async def test_421_mid_rcpt_moves_pending_recipients_to_the_backup(
         assert failover.down_until(primary) == 30.0
     assert list(report.recipients) == [ANN, BOB, CAT]
     assert all(s.accepted for s in report.recipients.values())
-    assert {s.server for s in report.recipients.values()} == {failover.transports[1].name}
+    assert {s.transport_name for s in report.recipients.values()} == {failover.transports[1].name}
     for recipient in (ANN, BOB, CAT):
         assert server.deliveries_to(recipient) + backup.deliveries_to(recipient) == 1
     assert server.messages == []
@@ -322,10 +322,10 @@ async def test_throttled_recipient_moves_alone_and_others_stay(
         report = await failover.deliver(envelope(ANN, BOB, CAT), CONTENT)
         assert failover.down_until(primary) == 30.0
     assert all(s.accepted for s in report.recipients.values())
-    assert report.recipients[ANN].server == primary.name
-    assert report.recipients[BOB].server == failover.transports[1].name
-    assert report.recipients[CAT].server == primary.name
-    assert report.server == failover.transports[1].name  # the last member used
+    assert report.recipients[ANN].transport_name == primary.name
+    assert report.recipients[BOB].transport_name == failover.transports[1].name
+    assert report.recipients[CAT].transport_name == primary.name
+    assert report.transport_name == failover.transports[1].name  # the last member used
     assert [m.recipients for m in server.messages] == [(ANN, CAT)]
     assert [m.recipients for m in backup.messages] == [(BOB,)]
 
@@ -339,14 +339,14 @@ async def test_throttled_primary_is_rested(
     primary = fast(server)
     async with FailoverTransport([primary, fast(backup)], clock=clock) as failover:
         report = await failover.deliver(envelope(ANN), CONTENT)
-        assert report.recipients[ANN].server == failover.transports[1].name
+        assert report.recipients[ANN].transport_name == failover.transports[1].name
         assert failover.down_until(primary) == 30.0
         clock.advance(29.0)
         await failover.deliver(envelope(BOB), CONTENT)
         assert mails(server) == 1  # rested: not asked again
         clock.advance(1.0)  # back: the primary is preferred again
         report = await failover.deliver(envelope(CAT), CONTENT)
-        assert report.recipients[CAT].server == primary.name
+        assert report.recipients[CAT].transport_name == primary.name
         assert failover.down_until(primary) is None
     assert len(backup.messages) == 2
     assert [m.recipients for m in server.messages] == [(CAT,)]
@@ -371,7 +371,7 @@ async def test_error_about_the_message_propagates_without_failover(
             with pytest.raises(PermanentError, match="at most 64") as caught:
                 await failover.deliver(envelope(ANN), CONTENT + b"x" * 100)
             assert failover.down_until(primary) is None
-    assert caught.value.server == primary.name
+    assert caught.value.transport_name == primary.name
     assert backup.connections == 0
 
 
@@ -389,7 +389,7 @@ async def test_all_down_tries_the_one_back_soonest(
         with pytest.raises(TransientError) as caught:
             await failover.deliver(envelope(BOB), CONTENT)  # t=10: live down until 40
         assert caught.value.code == 421
-        assert caught.value.server == live.name
+        assert caught.value.transport_name == live.name
         assert f"skipped {dead.name}, down for another 20 s" in caught.value.explanation
 
         clock.advance(10.0)  # t=20: everything down; dead is due back first (30 < 40)
@@ -397,14 +397,14 @@ async def test_all_down_tries_the_one_back_soonest(
             await failover.deliver(envelope(CAT), CONTENT)
         message = str(caught_all.value)
         assert f"every server was marked down; tried {dead.name}, the first due back" in message
-        assert caught_all.value.server == dead.name
+        assert caught_all.value.transport_name == dead.name
         assert mails(relay) == 2  # live was not asked
         assert failover.down_until(dead) == 50.0
         assert any(getattr(r, "event", None) == "all_down" for r in caplog.records)
 
         clock.advance(21.0)  # t=41: live is back, dead still down
         report = await failover.deliver(envelope(CAT), CONTENT)
-        assert report.recipients[CAT].server == live.name
+        assert report.recipients[CAT].transport_name == live.name
     assert [m.recipients for m in relay.messages] == [(ANN,), (CAT,)]
 
 
@@ -420,7 +420,7 @@ async def test_a_probed_member_that_delivers_is_back_at_once(
             await failover.deliver(envelope(ANN), CONTENT)  # both down until 30
         clock.advance(5.0)
         report = await failover.deliver(envelope(BOB), CONTENT)  # probe: the first listed
-        assert report.recipients[BOB].server == primary.name
+        assert report.recipients[BOB].transport_name == primary.name
         assert failover.down_until(primary) is None
         await failover.deliver(envelope(CAT), CONTENT)
     assert [m.recipients for m in relay.messages] == [(BOB,), (CAT,)]
@@ -444,7 +444,7 @@ async def test_when_every_member_fails_the_retryable_error_wins(
         # Another try may succeed on the busy server; none will with a bad password.
         error = caught.value
         assert error.retryable
-        assert error.server == busy.name
+        assert error.transport_name == busy.name
         assert f"{bad_login.name}: 535" in error.explanation  # the other member's story
         assert PASSWORD not in str(error)
 
@@ -462,7 +462,7 @@ async def test_only_non_retryable_failures_raise_the_last(tls_server: LocalSMTPS
     async with FailoverTransport([bad, refuse_tls], clock=FakeClock()) as failover:
         with pytest.raises(AuthOrConfigError) as caught:
             await failover.deliver(envelope(ANN), CONTENT)
-    assert caught.value.server == refuse_tls.name
+    assert caught.value.transport_name == refuse_tls.name
     assert caught.value.phase is Phase.TLS
     assert f"{bad.name}: 535" in caught.value.explanation
 
@@ -484,7 +484,7 @@ async def test_later_member_error_after_a_report_becomes_statuses(
         ANN: Outcome.PERMANENT,
         BOB: Outcome.PERMANENT,
     }
-    assert {s.server for s in report.recipients.values()} == {"mock-backup"}
+    assert {s.transport_name for s in report.recipients.values()} == {"mock-backup"}
     assert [e.recipients for e, _ in mock.calls] == [(ANN, BOB)]
 
 
@@ -503,8 +503,8 @@ async def test_recipients_left_when_the_plan_runs_out_keep_the_latest_word(
         assert status.outcome is Outcome.TRANSIENT
         assert not status.retryable
         assert status.phase is Phase.CONNECT
-        assert status.server == dead.name
-    assert report.server == dead.name
+        assert status.transport_name == dead.name
+    assert report.transport_name == dead.name
     assert server.messages == []
 
 
@@ -517,7 +517,7 @@ async def test_statuses_name_their_member_and_missing_ones_are_not_sent() -> Non
     mock.name = "mock-a"
     async with FailoverTransport([mock, MemoryTransport()], clock=FakeClock()) as failover:
         report = await failover.deliver(envelope(ANN, BOB), CONTENT)
-    assert report.recipients[ANN].server == "mock-a"
+    assert report.recipients[ANN].transport_name == "mock-a"
     assert report.recipients[BOB].outcome is Outcome.PERMANENT
     assert "transport bug" in report.recipients[BOB].explanation
     assert failover.transports[1].outbox == []  # type: ignore[attr-defined]
@@ -532,7 +532,7 @@ async def test_raised_errors_name_their_member() -> None:
     async with FailoverTransport([first, second], clock=FakeClock()) as failover:
         with pytest.raises(ConnectionFailedError) as caught:
             await failover.deliver(envelope(ANN), CONTENT)
-    assert caught.value.server == "mock-b"
+    assert caught.value.transport_name == "mock-b"
     assert "mock-a: refused" in caught.value.explanation
 
 
@@ -546,7 +546,7 @@ async def test_round_robin_spreads_sends_evenly(
     async with RoundRobinTransport([fast(s) for s in servers], clock=FakeClock()) as rr:
         for i in range(6):
             report = await rr.deliver(envelope(f"user{i}@example.org"), CONTENT)
-            assert report.server == rr.transports[i % 3].name
+            assert report.transport_name == rr.transports[i % 3].name
     assert [len(s.messages) for s in servers] == [2, 2, 2]
 
 
@@ -576,8 +576,8 @@ async def test_mailer_reports_which_server_delivered_each_recipient(
             Message(sender="app@example.com", to=[ANN, BOB], cc=[CAT], subject="Hi", text="hi")
         )
     assert result.ok
-    assert result.server == composite.name
-    assert {r: s.server for r, s in result.recipients.items()} == {
+    assert result.transport_name == composite.name
+    assert {r: s.transport_name for r, s in result.recipients.items()} == {
         ANN: primary.name,
         BOB: second.name,
         CAT: primary.name,
@@ -596,7 +596,7 @@ async def test_mailer_retries_on_a_healthy_member_after_a_refused_one(
     composite = FailoverTransport([dead_transport(), fast(backup)], clock=clock)
     async with AsyncMailer(composite, clock=clock, sleep=clock.sleep) as mailer:
         result = await mailer.send(Message(sender="app@example.com", to=[ANN], text="hi"))
-    assert result.recipients[ANN].server == composite.transports[1].name
+    assert result.recipients[ANN].transport_name == composite.transports[1].name
     assert len(backup.messages) == 1
 
 
@@ -610,7 +610,7 @@ async def test_mailer_never_resends_an_ambiguous_delivery_through_the_backup(
         with pytest.raises(AmbiguousDeliveryError) as caught:
             await mailer.send(Message(sender="app@example.com", to=[ANN], text="hi"))
     assert caught.value.result is not None
-    assert caught.value.result.recipients[ANN].server == composite.transports[0].name
+    assert caught.value.result.recipients[ANN].transport_name == composite.transports[0].name
     assert len(relay.messages) == 1
     assert backup.messages == []
 

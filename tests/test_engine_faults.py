@@ -190,7 +190,7 @@ class BuggyTransport(Transport):
         await asyncio.sleep(0)
         if "bug@example.org" in envelope.recipients:
             raise KeyError("a bug in a transport")
-        return DeliveryReport.all_sent(envelope, server=self.name)
+        return DeliveryReport.all_sent(envelope, transport_name=self.name)
 
 
 async def test_a_foreign_exception_is_that_messages_ambiguous_outcome_and_the_stream_goes_on(
@@ -559,7 +559,7 @@ class ScriptedTransport(Transport):
             else:
                 status = replace(FAILING[Outcome(kind)], recipient=recipient)
             statuses[recipient] = status
-        return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+        return DeliveryReport.in_envelope_order(envelope, statuses, transport_name=self.name)
 
 
 @pytest.mark.parametrize(
@@ -602,7 +602,7 @@ async def test_a_permanent_protocol_error_among_recipients_is_a_protocol_error()
                 phase=Phase.RCPT,
             )
             return DeliveryReport.in_envelope_order(
-                envelope, {envelope.recipients[0]: status}, server=self.name
+                envelope, {envelope.recipients[0]: status}, transport_name=self.name
             )
 
     async with AsyncMailer(Refusing(), retry=RetryPolicy.never()) as mailer:
@@ -630,7 +630,7 @@ async def test_the_raised_error_carries_the_deciding_statuss_verdict_whole() -> 
                 ),
                 second: RecipientStatus.from_verdict(second, refused_sender, phase=Phase.RCPT),
             }
-            return DeliveryReport.in_envelope_order(envelope, statuses, server=self.name)
+            return DeliveryReport.in_envelope_order(envelope, statuses, transport_name=self.name)
 
     async with AsyncMailer(Mixed(), retry=RetryPolicy.never()) as mailer:
         with pytest.raises(AuthOrConfigError) as caught:

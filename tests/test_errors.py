@@ -7,6 +7,8 @@ import inspect
 import pickle
 import pickletools
 import ssl
+import warnings
+from collections.abc import Callable
 
 import aiosmtplib
 import aiosmtplib.errors
@@ -183,7 +185,7 @@ def test_error_text_carries_the_smtp_facts() -> None:
         phase=Phase.RCPT,
         recipient="bob@example.org",
         explanation="the mailbox does not exist",
-        server="smtp://mx:587",
+        transport_name="smtp://mx:587",
     )
     text = str(error)
     for fact in (
@@ -322,6 +324,7 @@ def test_shorthand_arguments_are_stored_on_the_verdict() -> None:
         "reply",
         "phase",
         "recipient",
+        "transport_name",
         "server",
         "result",
         "explanation",
@@ -365,23 +368,25 @@ def test_replace_returns_a_changed_copy_that_keeps_cause_and_traceback() -> None
     except ConnectionFailedError as raised:
         original = raised
     original.add_note("seen by the pool")
-    copy = original.replace(explanation="not retried", retryable=False, server="smtp://mx:25")
+    copy = original.replace(
+        explanation="not retried", retryable=False, transport_name="smtp://mx:25"
+    )
     assert type(copy) is ConnectionFailedError
     assert copy is not original
-    assert (copy.explanation, copy.retryable, copy.server, copy.phase) == (
+    assert (copy.explanation, copy.retryable, copy.transport_name, copy.phase) == (
         "not retried",
         False,
         "smtp://mx:25",
         Phase.MAIL,
     )
     assert copy.verdict.connection_lost
-    assert (original.explanation, original.server) == ("retried", None)  # untouched
+    assert (original.explanation, original.transport_name) == ("retried", None)  # untouched
     assert copy.__cause__ is cause
     assert copy.__suppress_context__
     assert copy.__traceback__ is original.__traceback__
     assert copy.__notes__ == ["seen by the pool"]
     with pytest.raises(AttributeError, match="immutable"):
-        copy.server = "elsewhere"
+        copy.transport_name = "elsewhere"
 
 
 def test_a_delivery_error_with_a_result_survives_pickling() -> None:
@@ -389,16 +394,19 @@ def test_a_delivery_error_with_a_result_survives_pickling() -> None:
     # statuses are a read-only mapping (MappingProxyType does not pickle by itself).
     envelope = Envelope(sender="a@example.com", recipients=("b@example.org", "c@example.org"))
     refused = RecipientStatus.from_reply(
-        "b@example.org", Reply(550, "5.1.1", "no such user"), phase=Phase.RCPT, server="smtp://mx"
+        "b@example.org",
+        Reply(550, "5.1.1", "no such user"),
+        phase=Phase.RCPT,
+        transport_name="smtp://mx",
     )
     sent = RecipientStatus.from_reply(
-        "c@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, server="smtp://mx"
+        "c@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, transport_name="smtp://mx"
     )
     result = SendResult(
         message_id="<m@example.com>",
         envelope=envelope,
         recipients={"b@example.org": refused, "c@example.org": sent},
-        server="smtp://mx",
+        transport_name="smtp://mx",
     )
     error = error_for(refused.verdict, "not delivered", reply=refused.reply, phase=Phase.RCPT)
     error = error.with_result(result)
@@ -411,6 +419,108 @@ def test_a_delivery_error_with_a_result_survives_pickling() -> None:
     assert str(copy) == str(error)
     with pytest.raises(AttributeError, match="immutable"):
         copy.result = None
+
+
+# -- transport_name, and server: its deprecated spelling (issue #12) ------------------------
+
+OLD_ARGUMENT = r"server= is deprecated: use transport_name= \(the transport's name\)"
+REFUSAL = Reply(550, "5.1.1", "no such user")
+
+#: Every public way to build an error that takes the transport's name, with ``**name``
+#: being ``server=...`` or ``transport_name=...``.
+ERROR_BUILDERS: dict[str, Callable[..., DeliveryError]] = {
+    "PermanentError()": lambda **name: PermanentError("refused", reply=REFUSAL, **name),
+    "AmbiguousDeliveryError()": lambda **name: AmbiguousDeliveryError("lost", **name),
+    "DeliveryError.from_reply()": lambda **name: DeliveryError.from_reply(
+        REFUSAL, "refused", phase=Phase.RCPT, recipient="b@example.org", **name
+    ),
+    "DeliveryError.from_verdict()": lambda **name: DeliveryError.from_verdict(
+        Verdict(outcome=Outcome.THROTTLED, explanation="429", delay_hint=7.0),
+        "HTTP 429",
+        phase=Phase.MAIL,
+        **name,
+    ),
+    "DeliveryError.from_connection_loss()": lambda **name: DeliveryError.from_connection_loss(
+        "reset", phase=Phase.DATA_END, **name
+    ),
+    "error_for()": lambda **name: error_for(
+        Verdict(outcome=Outcome.TRANSIENT, explanation="later"), "later", **name
+    ),
+    "error.replace()": lambda **name: TransientError("later", transport_name="old").replace(**name),
+}
+
+
+def _facts(error: DeliveryError) -> tuple[object, ...]:
+    return (type(error), error.verdict, error.reply, error.phase, error.transport_name, str(error))
+
+
+@pytest.mark.parametrize("where", list(ERROR_BUILDERS))
+def test_server_argument_of_an_error_warns_at_the_caller_and_still_works(where: str) -> None:
+    build = ERROR_BUILDERS[where]
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT) as caught:
+        old = build(server="smtp://mx")
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"{where}: ")
+    assert caught[0].filename == __file__  # stacklevel: the line that passed server=
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = build(transport_name="smtp://mx")
+    assert _facts(old) == _facts(new)
+    assert new.transport_name == "smtp://mx"
+    assert "server smtp://mx" in str(new)  # the text still says where it happened
+
+
+@pytest.mark.parametrize("where", list(ERROR_BUILDERS))
+def test_server_and_a_different_transport_name_are_refused_for_errors(where: str) -> None:
+    build = ERROR_BUILDERS[where]
+    with (
+        pytest.warns(DeprecationWarning, match=OLD_ARGUMENT),
+        pytest.raises(TypeError, match="server='a' and transport_name='b'"),
+    ):
+        build(server="a", transport_name="b")
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
+        assert build(server="a", transport_name="a").transport_name == "a"
+
+
+def test_reading_server_on_an_error_warns_at_the_caller_and_gives_the_transport_name() -> None:
+    error = ThrottledError("slow down", transport_name="smtp://mx")
+    with pytest.warns(DeprecationWarning, match="server is deprecated") as caught:
+        assert error.server == "smtp://mx"
+    assert str(caught[0].message) == (
+        "ThrottledError.server is deprecated: read .transport_name (the transport's name)"
+    )
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match="server is deprecated"):
+        assert PermanentError("x").server is None
+
+
+def test_an_error_with_a_transport_name_pickles_and_copies_without_warning() -> None:
+    envelope = Envelope(sender="a@example.com", recipients=("b@example.org",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        status = RecipientStatus.from_reply(
+            "b@example.org", REFUSAL, phase=Phase.RCPT, transport_name="smtp://mx"
+        )
+        result = SendResult(
+            message_id="<m@example.com>",
+            envelope=envelope,
+            recipients={"b@example.org": status},
+            transport_name="smtp://mx",
+        )
+        errors_ = [build(transport_name="smtp://mx") for build in ERROR_BUILDERS.values()]
+        for error in errors_:
+            error = error.with_result(result).replace(recipient="b@example.org")
+            copy = pickle.loads(pickle.dumps(error))
+            assert _facts(copy) == _facts(error)
+            assert copy.result == result
+            assert copy.result is not None
+            assert copy.result.recipients["b@example.org"].transport_name == "smtp://mx"
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
+        old = PermanentError("refused", server="smtp://mx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # built with server=, but kept as transport_name
+        assert pickle.loads(pickle.dumps(old)).transport_name == "smtp://mx"
+        assert old.replace(explanation="x").transport_name == "smtp://mx"
 
 
 def test_pickles_name_only_module_paths_that_stay() -> None:

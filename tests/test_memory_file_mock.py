@@ -50,7 +50,7 @@ async def test_memory_keeps_the_exact_message_and_reports_all_sent() -> None:
     assert sent.recipients == ("b@example.org", "c@example.net")
     assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.outcome is Outcome.SENT for s in report.recipients.values())
-    assert report.server == "memory"
+    assert report.transport_name == "memory"
     assert report.final_reply is not None
     assert report.final_reply.code == 250
 
@@ -130,7 +130,7 @@ async def test_file_writes_message_and_envelope_sidecar(tmp_path: Path) -> None:
     assert _listing(tmp_path) == sorted([eml.name, sidecar.name])
     assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.accepted for s in report.recipients.values())
-    assert report.server == f"file:{tmp_path}"
+    assert report.transport_name == f"file:{tmp_path}"
     assert report.final_reply is not None
     assert eml.name in report.final_reply.text
 
@@ -254,12 +254,12 @@ async def test_mock_none_is_all_sent_and_calls_are_recorded() -> None:
 
     assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.outcome is Outcome.SENT for s in report.recipients.values())
-    assert report.server == "mock"
+    assert report.transport_name == "mock"
     assert transport.calls == [(ENVELOPE, CONTENT), (ENVELOPE.only(["b@example.org"]), b"second")]
 
 
 async def test_mock_report_is_returned_as_is() -> None:
-    canned = DeliveryReport.all_sent(ENVELOPE, server="elsewhere")
+    canned = DeliveryReport.all_sent(ENVELOPE, transport_name="elsewhere")
     assert await _mock(canned).deliver(ENVELOPE, CONTENT) is canned
 
 
@@ -272,7 +272,7 @@ async def test_mock_reply_250_sends_to_everyone() -> None:
         assert status.outcome is Outcome.SENT
         assert status.reply == reply
         assert status.phase is Phase.DATA_END
-        assert status.server == "mock"
+        assert status.transport_name == "mock"
 
 
 @pytest.mark.parametrize(
@@ -363,7 +363,7 @@ async def test_mock_foreign_exception_becomes_permanent_error() -> None:
 
     assert isinstance(caught.value.__cause__, ValueError)
     assert "MockTransport handler raised ValueError: the test's bug" in str(caught.value)
-    assert caught.value.server == "mock"
+    assert caught.value.transport_name == "mock"
 
 
 async def test_mock_cancellation_is_not_wrapped() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -20,7 +22,9 @@ ENVELOPE = Envelope(sender="a@example.com", recipients=("b@example.org", "c@exam
 
 def test_a_status_from_a_reply_carries_the_replys_verdict_unchanged() -> None:
     reply = Reply(452, "4.5.3", "Too many recipients")
-    status = RecipientStatus.from_reply("b@example.org", reply, phase=Phase.RCPT, server="memory")
+    status = RecipientStatus.from_reply(
+        "b@example.org", reply, phase=Phase.RCPT, transport_name="memory"
+    )
     verdict = classify(reply, Phase.RCPT)
     assert status.verdict == verdict
     # The old field names read the verdict.
@@ -55,8 +59,8 @@ def test_replace_changes_the_status_and_its_verdict() -> None:
     status = RecipientStatus.from_reply(
         "b@example.org", Reply(451, "4.3.0", "try later"), phase=Phase.RCPT
     )
-    again = dataclasses.replace(status, attempts=3, server="smtp://mx")
-    assert (again.attempts, again.server, again.verdict) == (3, "smtp://mx", status.verdict)
+    again = dataclasses.replace(status, attempts=3, transport_name="smtp://mx")
+    assert (again.attempts, again.transport_name, again.verdict) == (3, "smtp://mx", status.verdict)
     changed = dataclasses.replace(status, explanation="tried 3 times")
     assert changed.explanation == "tried 3 times"
     assert changed.verdict == dataclasses.replace(status.verdict, explanation="tried 3 times")
@@ -64,10 +68,10 @@ def test_replace_changes_the_status_and_its_verdict() -> None:
 
 def test_a_status_from_an_error_keeps_the_errors_verdict() -> None:
     error = ConnectionFailedError("reset", phase=Phase.DATA, explanation="lost: retried")
-    status = RecipientStatus.from_error("b@example.org", error, server="smtp://mx")
+    status = RecipientStatus.from_error("b@example.org", error, transport_name="smtp://mx")
     assert status.verdict == error.verdict
     assert status.verdict.connection_lost  # what ConnectionFailedError stands for
-    assert (status.phase, status.server) == (Phase.DATA, "smtp://mx")
+    assert (status.phase, status.transport_name) == (Phase.DATA, "smtp://mx")
     # An error without an explanation lends its summary.
     bare = RecipientStatus.from_error("b@example.org", ThrottledError("slow down"))
     assert bare.explanation == "slow down"
@@ -76,7 +80,7 @@ def test_a_status_from_an_error_keeps_the_errors_verdict() -> None:
 
 def test_a_missing_status_is_a_permanent_transport_bug() -> None:
     status = missing_status("b@example.org", "custom")
-    assert (status.outcome, status.phase, status.server) == (
+    assert (status.outcome, status.phase, status.transport_name) == (
         Outcome.PERMANENT,
         Phase.DATA_END,
         "custom",
@@ -86,18 +90,18 @@ def test_a_missing_status_is_a_permanent_transport_bug() -> None:
 
 def test_results_and_reports_survive_pickling() -> None:
     sent = RecipientStatus.from_reply(
-        "b@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, server="memory"
+        "b@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, transport_name="memory"
     )
     lost = RecipientStatus.from_error(
-        "c@example.org", ConnectionFailedError("reset", phase=Phase.DATA), server="memory"
+        "c@example.org", ConnectionFailedError("reset", phase=Phase.DATA), transport_name="memory"
     )
     statuses = {"b@example.org": sent, "c@example.org": lost}
-    report = DeliveryReport(recipients=statuses, server="memory", final_reply=sent.reply)
+    report = DeliveryReport(recipients=statuses, transport_name="memory", final_reply=sent.reply)
     result = SendResult(
         message_id="<m@example.com>",
         envelope=ENVELOPE,
         recipients=statuses,
-        server="memory",
+        transport_name="memory",
         extra={"k": "v"},
     )
     for value in (report, result):
@@ -114,59 +118,153 @@ def test_send_outcome_is_the_deprecated_name_of_send_result_or_error() -> None:
     assert PermanentError("x").outcome is Outcome.PERMANENT  # the enum keeps its name
 
 
-def test_transport_name_is_what_server_used_to_be_called() -> None:
-    # ``server`` held a transport's name ("memory", "recipient-policy"), not a server:
-    # ``transport_name`` says so; ``server`` is still accepted and readable.
-    old = RecipientStatus(
-        recipient="b@example.org", outcome=Outcome.SENT, phase=Phase.DATA_END, server="memory"
+# -- transport_name, and server: its deprecated spelling (issue #12) ------------------------
+# ``server`` held a transport's name ("memory", "recipient-policy"), not a server:
+# ``transport_name`` says so. ``server=`` and ``.server`` still work for one release, with
+# a DeprecationWarning that points at the caller.
+
+OK = Reply(250, "2.0.0", "OK")
+OLD_ARGUMENT = r"server= is deprecated: use transport_name= \(the transport's name\)"
+
+
+def _statuses() -> dict[str, RecipientStatus]:
+    return {
+        r: RecipientStatus.from_reply(r, OK, phase=Phase.DATA_END, transport_name="memory")
+        for r in ENVELOPE.recipients
+    }
+
+
+#: Every public way to build a result that takes the transport's name, with ``**name``
+#: being ``server=...`` or ``transport_name=...``.
+RESULT_BUILDERS: dict[str, Callable[..., object]] = {
+    "RecipientStatus()": lambda **name: RecipientStatus(
+        recipient="b@example.org", outcome=Outcome.SENT, phase=Phase.DATA_END, **name
+    ),
+    "RecipientStatus.from_reply()": lambda **name: RecipientStatus.from_reply(
+        "b@example.org", OK, phase=Phase.DATA_END, **name
+    ),
+    "RecipientStatus.from_verdict()": lambda **name: RecipientStatus.from_verdict(
+        "b@example.org", classify(OK, Phase.DATA_END), phase=Phase.DATA_END, reply=OK, **name
+    ),
+    "RecipientStatus.from_error()": lambda **name: RecipientStatus.from_error(
+        "b@example.org", ConnectionFailedError("reset", phase=Phase.DATA), **name
+    ),
+    "DeliveryReport()": lambda **name: DeliveryReport(recipients=_statuses(), **name),
+    "DeliveryReport.all_sent()": lambda **name: DeliveryReport.all_sent(ENVELOPE, **name),
+    "DeliveryReport.in_envelope_order()": lambda **name: DeliveryReport.in_envelope_order(
+        ENVELOPE, _statuses(), **name
+    ),
+    "SendResult()": lambda **name: SendResult(
+        message_id="<m@example.com>", envelope=ENVELOPE, recipients=_statuses(), **name
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(RESULT_BUILDERS))
+def test_server_argument_warns_at_the_caller_and_still_names_the_transport(where: str) -> None:
+    build = RESULT_BUILDERS[where]
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT) as caught:
+        old = build(server="smtp://mx")
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"{where}: ")
+    assert caught[0].filename == __file__  # stacklevel: the line that passed server=
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = build(transport_name="smtp://mx")
+        assert old == new
+        assert new.transport_name == "smtp://mx"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("where", list(RESULT_BUILDERS))
+def test_server_and_a_different_transport_name_are_refused(where: str) -> None:
+    build = RESULT_BUILDERS[where]
+    with (
+        pytest.warns(DeprecationWarning, match=OLD_ARGUMENT),
+        pytest.raises(TypeError, match="server='a' and transport_name='b'"),
+    ):
+        build(server="a", transport_name="b")
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
+        same = build(server="a", transport_name="a")  # one name, spelt twice: no conflict
+    assert same.transport_name == "a"  # type: ignore[attr-defined]
+
+
+def test_replacing_a_status_with_server_is_a_conflict_with_its_transport_name() -> None:
+    # dataclasses.replace() passes every field, transport_name included: server= on top of
+    # it names the transport twice, so only transport_name= changes a status's transport.
+    status = RecipientStatus.from_reply(
+        "b@example.org", OK, phase=Phase.DATA_END, transport_name="memory"
     )
-    new = RecipientStatus(
-        recipient="b@example.org",
-        outcome=Outcome.SENT,
-        phase=Phase.DATA_END,
-        transport_name="memory",
+    with (
+        pytest.warns(DeprecationWarning, match=OLD_ARGUMENT),
+        pytest.raises(TypeError, match="pass transport_name= only"),
+    ):
+        dataclasses.replace(status, server="smtp://mx")  # type: ignore[call-arg]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = dataclasses.replace(status, transport_name="smtp://mx")
+    assert moved.transport_name == "smtp://mx"
+
+
+@pytest.mark.parametrize(
+    "where", ["RecipientStatus()", "DeliveryReport.all_sent()", "SendResult()"]
+)
+def test_reading_server_warns_at_the_caller_and_gives_the_transport_name(where: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = RESULT_BUILDERS[where](transport_name="memory")
+    with pytest.warns(DeprecationWarning, match=r"\.server is deprecated: read \.transport_name"):
+        read = value.server  # type: ignore[attr-defined]
+    assert read == "memory"
+
+
+def test_the_server_attribute_warning_names_the_class_and_the_callers_line() -> None:
+    status = RecipientStatus.from_reply(
+        "b@example.org", OK, phase=Phase.DATA_END, transport_name="memory"
     )
-    assert old == new
-    assert (new.transport_name, new.server) == ("memory", "memory")
-    assert dataclasses.replace(new, server="smtp://mx").transport_name == "smtp://mx"
-    reply = Reply(250, "2.0.0", "OK")
-    assert RecipientStatus.from_reply(
-        "b@example.org", reply, phase=Phase.DATA_END, server="x"
-    ) == RecipientStatus.from_reply(
-        "b@example.org", reply, phase=Phase.DATA_END, transport_name="x"
-    )
-    report = DeliveryReport.all_sent(ENVELOPE, server="memory")
-    assert report == DeliveryReport.all_sent(ENVELOPE, transport_name="memory")
-    assert (report.transport_name, report.server) == ("memory", "memory")
-    assert DeliveryReport(recipients=report.recipients, server="memory") == DeliveryReport(
-        recipients=report.recipients, transport_name="memory"
-    )
-    result = SendResult(
-        message_id="<m@example.com>", envelope=ENVELOPE, recipients={}, server="memory"
-    )
-    assert (result.transport_name, result.server) == ("memory", "memory")
-    error = PermanentError("x", server="smtp://mx")
-    assert (error.transport_name, error.server) == ("smtp://mx", "smtp://mx")
-    assert error.replace(server="smtp://backup").transport_name == "smtp://backup"
-    assert error.replace(transport_name="smtp://b").server == "smtp://b"
-    assert "server smtp://mx" in str(error)
+    with pytest.warns(DeprecationWarning, match="server") as caught:
+        assert status.server == "memory"
+    assert str(caught[0].message).startswith("RecipientStatus.server is deprecated")
+    assert caught[0].filename == __file__
+
+
+def test_transport_name_and_pickling_never_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        built = [build(transport_name="memory") for build in RESULT_BUILDERS.values()]
+        for value in built:
+            copy = pickle.loads(pickle.dumps(value))
+            assert copy == value
+            assert copy.transport_name == "memory"  # type: ignore[attr-defined]
+    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
+        old = SendResult(
+            message_id="<m@example.com>",
+            envelope=ENVELOPE,
+            recipients=_statuses(),
+            server="memory",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # built with server=, but pickled as transport_name
+        assert pickle.loads(pickle.dumps(old)).transport_name == "memory"
 
 
 def test_recipient_rows_are_one_json_row_per_recipient_in_the_results_order() -> None:
     sent = RecipientStatus.from_reply(
-        "b@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, server="memory"
+        "b@example.org", Reply(250, "2.0.0", "OK"), phase=Phase.DATA_END, transport_name="memory"
     )
     refused = RecipientStatus.from_reply(
-        "c@example.org", Reply(550, "5.1.1", "no such user"), phase=Phase.RCPT, server="memory"
+        "c@example.org",
+        Reply(550, "5.1.1", "no such user"),
+        phase=Phase.RCPT,
+        transport_name="memory",
     )
     lost = RecipientStatus.from_error(
-        "d@example.org", ConnectionFailedError("reset", phase=Phase.DATA), server="memory"
+        "d@example.org", ConnectionFailedError("reset", phase=Phase.DATA), transport_name="memory"
     )
     result = SendResult(
         message_id="m@example.com",
         envelope=ENVELOPE,
         recipients={"c@example.org": refused, "b@example.org": sent, "d@example.org": lost},
-        server="memory",
+        transport_name="memory",
     )
     rows = result.recipient_rows()
     assert rows == [

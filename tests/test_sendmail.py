@@ -159,8 +159,8 @@ async def test_exit_zero_reports_every_recipient_sent(recorder: Path) -> None:
     assert list(report.recipients) == list(ENVELOPE.recipients)
     assert all(s.outcome is Outcome.SENT for s in report.recipients.values())
     assert report.final_reply == Reply(250, "2.0.0", "handed to sendmail")
-    assert report.server == f"sendmail:{recorder}"
-    assert {s.server for s in report.recipients.values()} == {f"sendmail:{recorder}"}
+    assert report.transport_name == f"sendmail:{recorder}"
+    assert {s.transport_name for s in report.recipients.values()} == {f"sendmail:{recorder}"}
 
 
 async def test_exit_zero_with_chatter_on_stderr_is_still_success(make_script: MakeScript) -> None:
@@ -208,7 +208,7 @@ async def test_exit_status_raises_its_class(
     assert error.outcome is outcome
     assert error.retryable is (outcome is Outcome.TRANSIENT)
     assert error.phase is Phase.DATA_END
-    assert error.server == transport.name
+    assert error.transport_name == transport.name
     assert error.program_exit == ProgramExit(
         exit_code=code, signal=None, stderr=f"sendmail: failure number {code}\n"
     )
@@ -363,7 +363,7 @@ async def test_timeout_after_the_message_was_written_is_ambiguous(
         assert status.phase is Phase.DATA_END
         assert not status.retryable
         assert "may have" in status.explanation
-        assert status.server == transport.name
+        assert status.transport_name == transport.name
     _assert_dead(int(_wait_for_file(tmp_path / "pid")), reaped=True)
     _assert_dead(int(_wait_for_file(tmp_path / "child")), reaped=False)
 

@@ -335,4 +335,6 @@ def test_failover_from_env_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("RELIABLE_SMTP_FALLBACK_URLS", f"smtp+plain://127.0.0.1:{backup.port}")
         with Mailer.from_env() as mailer:
             result = mailer.send(Message(sender="a@example.com", to=["b@example.org"]))
-    assert result.recipients["b@example.org"].server == f"smtp+plain://127.0.0.1:{backup.port}"
+    assert (
+        result.recipients["b@example.org"].transport_name == f"smtp+plain://127.0.0.1:{backup.port}"
+    )

@@ -136,7 +136,7 @@ def test_outbox_behind_a_sync_mailer() -> None:
     assert mail.bcc == ("audit@example.net",)
     assert "audit@example.net" not in mail.content.decode()
     assert result.recipients[ANN].reply == Reply(250, "2.0.0", "kept in the outbox")
-    assert result.server == "outbox"
+    assert result.transport_name == "outbox"
 
 
 async def test_outbox_behind_an_async_mailer() -> None:
@@ -570,10 +570,10 @@ async def test_scripted_transport_reports_what_smtp_transport_reports(name: str)
     if isinstance(scenario.expected, dict):
         assert isinstance(fake, DeliveryReport)
         assert {r: s.outcome for r, s in fake.recipients.items()} == scenario.expected
-        assert all(s.server == "scripted" for s in fake.recipients.values())
+        assert all(s.transport_name == "scripted" for s in fake.recipients.values())
     else:
         assert type(fake) is scenario.expected
-        assert fake.server == "scripted"
+        assert fake.transport_name == "scripted"
     # What the "server" kept is what the real one kept (after the dot, even when lost).
     assert [m.recipients for m in scripted] == kept
 
@@ -817,7 +817,7 @@ class Good(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         self.ensure_open()
-        return DeliveryReport.all_sent(envelope, server=self.name)
+        return DeliveryReport.all_sent(envelope, transport_name=self.name)
 
 
 class ForgetsARecipient(Good):

@@ -453,7 +453,7 @@ def test_failure_error_names_the_phase_and_what_happened(
 ) -> None:
     error = failure_error(FAILURES[failure], phase, transport_name="smtp://mx:25")
     assert type(error) is error_class
-    assert (error.phase, error.server) == (phase, "smtp://mx:25")
+    assert (error.phase, error.transport_name) == (phase, "smtp://mx:25")
     assert summary in str(error)
     assert error.explanation
     if failure == "garbled":

@@ -55,7 +55,7 @@ class _Sink(Transport):
 
     async def deliver(self, envelope: Envelope, content: bytes) -> DeliveryReport:
         self.ensure_open()
-        return DeliveryReport.all_sent(envelope, server=self.name)
+        return DeliveryReport.all_sent(envelope, transport_name=self.name)
 
 
 class _NewStyle(_Sink):
@@ -165,13 +165,13 @@ REPLIES = [
 def test_status_from_reply_is_the_reply_tables_verdict(
     reply: Reply, phase: Phase, outcome: Outcome
 ) -> None:
-    status = RecipientStatus.from_reply("ann@example.org", reply, phase=phase, server="api")
+    status = RecipientStatus.from_reply("ann@example.org", reply, phase=phase, transport_name="api")
     verdict = classify(reply, phase)
     assert verdict.outcome is outcome
     assert status == RecipientStatus.from_verdict(
-        "ann@example.org", verdict, phase=phase, reply=reply, server="api"
+        "ann@example.org", verdict, phase=phase, reply=reply, transport_name="api"
     )
-    assert (status.outcome, status.phase, status.reply, status.server) == (
+    assert (status.outcome, status.phase, status.reply, status.transport_name) == (
         outcome,
         phase,
         reply,
@@ -204,7 +204,7 @@ def test_error_from_reply_has_the_class_the_table_selects_and_the_smtp_facts(
     reply: Reply, phase: Phase, cls: type[DeliveryError]
 ) -> None:
     error = DeliveryError.from_reply(
-        reply, "the API refused", phase=phase, recipient="ann@example.org", server="api"
+        reply, "the API refused", phase=phase, recipient="ann@example.org", transport_name="api"
     )
     assert type(error) is cls
     verdict = classify(reply, phase)
@@ -214,7 +214,7 @@ def test_error_from_reply_has_the_class_the_table_selects_and_the_smtp_facts(
         reply.enhanced_code,
         reply.text,
     )
-    assert (error.phase, error.recipient, error.server) == (phase, "ann@example.org", "api")
+    assert (error.phase, error.recipient, error.transport_name) == (phase, "ann@example.org", "api")
     assert error.explanation == verdict.explanation
     assert error.retryable is verdict.retryable
     assert error.delay_hint == verdict.delay_hint
@@ -244,7 +244,7 @@ def test_error_from_verdict_follows_the_outcome_and_keeps_the_hint(
     outcome: Outcome, cls: type[DeliveryError]
 ) -> None:
     verdict = Verdict(outcome=outcome, explanation="rate limited", retryable=True, delay_hint=7.0)
-    error = DeliveryError.from_verdict(verdict, "HTTP 429", phase=Phase.MAIL, server="api")
+    error = DeliveryError.from_verdict(verdict, "HTTP 429", phase=Phase.MAIL, transport_name="api")
     assert type(error) is cls
     assert (error.outcome, error.explanation, error.retryable, error.delay_hint) == (
         outcome,
@@ -252,7 +252,7 @@ def test_error_from_verdict_follows_the_outcome_and_keeps_the_hint(
         True,
         7.0,
     )
-    assert (error.reply, error.phase, error.server) == (None, Phase.MAIL, "api")
+    assert (error.reply, error.phase, error.transport_name) == (None, Phase.MAIL, "api")
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_error_from_connection_loss_is_ambiguous_only_once_the_message_was_hande
     phase: Phase, timed_out: bool, cls: type[DeliveryError], outcome: Outcome
 ) -> None:
     error = DeliveryError.from_connection_loss(
-        "reset by peer", phase=phase, timed_out=timed_out, server="api"
+        "reset by peer", phase=phase, timed_out=timed_out, transport_name="api"
     )
     assert type(error) is cls
     assert error.outcome is outcome

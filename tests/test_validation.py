@@ -475,7 +475,7 @@ def test_refused_become_permanent_never_contacted_statuses() -> None:
     assert status.attempts == 0
     assert not status.retryable
     assert not status.accepted
-    assert status.server == "recipient-policy"
+    assert status.transport_name == "recipient-policy"
     assert status.explanation == checked.refused["bad"].explanation
     assert status.explanation.startswith("recipient 'bad' is not a valid address: ")
 

@@ -77,6 +77,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._deprecations import transport_name_given, warn_server_attribute
 from ._replies import (
     Outcome,
     Phase,
@@ -202,7 +203,8 @@ class DeliveryError(ReliableSMTPError):
     * ``result`` - the :class:`~reliable_smtp.SendResult` with every recipient's
       status and every attempt (given by the mailer: :meth:`with_result`);
     * ``transport_name`` - the ``name`` of the transport that reported it, when known
-      (``server`` is its old name, still accepted and readable for one release);
+      (``server`` is its old name, still accepted and readable for one release, with a
+      ``DeprecationWarning``);
     * ``program_exit`` - for a transport that runs a local program (sendmail), how
       it ended (:class:`ProgramExit`: exit code, signal, stderr).
 
@@ -246,6 +248,10 @@ class DeliveryError(ReliableSMTPError):
         # explanation, outcome, retryable, delay_hint and setting are a shorthand for the
         # verdict of an error built without one (PermanentError("...", explanation=...)):
         # they are stored on the verdict, never beside it.
+        if server is not None:  # the deprecated spelling
+            transport_name = transport_name_given(
+                f"{type(self).__name__}()", server, transport_name
+            )
         base = verdict or Verdict(outcome=type(self).default_outcome, explanation="")
         verdict = base.updated(
             explanation=explanation,
@@ -272,7 +278,7 @@ class DeliveryError(ReliableSMTPError):
             "reply": reply,
             "phase": phase,
             "recipient": recipient,
-            "transport_name": server if server is not None else transport_name,
+            "transport_name": transport_name,
             "result": result,
             "program_exit": program_exit,
         }
@@ -329,6 +335,10 @@ class DeliveryError(ReliableSMTPError):
         ``explanation``, ``retryable``, ``delay_hint``, ``setting`` (changed on the
         verdict). The copy keeps the original's cause, context and traceback.
         """
+        if "server" in changes:
+            changes["transport_name"] = transport_name_given(
+                "error.replace()", changes.pop("server"), changes.get("transport_name")
+            )
         verdict_changes = {k: changes.pop(k) for k in _VERDICT_SHORTHAND if k in changes}
         fields = {"summary": self.summary, **self._fields(), **changes}
         if verdict_changes:
@@ -349,6 +359,7 @@ class DeliveryError(ReliableSMTPError):
     @property
     def server(self) -> str | None:
         """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        warn_server_attribute(self)
         return self.transport_name
 
     outcome = VerdictAttribute[Outcome]("The :class:`~reliable_smtp.Outcome`.")
@@ -384,7 +395,9 @@ class DeliveryError(ReliableSMTPError):
             reply=reply,
             phase=phase,
             recipient=recipient,
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "DeliveryError.from_reply()", server, transport_name
+            ),
         )
 
     @staticmethod
@@ -412,7 +425,9 @@ class DeliveryError(ReliableSMTPError):
             reply=reply,
             phase=phase,
             recipient=recipient,
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "DeliveryError.from_verdict()", server, transport_name
+            ),
         )
 
     @staticmethod
@@ -436,7 +451,9 @@ class DeliveryError(ReliableSMTPError):
             classify_connection_loss(phase, timed_out=timed_out),
             summary,
             phase=phase,
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "DeliveryError.from_connection_loss()", server, transport_name
+            ),
         )
 
     @property
@@ -602,5 +619,5 @@ def error_for(
         reply=reply,
         phase=phase,
         recipient=recipient,
-        transport_name=transport_name or server,
+        transport_name=transport_name_given("error_for()", server, transport_name),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._deprecations import transport_name_given, warn_server_attribute
 from ._envelope import Envelope
 from ._replies import Outcome, Phase, Reply, Verdict, VerdictAttribute, classify
 
@@ -37,7 +38,8 @@ class RecipientStatus:
     ``name`` of the transport that delivered or refused it (``"memory"``,
     ``"smtp://mx.example.com:587"``; ``"recipient-policy"`` when the mailer's
     recipient policy refused the address before any transport saw it). ``server`` is
-    its old name, still accepted and readable for one release.
+    its old name, still accepted and readable for one release, with a
+    ``DeprecationWarning``.
 
     Build one with :meth:`from_reply`, :meth:`from_verdict` or :meth:`from_error`.
     The constructor also takes ``outcome=``/``explanation=``/``retryable=``/
@@ -69,6 +71,8 @@ class RecipientStatus:
         split: bool | None = None,
         delay_hint: float | None = None,
     ) -> None:
+        if server is not None:  # the deprecated spelling
+            transport_name = transport_name_given("RecipientStatus()", server, transport_name)
         if verdict is None:
             if outcome is None:
                 raise TypeError("RecipientStatus needs a verdict (or an outcome)")
@@ -93,7 +97,7 @@ class RecipientStatus:
         setter(self, "verdict", verdict)
         setter(self, "phase", phase)
         setter(self, "reply", reply)
-        setter(self, "transport_name", server if server is not None else transport_name)
+        setter(self, "transport_name", transport_name)
         setter(self, "attempts", attempts)
 
     # Read from the verdict (the names transports and the retry policy always used).
@@ -106,6 +110,7 @@ class RecipientStatus:
     @property
     def server(self) -> str:
         """Deprecated name of :attr:`transport_name` (it names a transport, not a server)."""
+        warn_server_attribute(self)
         return self.transport_name
 
     @property
@@ -120,7 +125,7 @@ class RecipientStatus:
         *,
         phase: Phase,
         reply: Reply | None = None,
-        server: str = "",
+        server: str | None = None,
         transport_name: str = "",
     ) -> RecipientStatus:
         """The status a reply's verdict gives ``recipient`` (the verdict is kept as is)."""
@@ -129,7 +134,9 @@ class RecipientStatus:
             verdict=verdict,
             phase=phase,
             reply=reply,
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "RecipientStatus.from_verdict()", server, transport_name
+            ),
         )
 
     @classmethod
@@ -139,7 +146,7 @@ class RecipientStatus:
         reply: Reply,
         *,
         phase: Phase,
-        server: str = "",
+        server: str | None = None,
         transport_name: str = "",
     ) -> RecipientStatus:
         """The status ``reply``, received in ``phase``, gives ``recipient``.
@@ -149,14 +156,16 @@ class RecipientStatus:
         explanation, whether a retry may help and any delay the server asked for.
         For a transport that reports one reply per recipient (an SMTP RCPT refusal,
         an HTTP API's per-recipient result); ``transport_name`` is the transport's
-        ``name`` (``server`` is its old spelling).
+        ``name`` (``server`` is its deprecated spelling).
         """
         return cls.from_verdict(
             recipient,
             classify(reply, phase),
             phase=phase,
             reply=reply,
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "RecipientStatus.from_reply()", server, transport_name
+            ),
         )
 
     @classmethod
@@ -165,7 +174,7 @@ class RecipientStatus:
         recipient: str,
         error: DeliveryError,
         *,
-        server: str = "",
+        server: str | None = None,
         transport_name: str = "",
     ) -> RecipientStatus:
         """The status of ``recipient`` when the whole transaction failed with ``error``.
@@ -181,7 +190,11 @@ class RecipientStatus:
             verdict=verdict,
             phase=error.phase or Phase.CONNECT,
             reply=error.reply,
-            transport_name=transport_name or server or error.transport_name or "",
+            transport_name=(
+                transport_name_given("RecipientStatus.from_error()", server, transport_name)
+                or error.transport_name
+                or ""
+            ),
         )
 
 
@@ -232,7 +245,7 @@ class DeliveryReport:
     """A transport's account of one transaction: a status for every envelope recipient.
 
     ``transport_name`` is the ``name`` of the transport that reports it (``server``:
-    its old name, still accepted and readable for one release).
+    its old name, still accepted and readable for one release, with a ``DeprecationWarning``).
     """
 
     recipients: Mapping[str, RecipientStatus]
@@ -248,13 +261,16 @@ class DeliveryReport:
         final_reply: Reply | None = None,
         server: str | None = None,
     ) -> None:
+        if server is not None:  # the deprecated spelling
+            transport_name = transport_name_given("DeliveryReport()", server, transport_name)
         object.__setattr__(self, "recipients", _frozen(recipients))
-        object.__setattr__(self, "transport_name", server if server is not None else transport_name)
+        object.__setattr__(self, "transport_name", transport_name)
         object.__setattr__(self, "final_reply", final_reply)
 
     @property
     def server(self) -> str:
         """Deprecated name of :attr:`transport_name`."""
+        warn_server_attribute(self)
         return self.transport_name
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -266,14 +282,16 @@ class DeliveryReport:
         envelope: Envelope,
         statuses: Mapping[str, RecipientStatus],
         *,
-        server: str = "",
+        server: str | None = None,
         final_reply: Reply | None = None,
         transport_name: str = "",
     ) -> DeliveryReport:
         """A report listing ``statuses`` in envelope order (every recipient must have one)."""
         return cls(
             recipients={r: statuses[r] for r in envelope.recipients},
-            transport_name=transport_name or server,
+            transport_name=transport_name_given(
+                "DeliveryReport.in_envelope_order()", server, transport_name
+            ),
             final_reply=final_reply,
         )
 
@@ -283,12 +301,12 @@ class DeliveryReport:
         envelope: Envelope,
         *,
         reply: Reply | None = None,
-        server: str = "",
+        server: str | None = None,
         transport_name: str = "",
     ) -> DeliveryReport:
         """Every recipient accepted: the report of a transport that cannot fail per recipient."""
         reply = reply or Reply(250, "2.0.0", "OK")
-        name = transport_name or server
+        name = transport_name_given("DeliveryReport.all_sent()", server, transport_name)
         return cls(
             recipients={
                 r: RecipientStatus(
@@ -336,7 +354,8 @@ class SendResult:
     attempts: tuple[Attempt, ...] = ()
     elapsed: float = 0.0
     transport_name: str = ""
-    """The ``name`` of the mailer's transport (``server``: its old name, for one release)."""
+    """The ``name`` of the mailer's transport (``server``: its old name, for one release, with a
+    ``DeprecationWarning``)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __init__(
@@ -351,13 +370,15 @@ class SendResult:
         extra: Mapping[str, str] | None = None,
         server: str | None = None,
     ) -> None:
+        if server is not None:  # the deprecated spelling
+            transport_name = transport_name_given("SendResult()", server, transport_name)
         for name, value in (
             ("message_id", message_id),
             ("envelope", envelope),
             ("recipients", _frozen(recipients)),
             ("attempts", attempts),
             ("elapsed", elapsed),
-            ("transport_name", server if server is not None else transport_name),
+            ("transport_name", transport_name),
             ("extra", {} if extra is None else extra),
         ):
             object.__setattr__(self, name, value)
@@ -365,6 +386,7 @@ class SendResult:
     @property
     def server(self) -> str:
         """Deprecated name of :attr:`transport_name`."""
+        warn_server_attribute(self)
         return self.transport_name
 
     def __reduce__(self) -> tuple[object, ...]:
