@@ -339,6 +339,10 @@ def _steady_rate(arrivals: list[float], *, skip: int, tail: int) -> tuple[float,
     return rate, most
 
 
+#: The outbox's burst in the capped runs: how far ahead of the rate a late worker may catch up.
+BURST = 5
+
+
 def _capped_run(url: str, cwd: Path, *, workers: int, count: int, cap: float = CAP) -> None:
     # Each worker would open 4 connections; the outbox allows 6 over all of them (enough
     # that a loaded 2-core machine still keeps up with the cap: the test is of the cap).
@@ -346,8 +350,8 @@ def _capped_run(url: str, cwd: Path, *, workers: int, count: int, cap: float = C
         "RELIABLE_SMTP_OUTBOX_RATE_PER_SECOND": str(cap),
         "RELIABLE_SMTP_OUTBOX_MAX_CONNECTIONS": str(CONNECTIONS),
         # A worker that starts a transaction late (a loaded machine) may make up for it
-        # within 5 messages: any second still holds at most 105.
-        "RELIABLE_SMTP_OUTBOX_BURST": "5",
+        # within BURST messages.
+        "RELIABLE_SMTP_OUTBOX_BURST": str(BURST),
     }
     with Outbox(url) as outbox:
         _fill(outbox, count, seed=workers)
@@ -368,7 +372,11 @@ def _capped_run(url: str, cwd: Path, *, workers: int, count: int, cap: float = C
     rate, most = _steady_rate(arrivals, skip=count // 6, tail=count // 12)
     print(f"\n{workers} workers, cap {cap:.0f}/s: steady {rate:.1f}/s, busiest second {most}")
     assert 0.9 * cap <= rate <= 1.1 * cap
-    assert most <= 1.1 * cap
+    # The reservations allow at most cap + BURST in any second; the sink sees arrivals,
+    # each a little after its reservation (a worker process scheduled late on 2 shared
+    # cores), so a second can also hold messages reserved just before it: 10% of the
+    # cap for that lag. (cap 50 once gave 57 in a second here: cap + BURST + 2.)
+    assert most <= 1.1 * cap + BURST
 
 
 def test_four_workers_on_postgresql_hold_the_shared_rate(
