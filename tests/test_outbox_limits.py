@@ -26,7 +26,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outbox_sink import CountingSink, start_worker
-from reliable_smtp import AsyncMailer, ConfigurationError, MailerSettings, Outbox, OutboxLimits
+from reliable_smtp import (
+    AsyncMailer,
+    ConfigurationError,
+    MailerSettings,
+    Message,
+    Outbox,
+    OutboxLimits,
+    RecipientPolicy,
+)
 from reliable_smtp._outbox.limits import lowered_shared_rate, reserve_slot, shared_rate
 from reliable_smtp._outbox.schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, VERSION_TABLE, ddl
 from reliable_smtp._outbox.store import Store, open_store
@@ -471,3 +479,50 @@ async def test_a_stop_while_waiting_for_the_rate_gives_the_entry_back(tmp_path: 
             await asyncio.wait_for(running, 10)
         assert sink.deliveries == {}
         assert {e.state.value for e in outbox.list()} == {"queued"}
+
+
+@pytest.mark.parametrize("split", ["policy", "452"], ids=["one-per-transaction", "452-split"])
+async def test_each_transaction_of_a_claim_reserves_its_place_in_the_shared_rate(
+    tmp_path: Path, split: str
+) -> None:
+    # A claim can take several transactions: a policy that allows one recipient per
+    # transaction, or a "452 too many recipients" resent at once. The provider counts
+    # each, so each reserves: 3 transactions at 10/s wait 0.1 s twice (the claim's
+    # first was reserved before it started).
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    clock = FakeClock(time.time() + 1)  # after the enqueue: the entry is due
+    refused_once: set[str] = set()
+
+    def too_many(address: str) -> str | None:
+        if split == "452" and address != "a@example.org" and address not in refused_once:
+            refused_once.add(address)
+            return "452 4.5.3 too many recipients"
+        return None
+
+    policy = RecipientPolicy(max_recipients_per_transaction=1 if split == "policy" else None)
+    recipients = ["a@example.org", "b@example.org", "c@example.org"]
+    with Outbox(url) as outbox, CountingSink() as sink:
+        outbox.enqueue(Message(sender="app@example.com", to=recipients, subject="hi", text="body"))
+        sink.refuse = too_many
+        store = open_store(url)
+        transport = SMTPTransport("127.0.0.1", sink.port, tls="none", max_connections=1)
+        try:
+            async with AsyncMailer(transport, recipient_policy=policy) as mailer:
+                worker = OutboxWorker(
+                    store,
+                    mailer,
+                    concurrency=1,
+                    batch=1,
+                    poll_interval=0.05,
+                    limits=OutboxLimits(per_second=10),
+                    clock=clock,
+                    sleep=clock.sleep,
+                )
+                stats = await worker.run_until_idle()
+        finally:
+            store.close()
+        delivered = sum(sink.deliveries.values())
+    assert stats.recipients == {"sent": 3}
+    assert delivered == 3
+    transactions = 3 if split == "policy" else 2  # 452: a alone, then b and c together
+    assert [s for s in clock.sleeps if s > 0] == pytest.approx([0.1] * (transactions - 1), abs=1e-6)

@@ -285,10 +285,15 @@ class AsyncMailer:
         chunk_size: int | None,
         watch: SendWatch | None = None,
         policy: RetryPolicy | None = None,
+        before_next_transaction: Callable[[], Awaitable[object]] | None = None,
     ) -> SendResult:
         # ``policy`` overrides ``self.retry`` for one call: the outbox worker makes one
         # attempt per claim (the outbox schedule retries) and only resends 452 splits.
+        # ``before_next_transaction`` is awaited before every transaction but the first:
+        # the outbox worker reserves each one's place in the shared rate there (it
+        # reserved the first before calling).
         policy = policy or self.retry
+        transactions = 0
         started = self._clock()
         if watch is None:
             watch = self.hooks.watch()
@@ -303,7 +308,7 @@ class AsyncMailer:
         last_error: DeliveryError | None = None
 
         async def attempt_once() -> None:
-            nonlocal last_error, pending
+            nonlocal last_error, pending, transactions
             # Every attempt but a retry targets the whole envelope (pending keeps its order).
             targets = (
                 envelope if len(pending) == len(envelope.recipients) else envelope.only(pending)
@@ -322,6 +327,9 @@ class AsyncMailer:
                 part = targets if chunk is targets.recipients else targets.only(chunk)
                 try:
                     try:
+                        if transactions and before_next_transaction is not None:
+                            await before_next_transaction()
+                        transactions += 1
                         report = await self.transport.deliver(part, content)
                     except ReliableSMTPError:
                         raise

@@ -68,15 +68,20 @@ class ClaimSender:
 
     ``record_mark`` writes a final-dot mark durably (the worker's group commit of
     ``Store.mark_final_dot_many``) and says whether the lease still held.
+    ``reserve_next`` waits for the place of each transaction after a claim's first in
+    the shared rate (the worker reserves the first before calling :meth:`send`).
     """
 
     def __init__(
         self,
         mailer: AsyncMailer,
         record_mark: Callable[[tuple[Claim, tuple[str, ...]]], Awaitable[bool]],
+        *,
+        reserve_next: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._mailer = mailer
         self._record_mark = record_mark
+        self._reserve_next = reserve_next
         self._marks = bool(mailer.transport.marks_final_dot)
         policy = mailer.recipient_policy
         self._chunk_size = policy.max_recipients_per_transaction if policy is not None else None
@@ -109,6 +114,7 @@ class ClaimSender:
                     refused={},
                     chunk_size=self._chunk_size,
                     policy=one_attempt(len(envelope.recipients)),
+                    before_next_transaction=self._reserve_next,
                 )
         except DeliveryError as error:
             if error.result is None:

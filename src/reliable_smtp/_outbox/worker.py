@@ -168,7 +168,6 @@ class OutboxWorker:
         self._settles_batch: GroupCommit[tuple[Claim, Mapping[str, RecipientStatus]]] = GroupCommit(
             lambda items: self._db_call(self._store.settle_many, items, now=self._clock())
         )
-        self._sender = ClaimSender(self._mailer, self._marks_batch.submit)
         self.limits = limits or OutboxLimits()
         self._shared = SharedLimits(
             self.limits,
@@ -182,6 +181,11 @@ class OutboxWorker:
             wait=self._sleep_unless_stopped,
         )
         self._rates = self._shared.rates
+        # A claim's transactions after its first (a 452 split resent, more recipients
+        # than one transaction takes) each reserve their own place in the shared rate.
+        self._sender = ClaimSender(
+            self._mailer, self._marks_batch.submit, reserve_next=self._shared.reserve
+        )
         self.stats = WorkerStats()
 
     # -- running ------------------------------------------------------------------------
