@@ -5,7 +5,8 @@ The outbox is the one the backend writes to (``RELIABLE_SMTP_OUTBOX_DATABASE`` /
 :class:`~reliable_smtp.contrib.django.EmailBackend` - ``EMAIL_HOST``, ``EMAIL_PORT``,
 ``EMAIL_USE_TLS``... and ``RELIABLE_SMTP_*`` - through the ``EMAIL_BACKEND``
 class when it is one of ours (so a subclass's ``build_transport`` is used).
-SIGTERM/SIGINT stop claiming; in-flight transactions finish and settle.
+SIGTERM/SIGINT stop claiming; in-flight transactions finish and settle. The same signal
+again stops at once (in-flight entries are recovered like a crashed worker's).
 """
 
 from __future__ import annotations
