@@ -530,7 +530,7 @@ def _cmd_migrate(args: argparse.Namespace, console: _Console) -> int:
 
 def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
     from .._mailer import AsyncMailer
-    from .._outbox.worker import OutboxWorker
+    from .._outbox.worker import OutboxWorker, stderr_notice
     from .options import settings_from_args as _settings
 
     settings = _settings(args, console)
@@ -559,7 +559,8 @@ def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
                     return await worker.run_until_idle()
                 return await worker.arun()
 
-        stats = _run_with_signals(worker, serve)
+        # SIGTERM/SIGINT: the first stops gracefully, a second at once; stderr says which.
+        stats = worker.serve(serve, notice=stderr_notice("reliable-smtp worker"))
     finally:
         store.close()
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(stats.recipients.items())) or "nothing"
@@ -568,11 +569,3 @@ def _cmd_worker(args: argparse.Namespace, console: _Console) -> int:
         f"{stats.lost} lease(s) lost"
     )
     return 0
-
-
-def _run_with_signals(worker: Any, serve: Callable[[], Any]) -> Any:
-    """Run ``serve()`` on a new event loop; SIGTERM/SIGINT ask the worker to stop (once
-    gracefully, twice at once), and stderr says which."""
-    from .._outbox.worker import stderr_notice
-
-    return worker.serve(serve, notice=stderr_notice("reliable-smtp worker"))

@@ -196,12 +196,6 @@ class OutboxWorker:
         With a sync :class:`~reliable_smtp.Mailer` the worker runs on the mailer's own
         event loop, so its connections are the mailer's.
         """
-        if self._sync_mailer is not None:
-            restore = self._install_signal_handlers()
-            try:
-                return self._sync_mailer._run(self.arun)
-            finally:
-                restore()
         return self.serve(self.arun)
 
     def serve(
@@ -210,11 +204,14 @@ class OutboxWorker:
         *,
         notice: Callable[[str], None] | None = None,
     ) -> T:
-        """Run ``main()`` on a new event loop, with SIGTERM/SIGINT stopping this worker:
-        the first gracefully, the second at once (``reliable-smtp worker`` and the Django
-        command run their ``arun()`` under it; ``notice`` tells the operator)."""
+        """Run ``main()`` with SIGTERM/SIGINT stopping this worker: the first gracefully,
+        the second at once (``reliable-smtp worker`` and the Django command run their
+        ``arun()`` under it; ``notice`` tells the operator). On the sync mailer's own
+        loop when the worker has one, else on a new event loop."""
         restore = self._install_signal_handlers(notice)
         try:
+            if self._sync_mailer is not None:
+                return self._sync_mailer._run(main)
             return asyncio.run(main())
         finally:
             restore()
