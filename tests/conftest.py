@@ -6,7 +6,8 @@ import asyncio
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -160,3 +161,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- server=: the deprecated spelling of transport_name= (issue #12) -----------------------
+
+#: The warning every call given ``server=`` raises (reliable_smtp._deprecations).
+OLD_SERVER_ARGUMENT = r"server= is deprecated: use transport_name= \(the transport's name\)"
+
+
+def built_both_ways(build: Callable[..., Any], where: str) -> tuple[Any, Any]:
+    """``build(server="smtp://mx")`` and ``build(transport_name="smtp://mx")``.
+
+    The first must warn exactly once, naming ``where``, at the line that passed
+    ``server=`` (the builder's own file: the warning's stacklevel); the second must not
+    warn at all. The caller compares what the two built.
+    """
+    with pytest.warns(DeprecationWarning, match=OLD_SERVER_ARGUMENT) as caught:
+        old = build(server="smtp://mx")
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"{where}: ")
+    assert caught[0].filename == build.__code__.co_filename
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = build(transport_name="smtp://mx")
+    return old, new
+
+
+def assert_two_names_refused(build: Callable[..., Any]) -> None:
+    """``server=`` and a different ``transport_name=``: a TypeError; the same name spelt
+    both ways is one name (it only warns)."""
+    with (
+        pytest.warns(DeprecationWarning, match=OLD_SERVER_ARGUMENT),
+        pytest.raises(TypeError, match="server='a' and transport_name='b'"),
+    ):
+        build(server="a", transport_name="b")
+    with pytest.warns(DeprecationWarning, match=OLD_SERVER_ARGUMENT):
+        same = build(server="a", transport_name="a")
+    assert same.transport_name == "a"

@@ -14,6 +14,7 @@ import aiosmtplib
 import aiosmtplib.errors
 import pytest
 
+from conftest import OLD_SERVER_ARGUMENT, assert_two_names_refused, built_both_ways
 from reliable_smtp import Message
 from reliable_smtp import _errors as errors
 from reliable_smtp._envelope import Envelope
@@ -423,7 +424,6 @@ def test_a_delivery_error_with_a_result_survives_pickling() -> None:
 
 # -- transport_name, and server: its deprecated spelling (issue #12) ------------------------
 
-OLD_ARGUMENT = r"server= is deprecated: use transport_name= \(the transport's name\)"
 REFUSAL = Reply(550, "5.1.1", "no such user")
 
 #: Every public way to build an error that takes the transport's name, with ``**name``
@@ -456,15 +456,7 @@ def _facts(error: DeliveryError) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("where", list(ERROR_BUILDERS))
 def test_server_argument_of_an_error_warns_at_the_caller_and_still_works(where: str) -> None:
-    build = ERROR_BUILDERS[where]
-    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT) as caught:
-        old = build(server="smtp://mx")
-    assert len(caught) == 1
-    assert str(caught[0].message).startswith(f"{where}: ")
-    assert caught[0].filename == __file__  # stacklevel: the line that passed server=
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        new = build(transport_name="smtp://mx")
+    old, new = built_both_ways(ERROR_BUILDERS[where], where)
     assert _facts(old) == _facts(new)
     assert new.transport_name == "smtp://mx"
     assert "server smtp://mx" in str(new)  # the text still says where it happened
@@ -472,14 +464,7 @@ def test_server_argument_of_an_error_warns_at_the_caller_and_still_works(where: 
 
 @pytest.mark.parametrize("where", list(ERROR_BUILDERS))
 def test_server_and_a_different_transport_name_are_refused_for_errors(where: str) -> None:
-    build = ERROR_BUILDERS[where]
-    with (
-        pytest.warns(DeprecationWarning, match=OLD_ARGUMENT),
-        pytest.raises(TypeError, match="server='a' and transport_name='b'"),
-    ):
-        build(server="a", transport_name="b")
-    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
-        assert build(server="a", transport_name="a").transport_name == "a"
+    assert_two_names_refused(ERROR_BUILDERS[where])
 
 
 def test_reading_server_on_an_error_warns_at_the_caller_and_gives_the_transport_name() -> None:
@@ -515,7 +500,7 @@ def test_an_error_with_a_transport_name_pickles_and_copies_without_warning() -> 
             assert copy.result == result
             assert copy.result is not None
             assert copy.result.recipients["b@example.org"].transport_name == "smtp://mx"
-    with pytest.warns(DeprecationWarning, match=OLD_ARGUMENT):
+    with pytest.warns(DeprecationWarning, match=OLD_SERVER_ARGUMENT):
         old = PermanentError("refused", server="smtp://mx")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # built with server=, but kept as transport_name

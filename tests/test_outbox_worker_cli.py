@@ -12,6 +12,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -156,28 +158,38 @@ def test_worker_until_idle_sends_everything(url: str, capsys: pytest.CaptureFixt
         assert {outbox.get(i).state for i in ids} == {EntryState.SENT}
 
 
-def test_sigterm_finishes_the_transaction_in_flight_and_exits_0(url: str, tmp_path: Path) -> None:
-    with Outbox(url) as outbox:
-        entry = outbox.enqueue(message("a@example.org"))
-    with CountingSink(delay_share=1.0, delay=1.0) as sink:
+@contextmanager
+def worker_at_a_delayed_dot(
+    url: str, cwd: Path, *extra: str, delay: float, stdout: int = subprocess.PIPE
+) -> Iterator[tuple[CountingSink, subprocess.Popen[str]]]:
+    """A ``reliable-smtp worker`` process whose final dot gets its reply ``delay`` seconds
+    late; yields once that dot arrived. A worker still running at the end is killed."""
+    with CountingSink(delay_share=1.0, delay=delay) as sink:
         at_dot = threading.Event()
         sink.on_delayed_dot = at_dot.set
         worker = subprocess.Popen(
-            worker_command(url, sink.port),
-            cwd=tmp_path,
+            worker_command(url, sink.port, *extra),
+            cwd=cwd,
             env=worker_environment(),
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
             assert at_dot.wait(30), "the worker never sent the final dot"
-            worker.send_signal(signal.SIGTERM)  # the reply to the dot is still a second away
-            out, err = worker.communicate(timeout=30)
+            yield sink, worker
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def test_sigterm_finishes_the_transaction_in_flight_and_exits_0(url: str, tmp_path: Path) -> None:
+    with Outbox(url) as outbox:
+        entry = outbox.enqueue(message("a@example.org"))
+    with worker_at_a_delayed_dot(url, tmp_path, delay=1.0) as (sink, worker):
+        worker.send_signal(signal.SIGTERM)  # the reply to the dot is still a second away
+        out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert "1 settled (1 sent)" in out
     with Outbox(url) as outbox:
@@ -192,36 +204,22 @@ def test_a_second_sigterm_stops_at_once_and_recovery_makes_the_entry_ambiguous(
     # that is 30 s away, and the entry it leaves must be recovered, never lost or resent.
     with Outbox(url) as outbox:
         entry = outbox.enqueue(message("a@example.org"))
-    with CountingSink(delay_share=1.0, delay=30.0) as sink:
-        at_dot = threading.Event()
-        sink.on_delayed_dot = at_dot.set
-        worker = subprocess.Popen(
-            worker_command(url, sink.port, "--lease", "2"),
-            cwd=tmp_path,
-            env=worker_environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
+    lines: queue.Queue[str] = queue.Queue()
+    with worker_at_a_delayed_dot(
+        url, tmp_path, "--lease", "2", delay=30.0, stdout=subprocess.DEVNULL
+    ) as (_, worker):
         reader = threading.Thread(
             target=lambda: [lines.put(line) for line in worker.stderr or ()], daemon=True
         )
         reader.start()
-        try:
-            assert at_dot.wait(30), "the worker never sent the final dot"
-            worker.send_signal(signal.SIGTERM)
-            first = lines.get(timeout=30)
-            assert "SIGTERM received: finishing in-flight transactions" in first
-            started = time.monotonic()
-            worker.send_signal(signal.SIGTERM)
-            returncode = worker.wait(timeout=20)
-            stopped_after = time.monotonic() - started
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-        reader.join(5)
+        worker.send_signal(signal.SIGTERM)
+        first = lines.get(timeout=30)
+        assert "SIGTERM received: finishing in-flight transactions" in first
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        returncode = worker.wait(timeout=20)
+        stopped_after = time.monotonic() - started
+    reader.join(5)
     assert returncode == -signal.SIGTERM  # ended as SIGTERM ends a process
     assert stopped_after < 20  # not after the 30 s reply
     assert "SIGTERM again: stopping now" in lines.get(timeout=5)
