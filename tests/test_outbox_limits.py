@@ -323,7 +323,10 @@ async def test_a_worker_without_a_slot_claims_nothing_until_one_is_free(tmp_path
 
 # -- real worker processes -----------------------------------------------------------------
 
-CAP = 100.0
+#: Below what 4 worker processes, PostgreSQL and the sink can do together on 2 shared
+#: cores: at 100/s the steady rate once fell to 89.5/s in CI (the workers could not keep
+#: up), which says nothing about the cap. The test is of the cap.
+CAP = 80.0
 CONNECTIONS = 6
 
 
