@@ -53,12 +53,11 @@ logger = logging.getLogger("reliable_smtp")
 _HookFunction = TypeVar("_HookFunction", bound=Callable[[Any], Any])
 
 
-def _chunks(items: tuple[str, ...], size: int | None) -> Iterator[tuple[str, ...]]:
+def _chunks(items: tuple[str, ...], size: int | None) -> Sequence[tuple[str, ...]]:
+    """``items`` in transactions of at most ``size`` recipients (a list: most sends have one)."""
     if not size or len(items) <= size:
-        yield items
-        return
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+        return (items,)
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 class _PendingRecipients(Exception):  # noqa: N818 - a control-flow signal for tenacity, not an error
@@ -422,10 +421,11 @@ class AsyncMailer:
             except _PendingRecipients:
                 pass  # gave up: the statuses say why
 
+        in_order = {r: statuses[r] for r in envelope.recipients}
         result = SendResult(
             message_id=message_id,
             envelope=envelope,
-            recipients={**{r: statuses[r] for r in envelope.recipients}, **refused},
+            recipients={**in_order, **refused} if refused else in_order,
             attempts=tuple(attempts),
             elapsed=self._clock() - started,
             transport_name=self.transport.name,

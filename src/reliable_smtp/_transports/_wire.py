@@ -172,6 +172,9 @@ class Exchange(asyncio.Protocol):
         self._written_at = time.monotonic()
         self._transport: asyncio.BaseTransport | None = None
         self._alarm = Alarm(self._time_out)
+        # Made in a send on the loop it serves; looked up once (on 3.11 every
+        # get_running_loop() is a getpid() system call).
+        self._loop = asyncio.get_running_loop()
 
     # -- ownership of the incoming bytes -------------------------------------------------
 
@@ -337,7 +340,7 @@ class Exchange(asyncio.Protocol):
 
     async def _write_pieces(self, chunks: tuple[bytes | memoryview, ...], timeout: float) -> int:
         transport = self._protocol.transport
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         size = 0
         for chunk in chunks:
             view = memoryview(chunk)
@@ -381,7 +384,7 @@ class Exchange(asyncio.Protocol):
         Instead of a reply: :class:`LinkLostError`, :class:`ReplyTimeoutError` or
         :class:`GarbledReplyError`.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         deadline = loop.time() + timeout
         while True:
             reply = self._parse()
