@@ -964,3 +964,18 @@ def test_plain_address_path_reads_the_special_use_list_at_call_time(
     )
     assert _plain_address("x@corp.example.org") is None
     assert isinstance(_validated("x@corp.example.org", False, False, True), str)
+
+
+def test_plain_address_path_sees_the_special_use_list_changed_in_place() -> None:
+    import email_validator
+
+    names = email_validator.SPECIAL_USE_DOMAIN_NAMES
+    assert _plain_address("x@corp.example.org") is not None
+    names.append("example.org")
+    try:
+        assert _plain_address("x@corp.example.org") is None
+        assert _plain_address("x@example.org") is None
+        assert _plain_address("x@badexample.org") is not None  # a label boundary only
+    finally:
+        names.remove("example.org")
+    assert _plain_address("x@corp.example.org") is not None
