@@ -8,6 +8,7 @@ import dataclasses
 import pickle
 import threading
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import dns.exception
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reliable_smtp._checks import address_key
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._errors import (
     ConfigurationError,
@@ -799,6 +801,41 @@ def test_overlong_input_is_not_cached() -> None:
     assert _parse.cache_info().currsize <= size + 1  # the sender, at most
 
 
+def test_a_check_is_what_the_constructor_makes() -> None:
+    checked = RecipientPolicy(on_invalid="skip").check(SENDER, [OK, "bad", "ok@Example.ORG"])
+    assert checked == RecipientCheck(
+        sender=checked.sender,
+        recipients=checked.recipients,
+        refused=dict(checked.refused),
+        originals=dict(checked.originals),
+        needs_smtputf8=checked.needs_smtputf8,
+    )
+    assert list(checked.refused) == ["bad"]
+    assert dict(checked.originals) == {OK: OK}
+    for mapping in (checked.refused, checked.originals):
+        assert isinstance(mapping, MappingProxyType)
+        with pytest.raises(TypeError):
+            mapping["x"] = "y"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.sender = "x"  # type: ignore[misc]
+    clean = RecipientPolicy().check(SENDER, [OK])
+    assert clean.refused == {}
+    assert clean.problems == ()
+    assert isinstance(clean.refused, MappingProxyType)
+
+
+def test_a_falsy_suppression_hook_is_still_asked() -> None:
+    class Hook:
+        def __len__(self) -> int:
+            return 0
+
+        def __call__(self, address: str) -> bool:
+            return True
+
+    with pytest.raises(RecipientsRejectedError, match="suppress"):
+        RecipientPolicy(is_suppressed=Hook()).check(SENDER, [OK])
+
+
 # --------------------------------------------------------------------------- properties
 
 POLICIES = [
@@ -979,3 +1016,15 @@ def test_plain_address_path_sees_the_special_use_list_changed_in_place() -> None
     finally:
         names.remove("example.org")
     assert _plain_address("x@corp.example.org") is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=addresses, flags=st.sampled_from(_FLAGS))
+def test_an_envelope_form_is_its_own_dedupe_key(
+    address: str, flags: tuple[bool, bool, bool]
+) -> None:
+    # check() dedupes on envelope forms without address_key: their domain is lowercase.
+    parsed = _parse(address, *flags)
+    if not isinstance(parsed, str):
+        assert address_key(parsed.address) == parsed.address
+        assert parsed.domain == parsed.domain.lower()
