@@ -35,6 +35,7 @@ from reliable_smtp._validation import (
     RecipientsRejectedError,
     Resolver,
 )
+from reliable_smtp._validation import policy as policy_module
 from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE, _plain_address, _validated
 from reliable_smtp._validation.syntax import parse_address as _parse
 
@@ -785,13 +786,12 @@ async def test_acheck_runs_dns_in_a_worker_thread() -> None:
 # --------------------------------------------------------------------------- syntax cache
 
 
-def test_syntax_cache_is_bounded_and_used() -> None:
+def test_syntax_cache_is_bounded_and_shared_by_policies() -> None:
     assert _parse.cache_info().maxsize == SYNTAX_CACHE_SIZE
-    policy = RecipientPolicy()
-    policy.check(SENDER, ["cache-probe@example.org"])
+    RecipientPolicy().check(SENDER, ["cache-probe@example.org"])
     before = _parse.cache_info().hits
-    policy.check(SENDER, ["cache-probe@example.org"])
-    assert _parse.cache_info().hits == before + 2  # sender and recipient
+    RecipientPolicy().check(SENDER, ["cache-probe@example.org"])
+    assert _parse.cache_info().hits == before + 2  # sender and recipient, for another policy
 
 
 def test_overlong_input_is_not_cached() -> None:
@@ -799,6 +799,38 @@ def test_overlong_input_is_not_cached() -> None:
     with pytest.raises(RecipientsRejectedError):
         RecipientPolicy().check(SENDER, ["x" * 5000 + "@example.org"])
     assert _parse.cache_info().currsize <= size + 1  # the sender, at most
+
+
+def test_a_policy_remembers_the_addresses_it_accepted() -> None:
+    policy = RecipientPolicy(on_invalid="skip")
+    policy.check(SENDER, ["Memo-Probe@Example.ORG", "not an address"])
+    # Accepted addresses as given, with their envelope form; refusals are not kept.
+    assert policy._accepted == {
+        SENDER: _parse(SENDER, False, False, True),
+        "Memo-Probe@Example.ORG": _parse("Memo-Probe@Example.ORG", False, False, True),
+    }
+    before = _parse.cache_info()
+    checked = policy.check(SENDER, ["Memo-Probe@Example.ORG"])
+    assert _parse.cache_info() == before  # answered by the policy, not the LRU
+    assert checked.recipients == ("Memo-Probe@example.org",)
+
+
+def test_remembered_addresses_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_module, "ACCEPTED_CACHE_SIZE", 4)
+    policy = RecipientPolicy()
+    for i in range(10):
+        assert policy.check(SENDER, [f"bounded{i}@example.org"]).recipients
+        assert len(policy._accepted) <= 4
+    assert f"bounded{i}@example.org" in policy._accepted  # cleared when full, then refilled
+
+
+def test_a_replaced_policy_remembers_nothing_of_the_old_one() -> None:
+    policy = RecipientPolicy()
+    assert policy.check(SENDER, ["jörg@example.org"]).needs_smtputf8
+    strict = dataclasses.replace(policy, allow_smtputf8=False)
+    assert strict._accepted == {}
+    with pytest.raises(RecipientsRejectedError, match="SMTPUTF8"):
+        strict.check(SENDER, ["jörg@example.org"])
 
 
 def test_a_check_is_what_the_constructor_makes() -> None:
@@ -1016,6 +1048,33 @@ def test_plain_address_path_sees_the_special_use_list_changed_in_place() -> None
     finally:
         names.remove("example.org")
     assert _plain_address("x@corp.example.org") is not None
+
+
+# --------------------------------------------------------------------------- remembered verdicts
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    policy=st.sampled_from(POLICIES),
+    sender=st.one_of(st.text(), st.emails()),
+    recipients=st.lists(addresses, max_size=8),
+)
+def test_a_remembered_verdict_is_the_verdict(
+    policy: RecipientPolicy, sender: str, recipients: list[str]
+) -> None:
+    def outcome(checker: RecipientPolicy) -> object:
+        try:
+            return checker.check(sender, recipients)
+        except ReliableSMTPError as exc:
+            return (type(exc), str(exc))
+
+    fresh = dataclasses.replace(policy)  # nothing remembered yet
+    first = outcome(fresh)
+    assert outcome(fresh) == first  # now from what it remembered
+    assert outcome(dataclasses.replace(policy)) == first
+    for address, parsed in fresh._accepted.items():
+        flags = (policy.allow_quoted_local, policy.allow_domain_literal)
+        assert parsed == _parse(address, *flags, policy.globally_deliverable)
 
 
 @settings(max_examples=300, deadline=None)

@@ -25,6 +25,9 @@ from .problems import AddressProblem, RecipientsRejectedError
 from .resolver import DNSResolver, DomainCache, Resolver
 from .syntax import MAX_ADDRESS_INPUT, Parsed, as_str, parse_address
 
+ACCEPTED_CACHE_SIZE = 1024
+"""How many accepted addresses each policy remembers (see ``RecipientPolicy._syntax``)."""
+
 OnInvalid: TypeAlias = Literal["reject", "skip"]
 """``"reject"``: refuse the whole message; ``"skip"``: send to the valid recipients."""
 
@@ -217,6 +220,7 @@ class RecipientPolicy:
     dns_cache_ttl: float = 300.0
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
     _dns_cache: DomainCache = field(init=False, repr=False, compare=False)
+    _accepted: dict[str, Parsed] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in (
@@ -268,6 +272,7 @@ class RecipientPolicy:
                 )
             object.__setattr__(self, "resolver", DNSResolver())
         object.__setattr__(self, "_dns_cache", DomainCache(self.dns_cache_size, self.dns_cache_ttl))
+        object.__setattr__(self, "_accepted", {})
 
     # -- the entry points ---------------------------------------------------------------
 
@@ -293,11 +298,12 @@ class RecipientPolicy:
             or self.is_suppressed is not None
         )
         dns = self.check_deliverability
+        accepted = self._accepted  # see _syntax
 
         envelope_sender = ""
         needs_smtputf8 = False
         if sender_text:
-            parsed_sender = self._syntax(sender_text, "sender")
+            parsed_sender = accepted.get(sender_text) or self._syntax(sender_text, "sender")
             if isinstance(parsed_sender, AddressProblem):
                 problems.append(parsed_sender)
             else:
@@ -318,7 +324,7 @@ class RecipientPolicy:
             # equal to one already accepted is that same mailbox.
             if address in refused or address in originals:
                 continue
-            parsed = self._syntax(address, "recipient")
+            parsed = accepted.get(address) or self._syntax(address, "recipient")
             if isinstance(parsed, AddressProblem):
                 refused[address] = parsed
                 continue
@@ -403,6 +409,14 @@ class RecipientPolicy:
                 ),
                 role=role,
             )
+        # Remembered for this policy (whose options decided it), so that a repeat - the
+        # sender on nearly every message, recurring recipients - costs one dict lookup
+        # instead of this method and the LRU's key of four arguments. Accepted addresses
+        # only: a refusal is rare and needs its role. Bounded: cleared when full.
+        accepted = self._accepted
+        if len(accepted) >= ACCEPTED_CACHE_SIZE:
+            accepted.clear()
+        accepted[address] = parsed
         return parsed
 
     def _who(self, address: str, parsed: Parsed) -> AddressProblem | None:
