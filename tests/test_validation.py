@@ -36,6 +36,7 @@ from reliable_smtp._validation import (
     Resolver,
 )
 from reliable_smtp._validation import policy as policy_module
+from reliable_smtp._validation import syntax as syntax_module
 from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE, _plain_address, _validated
 from reliable_smtp._validation.syntax import parse_address as _parse
 
@@ -1033,6 +1034,31 @@ def test_plain_address_path_reads_the_special_use_list_at_call_time(
     )
     assert _plain_address("x@corp.example.org") is None
     assert isinstance(_validated("x@corp.example.org", False, False, True), str)
+
+
+def test_plain_address_path_remembers_domains_in_a_bounded_dict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(syntax_module, "DOMAIN_CACHE_SIZE", 4)
+    for i in range(10):
+        assert _plain_address(f"x@host{i}.example.org") is not None
+        assert len(syntax_module._special_use.domains) <= 4
+    assert syntax_module._special_use.domains["host9.example.org"] == "host9.example.org"
+    assert _plain_address("x@Host9.Example.ORG") is not None
+    assert syntax_module._special_use.domains["Host9.Example.ORG"] == "host9.example.org"
+    assert _plain_address("x@mail.test") is None
+    assert syntax_module._special_use.domains["mail.test"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(domain=_domains)
+def test_a_remembered_domain_answer_is_the_answer(domain: str) -> None:
+    syntax_module._special_use.domains.pop(domain, None)
+    first = syntax_module._plain_domain(domain)  # computed, then remembered
+    assert syntax_module._special_use.domains[domain] == first
+    assert syntax_module._plain_domain(domain) == first
+    if len(domain) <= 252:  # "x@" + domain within the 254 of an address
+        assert _agree(f"x@{domain}") is (first is not None)
 
 
 def test_plain_address_path_sees_the_special_use_list_changed_in_place() -> None:
