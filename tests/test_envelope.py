@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import relay_transport
 from reliable_smtp import Mailer, Message
+from reliable_smtp import _envelope as envelope_module
 from reliable_smtp._envelope import Envelope, dedupe_addresses
 from reliable_smtp._errors import InvalidAddressError, InvalidMessageError
 from reliable_smtp.testing import LocalSMTPServer
@@ -204,3 +207,90 @@ def test_only_keeps_a_checked_subset_in_order_and_refuses_an_empty_one() -> None
     assert subset.recipients == ("a@example.org", "c@x.org")  # envelope order
     with pytest.raises(InvalidMessageError, match="no recipients"):
         envelope.only(["nobody@example.org"])
+
+
+# --------------------------------------------------------------------------- build's shortcut
+
+
+def test_build_makes_what_the_constructor_makes() -> None:
+    built = Envelope.build("a@example.com", ["b@example.org", "b@EXAMPLE.org", "c@example.org"])
+    assert type(built) is Envelope
+    assert built == Envelope("a@example.com", ("b@example.org", "c@example.org"))
+    assert Envelope.build("", ["b@example.org"]) == Envelope("", ("b@example.org",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.sender = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", UNSAFE_PATHS)
+def test_build_refuses_what_the_constructor_refuses(path: str) -> None:
+    for sender, recipients in [("app@example.com", (path,)), (path, ("ok@example.org",))]:
+        with pytest.raises(InvalidAddressError) as via_build:
+            Envelope.build(sender, recipients)
+        with pytest.raises(InvalidAddressError) as via_constructor:
+            Envelope(sender, recipients)
+        assert str(via_build.value) == str(via_constructor.value)
+
+
+def test_build_refuses_no_recipients_and_non_str_paths() -> None:
+    with pytest.raises(InvalidMessageError, match="at least one"):
+        Envelope.build("a@example.com", [])
+    with pytest.raises(InvalidAddressError, match="sender must be a str"):
+        Envelope.build(b"a@example.com", ["b@example.org"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidAddressError, match="recipient must be a str"):
+        Envelope.build("a@example.com", [None])  # type: ignore[list-item]
+
+
+def test_build_of_a_subclass_goes_through_its_constructor() -> None:
+    built: list[Envelope] = []
+
+    class Recorded(Envelope):
+        __slots__ = ()
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            built.append(self)
+
+    envelope = Recorded.build("a@example.com", ["b@example.org"])
+    assert type(envelope) is Recorded
+    assert built == [envelope]
+
+
+# --------------------------------------------------------------------------- remembered paths
+
+
+def test_valid_paths_are_remembered_in_a_bounded_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(envelope_module, "_VALID_PATHS", set())
+    monkeypatch.setattr(envelope_module, "_VALID_PATHS_SIZE", 3)
+    for i in range(10):
+        Envelope("app@example.com", (f"user{i}@example.org",))
+        assert len(envelope_module._VALID_PATHS) <= 3
+    assert "user9@example.org" in envelope_module._VALID_PATHS  # cleared when full
+    with pytest.raises(InvalidAddressError):
+        Envelope("app@example.com", ("a b@example.org",))
+    assert "a b@example.org" not in envelope_module._VALID_PATHS
+
+
+def test_a_str_subclass_is_never_answered_from_memory() -> None:
+    Envelope("app@example.com", ("ok@example.org",))  # remembered
+
+    class LooksValid(str):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return hash("ok@example.org")
+
+    with pytest.raises(InvalidAddressError):
+        Envelope("app@example.com", (LooksValid("ok@example.org> NOTIFY=SUCCESS"),))
+    assert not any(type(path) is not str for path in envelope_module._VALID_PATHS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.lists(PATH_PIECES | st.text(max_size=4), max_size=8).map("".join))
+def test_a_remembered_path_verdict_is_the_verdict(path: str) -> None:
+    envelope_module._VALID_PATHS.discard(path)
+    first = envelope_module._path_problem(path)  # remembered if valid
+    assert (path in envelope_module._VALID_PATHS) is (first is None)
+    assert envelope_module._path_problem(path) == first

@@ -8,6 +8,7 @@ import dataclasses
 import pickle
 import threading
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import dns.exception
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reliable_smtp._checks import address_key
 from reliable_smtp._envelope import Envelope
 from reliable_smtp._errors import (
     ConfigurationError,
@@ -33,6 +35,8 @@ from reliable_smtp._validation import (
     RecipientsRejectedError,
     Resolver,
 )
+from reliable_smtp._validation import policy as policy_module
+from reliable_smtp._validation import syntax as syntax_module
 from reliable_smtp._validation.syntax import SYNTAX_CACHE_SIZE, _plain_address, _validated
 from reliable_smtp._validation.syntax import parse_address as _parse
 
@@ -783,13 +787,12 @@ async def test_acheck_runs_dns_in_a_worker_thread() -> None:
 # --------------------------------------------------------------------------- syntax cache
 
 
-def test_syntax_cache_is_bounded_and_used() -> None:
+def test_syntax_cache_is_bounded_and_shared_by_policies() -> None:
     assert _parse.cache_info().maxsize == SYNTAX_CACHE_SIZE
-    policy = RecipientPolicy()
-    policy.check(SENDER, ["cache-probe@example.org"])
+    RecipientPolicy().check(SENDER, ["cache-probe@example.org"])
     before = _parse.cache_info().hits
-    policy.check(SENDER, ["cache-probe@example.org"])
-    assert _parse.cache_info().hits == before + 2  # sender and recipient
+    RecipientPolicy().check(SENDER, ["cache-probe@example.org"])
+    assert _parse.cache_info().hits == before + 2  # sender and recipient, for another policy
 
 
 def test_overlong_input_is_not_cached() -> None:
@@ -797,6 +800,73 @@ def test_overlong_input_is_not_cached() -> None:
     with pytest.raises(RecipientsRejectedError):
         RecipientPolicy().check(SENDER, ["x" * 5000 + "@example.org"])
     assert _parse.cache_info().currsize <= size + 1  # the sender, at most
+
+
+def test_a_policy_remembers_the_addresses_it_accepted() -> None:
+    policy = RecipientPolicy(on_invalid="skip")
+    policy.check(SENDER, ["Memo-Probe@Example.ORG", "not an address"])
+    # Accepted addresses as given, with their envelope form; refusals are not kept.
+    assert policy._accepted == {
+        SENDER: _parse(SENDER, False, False, True),
+        "Memo-Probe@Example.ORG": _parse("Memo-Probe@Example.ORG", False, False, True),
+    }
+    before = _parse.cache_info()
+    checked = policy.check(SENDER, ["Memo-Probe@Example.ORG"])
+    assert _parse.cache_info() == before  # answered by the policy, not the LRU
+    assert checked.recipients == ("Memo-Probe@example.org",)
+
+
+def test_remembered_addresses_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_module, "ACCEPTED_CACHE_SIZE", 4)
+    policy = RecipientPolicy()
+    for i in range(10):
+        assert policy.check(SENDER, [f"bounded{i}@example.org"]).recipients
+        assert len(policy._accepted) <= 4
+    assert f"bounded{i}@example.org" in policy._accepted  # cleared when full, then refilled
+
+
+def test_a_replaced_policy_remembers_nothing_of_the_old_one() -> None:
+    policy = RecipientPolicy()
+    assert policy.check(SENDER, ["jörg@example.org"]).needs_smtputf8
+    strict = dataclasses.replace(policy, allow_smtputf8=False)
+    assert strict._accepted == {}
+    with pytest.raises(RecipientsRejectedError, match="SMTPUTF8"):
+        strict.check(SENDER, ["jörg@example.org"])
+
+
+def test_a_check_is_what_the_constructor_makes() -> None:
+    checked = RecipientPolicy(on_invalid="skip").check(SENDER, [OK, "bad", "ok@Example.ORG"])
+    assert checked == RecipientCheck(
+        sender=checked.sender,
+        recipients=checked.recipients,
+        refused=dict(checked.refused),
+        originals=dict(checked.originals),
+        needs_smtputf8=checked.needs_smtputf8,
+    )
+    assert list(checked.refused) == ["bad"]
+    assert dict(checked.originals) == {OK: OK}
+    for mapping in (checked.refused, checked.originals):
+        assert isinstance(mapping, MappingProxyType)
+        with pytest.raises(TypeError):
+            mapping["x"] = "y"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.sender = "x"  # type: ignore[misc]
+    clean = RecipientPolicy().check(SENDER, [OK])
+    assert clean.refused == {}
+    assert clean.problems == ()
+    assert isinstance(clean.refused, MappingProxyType)
+
+
+def test_a_falsy_suppression_hook_is_still_asked() -> None:
+    class Hook:
+        def __len__(self) -> int:
+            return 0
+
+        def __call__(self, address: str) -> bool:
+            return True
+
+    with pytest.raises(RecipientsRejectedError, match="suppress"):
+        RecipientPolicy(is_suppressed=Hook()).check(SENDER, [OK])
 
 
 # --------------------------------------------------------------------------- properties
@@ -964,3 +1034,82 @@ def test_plain_address_path_reads_the_special_use_list_at_call_time(
     )
     assert _plain_address("x@corp.example.org") is None
     assert isinstance(_validated("x@corp.example.org", False, False, True), str)
+
+
+def test_plain_address_path_remembers_domains_in_a_bounded_dict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(syntax_module, "DOMAIN_CACHE_SIZE", 4)
+    for i in range(10):
+        assert _plain_address(f"x@host{i}.example.org") is not None
+        assert len(syntax_module._special_use.domains) <= 4
+    assert syntax_module._special_use.domains["host9.example.org"] == "host9.example.org"
+    assert _plain_address("x@Host9.Example.ORG") is not None
+    assert syntax_module._special_use.domains["Host9.Example.ORG"] == "host9.example.org"
+    assert _plain_address("x@mail.test") is None
+    assert syntax_module._special_use.domains["mail.test"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(domain=_domains)
+def test_a_remembered_domain_answer_is_the_answer(domain: str) -> None:
+    syntax_module._special_use.domains.pop(domain, None)
+    first = syntax_module._plain_domain(domain)  # computed, then remembered
+    assert syntax_module._special_use.domains[domain] == first
+    assert syntax_module._plain_domain(domain) == first
+    if len(domain) <= 252:  # "x@" + domain within the 254 of an address
+        assert _agree(f"x@{domain}") is (first is not None)
+
+
+def test_plain_address_path_sees_the_special_use_list_changed_in_place() -> None:
+    import email_validator
+
+    names = email_validator.SPECIAL_USE_DOMAIN_NAMES
+    assert _plain_address("x@corp.example.org") is not None
+    names.append("example.org")
+    try:
+        assert _plain_address("x@corp.example.org") is None
+        assert _plain_address("x@example.org") is None
+        assert _plain_address("x@badexample.org") is not None  # a label boundary only
+    finally:
+        names.remove("example.org")
+    assert _plain_address("x@corp.example.org") is not None
+
+
+# --------------------------------------------------------------------------- remembered verdicts
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    policy=st.sampled_from(POLICIES),
+    sender=st.one_of(st.text(), st.emails()),
+    recipients=st.lists(addresses, max_size=8),
+)
+def test_a_remembered_verdict_is_the_verdict(
+    policy: RecipientPolicy, sender: str, recipients: list[str]
+) -> None:
+    def outcome(checker: RecipientPolicy) -> object:
+        try:
+            return checker.check(sender, recipients)
+        except ReliableSMTPError as exc:
+            return (type(exc), str(exc))
+
+    fresh = dataclasses.replace(policy)  # nothing remembered yet
+    first = outcome(fresh)
+    assert outcome(fresh) == first  # now from what it remembered
+    assert outcome(dataclasses.replace(policy)) == first
+    for address, parsed in fresh._accepted.items():
+        flags = (policy.allow_quoted_local, policy.allow_domain_literal)
+        assert parsed == _parse(address, *flags, policy.globally_deliverable)
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=addresses, flags=st.sampled_from(_FLAGS))
+def test_an_envelope_form_is_its_own_dedupe_key(
+    address: str, flags: tuple[bool, bool, bool]
+) -> None:
+    # check() dedupes on envelope forms without address_key: their domain is lowercase.
+    parsed = _parse(address, *flags)
+    if not isinstance(parsed, str):
+        assert address_key(parsed.address) == parsed.address
+        assert parsed.domain == parsed.domain.lower()

@@ -9,19 +9,30 @@ line of its own - an SMTP command or a header: :func:`line_break_problem`.
 Every path (sender and recipients) is checked by the :class:`Envelope` itself,
 so an address reaches ``MAIL FROM:<...>`` / ``RCPT TO:<...>`` exactly as given
 whether or not a :class:`~reliable_smtp.RecipientPolicy` ran before, and whichever
-transport is used.
+transport is used. Paths found valid are remembered (a set of at most
+``_VALID_PATHS_SIZE``, cleared when full): the check is pure, and the sender is the
+same on nearly every message.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._checks import address_key
 from ._errors import InvalidAddressError, InvalidMessageError
 
-__all__ = ["Envelope", "check_no_line_breaks", "dedupe_addresses", "line_break_problem"]
+__all__ = [
+    "Envelope",
+    "check_no_line_breaks",
+    "dedupe_addresses",
+    "line_break_problem",
+    "slot_setter",
+]
+
+_T = TypeVar("_T")
 
 # Every character one of Python's line splitters treats as the end of a line
 # (str.splitlines, and with it the email package's header folders; bytes and io
@@ -56,6 +67,13 @@ _UNSAFE_IN_PATH = re.compile(r"[\s\x00-\x1f\x7f-\x9f<>]")
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets.
 _MAX_PATH_OCTETS = 254
 
+# Paths already found valid, so that a repeat costs a set lookup instead of the regular
+# expression: the sender is the same on nearly every message, and alert recipients
+# repeat. Only exact str: a subclass may redefine __eq__ and __hash__ to match an entry.
+# Bounded: cleared when full (a burst of new addresses then refills it).
+_VALID_PATHS: set[str] = set()
+_VALID_PATHS_SIZE = 1024
+
 
 def line_break_problem(value: str) -> str | None:
     """Why ``value`` may not go into a header or an SMTP command, or ``None`` if it may.
@@ -84,6 +102,9 @@ def check_no_line_breaks(value: str, *, what: str) -> None:
 
 def _path_problem(path: str) -> str | None:
     """Why ``path`` cannot be written as ``<path>`` in MAIL FROM/RCPT TO, or ``None``."""
+    exact = type(path) is str
+    if exact and path in _VALID_PATHS:
+        return None
     if _PATH.fullmatch(path) is not None:
         if path.isascii():
             size = len(path)
@@ -93,6 +114,10 @@ def _path_problem(path: str) -> str | None:
             except UnicodeEncodeError:
                 return "contains a lone surrogate that cannot be encoded as UTF-8"
         if size <= _MAX_PATH_OCTETS:
+            if exact:
+                if len(_VALID_PATHS) >= _VALID_PATHS_SIZE:
+                    _VALID_PATHS.clear()
+                _VALID_PATHS.add(path)
             return None
         return f"is {size} octets long; an SMTP path allows at most {_MAX_PATH_OCTETS}"
     problem = line_break_problem(path)
@@ -113,14 +138,63 @@ def _path_problem(path: str) -> str | None:
 
 def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
     """Drop repeated addresses (domain compared case-insensitively), keeping first occurrences."""
+    given = tuple(addresses)  # no copy of a tuple
+    if len(given) < 2:  # nothing to repeat: the usual single recipient
+        return given
     seen: set[str] = set()
     unique: list[str] = []
-    for address in addresses:
+    for address in given:
         key = address_key(address)
         if key not in seen:
             seen.add(key)
             unique.append(address)
     return tuple(unique)
+
+
+def slot_setter(cls: type[_T], name: str) -> Callable[[_T, object], None]:
+    """The setter of the slot ``name`` of ``cls``: builds a frozen dataclass without ``__init__``.
+
+    A third cheaper than ``object.__setattr__``, which finds the slot by name on every
+    call; for the objects built once per message (an envelope, a recipient check).
+    """
+    setter: Callable[[_T, object], None] = vars(cls)[name].__set__
+    return setter
+
+
+def _check_paths(sender: object, recipients: tuple[object, ...]) -> None:
+    """Raise unless ``sender`` and ``recipients`` can be MAIL FROM and RCPT TO."""
+    if not isinstance(sender, str):
+        raise InvalidAddressError(
+            f"envelope sender must be a str, got {type(sender).__name__}",
+            address=repr(sender),
+            reason="not a str",
+        )
+    if sender:
+        problem = _path_problem(sender)
+        if problem is not None:
+            raise InvalidAddressError(
+                f"envelope sender {sender!r} {problem} (use '' for the null sender <>)",
+                address=sender,
+                reason=problem,
+            )
+    if not recipients:
+        raise InvalidMessageError(
+            "the envelope has no recipients: give at least one To, Cc or Bcc address"
+        )
+    for recipient in recipients:
+        if not isinstance(recipient, str):
+            raise InvalidAddressError(
+                f"envelope recipient must be a str, got {type(recipient).__name__}",
+                address=repr(recipient),
+                reason="not a str",
+            )
+        problem = _path_problem(recipient)
+        if problem is not None:
+            raise InvalidAddressError(
+                f"envelope recipient {recipient!r} {problem}",
+                address=recipient,
+                reason=problem,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,48 +219,26 @@ class Envelope:
     def __post_init__(self) -> None:
         if not isinstance(self.recipients, tuple):
             object.__setattr__(self, "recipients", tuple(self.recipients))
-        if not isinstance(self.sender, str):
-            raise InvalidAddressError(
-                f"envelope sender must be a str, got {type(self.sender).__name__}",
-                address=repr(self.sender),
-                reason="not a str",
-            )
-        if self.sender:
-            problem = _path_problem(self.sender)
-            if problem is not None:
-                raise InvalidAddressError(
-                    f"envelope sender {self.sender!r} {problem} (use '' for the null sender <>)",
-                    address=self.sender,
-                    reason=problem,
-                )
-        if not self.recipients:
-            raise InvalidMessageError(
-                "the envelope has no recipients: give at least one To, Cc or Bcc address"
-            )
-        for recipient in self.recipients:
-            if not isinstance(recipient, str):
-                raise InvalidAddressError(
-                    f"envelope recipient must be a str, got {type(recipient).__name__}",
-                    address=repr(recipient),
-                    reason="not a str",
-                )
-            problem = _path_problem(recipient)
-            if problem is not None:
-                raise InvalidAddressError(
-                    f"envelope recipient {recipient!r} {problem}",
-                    address=recipient,
-                    reason=problem,
-                )
+        _check_paths(self.sender, self.recipients)
 
     @classmethod
     def build(cls, sender: str, recipients: Iterable[str]) -> Envelope:
         """An envelope with ``recipients`` deduplicated (first occurrence kept)."""
-        return cls(sender, dedupe_addresses(recipients))
+        unique = dedupe_addresses(recipients)
+        if cls is not Envelope:
+            return cls(sender, unique)  # a subclass may add its own __init__ or checks
+        # The same checks as the constructor's, and the same object, without the frozen
+        # dataclass's __init__: its two object.__setattr__ calls cost a tenth of a build.
+        _check_paths(sender, unique)
+        envelope = object.__new__(Envelope)
+        _SET_SENDER(envelope, sender)
+        _SET_RECIPIENTS(envelope, unique)
+        return envelope
 
     @property
     def needs_smtputf8(self) -> bool:
         """True when an address has non-ASCII characters (RFC 6531 SMTPUTF8 needed)."""
-        return not all(a.isascii() for a in (self.sender, *self.recipients))
+        return not (self.sender.isascii() and all(map(str.isascii, self.recipients)))
 
     def only(self, recipients: Iterable[str]) -> Envelope:
         """The same envelope restricted to ``recipients`` (used to retry the pending ones)."""
@@ -199,6 +251,11 @@ class Envelope:
         # Every path was checked when this envelope was built, and a subset adds none:
         # skip checking them again (this runs at least twice per send).
         subset = object.__new__(Envelope)
-        object.__setattr__(subset, "sender", self.sender)
-        object.__setattr__(subset, "recipients", kept)
+        _SET_SENDER(subset, self.sender)
+        _SET_RECIPIENTS(subset, kept)
         return subset
+
+
+# The slots' own setters, for build and only.
+_SET_SENDER = slot_setter(Envelope, "sender")
+_SET_RECIPIENTS = slot_setter(Envelope, "recipients")

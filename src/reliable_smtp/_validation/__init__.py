@@ -54,11 +54,17 @@ Decisions, documented once:
   (:func:`functools.lru_cache`, :data:`SYNTAX_CACHE_SIZE` entries, thread-safe)
   keyed by the address and the options that change the answer; inputs longer than
   :data:`MAX_ADDRESS_INPUT` characters are refused before it, so the cache stays
-  small whatever callers send. DNS answers live in a per-policy LRU (bounded by
-  ``dns_cache_size``, entries expire after ``dns_cache_ttl`` seconds, guarded by a
-  lock), created with the policy: build the policy once and reuse it.
-  ``dataclasses.replace`` gives the new policy an empty DNS cache, so answers from
-  one resolver never leak into a policy that uses another.
+  small whatever callers send. Behind it, the plain-address path remembers its
+  verdict on each recent domain (``syntax.DOMAIN_CACHE_SIZE``, dropped when
+  email-validator's special-use list changes); in front of it, each policy
+  remembers the addresses it accepted (at most ``policy.ACCEPTED_CACHE_SIZE``),
+  so that a repeat - the sender, on nearly every message - costs one lookup. Both
+  are plain dicts, cleared when full. DNS answers live in a per-policy LRU
+  (bounded by ``dns_cache_size``, entries expire after ``dns_cache_ttl`` seconds,
+  guarded by a lock). The per-policy caches are created with the policy: build
+  the policy once and reuse it. ``dataclasses.replace`` gives the new policy empty
+  ones, so answers from one resolver never leak into a policy that uses another,
+  nor verdicts into a policy with other options.
 * **Deliverability** (off by default) asks the resolver whether the domain has a
   mail host: MX, falling back to A/AAAA (RFC 5321 §5.1). ``False`` refuses the
   recipient (``"undeliverable"``); ``None`` (could not tell: timeout, no answer

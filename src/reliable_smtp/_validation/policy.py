@@ -18,12 +18,15 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from .._checks import address_key, check_count, check_seconds
-from .._envelope import Envelope
+from .._envelope import Envelope, slot_setter
 from .._errors import ConfigurationError, InvalidMessageError
 from .._result import RecipientStatus
 from .problems import AddressProblem, RecipientsRejectedError
 from .resolver import DNSResolver, DomainCache, Resolver
 from .syntax import MAX_ADDRESS_INPUT, Parsed, as_str, parse_address
+
+ACCEPTED_CACHE_SIZE = 1024
+"""How many accepted addresses each policy remembers (see ``RecipientPolicy._syntax``)."""
 
 OnInvalid: TypeAlias = Literal["reject", "skip"]
 """``"reject"``: refuse the whole message; ``"skip"``: send to the valid recipients."""
@@ -70,6 +73,41 @@ class RecipientCheck:
             address: p.to_status(transport_name=transport_name)
             for address, p in self.refused.items()
         }
+
+
+# What check() hands over when nothing was refused: one shared read-only empty mapping.
+_NONE_REFUSED: Mapping[str, AddressProblem] = MappingProxyType({})
+
+
+# The slots' own setters, for _decided.
+_SET_SENDER = slot_setter(RecipientCheck, "sender")
+_SET_RECIPIENTS = slot_setter(RecipientCheck, "recipients")
+_SET_REFUSED = slot_setter(RecipientCheck, "refused")
+_SET_ORIGINALS = slot_setter(RecipientCheck, "originals")
+_SET_NEEDS_SMTPUTF8 = slot_setter(RecipientCheck, "needs_smtputf8")
+
+
+def _decided(
+    sender: str,
+    recipients: tuple[str, ...],
+    refused: dict[str, AddressProblem],
+    originals: dict[str, str],
+    needs_smtputf8: bool,
+) -> RecipientCheck:
+    """The :class:`RecipientCheck` that the constructor would make, without its copies.
+
+    :meth:`RecipientPolicy.check` owns ``refused`` and ``originals`` and never touches
+    them again, so read-only views of them need no copy; and the frozen dataclass's
+    ``__init__`` and ``__post_init__`` (eight ``object.__setattr__`` calls, two dict
+    copies) would cost a third of a check.
+    """
+    checked = object.__new__(RecipientCheck)
+    _SET_SENDER(checked, sender)
+    _SET_RECIPIENTS(checked, recipients)
+    _SET_REFUSED(checked, MappingProxyType(refused) if refused else _NONE_REFUSED)
+    _SET_ORIGINALS(checked, MappingProxyType(originals))
+    _SET_NEEDS_SMTPUTF8(checked, needs_smtputf8)
+    return checked
 
 
 def _check_flag(value: object, setting: str) -> None:
@@ -182,6 +220,7 @@ class RecipientPolicy:
     dns_cache_ttl: float = 300.0
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
     _dns_cache: DomainCache = field(init=False, repr=False, compare=False)
+    _accepted: dict[str, Parsed] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in (
@@ -233,6 +272,7 @@ class RecipientPolicy:
                 )
             object.__setattr__(self, "resolver", DNSResolver())
         object.__setattr__(self, "_dns_cache", DomainCache(self.dns_cache_size, self.dns_cache_ttl))
+        object.__setattr__(self, "_accepted", {})
 
     # -- the entry points ---------------------------------------------------------------
 
@@ -250,55 +290,62 @@ class RecipientPolicy:
         given = self._recipient_list(recipients)
         sender_text = as_str(sender, "the sender")
         problems: list[AddressProblem] = []
+        # Screening (domain lists, suppression) and DNS are off by default: skip their
+        # calls then, as they cost more than the rest of a check of a cached address.
+        screened = (
+            bool(self.denied_domains)
+            or self.allowed_domains is not None
+            or self.is_suppressed is not None
+        )
+        dns = self.check_deliverability
+        accepted = self._accepted  # see _syntax
 
         envelope_sender = ""
         needs_smtputf8 = False
         if sender_text:
-            parsed_sender = self._syntax(sender_text, "sender")
+            parsed_sender = accepted.get(sender_text) or self._syntax(sender_text, "sender")
             if isinstance(parsed_sender, AddressProblem):
                 problems.append(parsed_sender)
             else:
                 envelope_sender = parsed_sender.address
                 needs_smtputf8 = parsed_sender.smtputf8
-                problem = self._deliverability(sender_text, parsed_sender, "sender")
-                if problem is not None:
-                    problems.append(problem)
+                if dns:
+                    problem = self._deliverability(sender_text, parsed_sender, "sender")
+                    if problem is not None:
+                        problems.append(problem)
 
         refused: dict[str, AddressProblem] = {}
-        seen: set[str] = set()  # dedupe keys of envelope forms, accepted or refused
+        # Envelope forms decided, accepted or refused. An envelope form is its own
+        # address_key (its domain is lowercase already), so it serves as the dedupe key.
+        seen: set[str] = set()
         originals: dict[str, str] = {}  # envelope form -> as given, in order
         for address in given:
             # Fast path for a repeat: an envelope form parses to itself, so a given address
             # equal to one already accepted is that same mailbox.
             if address in refused or address in originals:
                 continue
-            parsed = self._syntax(address, "recipient")
+            parsed = accepted.get(address) or self._syntax(address, "recipient")
             if isinstance(parsed, AddressProblem):
                 refused[address] = parsed
                 continue
-            key = address_key(parsed.address)
-            if key in seen:
+            form = parsed.address
+            if form in seen:
                 # Another spelling of a mailbox already decided: same verdict, not a new one.
                 continue
-            seen.add(key)
-            problem = self._who(address, parsed) or self._deliverability(
-                address, parsed, "recipient"
-            )
-            if problem is not None:
-                refused[address] = problem
-                continue
-            originals[parsed.address] = address
+            seen.add(form)
+            if screened or dns:
+                problem = self._who(address, parsed) or self._deliverability(
+                    address, parsed, "recipient"
+                )
+                if problem is not None:
+                    refused[address] = problem
+                    continue
+            originals[form] = address
             needs_smtputf8 = needs_smtputf8 or parsed.smtputf8
 
         if problems or (refused and self.on_invalid == "reject") or not originals:
             raise RecipientsRejectedError([*problems, *refused.values()])
-        return RecipientCheck(
-            sender=envelope_sender,
-            recipients=tuple(originals),
-            refused=refused,
-            originals=originals,
-            needs_smtputf8=needs_smtputf8,
-        )
+        return _decided(envelope_sender, tuple(originals), refused, originals, needs_smtputf8)
 
     async def acheck(self, sender: str, recipients: Sequence[str]) -> RecipientCheck:
         """:meth:`check` for async code: in a worker thread when it may do DNS lookups."""
@@ -309,13 +356,18 @@ class RecipientPolicy:
     # -- the steps ------------------------------------------------------------------------
 
     def _recipient_list(self, recipients: object) -> list[str]:
-        if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
+        # A list or a tuple (what the mailer passes) skips the Iterable check, an ABC
+        # check dearer than the rest of this method.
+        if not isinstance(recipients, (list, tuple)) and (
+            isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable)
+        ):
             raise InvalidMessageError(
                 "recipients must be a list of addresses such as ['alice@example.org'], "
                 f"got {type(recipients).__name__}"
                 + (": wrap a single address in a list" if isinstance(recipients, str) else "")
             )
-        given = [as_str(r, "a recipient") for r in recipients]
+        # as_str inline for the usual exact str: a call per recipient costs more.
+        given = [r if type(r) is str else as_str(r, "a recipient") for r in recipients]
         if not given:
             raise InvalidMessageError(
                 "the message has no recipients: give at least one To, Cc or Bcc address"
@@ -357,6 +409,14 @@ class RecipientPolicy:
                 ),
                 role=role,
             )
+        # Remembered for this policy (whose options decided it), so that a repeat - the
+        # sender on nearly every message, recurring recipients - costs one dict lookup
+        # instead of this method and the LRU's key of four arguments. Accepted addresses
+        # only: a refusal is rare and needs its role. Bounded: cleared when full.
+        accepted = self._accepted
+        if len(accepted) >= ACCEPTED_CACHE_SIZE:
+            accepted.clear()
+        accepted[address] = parsed
         return parsed
 
     def _who(self, address: str, parsed: Parsed) -> AddressProblem | None:
