@@ -236,8 +236,9 @@ def test_build_refuses_no_recipients_and_non_str_paths() -> None:
         Envelope.build("a@example.com", [])
     with pytest.raises(InvalidAddressError, match="sender must be a str"):
         Envelope.build(b"a@example.com", ["b@example.org"])  # type: ignore[arg-type]
-    with pytest.raises(InvalidAddressError, match="recipient must be a str"):
-        Envelope.build("a@example.com", [None])  # type: ignore[list-item]
+    for recipients in ([None], ["b@example.org", None]):  # alone, or among others
+        with pytest.raises(InvalidAddressError, match="recipient must be a str"):
+            Envelope.build("a@example.com", recipients)  # type: ignore[arg-type]
 
 
 def test_build_of_a_subclass_goes_through_its_constructor() -> None:

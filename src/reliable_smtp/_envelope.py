@@ -224,7 +224,12 @@ class Envelope:
     @classmethod
     def build(cls, sender: str, recipients: Iterable[str]) -> Envelope:
         """An envelope with ``recipients`` deduplicated (first occurrence kept)."""
-        unique = dedupe_addresses(recipients)
+        given = tuple(recipients)  # no copy of a tuple
+        try:
+            unique = dedupe_addresses(given)
+        except AttributeError:
+            # A recipient that is not a str: the checks below say so, whatever the count.
+            unique = given
         if cls is not Envelope:
             return cls(sender, unique)  # a subclass may add its own __init__ or checks
         # The same checks as the constructor's, and the same object, without the frozen
