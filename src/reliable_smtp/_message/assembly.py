@@ -12,6 +12,7 @@ so the transport does not check it again.
 from __future__ import annotations
 
 import binascii
+import functools
 import io
 import secrets
 import struct
@@ -264,15 +265,26 @@ def _date(given: datetime | None) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _sender_line(name: str, mailboxes: tuple[tuple[str, str], ...]) -> str:
+    """The folded ``name`` (From or Reply-To) line for ``mailboxes``, remembered.
+
+    An application sends from a few senders, with a few reply addresses, so nearly
+    every message would encode and fold the same line again. The key and the line
+    are immutable, and a pure function of each other.
+    """
+    return fold(name, mailbox_words(mailboxes))
+
+
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
     boxes = message._mailboxes
     message_id = message.message_id or (
         f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
     )
-    lines = [fold("From", mailbox_words((boxes.sender,)))]
+    lines = [_sender_line("From", (boxes.sender,))]
     if boxes.reply_to:
-        lines.append(fold("Reply-To", mailbox_words(boxes.reply_to)))
+        lines.append(_sender_line("Reply-To", boxes.reply_to))
     if boxes.to:
         lines.append(fold("To", mailbox_words(boxes.to)))
     if boxes.cc:

@@ -1,0 +1,56 @@
+"""The renderer's shortcuts give the bytes of the long way round: pure checks, no sleeps.
+
+Each shortcut of :mod:`reliable_smtp._message` (a remembered header line, a
+header that fits on one line, ...) is checked here against the general code it
+skips, and every remembered value against a bound on how many are kept.
+"""
+
+from __future__ import annotations
+
+from reliable_smtp._message import Message, render
+from reliable_smtp._message.assembly import _sender_line
+from reliable_smtp._message.words import fold, mailbox_words
+
+# --------------------------------------------------------------------------- remembered lines
+
+
+def test_a_remembered_sender_line_is_the_folded_one() -> None:
+    senders = [
+        (("Example Shop", "no-reply@example.com"),),
+        (("", "no-reply@example.com"),),
+        (("Jörg Müller", "joerg@example.de"),),
+        (("Doe, John", "john@example.com"),),
+        (("A" * 120, "a@example.com"),),
+        (("One", "one@example.com"), ("Two", "two@example.com")),
+    ]
+    for mailboxes in senders:
+        expected = fold("From", mailbox_words(mailboxes))
+        assert _sender_line("From", mailboxes) == expected
+        assert _sender_line("From", mailboxes) == expected  # remembered now
+        assert _sender_line("Reply-To", mailboxes) == fold("Reply-To", mailbox_words(mailboxes))
+
+
+def test_remembered_sender_lines_are_bounded() -> None:
+    for index in range(300):
+        render(Message(sender=f"S{index} <s{index}@example.com>", to="a@example.org", text="x"))
+    info = _sender_line.cache_info()
+    assert info.maxsize == 256
+    assert info.currsize <= 256
+
+
+def test_messages_from_one_sender_share_nothing_else() -> None:
+    first = render(Message(sender="Shop <s@example.com>", to="a@example.org", subject="A"))
+    second = render(
+        Message(
+            sender="Shop <s@example.com>",
+            to="b@example.org",
+            reply_to="Help <h@example.com>",
+            subject="B",
+        )
+    )
+    assert first.content.startswith(b"From: Shop <s@example.com>\r\nTo: a@example.org\r\n")
+    assert second.content.startswith(
+        b"From: Shop <s@example.com>\r\nReply-To: Help <h@example.com>\r\nTo: b@example.org\r\n"
+    )
+    assert b"Subject: A\r\n" in first.content
+    assert b"Subject: B\r\n" in second.content
