@@ -7,9 +7,49 @@ skips, and every remembered value against a bound on how many are kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from reliable_smtp._message import Message, render
 from reliable_smtp._message.assembly import _sender_line
-from reliable_smtp._message.words import fold, mailbox_words
+from reliable_smtp._message.words import fold, mailbox_words, split_words, unstructured_words
+
+
+def reference_fold(name: str, words: Sequence[str]) -> str:
+    """:func:`fold` as it is specified: a word at a time, a new line before 78 is passed."""
+    if not words:
+        return f"{name}: \r\n"
+    lines: list[str] = []
+    line = f"{name}: {words[0]}"
+    for word in words[1:]:
+        if word and len(line) + 1 + len(word) > 78:
+            lines.append(line)
+            line = " " + word
+        else:
+            line = f"{line} {word}"
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+WORD = st.text(st.sampled_from("ab =?ü"), max_size=90)
+
+
+@given(name=st.sampled_from(["To", "Subject", "X-" + "n" * 70]), words=st.lists(WORD, max_size=8))
+def test_fold_matches_the_word_by_word_fold(name: str, words: list[str]) -> None:
+    assert fold(name, words) == reference_fold(name, words)
+
+
+@given(text=st.text(st.sampled_from("ab =?\tü"), max_size=120))
+def test_unstructured_words_of_short_texts_are_measured_as_long_ones(text: str) -> None:
+    words = unstructured_words(text)
+    # Literal words (never longer than 76 characters) give the text back; else encoded.
+    if words and not words[0].startswith("=?utf-8?"):
+        assert " ".join(words) == text
+        assert max(map(len, words)) <= 76
+        assert words == split_words(text)
+
 
 # --------------------------------------------------------------------------- remembered lines
 

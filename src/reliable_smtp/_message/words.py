@@ -198,11 +198,11 @@ def fold(name: str, words: Sequence[str]) -> str:
     Folding only ever replaces a separating space by CRLF + that space, so
     unfolding (RFC 5322 §2.2.3) restores the value exactly.
     """
-    if not words:
-        return f"{name}: \r\n"
-    line = f"{name}: {words[0]}"
-    if len(words) == 1:
+    # Most headers fit on one line: joined at once, without the loop below.
+    line = f"{name}: {' '.join(words)}"
+    if len(line) <= _SOFT_LIMIT or len(words) < 2:
         return line + "\r\n"
+    line = f"{name}: {words[0]}"
     lines: list[str] = []
     for word in words[1:]:
         if word and len(line) + 1 + len(word) > _SOFT_LIMIT:
@@ -301,7 +301,8 @@ def unstructured_words(text: str) -> list[str]:
         and text[-1] != " "
     ):
         words = split_words(text)
-        if max(map(len, words)) <= _MAX_LITERAL_WORD:
+        # A text that short has no longer word: no need to measure them.
+        if len(text) <= _MAX_LITERAL_WORD or max(map(len, words)) <= _MAX_LITERAL_WORD:
             return words
     return _encoded_words(text)
 
