@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reliable_smtp._message import Message, render
 from reliable_smtp._message.assembly import _sender_line
 from reliable_smtp._message.words import fold, mailbox_words, split_words, unstructured_words
+from reliable_smtp._wire_form import VOUCH_FROM, wire_form
 
 
 def reference_fold(name: str, words: Sequence[str]) -> str:
@@ -94,3 +96,28 @@ def test_messages_from_one_sender_share_nothing_else() -> None:
     )
     assert b"Subject: A\r\n" in first.content
     assert b"Subject: B\r\n" in second.content
+
+
+# --------------------------------------------------------------------------- the vouch
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "dot_free"),
+    [
+        ("plain line\n" * 4000, {}, True),
+        ("plain line\n" * 4000 + ".a dot\n", {}, False),
+        (".a dot\n" + "plain line\n" * 4000, {}, False),
+        ("plain line\n" * 4000, {".X-Dot": "v"}, False),
+    ],
+    ids=["dot-free", "dot-at-the-end", "dot-first", "dotted-header"],
+)
+def test_only_large_contents_are_searched_for_dots(
+    text: str, headers: dict[str, str], dot_free: bool
+) -> None:
+    large = render(Message(sender="a@example.com", to="b@example.org", text=text, headers=headers))
+    assert len(large.content) >= VOUCH_FROM
+    form = wire_form(large.content)
+    assert form is not None
+    assert form.dot_free is dot_free
+    small = render(Message(sender="a@example.com", to="b@example.org", text=".a dot\n"))
+    assert wire_form(small.content) is None  # checked by the transport instead

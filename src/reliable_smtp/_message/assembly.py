@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
+from .. import _wire_form
 from .._envelope import dedupe_addresses
 from .._errors import InvalidMessageError
-from .._wire_form import vouch
 from .mime import Attachment, Message, RenderedMessage
 from .words import (
     HARD_LIMIT,
@@ -213,17 +213,19 @@ def _dot_line(data: bytes) -> bool:
     return data.startswith(b".") or b"\n." in data
 
 
-def _body(message: Message) -> tuple[_Part, bool]:
-    """The body part of ``message``, and True if no line of it starts with a dot."""
+def _body(message: Message) -> tuple[_Part, list[bytes]]:
+    """The body part of ``message``, and its text parts' encoded bodies.
+
+    Only a text part can start a line with a dot: base64 lines have none, and part
+    headers, boundaries and the blank lines between never start with one.
+    """
     token = secrets.token_hex(12)
     inline = [a for a in message.attachments if a.inline]
     regular = [a for a in message.attachments if not a.inline]
 
     html = _text_part(message.html, "html") if message.html is not None else None
     text = _text_part(message.text, "plain") if message.text is not None else None
-    # Only a text part can start a line with a dot: base64 lines have none, and part
-    # headers, boundaries and the blank lines between never start with one.
-    dot_free = not any(_dot_line(data) for part in (html, text) if part for data in part[1])
+    texts = [data for part in (html, text) if part for data in part[1]]
     if html is not None and inline:
         related = [html, *map(_attachment_part, inline)]
         html = _multipart("related", f"=_{token}_r", related, ' type="text/html";')
@@ -241,7 +243,7 @@ def _body(message: Message) -> tuple[_Part, bool]:
         parts = [body] if body is not None else []
         parts += map(_attachment_part, regular)
         body = _multipart("mixed", f"=_{token}_m", parts)
-    return (body if body is not None else _text_part("", "plain")), dot_free
+    return (body if body is not None else _text_part("", "plain")), texts
 
 
 # --------------------------------------------------------------------------- rendering a Message
@@ -294,7 +296,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     for name, value in message.headers.items():
         lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
-    (part_headers, body), dot_free = _body(message)
+    (part_headers, body), texts = _body(message)
     lines.append(part_headers)
     lines.append("\r\n")
     head = "".join(lines).encode("utf-8")
@@ -317,9 +319,11 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     # Every line above ends in CRLF (header values hold no line breaks, text parts are
     # normalised, base64 and boundaries are ours) and so does the message: vouch for
     # it, and for the absence of leading dots when no header or text line has one
-    # (the header block starts with "From:").
-    form = vouch(content, dot_free=dot_free and b"\n." not in head)
-    object.__setattr__(rendered, "_wire_form", form)
+    # (the header block starts with "From:"). Smaller contents are checked by the
+    # transport instead (vouch() keeps nothing for them): no dots are looked for.
+    if len(content) >= _wire_form.VOUCH_FROM:
+        dot_free = b"\n." not in head and not any(map(_dot_line, texts))
+        object.__setattr__(rendered, "_wire_form", _wire_form.vouch(content, dot_free=dot_free))
     return rendered
 
 
