@@ -121,3 +121,19 @@ def test_only_large_contents_are_searched_for_dots(
     assert form.dot_free is dot_free
     small = render(Message(sender="a@example.com", to="b@example.org", text=".a dot\n"))
     assert wire_form(small.content) is None  # checked by the transport instead
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("no equals sign\n", "7bit"),
+        ("a=b and c= _d\n", "7bit"),
+        ("a=b then =_\n", "quoted-printable"),
+        ("=_ first\n", "quoted-printable"),
+    ],
+)
+def test_a_text_with_equals_signs_is_7bit_unless_it_holds_a_boundary_prefix(
+    text: str, encoding: str
+) -> None:
+    content = render(Message(sender="a@example.com", to="b@example.org", text=text)).content
+    assert f"\r\nContent-Transfer-Encoding: {encoding}\r\n".encode() in content
