@@ -7,6 +7,7 @@ skips, and every remembered value against a bound on how many are kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -137,3 +138,18 @@ def test_a_text_with_equals_signs_is_7bit_unless_it_holds_a_boundary_prefix(
 ) -> None:
     content = render(Message(sender="a@example.com", to="b@example.org", text=text)).content
     assert f"\r\nContent-Transfer-Encoding: {encoding}\r\n".encode() in content
+
+
+def test_the_message_id_and_the_boundaries_take_different_random_bytes() -> None:
+    seen: set[str] = set()
+    for _ in range(50):
+        rendered = render(Message(sender="a@example.com", to="b@example.org", text="t", html="h"))
+        unique = rendered.message_id.removesuffix("@example.com")
+        found = re.search(rb'boundary="=_([0-9a-f]+)_a"', rendered.content)
+        assert found is not None
+        boundary = found.group(1).decode()
+        assert re.fullmatch("[0-9a-f]{32}", unique)
+        assert re.fullmatch("[0-9a-f]{24}", boundary)
+        assert boundary not in unique
+        seen.update((unique, boundary))
+    assert len(seen) == 100

@@ -219,13 +219,13 @@ def _dot_line(data: bytes) -> bool:
     return data.startswith(b".") or b"\n." in data
 
 
-def _body(message: Message) -> tuple[_Part, list[bytes]]:
+def _body(message: Message, token: str) -> tuple[_Part, list[bytes]]:
     """The body part of ``message``, and its text parts' encoded bodies.
 
-    Only a text part can start a line with a dot: base64 lines have none, and part
-    headers, boundaries and the blank lines between never start with one.
+    ``token`` makes its boundaries unique. Only a text part can start a line with a
+    dot: base64 lines have none, and part headers, boundaries and the blank lines
+    between never start with one.
     """
-    token = secrets.token_hex(12)
     inline = [a for a in message.attachments if a.inline]
     regular = [a for a in message.attachments if not a.inline]
 
@@ -287,9 +287,9 @@ def _sender_line(name: str, mailboxes: tuple[tuple[str, str], ...]) -> str:
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
     boxes = message._mailboxes
-    message_id = message.message_id or (
-        f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
-    )
+    # One draw from os.urandom for both: 16 bytes for a Message-ID, 12 for the boundaries.
+    token = secrets.token_hex(28)
+    message_id = message.message_id or f"{token[:32]}@{id_domain(domain, boxes.sender[1])}"
     lines = [_sender_line("From", (boxes.sender,))]
     if boxes.reply_to:
         lines.append(_sender_line("Reply-To", boxes.reply_to))
@@ -302,7 +302,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     for name, value in message.headers.items():
         lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
-    (part_headers, body), texts = _body(message)
+    (part_headers, body), texts = _body(message, token[32:])
     lines.append(part_headers)
     lines.append("\r\n")
     head = "".join(lines).encode("utf-8")
