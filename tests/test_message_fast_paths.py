@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reliable_smtp._envelope import dedupe_addresses
 from reliable_smtp._message import Message, render
 from reliable_smtp._message.assembly import _sender_line
 from reliable_smtp._message.words import fold, mailbox_words, split_words, unstructured_words
@@ -153,3 +154,21 @@ def test_the_message_id_and_the_boundaries_take_different_random_bytes() -> None
         assert boundary not in unique
         seen.update((unique, boundary))
     assert len(seen) == 100
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"to": "Ann <ann@Example.org>"},
+        {"to": ["ann@example.org", "ann@EXAMPLE.org"]},
+        {"to": "ann@example.org", "cc": "ann@example.ORG"},
+        {"to": "ann@example.org", "bcc": "bob@example.org"},
+        {"cc": "ann@example.org"},
+        {"bcc": "ann@example.org"},
+    ],
+)
+def test_recipients_of_one_or_more_addresses(fields: dict[str, str | list[str]]) -> None:
+    message = Message(sender="a@example.com", text="t", **fields)  # type: ignore[arg-type]
+    boxes = message._mailboxes
+    expected = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    assert render(message).recipients == expected

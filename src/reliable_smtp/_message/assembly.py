@@ -315,7 +315,11 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         if not chunks[-1].endswith(b"\r\n"):
             chunks.append(b"\r\n")
         content = b"".join(chunks)
-    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    recipients: tuple[str, ...]
+    if len(boxes.to) == 1 and not boxes.cc and not boxes.bcc:
+        recipients = (boxes.to[0][1],)  # the common case: one recipient, no duplicates
+    else:
+        recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     rendered = RenderedMessage(
         content=content,
         message_id=message_id,
