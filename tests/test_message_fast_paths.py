@@ -7,6 +7,7 @@ skips, and every remembered value against a bound on how many are kept.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 
@@ -172,3 +173,22 @@ def test_recipients_of_one_or_more_addresses(fields: dict[str, str | list[str]])
     boxes = message._mailboxes
     expected = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
     assert render(message).recipients == expected
+
+
+# --------------------------------------------------------------------------- building a Message
+
+
+def test_the_parsed_mailboxes_are_immutable() -> None:
+    message = Message(sender="Shop <s@example.com>", to=["a@example.org"], cc="c@example.org")
+    boxes = message._mailboxes
+    assert boxes == (
+        ("Shop", "s@example.com"),
+        (("", "a@example.org"),),
+        (("", "c@example.org"),),
+        (),
+        (),
+        "s@example.com",
+    )
+    with pytest.raises(AttributeError):
+        boxes.sender = ("Evil", "evil@example.com")  # type: ignore[misc]
+    assert copy.copy(message)._mailboxes == boxes

@@ -286,17 +286,17 @@ def _sender_line(name: str, mailboxes: tuple[tuple[str, str], ...]) -> str:
 
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
-    boxes = message._mailboxes
+    sender, to, cc, bcc, reply_to, envelope_sender = message._mailboxes
     # One draw from os.urandom for both: 16 bytes for a Message-ID, 12 for the boundaries.
     token = secrets.token_hex(28)
-    message_id = message.message_id or f"{token[:32]}@{id_domain(domain, boxes.sender[1])}"
-    lines = [_sender_line("From", (boxes.sender,))]
-    if boxes.reply_to:
-        lines.append(_sender_line("Reply-To", boxes.reply_to))
-    if boxes.to:
-        lines.append(fold("To", mailbox_words(boxes.to)))
-    if boxes.cc:
-        lines.append(fold("Cc", mailbox_words(boxes.cc)))
+    message_id = message.message_id or f"{token[:32]}@{id_domain(domain, sender[1])}"
+    lines = [_sender_line("From", (sender,))]
+    if reply_to:
+        lines.append(_sender_line("Reply-To", reply_to))
+    if to:
+        lines.append(fold("To", mailbox_words(to)))
+    if cc:
+        lines.append(fold("Cc", mailbox_words(cc)))
     lines.append(fold("Subject", unstructured_words(message.subject)))
     lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
     for name, value in message.headers.items():
@@ -316,14 +316,14 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
             chunks.append(b"\r\n")
         content = b"".join(chunks)
     recipients: tuple[str, ...]
-    if len(boxes.to) == 1 and not boxes.cc and not boxes.bcc:
-        recipients = (boxes.to[0][1],)  # the common case: one recipient, no duplicates
+    if len(to) == 1 and not cc and not bcc:
+        recipients = (to[0][1],)  # the common case: one recipient, no duplicates
     else:
-        recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+        recipients = dedupe_addresses(addr for _, addr in (*to, *cc, *bcc))
     rendered = RenderedMessage(
         content=content,
         message_id=message_id,
-        sender=boxes.envelope_sender,
+        sender=envelope_sender,
         recipients=recipients,
     )
     # Every line above ends in CRLF (header values hold no line breaks, text parts are

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._errors import InvalidAddressError, InvalidMessageError
 from .._wire_form import WireForm
@@ -201,9 +201,12 @@ def _rebuild_attachment(fields: dict[str, Any]) -> Attachment:
     return Attachment(**fields)
 
 
-@dataclass(frozen=True, slots=True)
-class _Mailboxes:
-    """The parsed ``(display_name, addr_spec)`` pairs of a Message, validated once."""
+class _Mailboxes(NamedTuple):
+    """The parsed ``(display_name, addr_spec)`` pairs of a Message, validated once.
+
+    A named tuple, not a frozen dataclass: as immutable, and built for a fraction of
+    the instructions (a frozen dataclass sets each field through object.__setattr__).
+    """
 
     sender: tuple[str, str]
     to: tuple[tuple[str, str], ...]
