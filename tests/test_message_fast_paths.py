@@ -16,8 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reliable_smtp._envelope import dedupe_addresses
+from reliable_smtp._errors import InvalidAddressError
 from reliable_smtp._message import Message, render
 from reliable_smtp._message.assembly import _sender_line
+from reliable_smtp._message.mailbox import parse_mailbox
 from reliable_smtp._message.words import fold, mailbox_words, split_words, unstructured_words
 from reliable_smtp._wire_form import VOUCH_FROM, wire_form
 
@@ -192,3 +194,21 @@ def test_the_parsed_mailboxes_are_immutable() -> None:
     with pytest.raises(AttributeError):
         boxes.sender = ("Evil", "evil@example.com")  # type: ignore[misc]
     assert copy.copy(message)._mailboxes == boxes
+
+
+def parsed_or_refused(value: str) -> object:
+    try:
+        return parse_mailbox(value, what="to address")
+    except InvalidAddressError as exc:
+        return ("refused", exc.reason)
+
+
+ADDRESS_TEXT = st.text(st.sampled_from('ab@.ü <>",;\\\n\u2028\x00\x85'), max_size=12)
+
+
+@given(
+    value=ADDRESS_TEXT | st.sampled_from(["a@b.c", "a@b..c", "a@.b", "ü@ü.de", "a" * 251 + "@b.c"])
+)
+def test_a_bare_address_is_read_as_the_long_way_reads_it(value: str) -> None:
+    # Spaces around the value take the general path (they are stripped): same answer.
+    assert parsed_or_refused(value) == parsed_or_refused(f" {value} ")

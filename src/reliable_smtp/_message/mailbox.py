@@ -44,6 +44,11 @@ def check_addr_spec(addr: str, value: str, what: str) -> str:
         raise bad_address(
             value, what, f"has {addr!r}, which is not an address of the form local@domain"
         )
+    return _check_matched_addr_spec(addr, value, what)
+
+
+def _check_matched_addr_spec(addr: str, value: str, what: str) -> str:
+    """:func:`check_addr_spec` of an ``addr`` that ``_ADDR_SPEC`` matches."""
     domain = addr.rpartition("@")[2]
     if domain.startswith(".") or domain.endswith(".") or ".." in domain:
         raise bad_address(value, what, f"has an invalid domain {domain!r}")
@@ -94,6 +99,10 @@ def _unquote_phrase(text: str, value: str, what: str) -> str:
 
 def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
     """``(display_name, addr_spec)`` of one ``'addr'`` or ``'Name <addr>'`` string."""
+    if type(value) is str and _ADDR_SPEC.fullmatch(value) is not None:
+        # The common case, a bare address: its characters exclude whitespace and every
+        # line break, so there is nothing to strip and no line break to look for.
+        return "", _check_matched_addr_spec(value, value, what)
     if not isinstance(value, str):
         raise InvalidAddressError(
             f"{what} must be a str such as 'Name <local@domain>', got {type(value).__name__}",
@@ -109,7 +118,7 @@ def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
             reason="empty",
         )
     if _ADDR_SPEC.fullmatch(text) is not None:
-        return "", check_addr_spec(text, value, what)
+        return "", _check_matched_addr_spec(text, value, what)
     if not text.endswith(">"):
         if "," in text or ";" in text:
             raise bad_address(
