@@ -8,6 +8,7 @@ skips, and every remembered value against a bound on how many are kept.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -212,3 +213,15 @@ ADDRESS_TEXT = st.text(st.sampled_from('ab@.ü <>",;\\\n\u2028\x00\x85'), max_si
 def test_a_bare_address_is_read_as_the_long_way_reads_it(value: str) -> None:
     # Spaces around the value take the general path (they are stripped): same answer.
     assert parsed_or_refused(value) == parsed_or_refused(f" {value} ")
+
+
+@pytest.mark.parametrize("empty", [(), [], iter(())], ids=["tuple", "list", "iterator"])
+def test_empty_address_fields_given_or_defaulted_are_the_same(empty: object) -> None:
+    given = Message(sender="a@example.com", to="b@example.org", cc=empty, bcc=empty)  # type: ignore[arg-type]
+    defaulted = Message(sender="a@example.com", to="b@example.org")
+    assert given == defaulted
+    assert given.cc == given.bcc == given.reply_to == defaulted.cc == ()
+    assert given._mailboxes == defaulted._mailboxes
+    changed = dataclasses.replace(defaulted, cc="c@example.org")
+    assert changed._mailboxes.cc == (("", "c@example.org"),)
+    assert render(changed).recipients == ("b@example.org", "c@example.org")

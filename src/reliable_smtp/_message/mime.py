@@ -43,6 +43,9 @@ _ADDRESS_WHAT = {
 }
 # Shared by every Message without extra headers: immutable and empty, so nothing can leak.
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+# The default of the address fields: most messages have no cc, bcc or reply_to, and
+# this very object needs no parsing.
+_NO_ADDRESSES: tuple[str, ...] = ()
 
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")
 _MIME_NAME = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
@@ -236,10 +239,10 @@ class Message:
     """
 
     sender: str
-    to: Sequence[str] | str = ()
-    cc: Sequence[str] | str = ()
-    bcc: Sequence[str] | str = ()
-    reply_to: Sequence[str] | str = ()
+    to: Sequence[str] | str = _NO_ADDRESSES
+    cc: Sequence[str] | str = _NO_ADDRESSES
+    bcc: Sequence[str] | str = _NO_ADDRESSES
+    reply_to: Sequence[str] | str = _NO_ADDRESSES
     subject: str = ""
     text: str | None = None
     html: str | None = None
@@ -259,9 +262,9 @@ class Message:
             )
         sender = parse_sender(self.sender)
         to = self._mailbox_list("to")
-        cc = self._mailbox_list("cc")
-        bcc = self._mailbox_list("bcc")
-        reply_to = self._mailbox_list("reply_to")
+        cc = () if self.cc is _NO_ADDRESSES else self._mailbox_list("cc")
+        bcc = () if self.bcc is _NO_ADDRESSES else self._mailbox_list("bcc")
+        reply_to = () if self.reply_to is _NO_ADDRESSES else self._mailbox_list("reply_to")
         if not (to or cc or bcc):
             raise InvalidMessageError(
                 "the message has no recipients: give at least one of to, cc or bcc"
