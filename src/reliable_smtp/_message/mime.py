@@ -351,6 +351,8 @@ class Message:
         if not entries:
             return ()
         what = _ADDRESS_WHAT[field_name]
+        if len(entries) == 1:  # the common case, without the function call of a comprehension
+            return (parse_mailbox(entries[0], what=what),)
         return tuple([parse_mailbox(entry, what=what) for entry in entries])
 
     def _envelope_sender(self, sender_address: str) -> str:
