@@ -23,9 +23,11 @@ _MAX_ADDRESS_OCTETS = 254
 # An addr-spec as this library accepts it: no whitespace, no controls (C1 included), no
 # specials; non-ASCII is allowed (SMTPUTF8, RFC 6531/6532). Quoted local parts
 # and domain literals are deliberately unsupported.
-_ADDR_SPEC = re.compile(
-    r'[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+'
-)
+_NOT_IN_ADDR = r'\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@'
+_ADDR_SPEC = re.compile(rf"[^{_NOT_IN_ADDR}]+@[^{_NOT_IN_ADDR}]+")
+# An ASCII addr-spec that passes every check of check_addr_spec but its length: its
+# domain is labels joined by single dots. The common bare address, found by one match.
+_GOOD_ADDR_SPEC = re.compile(rf"[^{_NOT_IN_ADDR}]+@[^{_NOT_IN_ADDR}.]+(?:\.[^{_NOT_IN_ADDR}.]+)*")
 # Characters that end or split a mailbox when they appear unquoted in a display name.
 _PHRASE_SPECIALS = re.compile(r"[,;:@<>\[\]\\]")
 
@@ -99,10 +101,16 @@ def _unquote_phrase(text: str, value: str, what: str) -> str:
 
 def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
     """``(display_name, addr_spec)`` of one ``'addr'`` or ``'Name <addr>'`` string."""
-    if type(value) is str and _ADDR_SPEC.fullmatch(value) is not None:
-        # The common case, a bare address: its characters exclude whitespace and every
-        # line break, so there is nothing to strip and no line break to look for.
-        return "", _check_matched_addr_spec(value, value, what)
+    if (
+        type(value) is str
+        and value.isascii()
+        and len(value) <= _MAX_ADDRESS_OCTETS
+        and _GOOD_ADDR_SPEC.fullmatch(value) is not None
+    ):
+        # The common case, a bare address, checked at once: its characters exclude
+        # whitespace and every line break (nothing to strip, no line break to look
+        # for), and being ASCII its length is its size in octets.
+        return "", value
     if not isinstance(value, str):
         raise InvalidAddressError(
             f"{what} must be a str such as 'Name <local@domain>', got {type(value).__name__}",
