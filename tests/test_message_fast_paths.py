@@ -17,11 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reliable_smtp._envelope import dedupe_addresses
-from reliable_smtp._errors import InvalidAddressError
+from reliable_smtp._errors import InvalidAddressError, InvalidMessageError
 from reliable_smtp._message import Message, render
 from reliable_smtp._message.assembly import _sender_line
 from reliable_smtp._message.mailbox import parse_mailbox
-from reliable_smtp._message.words import fold, mailbox_words, split_words, unstructured_words
+from reliable_smtp._message.words import (
+    check_header_value,
+    fold,
+    mailbox_words,
+    split_words,
+    unstructured_words,
+)
 from reliable_smtp._wire_form import VOUCH_FROM, wire_form
 
 
@@ -229,3 +235,28 @@ def test_empty_address_fields_given_or_defaulted_are_the_same(empty: object) -> 
     changed = dataclasses.replace(defaulted, cc="c@example.org")
     assert changed._mailboxes.cc == (("", "c@example.org"),)
     assert render(changed).recipients == ("b@example.org", "c@example.org")
+
+
+@pytest.mark.parametrize("sender", ["", "   ", "\t"])
+def test_an_empty_sender_is_refused_every_time(sender: str) -> None:
+    for _ in range(2):  # a refusal is never remembered
+        with pytest.raises(InvalidAddressError, match="sender is empty; give the From address"):
+            Message(sender=sender, to="a@example.org")
+
+
+@given(value=st.text(st.sampled_from("a ~\t\n\x00\x7fü\u2028\ud800"), max_size=6))
+def test_header_values_printable_ascii_or_not_are_checked_alike(value: str) -> None:
+    class Text(str):
+        pass
+
+    try:
+        checked: object = check_header_value(value, what="subject")
+    except InvalidMessageError as exc:
+        checked = str(exc)
+    try:
+        general: object = check_header_value(Text(value), what="subject")  # not the shortcut
+    except InvalidMessageError as exc:
+        general = str(exc)
+    assert checked == general
+    if value.isascii() and value.isprintable():
+        assert checked is value

@@ -159,16 +159,26 @@ def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
 
 
 def parse_sender(value: object) -> tuple[str, str]:
-    """:func:`parse_mailbox` of a ``sender``, remembered: an application sends from a few
-    addresses, so most messages would parse the same one again."""
+    """:func:`parse_mailbox` of a Message's ``sender``, remembered: an application sends
+    from a few addresses, so most messages would parse the same one again."""
     if type(value) is str:  # hashable and by value (a subclass may redefine __eq__)
         return _parsed_sender(value)
-    return parse_mailbox(value, what="sender")
+    return _parse_sender(value)
 
 
 @functools.lru_cache(maxsize=256)
 def _parsed_sender(value: str) -> tuple[str, str]:
-    return parse_mailbox(value, what="sender")  # pure: an error is raised, never cached
+    return _parse_sender(value)  # pure: an error is raised, never cached
+
+
+def _parse_sender(value: object) -> tuple[str, str]:
+    if isinstance(value, str) and not value.strip():
+        raise InvalidAddressError(
+            "sender is empty; give the From address, e.g. sender='App <no-reply@example.com>'",
+            address=value,
+            reason="empty",
+        )
+    return parse_mailbox(value, what="sender")
 
 
 def bare_address(value: str, *, what: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._errors import InvalidAddressError, InvalidMessageError
+from .._errors import InvalidMessageError
 from .._wire_form import WireForm
 from .mailbox import bad_address, parse_mailbox, parse_sender
 from .words import (
@@ -254,12 +254,6 @@ class Message:
     _mailboxes: _Mailboxes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sender, str) and not self.sender.strip():
-            raise InvalidAddressError(
-                "sender is empty; give the From address, e.g. sender='App <no-reply@example.com>'",
-                address=self.sender,
-                reason="empty",
-            )
         sender = parse_sender(self.sender)
         to = self._mailbox_list("to")
         cc = () if self.cc is _NO_ADDRESSES else self._mailbox_list("cc")

@@ -90,6 +90,8 @@ def check_header_value(value: object, *, what: str) -> str:
     (Python's email package splits at all of them), and stdlib messages must
     refuse them anyway: one rule for every path.
     """
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value  # the common case: no line break (none is printable), nothing to encode
     if not isinstance(value, str):
         raise InvalidMessageError(f"{what} must be a str, got {type(value).__name__}")
     problem = line_break_problem(value)
