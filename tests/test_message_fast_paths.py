@@ -26,6 +26,7 @@ from reliable_smtp._message.words import (
     fold,
     mailbox_words,
     split_words,
+    unstructured_line,
     unstructured_words,
 )
 from reliable_smtp._wire_form import VOUCH_FROM, wire_form
@@ -63,6 +64,14 @@ def test_unstructured_words_of_short_texts_are_measured_as_long_ones(text: str) 
         assert " ".join(words) == text
         assert max(map(len, words)) <= 76
         assert words == split_words(text)
+
+
+@given(
+    name=st.sampled_from(["Subject", "X-" + "n" * 60]),
+    text=st.text(st.sampled_from("ab =?\tü"), max_size=90) | st.sampled_from(["", "a" * 66]),
+)
+def test_an_unstructured_line_is_its_folded_words(name: str, text: str) -> None:
+    assert unstructured_line(name, text) == fold(name, unstructured_words(text))
 
 
 # --------------------------------------------------------------------------- remembered lines

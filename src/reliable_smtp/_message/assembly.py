@@ -34,7 +34,7 @@ from .words import (
     mailbox_words,
     param_words,
     split_words,
-    unstructured_words,
+    unstructured_line,
 )
 
 __all__ = ["base64_lines", "render_message"]
@@ -297,7 +297,7 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         lines.append(fold("To", mailbox_words(to)))
     if cc:
         lines.append(fold("Cc", mailbox_words(cc)))
-    lines.append(fold("Subject", unstructured_words(message.subject)))
+    lines.append(unstructured_line("Subject", message.subject))
     lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
     for name, value in message.headers.items():
         lines.append(fold(name, header_words(value)))

@@ -328,7 +328,7 @@ class Message:
     def _mailbox_list(self, field_name: str) -> tuple[tuple[str, str], ...]:
         """Normalize one address field to a tuple of str and return its parsed mailboxes."""
         value = getattr(self, field_name)
-        if type(value) is tuple and not value:  # the default of cc, bcc and reply_to
+        if type(value) is tuple and not value:  # the default of to (or any empty tuple)
             return ()
         entries: tuple[str, ...]
         if isinstance(value, str):

@@ -288,25 +288,40 @@ def split_words(text: str) -> list[str]:
     return merged
 
 
-def unstructured_words(text: str) -> list[str]:
-    if not text:
-        return []
-    # Literal only when a parser will give back exactly this text: printable
-    # ASCII (no tabs or controls), nothing that looks like an encoded-word, no
-    # whitespace at either end (parsers strip it), and words short enough to
-    # fold. Anything else becomes encoded-words, which fold anywhere.
-    if (
+def _literal_text(text: str) -> bool:
+    """Whether unstructured ``text`` (not empty) may be written as it is.
+
+    Only when a parser will give back exactly this text: printable ASCII (no tabs
+    or controls), nothing that looks like an encoded-word, and no whitespace at
+    either end (parsers strip it).
+    """
+    return (
         text.isascii()
         and text.isprintable()
         and "=?" not in text
         and text[0] != " "
         and text[-1] != " "
-    ):
+    )
+
+
+def unstructured_words(text: str) -> list[str]:
+    if not text:
+        return []
+    # Literal when it may be, and its words are short enough to fold. Anything else
+    # becomes encoded-words, which fold anywhere.
+    if _literal_text(text):
         words = split_words(text)
         # A text that short has no longer word: no need to measure them.
         if len(text) <= _MAX_LITERAL_WORD or max(map(len, words)) <= _MAX_LITERAL_WORD:
             return words
     return _encoded_words(text)
+
+
+def unstructured_line(name: str, text: str) -> str:
+    """``fold(name, unstructured_words(text))``: the header line of an unstructured text."""
+    if not text or (len(name) + 2 + len(text) <= _SOFT_LIMIT and _literal_text(text)):
+        return f"{name}: {text}\r\n"  # the common short Subject: one line, as it is
+    return fold(name, unstructured_words(text))
 
 
 def _phrase_words(name: str) -> list[str]:
