@@ -219,19 +219,22 @@ def _dot_line(data: bytes) -> bool:
     return data.startswith(b".") or b"\n." in data
 
 
-def _body(message: Message, token: str) -> tuple[_Part, list[bytes]]:
-    """The body part of ``message``, and its text parts' encoded bodies.
+def _body(message: Message, token: str) -> tuple[_Part, tuple[_Part | None, _Part | None]]:
+    """The body part of ``message``, and its HTML and text parts (``None`` if absent).
 
     ``token`` makes its boundaries unique. Only a text part can start a line with a
     dot: base64 lines have none, and part headers, boundaries and the blank lines
     between never start with one.
     """
-    inline = [a for a in message.attachments if a.inline]
-    regular = [a for a in message.attachments if not a.inline]
+    inline: list[Attachment] = []
+    regular: list[Attachment] = []
+    if message.attachments:  # (a comprehension is a function call: none made for none)
+        inline = [a for a in message.attachments if a.inline]
+        regular = [a for a in message.attachments if not a.inline]
 
     html = _text_part(message.html, "html") if message.html is not None else None
     text = _text_part(message.text, "plain") if message.text is not None else None
-    texts = [data for part in (html, text) if part for data in part[1]]
+    texts = (html, text)
     if html is not None and inline:
         related = [html, *map(_attachment_part, inline)]
         html = _multipart("related", f"=_{token}_r", related, ' type="text/html";')
@@ -332,7 +335,9 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
     # (the header block starts with "From:"). Smaller contents are checked by the
     # transport instead (vouch() keeps nothing for them): no dots are looked for.
     if len(content) >= _wire_form.VOUCH_FROM:
-        dot_free = b"\n." not in head and not any(map(_dot_line, texts))
+        dot_free = b"\n." not in head and not any(
+            _dot_line(data) for part in texts if part for data in part[1]
+        )
         object.__setattr__(rendered, "_wire_form", _wire_form.vouch(content, dot_free=dot_free))
     return rendered
 
