@@ -302,8 +302,9 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         lines.append(fold("Cc", mailbox_words(cc)))
     lines.append(unstructured_line("Subject", message.subject))
     lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
-    for name, value in message.headers.items():
-        lines.append(fold(name, header_words(value)))
+    if message.headers:  # most messages have none: no items view and iterator made
+        for name, value in message.headers.items():
+            lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
     (part_headers, body), texts = _body(message, token[32:])
     lines.append(part_headers)
