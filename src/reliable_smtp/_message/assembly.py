@@ -12,6 +12,7 @@ so the transport does not check it again.
 from __future__ import annotations
 
 import binascii
+import functools
 import io
 import secrets
 import struct
@@ -21,9 +22,9 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
+from .. import _wire_form
 from .._envelope import dedupe_addresses
 from .._errors import InvalidMessageError
-from .._wire_form import vouch
 from .mime import Attachment, Message, RenderedMessage
 from .words import (
     HARD_LIMIT,
@@ -33,7 +34,7 @@ from .words import (
     mailbox_words,
     param_words,
     split_words,
-    unstructured_words,
+    unstructured_line,
 )
 
 __all__ = ["base64_lines", "render_message"]
@@ -75,8 +76,14 @@ def _text_part(text: str, subtype: str) -> _Part:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     # 7bit when it is safe: ASCII, no NUL, lines within 998 octets, and no "=_",
     # the prefix of every boundary, so no boundary can occur in a 7bit body.
-    # Quoted-printable and base64 can never produce "=_".
-    if text.isascii() and "\x00" not in text and "=_" not in text and _lines_fit(text):
+    # Quoted-printable and base64 can never produce "=_". (A text without "=" is
+    # found by one memchr(); the search for "=_" costs several times that.)
+    if (
+        text.isascii()
+        and "\x00" not in text
+        and ("=" not in text or "=_" not in text)
+        and _lines_fit(text)
+    ):
         cte = "7bit"
         # Encoded first: replacing in bytes is cheaper than in str, with the same result.
         body = text.encode("ascii").replace(b"\n", b"\r\n")
@@ -212,17 +219,22 @@ def _dot_line(data: bytes) -> bool:
     return data.startswith(b".") or b"\n." in data
 
 
-def _body(message: Message) -> tuple[_Part, bool]:
-    """The body part of ``message``, and True if no line of it starts with a dot."""
-    token = secrets.token_hex(12)
-    inline = [a for a in message.attachments if a.inline]
-    regular = [a for a in message.attachments if not a.inline]
+def _body(message: Message, token: str) -> tuple[_Part, tuple[_Part | None, _Part | None]]:
+    """The body part of ``message``, and its HTML and text parts (``None`` if absent).
+
+    ``token`` makes its boundaries unique. Only a text part can start a line with a
+    dot: base64 lines have none, and part headers, boundaries and the blank lines
+    between never start with one.
+    """
+    inline: list[Attachment] = []
+    regular: list[Attachment] = []
+    if message.attachments:  # (a comprehension is a function call: none made for none)
+        inline = [a for a in message.attachments if a.inline]
+        regular = [a for a in message.attachments if not a.inline]
 
     html = _text_part(message.html, "html") if message.html is not None else None
     text = _text_part(message.text, "plain") if message.text is not None else None
-    # Only a text part can start a line with a dot: base64 lines have none, and part
-    # headers, boundaries and the blank lines between never start with one.
-    dot_free = not any(_dot_line(data) for part in (html, text) if part for data in part[1])
+    texts = (html, text)
     if html is not None and inline:
         related = [html, *map(_attachment_part, inline)]
         html = _multipart("related", f"=_{token}_r", related, ' type="text/html";')
@@ -240,7 +252,7 @@ def _body(message: Message) -> tuple[_Part, bool]:
         parts = [body] if body is not None else []
         parts += map(_attachment_part, regular)
         body = _multipart("mixed", f"=_{token}_m", parts)
-    return (body if body is not None else _text_part("", "plain")), dot_free
+    return (body if body is not None else _text_part("", "plain")), texts
 
 
 # --------------------------------------------------------------------------- rendering a Message
@@ -264,25 +276,37 @@ def _date(given: datetime | None) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _sender_line(name: str, mailboxes: tuple[tuple[str, str], ...]) -> str:
+    """The folded ``name`` (From or Reply-To) line for ``mailboxes``, remembered.
+
+    An application sends from a few senders, with a few reply addresses, so nearly
+    every message would encode and fold the same line again. The key and the line
+    are immutable, and a pure function of each other.
+    """
+    return fold(name, mailbox_words(mailboxes))
+
+
 def render_message(message: Message, domain: str | None) -> RenderedMessage:
     """:func:`~reliable_smtp.render` for a :class:`Message`: RFC 5322 bytes and the envelope."""
-    boxes = message._mailboxes
-    message_id = message.message_id or (
-        f"{secrets.token_hex(16)}@{id_domain(domain, boxes.sender[1])}"
-    )
-    lines = [fold("From", mailbox_words((boxes.sender,)))]
-    if boxes.reply_to:
-        lines.append(fold("Reply-To", mailbox_words(boxes.reply_to)))
-    if boxes.to:
-        lines.append(fold("To", mailbox_words(boxes.to)))
-    if boxes.cc:
-        lines.append(fold("Cc", mailbox_words(boxes.cc)))
-    lines.append(fold("Subject", unstructured_words(message.subject)))
+    sender, to, cc, bcc, reply_to, envelope_sender = message._mailboxes
+    # One draw from os.urandom for both: 16 bytes for a Message-ID, 12 for the boundaries.
+    token = secrets.token_hex(28)
+    message_id = message.message_id or f"{token[:32]}@{id_domain(domain, sender[1])}"
+    lines = [_sender_line("From", (sender,))]
+    if reply_to:
+        lines.append(_sender_line("Reply-To", reply_to))
+    if to:
+        lines.append(fold("To", mailbox_words(to)))
+    if cc:
+        lines.append(fold("Cc", mailbox_words(cc)))
+    lines.append(unstructured_line("Subject", message.subject))
     lines.append(f"Date: {_date(message.date)}\r\nMessage-ID: <{message_id}>\r\n")
-    for name, value in message.headers.items():
-        lines.append(fold(name, header_words(value)))
+    if message.headers:  # most messages have none: no items view and iterator made
+        for name, value in message.headers.items():
+            lines.append(fold(name, header_words(value)))
     lines.append("MIME-Version: 1.0\r\n")
-    (part_headers, body), dot_free = _body(message)
+    (part_headers, body), texts = _body(message, token[32:])
     lines.append(part_headers)
     lines.append("\r\n")
     head = "".join(lines).encode("utf-8")
@@ -295,19 +319,27 @@ def render_message(message: Message, domain: str | None) -> RenderedMessage:
         if not chunks[-1].endswith(b"\r\n"):
             chunks.append(b"\r\n")
         content = b"".join(chunks)
-    recipients = dedupe_addresses(addr for _, addr in (*boxes.to, *boxes.cc, *boxes.bcc))
+    recipients: tuple[str, ...]
+    if len(to) == 1 and not cc and not bcc:
+        recipients = (to[0][1],)  # the common case: one recipient, no duplicates
+    else:
+        recipients = dedupe_addresses(addr for _, addr in (*to, *cc, *bcc))
     rendered = RenderedMessage(
         content=content,
         message_id=message_id,
-        sender=boxes.envelope_sender,
+        sender=envelope_sender,
         recipients=recipients,
     )
     # Every line above ends in CRLF (header values hold no line breaks, text parts are
     # normalised, base64 and boundaries are ours) and so does the message: vouch for
     # it, and for the absence of leading dots when no header or text line has one
-    # (the header block starts with "From:").
-    form = vouch(content, dot_free=dot_free and b"\n." not in head)
-    object.__setattr__(rendered, "_wire_form", form)
+    # (the header block starts with "From:"). Smaller contents are checked by the
+    # transport instead (vouch() keeps nothing for them): no dots are looked for.
+    if len(content) >= _wire_form.VOUCH_FROM:
+        dot_free = b"\n." not in head and not any(
+            _dot_line(data) for part in texts if part for data in part[1]
+        )
+        object.__setattr__(rendered, "_wire_form", _wire_form.vouch(content, dot_free=dot_free))
     return rendered
 
 

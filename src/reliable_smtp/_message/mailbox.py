@@ -23,9 +23,11 @@ _MAX_ADDRESS_OCTETS = 254
 # An addr-spec as this library accepts it: no whitespace, no controls (C1 included), no
 # specials; non-ASCII is allowed (SMTPUTF8, RFC 6531/6532). Quoted local parts
 # and domain literals are deliberately unsupported.
-_ADDR_SPEC = re.compile(
-    r'[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+@[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@]+'
-)
+_NOT_IN_ADDR = r'\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\"@'
+_ADDR_SPEC = re.compile(rf"[^{_NOT_IN_ADDR}]+@[^{_NOT_IN_ADDR}]+")
+# An ASCII addr-spec that passes every check of check_addr_spec but its length: its
+# domain is labels joined by single dots. The common bare address, found by one match.
+_GOOD_ADDR_SPEC = re.compile(rf"[^{_NOT_IN_ADDR}]+@[^{_NOT_IN_ADDR}.]+(?:\.[^{_NOT_IN_ADDR}.]+)*")
 # Characters that end or split a mailbox when they appear unquoted in a display name.
 _PHRASE_SPECIALS = re.compile(r"[,;:@<>\[\]\\]")
 
@@ -44,6 +46,11 @@ def check_addr_spec(addr: str, value: str, what: str) -> str:
         raise bad_address(
             value, what, f"has {addr!r}, which is not an address of the form local@domain"
         )
+    return _check_matched_addr_spec(addr, value, what)
+
+
+def _check_matched_addr_spec(addr: str, value: str, what: str) -> str:
+    """:func:`check_addr_spec` of an ``addr`` that ``_ADDR_SPEC`` matches."""
     domain = addr.rpartition("@")[2]
     if domain.startswith(".") or domain.endswith(".") or ".." in domain:
         raise bad_address(value, what, f"has an invalid domain {domain!r}")
@@ -94,6 +101,16 @@ def _unquote_phrase(text: str, value: str, what: str) -> str:
 
 def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
     """``(display_name, addr_spec)`` of one ``'addr'`` or ``'Name <addr>'`` string."""
+    if (
+        type(value) is str
+        and value.isascii()
+        and len(value) <= _MAX_ADDRESS_OCTETS
+        and _GOOD_ADDR_SPEC.fullmatch(value) is not None
+    ):
+        # The common case, a bare address, checked at once: its characters exclude
+        # whitespace and every line break (nothing to strip, no line break to look
+        # for), and being ASCII its length is its size in octets.
+        return "", value
     if not isinstance(value, str):
         raise InvalidAddressError(
             f"{what} must be a str such as 'Name <local@domain>', got {type(value).__name__}",
@@ -109,7 +126,7 @@ def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
             reason="empty",
         )
     if _ADDR_SPEC.fullmatch(text) is not None:
-        return "", check_addr_spec(text, value, what)
+        return "", _check_matched_addr_spec(text, value, what)
     if not text.endswith(">"):
         if "," in text or ";" in text:
             raise bad_address(
@@ -142,16 +159,26 @@ def parse_mailbox(value: object, *, what: str) -> tuple[str, str]:
 
 
 def parse_sender(value: object) -> tuple[str, str]:
-    """:func:`parse_mailbox` of a ``sender``, remembered: an application sends from a few
-    addresses, so most messages would parse the same one again."""
+    """:func:`parse_mailbox` of a Message's ``sender``, remembered: an application sends
+    from a few addresses, so most messages would parse the same one again."""
     if type(value) is str:  # hashable and by value (a subclass may redefine __eq__)
         return _parsed_sender(value)
-    return parse_mailbox(value, what="sender")
+    return _parse_sender(value)
 
 
 @functools.lru_cache(maxsize=256)
 def _parsed_sender(value: str) -> tuple[str, str]:
-    return parse_mailbox(value, what="sender")  # pure: an error is raised, never cached
+    return _parse_sender(value)  # pure: an error is raised, never cached
+
+
+def _parse_sender(value: object) -> tuple[str, str]:
+    if isinstance(value, str) and not value.strip():
+        raise InvalidAddressError(
+            "sender is empty; give the From address, e.g. sender='App <no-reply@example.com>'",
+            address=value,
+            reason="empty",
+        )
+    return parse_mailbox(value, what="sender")
 
 
 def bare_address(value: str, *, what: str) -> str:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._errors import InvalidAddressError, InvalidMessageError
+from .._errors import InvalidMessageError
 from .._wire_form import WireForm
 from .mailbox import bad_address, parse_mailbox, parse_sender
 from .words import (
@@ -43,6 +43,9 @@ _ADDRESS_WHAT = {
 }
 # Shared by every Message without extra headers: immutable and empty, so nothing can leak.
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+# The default of the address fields: most messages have no cc, bcc or reply_to, and
+# this very object needs no parsing.
+_NO_ADDRESSES: tuple[str, ...] = ()
 
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")
 _MIME_NAME = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
@@ -201,9 +204,12 @@ def _rebuild_attachment(fields: dict[str, Any]) -> Attachment:
     return Attachment(**fields)
 
 
-@dataclass(frozen=True, slots=True)
-class _Mailboxes:
-    """The parsed ``(display_name, addr_spec)`` pairs of a Message, validated once."""
+class _Mailboxes(NamedTuple):
+    """The parsed ``(display_name, addr_spec)`` pairs of a Message, validated once.
+
+    A named tuple, not a frozen dataclass: as immutable, and built for a fraction of
+    the instructions (a frozen dataclass sets each field through object.__setattr__).
+    """
 
     sender: tuple[str, str]
     to: tuple[tuple[str, str], ...]
@@ -233,10 +239,10 @@ class Message:
     """
 
     sender: str
-    to: Sequence[str] | str = ()
-    cc: Sequence[str] | str = ()
-    bcc: Sequence[str] | str = ()
-    reply_to: Sequence[str] | str = ()
+    to: Sequence[str] | str = _NO_ADDRESSES
+    cc: Sequence[str] | str = _NO_ADDRESSES
+    bcc: Sequence[str] | str = _NO_ADDRESSES
+    reply_to: Sequence[str] | str = _NO_ADDRESSES
     subject: str = ""
     text: str | None = None
     html: str | None = None
@@ -248,17 +254,11 @@ class Message:
     _mailboxes: _Mailboxes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sender, str) and not self.sender.strip():
-            raise InvalidAddressError(
-                "sender is empty; give the From address, e.g. sender='App <no-reply@example.com>'",
-                address=self.sender,
-                reason="empty",
-            )
         sender = parse_sender(self.sender)
         to = self._mailbox_list("to")
-        cc = self._mailbox_list("cc")
-        bcc = self._mailbox_list("bcc")
-        reply_to = self._mailbox_list("reply_to")
+        cc = () if self.cc is _NO_ADDRESSES else self._mailbox_list("cc")
+        bcc = () if self.bcc is _NO_ADDRESSES else self._mailbox_list("bcc")
+        reply_to = () if self.reply_to is _NO_ADDRESSES else self._mailbox_list("reply_to")
         if not (to or cc or bcc):
             raise InvalidMessageError(
                 "the message has no recipients: give at least one of to, cc or bcc"
@@ -328,7 +328,7 @@ class Message:
     def _mailbox_list(self, field_name: str) -> tuple[tuple[str, str], ...]:
         """Normalize one address field to a tuple of str and return its parsed mailboxes."""
         value = getattr(self, field_name)
-        if type(value) is tuple and not value:  # the default of cc, bcc and reply_to
+        if type(value) is tuple and not value:  # the default of to (or any empty tuple)
             return ()
         entries: tuple[str, ...]
         if isinstance(value, str):
@@ -345,6 +345,8 @@ class Message:
         if not entries:
             return ()
         what = _ADDRESS_WHAT[field_name]
+        if len(entries) == 1:  # the common case, without the function call of a comprehension
+            return (parse_mailbox(entries[0], what=what),)
         return tuple([parse_mailbox(entry, what=what) for entry in entries])
 
     def _envelope_sender(self, sender_address: str) -> str:

@@ -90,6 +90,8 @@ def check_header_value(value: object, *, what: str) -> str:
     (Python's email package splits at all of them), and stdlib messages must
     refuse them anyway: one rule for every path.
     """
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value  # the common case: no line break (none is printable), nothing to encode
     if not isinstance(value, str):
         raise InvalidMessageError(f"{what} must be a str, got {type(value).__name__}")
     problem = line_break_problem(value)
@@ -198,11 +200,11 @@ def fold(name: str, words: Sequence[str]) -> str:
     Folding only ever replaces a separating space by CRLF + that space, so
     unfolding (RFC 5322 §2.2.3) restores the value exactly.
     """
-    if not words:
-        return f"{name}: \r\n"
-    line = f"{name}: {words[0]}"
-    if len(words) == 1:
+    # Most headers fit on one line: joined at once, without the loop below.
+    line = f"{name}: {' '.join(words)}"
+    if len(line) <= _SOFT_LIMIT or len(words) < 2:
         return line + "\r\n"
+    line = f"{name}: {words[0]}"
     lines: list[str] = []
     for word in words[1:]:
         if word and len(line) + 1 + len(word) > _SOFT_LIMIT:
@@ -286,24 +288,40 @@ def split_words(text: str) -> list[str]:
     return merged
 
 
-def unstructured_words(text: str) -> list[str]:
-    if not text:
-        return []
-    # Literal only when a parser will give back exactly this text: printable
-    # ASCII (no tabs or controls), nothing that looks like an encoded-word, no
-    # whitespace at either end (parsers strip it), and words short enough to
-    # fold. Anything else becomes encoded-words, which fold anywhere.
-    if (
+def _literal_text(text: str) -> bool:
+    """Whether unstructured ``text`` (not empty) may be written as it is.
+
+    Only when a parser will give back exactly this text: printable ASCII (no tabs
+    or controls), nothing that looks like an encoded-word, and no whitespace at
+    either end (parsers strip it).
+    """
+    return (
         text.isascii()
         and text.isprintable()
         and "=?" not in text
         and text[0] != " "
         and text[-1] != " "
-    ):
+    )
+
+
+def unstructured_words(text: str) -> list[str]:
+    if not text:
+        return []
+    # Literal when it may be, and its words are short enough to fold. Anything else
+    # becomes encoded-words, which fold anywhere.
+    if _literal_text(text):
         words = split_words(text)
-        if max(map(len, words)) <= _MAX_LITERAL_WORD:
+        # A text that short has no longer word: no need to measure them.
+        if len(text) <= _MAX_LITERAL_WORD or max(map(len, words)) <= _MAX_LITERAL_WORD:
             return words
     return _encoded_words(text)
+
+
+def unstructured_line(name: str, text: str) -> str:
+    """``fold(name, unstructured_words(text))``: the header line of an unstructured text."""
+    if not text or (len(name) + 2 + len(text) <= _SOFT_LIMIT and _literal_text(text)):
+        return f"{name}: {text}\r\n"  # the common short Subject: one line, as it is
+    return fold(name, unstructured_words(text))
 
 
 def _phrase_words(name: str) -> list[str]:
