@@ -48,7 +48,7 @@ from reliable_smtp._transports._wire import (
     dot_stuffed,
 )
 from reliable_smtp._transports.smtp import SMTPTransport
-from reliable_smtp._wire_form import wire_form
+from reliable_smtp._wire_form import _Entry, _forget, wire_form
 from reliable_smtp.testing import LocalSMTPServer
 
 ENVELOPE = Envelope.build("app@example.com", ["ann@example.org"])
@@ -391,6 +391,19 @@ def test_the_vouch_lives_as_long_as_the_rendered_message() -> None:
     assert wire_form(content) is not None
     del rendered
     assert wire_form(content) is None  # checked again from now on, never trusted stale
+
+
+def test_a_dead_vouch_never_removes_a_newer_one_under_the_same_id() -> None:
+    # A content's id can be reused once it is gone: the old entry's clean-up must leave
+    # the new content's vouch alone.
+    older = render(attachment_message(Attachment(filename="a.bin", content=b"old")))
+    newer = render(attachment_message(Attachment(filename="a.bin", content=b"new")))
+    key = id(newer.content)
+    assert older._wire_form is not None
+    stale = _Entry(older._wire_form, _forget)
+    stale.key = key
+    _forget(stale)
+    assert wire_form(newer.content) is newer._wire_form
 
 
 def test_stdlib_messages_are_not_vouched_for() -> None:

@@ -37,7 +37,25 @@ class WireForm:
         self.dot_free = dot_free
 
 
-_VOUCHED: weakref.WeakValueDictionary[int, WireForm] = weakref.WeakValueDictionary()
+class _Entry(weakref.ref[WireForm]):
+    """The registry's weak reference to a form, knowing its key: when the form dies,
+    the callback removes exactly this entry (a newer one under a reused id stays)."""
+
+    __slots__ = ("key",)
+    key: int
+
+
+def _forget(entry: _Entry) -> None:
+    if _VOUCHED.get(entry.key) is entry:
+        # Another thread may have vouched under this id just now: losing that vouch
+        # only means its content is checked in full.
+        _VOUCHED.pop(entry.key, None)
+
+
+# id(content) -> a weak reference to its form. A plain dict of weakref.ref subclasses,
+# not a WeakValueDictionary, whose Python-level set and get cost 0.8 and 0.25 µs per
+# message against 0.5 and 0.1 here.
+_VOUCHED: dict[int, _Entry] = {}
 
 
 def vouch(content: bytes, *, dot_free: bool) -> WireForm:
@@ -49,13 +67,16 @@ def vouch(content: bytes, *, dot_free: bool) -> WireForm:
     byte by byte) cost six times what the registry does.
     """
     form = WireForm(content, dot_free=dot_free)
-    _VOUCHED[id(content)] = form
+    entry = _Entry(form, _forget)
+    entry.key = key = id(content)
+    _VOUCHED[key] = entry
     return form
 
 
 def wire_form(content: bytes) -> WireForm | None:
     """The vouch for exactly this ``content`` object, or ``None`` (check it in full)."""
-    form = _VOUCHED.get(id(content))
+    entry = _VOUCHED.get(id(content))
+    form = entry() if entry is not None else None
     if form is None or form.content is not content:
         return None
     return form
