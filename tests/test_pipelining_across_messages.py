@@ -197,6 +197,33 @@ async def test_many_messages_on_one_connection_through_the_mailer(
     assert server.across == 29
 
 
+async def test_a_bulk_send_one_message_ahead_keeps_the_chain_going(
+    serve: Callable[..., object],
+) -> None:
+    # concurrency=2 on one connection: when a send reaches its body, the next message's
+    # send is still behind the window (it gets its place only when the send before ends,
+    # whose reply we have just read). Waiting two loop turns lets it reach the pool and
+    # take the connection: every dot goes with the next MAIL. Ending the chain instead
+    # would wait for a held reply until data_timeout (AMBIGUOUS).
+    server: RawSMTPServer = await serve(held_dots(last=9))  # type: ignore[misc]
+    messages = [
+        Message(
+            sender="app@example.com",
+            to=[f"user{n}@example.org"],
+            subject=f"n{n}",
+            text="x",
+            message_id=f"m{n}@example.com",
+        )
+        for n in range(10)
+    ]
+    smtp = transport(server, data_timeout=0.5)
+    async with AsyncMailer(smtp, retry=RetryPolicy.never()) as mailer:
+        outcomes = await mailer.send_many(messages, concurrency=2)
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+    assert server.opened == 1
+    assert server.across == 9
+
+
 async def test_the_local_test_server_takes_messages_across_transactions() -> None:
     # aiosmtpd (LocalSMTPServer) with PIPELINING: commands after the dot in one stream.
     with LocalSMTPServer(pipelining=True) as server:

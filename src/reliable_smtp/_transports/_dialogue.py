@@ -64,6 +64,8 @@ class Hold:
     """The message was counted on the connection (``messages``) before a hand-over."""
     may_hand_over: bool = False
     """This transaction may lend the connection on after its final dot."""
+    company: bool = False
+    """Other sends were in progress on the transport when this transaction began."""
 
     def take_owed(self) -> OwedFinalReply | None:
         """The final reply the connection owes the previous send, now this send's to read."""
@@ -197,6 +199,10 @@ async def data_dialogue(
     return transaction.result()
 
 
+#: Loop turns a send in company waits at its body for a send to take the connection.
+_TURNS_FOR_A_TAKER = 2
+
+
 async def _hand_over(
     transport: DialogueSettings, hold: Hold, wire: Exchange, transaction: Transaction, body: bytes
 ) -> bool:
@@ -213,12 +219,20 @@ async def _hand_over(
     if not hold.may_hand_over:
         return False
     if not hold.pool.waiting:
-        # One turn of the loop first: sends ready to run (a bulk send's next message,
-        # being rendered) reach the pool now, and this dot can go with their commands
-        # - a system call and a round trip less - instead of ending the chain. Nothing
-        # of this message is written yet: cancelled here, it was simply not sent.
-        await asyncio.sleep(0)
-        if not hold.pool.waiting:
+        if not hold.company:
+            return False  # a send on its own: nobody will come for the connection
+        # In company (a bulk send), give the loop two turns before ending the chain: the
+        # previous message's send, its reply read by us, ends in the first and frees its
+        # place in the caller's window; the next message's send takes it and reaches the
+        # pool in the second. This dot then goes with its commands: a system call less
+        # per message (8 connections, stream(concurrency=16): 1.68 -> 1.02 sendto per
+        # message). Nothing of this message is written yet: cancelled here, it simply
+        # was not sent.
+        for _ in range(_TURNS_FOR_A_TAKER):
+            await asyncio.sleep(0)
+            if hold.pool.waiting:
+                break
+        else:
             return False
     if len(body) > BODY_PIECE:
         # A large body goes now, with flow control; only the dot waits for the next

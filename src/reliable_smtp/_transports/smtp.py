@@ -242,6 +242,9 @@ class SMTPTransport(Transport):
         self._ehlo_name = EhloName(local_hostname, connect_timeout=self.connect_timeout)
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._pacing: Pacing | None = None
+        # Sends inside deliver() now (on this transport's loop): with company, a send that
+        # could lend its connection on waits a moment for a taker (see _dialogue._hand_over).
+        self._sending = 0
 
     def __repr__(self) -> str:
         user = f" user={self.username!r}" if self.username else ""
@@ -260,34 +263,38 @@ class SMTPTransport(Transport):
         # on a connection opened for it - never on another idle one, which may be dead
         # too or put back by a concurrent send. If that fresh connection fails as well,
         # it is this message's own, classified error.
-        fresh = False
-        while True:
-            lease = await _connections.lease(pool, fresh=fresh, transport_name=self.name)
-            hold = Hold(lease, pool)
-            reusable = False
-            try:
-                await pacing.wait_turn(lease)
-                report = await self._transaction(hold, envelope, content)
-                if not hold.counted:
-                    lease.messages += 1
-                reusable = _connections.reusable(lease.connection)
-                pacing.observe(report)
-                return report
-            except StaleConnectionError as stale:
-                if not lease.reused:
-                    raise translate_error(
-                        stale.cause, Phase.MAIL, transport_name=self.name
-                    ) from stale
-                fresh = True
-            except DeliveryError as error:
-                # A refusal the transaction handled (it reset or dropped the connection).
-                reusable = _connections.reusable(lease.connection)
-                pacing.observe_error(error)
-                raise
-            finally:
-                # Handed over after the final dot, the connection is the next send's.
-                if hold.mine:
-                    await pool.release(lease, reusable=reusable)
+        self._sending += 1
+        try:
+            fresh = False
+            while True:
+                lease = await _connections.lease(pool, fresh=fresh, transport_name=self.name)
+                hold = Hold(lease, pool)
+                reusable = False
+                try:
+                    await pacing.wait_turn(lease)
+                    report = await self._transaction(hold, envelope, content)
+                    if not hold.counted:
+                        lease.messages += 1
+                    reusable = _connections.reusable(lease.connection)
+                    pacing.observe(report)
+                    return report
+                except StaleConnectionError as stale:
+                    if not lease.reused:
+                        raise translate_error(
+                            stale.cause, Phase.MAIL, transport_name=self.name
+                        ) from stale
+                    fresh = True
+                except DeliveryError as error:
+                    # A refusal the transaction handled (it reset or dropped the connection).
+                    reusable = _connections.reusable(lease.connection)
+                    pacing.observe_error(error)
+                    raise
+                finally:
+                    # Handed over after the final dot, the connection is the next send's.
+                    if hold.mine:
+                        await pool.release(lease, reusable=reusable)
+        finally:
+            self._sending -= 1
 
     async def aclose(self) -> None:
         if self._closed:
@@ -341,6 +348,7 @@ class SMTPTransport(Transport):
         # The parent's sockets are not ours to use: forget them without QUIT.
         self._pool = None
         self._pool_loop = None
+        self._sending = 0  # the parent's sends in progress are not this process's
         # Its FQDN lookup thread, if still running, stayed in the parent.
         self._ehlo_name = EhloName(self.local_hostname, connect_timeout=self.connect_timeout)
 
@@ -492,6 +500,7 @@ class SMTPTransport(Transport):
             and not guarded
             and not (pacing is not None and pacing.paced)
         )
+        hold.company = self._sending > 1
         clean = True
         try:
             try:
