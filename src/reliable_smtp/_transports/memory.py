@@ -65,6 +65,10 @@ class SentMessage:
         return self.envelope.recipients
 
 
+#: The reply every stored message gets (immutable: one for all).
+_STORED = Reply(250, "2.0.0", "stored in memory")
+
+
 class MemoryTransport(Transport):
     """Keep messages in ``outbox`` instead of sending them; every recipient is ``SENT``.
 
@@ -85,9 +89,7 @@ class MemoryTransport(Transport):
         self.ensure_open()
         await before_commit(envelope, transport_name=self.name)
         self.outbox.append(SentMessage(envelope=envelope, content=bytes(content)))
-        return DeliveryReport.all_sent(
-            envelope, transport_name=self.name, reply=Reply(250, "2.0.0", "stored in memory")
-        )
+        return DeliveryReport.all_sent(envelope, transport_name=self.name, reply=_STORED)
 
     def clear(self) -> None:
         """Empty the outbox."""
