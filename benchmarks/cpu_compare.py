@@ -1,7 +1,7 @@
 """Client CPU per message of the full stack, for several source trees in one run.
 
 Run: .venv/bin/python benchmarks/cpu_compare.py [--n 2000] [--rounds 5] [--connections 1 8]
-     [--tree NAME=SRC ...] [--loop asyncio uvloop] [--profile FILE]
+     [--tree NAME=SRC ...] [--loop asyncio uvloop] [--recipients 1] [--profile FILE]
 
 Compares versions of reliable-smtp on the same machine in the same minutes: each
 ``--tree`` is a ``src`` directory (a ``git worktree add /tmp/base <commit>`` of an
@@ -16,6 +16,7 @@ module privatization run too. ``--profile FILE`` instead runs the current tree
 once under cProfile (``--connections``' first count) and writes the stats to FILE.
 ``--loop asyncio uvloop`` runs every tree on each event loop (uvloop: the
 ``reliable-smtp[uvloop]`` extra), the loops interleaved like the trees.
+``--recipients K`` gives every message K ``To`` addresses (one transaction, K RCPTs).
 Nothing is asserted.
 """
 
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve()
 SRC = HERE.parent.parent / "src"
 
 
-async def send_all(port: int, n: int, connections: int) -> int:
+async def send_all(port: int, n: int, connections: int, recipients: int = 1) -> int:
     from reliable_smtp import AsyncMailer, Message, SendResult, SMTPTransport
 
     transport = SMTPTransport(
@@ -52,7 +53,13 @@ async def send_all(port: int, n: int, connections: int) -> int:
         local_hostname="bench.test",
     )
     messages = (
-        Message(sender=SENDER, to=[f"user{i}@example.org"], subject=SUBJECT, text=TEXT, html=HTML)
+        Message(
+            sender=SENDER,
+            to=[f"user{i}-{k}@example.org" for k in range(recipients)],
+            subject=SUBJECT,
+            text=TEXT,
+            html=HTML,
+        )
         for i in range(n)
     )
     sent = 0
@@ -62,7 +69,9 @@ async def send_all(port: int, n: int, connections: int) -> int:
     return sent
 
 
-def client(port: int, n: int, connections: int, profile: str | None, loop: str) -> None:
+def client(
+    port: int, n: int, connections: int, profile: str | None, loop: str, recipients: int
+) -> None:
     """One measured run, in this process; prints its figures as JSON."""
     import cProfile
 
@@ -75,9 +84,9 @@ def client(port: int, n: int, connections: int, profile: str | None, loop: str) 
     if loop == "uvloop":
         import uvloop
 
-        sent = uvloop.run(send_all(port, n, connections))
+        sent = uvloop.run(send_all(port, n, connections, recipients))
     else:
-        sent = asyncio.run(send_all(port, n, connections))
+        sent = asyncio.run(send_all(port, n, connections, recipients))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if profiler is not None:
         profiler.disable()
@@ -87,10 +96,17 @@ def client(port: int, n: int, connections: int, profile: str | None, loop: str) 
 
 
 def run_client(
-    src: str, port: int, n: int, connections: int, profile: str = "", loop: str = "asyncio"
+    src: str,
+    port: int,
+    n: int,
+    connections: int,
+    profile: str = "",
+    loop: str = "asyncio",
+    recipients: int = 1,
 ) -> dict[str, float]:
     command = [sys.executable, str(HERE), "--client", str(port), "--n", str(n)]
     command += ["--connections", str(connections), "--profile", profile, "--loop", loop]
+    command += ["--recipients", str(recipients)]
     env = {**os.environ, "PYTHONPATH": src}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -112,11 +128,19 @@ def main() -> None:
     parser.add_argument(
         "--loop", nargs="+", choices=["asyncio", "uvloop"], default=["asyncio"], help="event loops"
     )
+    parser.add_argument("--recipients", type=int, default=1, help="To addresses per message")
     parser.add_argument("--profile", default="", help="cProfile the current tree into FILE")
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        client(args.client, args.n, args.connections[0], args.profile or None, args.loop[0])
+        client(
+            args.client,
+            args.n,
+            args.connections[0],
+            args.profile or None,
+            args.loop[0],
+            args.recipients,
+        )
         return
 
     sources = [t.split("=", 1) for t in args.tree or [f"this={SRC}"]]
@@ -130,7 +154,13 @@ def main() -> None:
         print(f"sink: {sink_name}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
         if args.profile:
             figures = run_client(
-                str(SRC), port, args.n, args.connections[0], args.profile, args.loop[0]
+                str(SRC),
+                port,
+                args.n,
+                args.connections[0],
+                args.profile,
+                args.loop[0],
+                args.recipients,
             )
             print(f"{figures['cpu_us']:.0f} µs CPU/msg under cProfile; stats in {args.profile}")
             return
@@ -138,7 +168,9 @@ def main() -> None:
         for round_number in range(1, args.rounds + 1):
             for connections in args.connections:
                 for name, src, loop in trees:
-                    figures = run_client(src, port, args.n, connections, loop=loop)
+                    figures = run_client(
+                        src, port, args.n, connections, loop=loop, recipients=args.recipients
+                    )
                     runs.setdefault((name, connections), []).append(figures)
                     print(
                         f"round {round_number} {name:>8} {connections} conn: "
@@ -146,7 +178,10 @@ def main() -> None:
                         f"({figures['sent']:.0f} sent)",
                         flush=True,
                     )
-    print(f"\nmedians of {args.rounds} interleaved rounds, {args.n} messages each")
+    print(
+        f"\nmedians of {args.rounds} interleaved rounds, {args.n} messages each, "
+        f"{args.recipients} recipient(s) per message"
+    )
     print(f"{'tree':>8}{'connections':>13}{'msg/s':>9}{'CPU µs/msg':>12}")
     for connections in args.connections:
         for name, _, _ in trees:
