@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from reliable_smtp._errors import ConfigurationError
 from reliable_smtp._ratelimit import (
     FLOOR_RATE,
+    KEPT_SENDS,
     WINDOW,
     AdaptiveRate,
     RateLimit,
@@ -305,3 +306,12 @@ def test_nothing_measured_lowers_the_rate_in_force() -> None:
     assert throttled_rate(None, 0.001) == FLOOR_RATE
     # The floor never lifts a rate above what is in force (a configured 1 per 2 minutes).
     assert throttled_rate(1 / 120, 5.0) == 1 / 120
+
+
+def test_a_fast_sender_keeps_only_the_latest_send_times_and_the_rate_stays_right() -> None:
+    # 20 s at 1000 messages/s: the window alone would keep 10,000 times.
+    rate = AdaptiveRate(None)
+    for i in range(20_000):
+        rate.note_sent(i / 1000)
+    assert len(rate._sent) == KEPT_SENDS
+    assert rate.observed(20.0) == pytest.approx(1000, rel=0.01)

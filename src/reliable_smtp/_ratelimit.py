@@ -65,6 +65,8 @@ __all__ = [
 FLOOR_RATE = 1.0 / 60.0
 #: How far back sends count towards the "rate actually sent at".
 WINDOW = 10.0
+#: At most this many of the latest send times are kept to measure the rate actually sent.
+KEPT_SENDS = 1024
 #: Without a configured limit and without a measurement, a throttle starts from this rate.
 UNMEASURED_RATE = 1.0
 
@@ -219,7 +221,10 @@ class AdaptiveRate:
         self._cooldown = cooldown
         self._lowered: float | None = None
         self._since = 0.0
-        self._sent: deque[float] = deque()
+        # The latest sends only: at thousands of messages a second, ten seconds of them
+        # would be tens of thousands of floats (2.6 MB at 8,000/s), for a rate that the
+        # last thousand measure as well (observed_rate: over the time they cover).
+        self._sent: deque[float] = deque(maxlen=KEPT_SENDS)
 
     def note_sent(self, now: float) -> None:
         """Record a message handed to the server (to measure the rate actually used)."""
