@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,7 @@ from reliable_smtp._outbox.limits import lowered_shared_rate, reserve_slot, shar
 from reliable_smtp._outbox.schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, VERSION_TABLE, ddl
 from reliable_smtp._outbox.store import Store, open_store
 from reliable_smtp._outbox.worker import OutboxWorker
+from reliable_smtp._outbox.worker_limits import SharedLimits
 from reliable_smtp._ratelimit import FLOOR_RATE
 from reliable_smtp._transports.smtp import SMTPTransport
 from reliable_smtp.testing import FakeClock
@@ -238,6 +239,84 @@ def test_connection_slots_are_shared_and_a_dead_workers_come_back(store: Store) 
     assert take("connections", "w3", want=4, total=4, lease_seconds=lease, now=T0 + 6) == 4
     # The cap lowered in the configuration: slots above it are not renewed.
     assert take("connections", "w3", want=4, total=2, lease_seconds=lease, now=T0 + 7) == 2
+
+
+def _shared_limits(
+    store: Store,
+    slots: int,
+    limit_connections: Callable[[int], Awaitable[None]],
+    clock: Callable[[], float],
+) -> SharedLimits:
+    """One worker's share of a ``slots``-connection cap, its store calls made inline."""
+
+    async def call(method: Callable[..., object], *args: object, **kwargs: object) -> object:
+        return method(*args, **kwargs)
+
+    async def wait(seconds: float) -> None:
+        pass
+
+    return SharedLimits(
+        OutboxLimits(max_connections=slots),
+        store=store,
+        owner="w1",
+        concurrency=slots,
+        lease_seconds=5.0,
+        poll_interval=0.0,
+        call=call,
+        clock=clock,
+        wait=wait,
+        limit_connections=limit_connections,
+    )
+
+
+async def test_slots_lost_to_another_worker_are_connections_the_transport_closes(
+    store: Store,
+) -> None:
+    # A stall past the lease (a late heartbeat) lets another worker take slots while our
+    # connections are still open: the renewal tells the transport to close the surplus.
+    now = T0
+    told: list[int] = []
+
+    async def limit_connections(maximum: int) -> None:
+        told.append(maximum)
+
+    shared = _shared_limits(store, 3, limit_connections, lambda: now)
+    await shared.acquire_slots()
+    await asyncio.sleep(0)  # told in a task of its own
+    assert (shared.slots, told) == (3, [3])
+    now = T0 + 1
+    await shared.renew_slots()  # nothing changed: nothing to tell
+    await asyncio.sleep(0)
+    assert told == [3]
+    now = T0 + 6
+    take = store.acquire_slots
+    assert take("connections", "w2", want=2, total=3, lease_seconds=5.0, now=now) == 2
+    await shared.renew_slots()
+    await asyncio.sleep(0)
+    assert (shared.slots, told) == (1, [3, 1])
+
+
+async def test_a_transport_failing_to_close_connections_is_logged_not_raised(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def limit_connections(maximum: int) -> None:
+        raise OSError("the socket is gone")
+
+    shared = _shared_limits(store, 2, limit_connections, lambda: T0)
+    with caplog.at_level("WARNING", logger="reliable_smtp"):
+        await shared.acquire_slots()
+        await asyncio.sleep(0)
+    assert shared.slots == 2
+    assert "closing the connections beyond 2 slot(s) failed (the socket is gone)" in caplog.text
+
+
+async def test_the_worker_tells_its_transport_of_its_slots(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    with CountingSink() as sink:
+        clock = FakeClock(time.time())
+        async with _worker(url, sink.port, clock, OutboxLimits(max_connections=1)) as worker:
+            transport = worker._mailer.transport
+            assert worker._shared._limit_connections == transport.limit_connections
 
 
 # -- the worker, in-process, injected clock --------------------------------------------

@@ -295,3 +295,59 @@ async def test_each_waiter_times_out_at_its_own_deadline() -> None:
         await second
     assert loop.time() - second_started >= 0.2 - 1e-3
     await pool.release(lease, reusable=True)
+
+
+# -- resize: the outbox worker's share of the shared connection slots ---------------------
+
+
+async def test_shrinking_closes_idle_connections_now_and_lent_ones_as_they_come_back() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=4, acquire_timeout=0.05)
+    leases = [await pool.acquire() for _ in range(4)]
+    for lease in leases[:3]:
+        await pool.release(lease, reusable=True)
+    assert (pool.counts.idle, pool.counts.in_use) == (3, 1)
+    await pool.resize(2)
+    # The two idle the longest are closed at once: one idle and one lent remain.
+    assert [c.closed_by_pool for c in factory.made] == [True, True, False, False]
+    assert (pool.counts.idle, pool.counts.in_use) == (1, 1)
+    second = await pool.acquire()  # the idle one: two lent out, the new size
+    assert second.connection is factory.made[2]
+    with pytest.raises(PoolTimeoutError):
+        await pool.acquire()  # no third connection
+    await pool.resize(1)
+    await pool.release(second, reusable=True)  # one too many: closed, not kept
+    assert factory.made[2].closed_by_pool
+    await pool.release(leases[3], reusable=True)  # within the size: kept
+    assert (pool.counts.idle, pool.counts.in_use) == (1, 0)
+    assert not factory.made[3].closed_by_pool
+    assert pool.opened == 4
+
+
+async def test_growing_hands_the_new_slots_to_waiting_tasks() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=1, acquire_timeout=5.0)
+    held = await pool.acquire()
+    waiter = asyncio.ensure_future(pool.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await pool.resize(2)
+    second = await asyncio.wait_for(waiter, 1)
+    assert second.connection is not held.connection
+    with pytest.raises(ValueError, match="at least 0"):
+        await pool.resize(-1)
+
+
+async def test_a_connection_lent_beyond_the_new_size_is_not_handed_over() -> None:
+    factory, clock = Factory(), FakeClock()
+    pool = make_pool(factory, clock, size=2, acquire_timeout=5.0)
+    first, second = await pool.acquire(), await pool.acquire()
+    waiter = asyncio.ensure_future(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.resize(1)
+    assert not pool.hand_over(first, object())  # two lent out for one slot: it must go
+    await pool.release(first, reusable=True)
+    assert first.connection.closed_by_pool
+    await pool.release(second, reusable=True)  # now within the size: to the waiter
+    third = await asyncio.wait_for(waiter, 1)
+    assert third.connection is second.connection

@@ -44,6 +44,25 @@ async def test_concurrent_sends_use_at_most_max_connections(server: LocalSMTPSer
     assert len(list(server.commands_named("QUIT"))) == 3  # each closed cleanly
 
 
+async def test_limit_connections_closes_the_connections_beyond_it(
+    server: LocalSMTPServer,
+) -> None:
+    async with relay_transport(server, max_connections=3) as transport:
+        await asyncio.gather(*(transport.deliver(envelope(i), CONTENT) for i in range(6)))
+        assert transport.connections.idle == 3
+        await transport.limit_connections(1)  # the outbox worker lost two slots
+        assert transport.connections.idle == 1
+        assert len(list(server.commands_named("QUIT"))) == 2  # closed politely
+        await asyncio.gather(*(transport.deliver(envelope(i), CONTENT) for i in range(6, 12)))
+        assert server.connections == 3  # the six sends shared the one connection left
+        await transport.limit_connections(10)  # never above max_connections
+        await asyncio.gather(*(transport.deliver(envelope(i), CONTENT) for i in range(12, 18)))
+        assert transport.connections.idle == 3
+        with pytest.raises(ValueError, match="at least 0"):
+            await transport.limit_connections(-1)
+    assert len(server.messages) == 18
+
+
 async def test_connections_retire_after_max_messages(server: LocalSMTPServer) -> None:
     async with relay_transport(server, max_messages_per_connection=2) as transport:
         for i in range(5):

@@ -179,6 +179,7 @@ class OutboxWorker:
             call=self._db_call,
             clock=self._clock,
             wait=self._sleep_unless_stopped,
+            limit_connections=self._mailer.transport.limit_connections,
         )
         self._rates = self._shared.rates
         # A claim's transactions after its first (a 452 split resent, more recipients

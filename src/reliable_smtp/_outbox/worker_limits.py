@@ -29,7 +29,9 @@ class SharedLimits:
     """The limits as one worker takes part in them.
 
     ``call`` runs a store method on the worker's database thread; ``wait`` sleeps
-    unless the worker is stopped (a reservation's wait must not hold up a stop).
+    unless the worker is stopped (a reservation's wait must not hold up a stop);
+    ``limit_connections`` is told the number of slots held whenever a lease of them
+    changes it (the worker's transport's :meth:`~reliable_smtp.Transport.limit_connections`).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class SharedLimits:
         call: Callable[..., Awaitable[Any]],
         clock: Callable[[], float],
         wait: Callable[[float], Awaitable[None]],
+        limit_connections: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.limits = limits
         self._store = store
@@ -54,6 +57,8 @@ class SharedLimits:
         self._call = call
         self._clock = clock
         self._wait = wait
+        self._limit_connections = limit_connections
+        self._limiting: set[asyncio.Future[None]] = set()  # referenced until they end
         self.rates = {name: (rate, limits.burst_of(name)) for name, rate in limits.rates.items()}
         """Per limiter name, (configured messages/s, burst): what the store reserves on."""
         # Connection slots held (the shared max_connections); without that cap, all of them.
@@ -71,7 +76,7 @@ class SharedLimits:
             return
         self._slots_tried_at = now
         try:
-            self.slots = await self._lease_slots(total, now)
+            self._held(await self._lease_slots(total, now))
         except Exception as exc:
             logger.warning(
                 "outbox: taking connection slots failed (%s)",
@@ -84,7 +89,32 @@ class SharedLimits:
         total = self.limits.max_connections
         if total is None or not self.slots:
             return
-        self.slots = await self._lease_slots(total, self._clock())
+        self._held(await self._lease_slots(total, self._clock()))
+
+    def _held(self, slots: int) -> None:
+        """Now ``slots`` are held: a change goes to the transport, which closes the
+        connections beyond them (a lease that ran out during a stall lets another
+        worker take its slots, while our connections would otherwise stay open)."""
+        changed = slots != self.slots
+        self.slots = slots
+        if changed and self._limit_connections is not None:
+            # In a task of its own: closing connections (QUIT, seconds on a slow server)
+            # must hold up neither the claims nor the heartbeat's renewal of the entries.
+            task = asyncio.ensure_future(self._limit(self._limit_connections, slots))
+            self._limiting.add(task)
+            task.add_done_callback(self._limiting.discard)
+
+    @staticmethod
+    async def _limit(limit_connections: Callable[[int], Awaitable[None]], slots: int) -> None:
+        try:
+            await limit_connections(slots)
+        except Exception as exc:
+            logger.warning(
+                "outbox: closing the connections beyond %d slot(s) failed (%s)",
+                slots,
+                exc,
+                extra={"event": "outbox_limit_connections_failed"},
+            )
 
     async def _lease_slots(self, total: int, now: float) -> int:
         held: int = await self._call(

@@ -78,6 +78,18 @@ class Transport(abc.ABC):
             _deprecated("overriding Transport._after_fork()", "forget_connections()")
             self._after_fork()
 
+    async def limit_connections(self, maximum: int) -> None:
+        """Keep at most ``maximum`` connections open from now on; does nothing by default.
+
+        The outbox worker calls it whenever its share of the outbox's shared connection
+        slots (``OutboxLimits(max_connections=...)``) changes, so that the connections it
+        no longer has a slot for are closed instead of sitting idle against the
+        provider's cap. A pooling transport closes idle connections beyond ``maximum``
+        at once and lent ones as they come back, never above its own configured
+        maximum; a transport that wraps others forwards it to each of them.
+        """
+        return  # a transport without connections of its own has nothing to close
+
     def _after_fork(self) -> None:
         """Deprecated alias of :meth:`forget_connections` (removed in the next release)."""
         _deprecated("Transport._after_fork()", "forget_connections()")

@@ -412,6 +412,10 @@ class _CompositeTransport(Transport):
         for member in self.transports:
             member.forget_connections()
 
+    async def limit_connections(self, maximum: int) -> None:
+        for member in self.transports:
+            await member.limit_connections(maximum)
+
 
 def _status_in(report: DeliveryReport, recipient: str, member: Transport) -> RecipientStatus:
     status = report.recipients.get(recipient)

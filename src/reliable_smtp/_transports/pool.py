@@ -230,6 +230,9 @@ class ConnectionPool(Generic[C]):
 
     def _free_slot(self) -> None:
         """A slot is free: to the longest waiter, else back to the count."""
+        if self._free < 0:
+            self._free += 1  # shrunk (resize) while it was held: it goes, nobody gets it
+            return
         while self._waiters:
             granted, _, _ = self._waiters.popleft()
             if not granted.done():
@@ -250,7 +253,12 @@ class ConnectionPool(Generic[C]):
         put back anyway (pool closed, ``max_messages`` reached, connection gone). The
         lease never passes through the idle list: no check, no reaping, no QUIT.
         """
-        if self._closed or lease.messages >= self.max_messages or not self._alive(lease.connection):
+        if (
+            self._closed
+            or self._free < 0  # shrunk (resize): this connection is one too many
+            or lease.messages >= self.max_messages
+            or not self._alive(lease.connection)
+        ):
             return False
         for entry in self._waiters:
             granted, fresh, _ = entry
@@ -308,6 +316,7 @@ class ConnectionPool(Generic[C]):
             if (
                 reusable
                 and not self._closed
+                and self._free >= 0  # not one too many after a resize
                 and lease.messages < self.max_messages
                 and self._alive(lease.connection)
             ):
@@ -316,6 +325,25 @@ class ConnectionPool(Generic[C]):
                 await self._retire(lease)
         finally:
             self._free_slot()
+
+    async def resize(self, size: int) -> None:
+        """Hold at most ``size`` connections from now on (idle, lent out or being opened).
+
+        Growing hands the new slots to waiting tasks at once. Shrinking closes idle
+        connections beyond ``size`` now (QUIT, the longest idle first) and lent ones
+        beyond it as they come back, and grants no slot until fewer than ``size`` are
+        lent out.
+        """
+        if size < 0:
+            raise ValueError(f"a pool holds at least 0 connections, got {size}")
+        self._free += size - self.size
+        self.size = size
+        while self._free > 0 and self._waiters:
+            self._free -= 1
+            self._free_slot()
+        # Idle connections hold no slot (a lease does); they count towards the size too.
+        while self._idle and len(self._idle) + len(self._leased) > size:
+            await self._retire(self._idle.pop(0))
 
     async def _retire(self, lease: Lease[C]) -> None:
         # Closing is best effort (QUIT on a dead link fails); the socket goes anyway.

@@ -245,6 +245,8 @@ class SMTPTransport(Transport):
         # Sends inside deliver() now (on this transport's loop): with company, a send that
         # could lend its connection on waits a moment for a taker (see _dialogue._hand_over).
         self._sending = 0
+        # The outbox worker's share of the shared connection slots (limit_connections).
+        self._connection_limit: int | None = None
 
     def __repr__(self) -> str:
         user = f" user={self.username!r}" if self.username else ""
@@ -319,7 +321,7 @@ class SMTPTransport(Transport):
             # A pool belongs to one event loop; a transport reused on a new loop (a new
             # sync portal after fork, a new asyncio.run) starts with a new, empty pool.
             self._pool = ConnectionPool(
-                size=self.max_connections,
+                size=self._pool_size(),
                 max_messages=self.max_messages_per_connection,
                 idle_timeout=self.idle_timeout,
                 check_after=self.check_after,
@@ -336,6 +338,18 @@ class SMTPTransport(Transport):
                 self.rate_limit, transport_name=self.name, clock=self._clock, sleep=self._sleep
             )
         return self._pool
+
+    def _pool_size(self) -> int:
+        limit = self._connection_limit
+        return self.max_connections if limit is None else min(self.max_connections, limit)
+
+    async def limit_connections(self, maximum: int) -> None:
+        if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 0:
+            raise ValueError(f"maximum must be an int of at least 0, got {maximum!r}")
+        self._connection_limit = maximum
+        pool = self._pool
+        if pool is not None and self._pool_loop is asyncio.get_running_loop():
+            await pool.resize(self._pool_size())
 
     async def _noop(self, smtp: aiosmtplib.SMTP) -> bool:
         """Health check for a connection that sat idle: NOOP must answer 250."""
