@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import latency_proxy, reliable_messages, sink  # shared with throughput.py
+# throughput.py (shared helpers) imports reliable_smtp, and with it opentelemetry if it is
+# installed: the child imports it only after deciding whether opentelemetry may load.
 
 HERE = Path(__file__).resolve()
 
@@ -49,7 +50,13 @@ WARM_UP = 100
 async def run(mode: str, port: int, n: int, connections: int) -> dict[str, float]:
     if mode == "api-absent":
         sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # import fails
+    from throughput import reliable_messages
+
     from reliable_smtp import AsyncMailer, OpenTelemetryHooks, SendResult, SMTPTransport
+    from reliable_smtp._otel import API_AVAILABLE
+
+    if API_AVAILABLE is (mode == "api-absent"):
+        raise SystemExit(f"{mode}: opentelemetry-api is {'' if API_AVAILABLE else 'not '}loaded")
 
     hooks: list[object] = []
     spans = reader = None
@@ -123,6 +130,8 @@ def main() -> None:
         mode, port, n, connections = args.child
         print(json.dumps(asyncio.run(run(mode, int(port), int(n), int(connections)))))
         return
+    from throughput import latency_proxy, sink
+
     with sink() as (port, name):
         print(
             f"sink: {name}; {args.n} messages, {args.connections} connections, best of "
