@@ -213,11 +213,16 @@ class HookSet:
         """A watch for one send (a shared no-op one when no hook listens)."""
         return SendWatch(self, message) if self.hooks else _UNWATCHED
 
+    def listens(self, method: str) -> bool:
+        """Whether any hook listens for ``method`` (no event is built for nobody)."""
+        return bool(self._by_method[method])
+
     async def emit(self, method: str, event: object) -> None:
         for listener in self._by_method[method]:
             try:
                 outcome = listener(event)
-                if inspect.isawaitable(outcome):
+                # A plain function returns None: no isawaitable() call for it.
+                if outcome is not None and inspect.isawaitable(outcome):
                     await outcome
             except Exception:
                 # A hook's failure is the hook's: the delivery and the other hooks go on.
@@ -257,22 +262,29 @@ class SendWatch:
             return
         self.message_id = message_id
         self._started_at = now
-        await self._hooks.emit(
-            "on_send",
-            SendStarted(
-                message_id=message_id, envelope=envelope, transport=transport, message=self.message
-            ),
-        )
+        if self._hooks.listens("on_send"):
+            await self._hooks.emit(
+                "on_send",
+                SendStarted(
+                    message_id=message_id,
+                    envelope=envelope,
+                    transport=transport,
+                    message=self.message,
+                ),
+            )
 
     async def attempt_started(self, number: int, recipients: tuple[str, ...]) -> object:
         """Report the attempt; return the token :meth:`attempt_finished` needs."""
         if self._hooks is None:
             return None
         token = _current_attempt.set(self._hooks)
-        await self._hooks.emit(
-            "on_attempt_start",
-            AttemptStarted(message_id=self.message_id or "", number=number, recipients=recipients),
-        )
+        if self._hooks.listens("on_attempt_start"):
+            await self._hooks.emit(
+                "on_attempt_start",
+                AttemptStarted(
+                    message_id=self.message_id or "", number=number, recipients=recipients
+                ),
+            )
         return token
 
     async def attempt_finished(
@@ -286,15 +298,16 @@ class SendWatch:
         if self._hooks is None:
             return
         _reset_attempt(token)
-        await self._hooks.emit(
-            "on_attempt",
-            AttemptFinished(
-                message_id=self.message_id or "",
-                attempt=attempt,
-                statuses=MappingProxyType({r: statuses[r] for r in tried}),
-                pending=tuple(pending),
-            ),
-        )
+        if self._hooks.listens("on_attempt"):
+            await self._hooks.emit(
+                "on_attempt",
+                AttemptFinished(
+                    message_id=self.message_id or "",
+                    attempt=attempt,
+                    statuses=MappingProxyType({r: statuses[r] for r in tried}),
+                    pending=tuple(pending),
+                ),
+            )
 
     async def finish(
         self, result: SendResult | None, error: BaseException | None, *, now: float | None = None
@@ -304,6 +317,8 @@ class SendWatch:
             return
         self.finished = True
         _current_attempt.set(None)
+        if not self._hooks.listens("on_result"):
+            return
         started = self._started_at
         elapsed = now - started if started is not None and now is not None else 0.0
         await self._hooks.emit(

@@ -213,6 +213,8 @@ class OpenTelemetryHooks(MailerHooks):
         # Pooled transports this hook has seen a send on; read when the SDK collects.
         # Weak: the hook must not keep a closed transport (and its pool) alive.
         self._pooled: dict[int, weakref.ref[Any]] = {}
+        # Per transport seen: its span attributes and its metric attributes (weak too).
+        self._attributes: dict[int, tuple[weakref.ref[Any], dict[str, Any], dict[str, Any]]] = {}
         self._pooled_lock = threading.Lock()
         self._connections = meter.create_observable_up_down_counter(
             "reliable_smtp.connections",
@@ -224,10 +226,21 @@ class OpenTelemetryHooks(MailerHooks):
     # -- the hook ------------------------------------------------------------------------
 
     def on_send(self, event: SendStarted) -> None:
-        seen = self._pooled.get(id(event.transport))
+        key = id(event.transport)
+        seen = self._pooled.get(key)
         if seen is None or seen() is not event.transport:  # new (or a reused id)
             self._watch_connections(event.transport)
-        transport = _transport_attributes(event.transport)
+        known = self._attributes.get(key)
+        if known is None or known[0]() is not event.transport:
+            # Worked out once per transport: its name and address do not change.
+            attributes_of = _transport_attributes(event.transport)
+            metric_of = {
+                k: v
+                for k, v in attributes_of.items()
+                if k in ("reliable_smtp.transport", "server.address")
+            }
+            known = self._attributes[key] = (weakref.ref(event.transport), attributes_of, metric_of)
+        _, transport, metric_attributes = known  # shared, read-only: copied where extended
         attributes: dict[str, Any] = {
             **transport,
             "reliable_smtp.recipients.count": len(event.envelope.recipients),
@@ -240,9 +253,6 @@ class OpenTelemetryHooks(MailerHooks):
         # Current while the send runs, so what the transport does (an HTTP client's own
         # instrumentation, a database) nests under it.
         token = otel_context.attach(trace.set_span_in_context(span))
-        metric_attributes = {
-            k: v for k, v in transport.items() if k in ("reliable_smtp.transport", "server.address")
-        }
         _current.set(
             _SendSpans(
                 span=span,
