@@ -121,7 +121,8 @@ class Outbox:
         if policy is not None:
             # Raises RecipientsRejectedError (nothing queued) unless the policy skips.
             checked = policy.check(envelope.sender, envelope.recipients)
-            envelope = checked.envelope()
+            if (checked.sender, checked.recipients) != (envelope.sender, envelope.recipients):
+                envelope = checked.envelope()  # normalized: a new (checked) envelope
             refused = checked.refused_statuses(transport_name="recipient-policy")
         return NewEntry(
             message_id=rendered.message_id,

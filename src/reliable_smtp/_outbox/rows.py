@@ -107,7 +107,13 @@ def entry_of(row: Sequence[Any], recipients: list[OutboxRecipient]) -> OutboxEnt
 
 def metadata_of(text: str | None) -> MappingProxyType[str, Any]:
     """The entry's metadata column (JSON text), read-only."""
-    return MappingProxyType(json.loads(text or "{}"))
+    if not text or text == "{}":
+        return _NO_METADATA  # most entries have none: no JSON parse for them
+    return MappingProxyType(json.loads(text))
+
+
+# Shared by every entry without metadata: read-only and empty, so nothing can leak.
+_NO_METADATA: MappingProxyType[str, Any] = MappingProxyType({})
 
 
 def update_row(update: RecipientUpdate, entry_id: int, now: float) -> tuple[object, ...]:

@@ -194,7 +194,8 @@ class SQLStore(Store):
         )
         params: list[tuple[object, ...]] = []
         for new in entries:
-            accepted = any(a not in new.refused for a in new.recipients)
+            # Queued unless the recipient policy refused every recipient.
+            accepted = not new.refused or any(a not in new.refused for a in new.recipients)
             metadata = (
                 json.dumps(dict(new.metadata), separators=(",", ":")) if new.metadata else "{}"
             )
