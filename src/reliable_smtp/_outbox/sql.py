@@ -194,8 +194,12 @@ class SQLStore(Store):
         )
         params: list[tuple[object, ...]] = []
         for new in entries:
-            # Queued unless the recipient policy refused every recipient.
-            accepted = not new.refused or any(a not in new.refused for a in new.recipients)
+            # Queued unless the recipient policy refused every recipient (no scan for none).
+            accepted = (
+                any(a not in new.refused for a in new.recipients)
+                if new.refused
+                else bool(new.recipients)
+            )
             metadata = (
                 json.dumps(dict(new.metadata), separators=(",", ":")) if new.metadata else "{}"
             )
