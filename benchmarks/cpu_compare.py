@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import HTML, SENDER, SUBJECT, TEXT
@@ -40,10 +41,12 @@ HERE = Path(__file__).resolve()
 SRC = HERE.parent.parent / "src"
 
 
-async def send_all(port: int, n: int, connections: int, recipients: int = 1) -> int:
-    from reliable_smtp import AsyncMailer, Message, SendResult, SMTPTransport
+def bench_transport(port: int, connections: int) -> Any:
+    """The measured client's transport: PIPELINING, ``connections`` kept for the whole run
+    (also ``instructions.py``'s)."""
+    from reliable_smtp import SMTPTransport
 
-    transport = SMTPTransport(
+    return SMTPTransport(
         "127.0.0.1",
         port,
         tls="none",
@@ -52,6 +55,12 @@ async def send_all(port: int, n: int, connections: int, recipients: int = 1) -> 
         max_messages_per_connection=1_000_000,
         local_hostname="bench.test",
     )
+
+
+async def send_all(port: int, n: int, connections: int, recipients: int = 1) -> int:
+    from reliable_smtp import AsyncMailer, Message, SendResult
+
+    transport = bench_transport(port, connections)
     messages = (
         Message(
             sender=SENDER,

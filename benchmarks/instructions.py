@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_compare import bench_transport
 from render import HTML, SENDER, SUBJECT, TEXT
 from throughput import sink
 
@@ -59,17 +60,9 @@ def messages(start: int, stop: int) -> list[object]:
 
 
 async def probe_full(port: int, connections: int) -> None:
-    from reliable_smtp import AsyncMailer, SMTPTransport
+    from reliable_smtp import AsyncMailer
 
-    transport = SMTPTransport(
-        "127.0.0.1",
-        port,
-        tls="none",
-        max_connections=connections,
-        pipelining=True,
-        max_messages_per_connection=1_000_000,
-        local_hostname="bench.test",
-    )
+    transport = bench_transport(port, connections)
     async with AsyncMailer(transport) as mailer:
         for start, stop in ((0, WARM_UP), (WARM_UP, WARM_UP + COUNTED)):
             if start:
@@ -82,17 +75,9 @@ async def probe_full(port: int, connections: int) -> None:
 
 
 async def probe_transport(port: int, connections: int) -> None:
-    from reliable_smtp import Envelope, SMTPTransport, render
+    from reliable_smtp import Envelope, render
 
-    transport = SMTPTransport(
-        "127.0.0.1",
-        port,
-        tls="none",
-        max_connections=connections,
-        pipelining=True,
-        max_messages_per_connection=1_000_000,
-        local_hostname="bench.test",
-    )
+    transport = bench_transport(port, connections)
     rendered = [render(m) for m in messages(0, WARM_UP + COUNTED)]  # type: ignore[arg-type]
     envelopes = [Envelope.build(r.sender, r.recipients) for r in rendered]
 

@@ -84,6 +84,20 @@ async def deliver_all(smtp: SMTPTransport, count: int) -> list[DeliveryReport | 
     )
 
 
+def numbered_messages(count: int) -> list[Message]:
+    """Messages 0 to ``count - 1``, each to its own recipient, with the ids ``kept`` expects."""
+    return [
+        Message(
+            sender="app@example.com",
+            to=[f"user{n}@example.org"],
+            subject=f"n{n}",
+            text="x",
+            message_id=f"m{n}@example.com",
+        )
+        for n in range(count)
+    ]
+
+
 def outcome(result: DeliveryReport | BaseException, n: int) -> Outcome:
     assert isinstance(result, DeliveryReport), result
     return result.recipients[f"user{n}@example.org"].outcome
@@ -179,16 +193,7 @@ async def test_many_messages_on_one_connection_through_the_mailer(
     serve: Callable[..., object],
 ) -> None:
     server: RawSMTPServer = await serve(held_dots(last=29))  # type: ignore[misc]
-    messages = [
-        Message(
-            sender="app@example.com",
-            to=[f"user{n}@example.org"],
-            subject=f"n{n}",
-            text="x",
-            message_id=f"m{n}@example.com",
-        )
-        for n in range(30)
-    ]
+    messages = numbered_messages(30)
     async with AsyncMailer(transport(server), retry=RetryPolicy.never()) as mailer:
         outcomes = await mailer.send_many(messages, concurrency=4)
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
@@ -206,16 +211,7 @@ async def test_a_bulk_send_one_message_ahead_keeps_the_chain_going(
     # take the connection: every dot goes with the next MAIL. Ending the chain instead
     # would wait for a held reply until data_timeout (AMBIGUOUS).
     server: RawSMTPServer = await serve(held_dots(last=9))  # type: ignore[misc]
-    messages = [
-        Message(
-            sender="app@example.com",
-            to=[f"user{n}@example.org"],
-            subject=f"n{n}",
-            text="x",
-            message_id=f"m{n}@example.com",
-        )
-        for n in range(10)
-    ]
+    messages = numbered_messages(10)
     smtp = transport(server, data_timeout=0.5)
     async with AsyncMailer(smtp, retry=RetryPolicy.never()) as mailer:
         outcomes = await mailer.send_many(messages, concurrency=2)

@@ -213,7 +213,8 @@ class OpenTelemetryHooks(MailerHooks):
         # Pooled transports this hook has seen a send on; read when the SDK collects.
         # Weak: the hook must not keep a closed transport (and its pool) alive.
         self._pooled: dict[int, weakref.ref[Any]] = {}
-        # Per transport seen: its span attributes and its metric attributes (weak too).
+        # Per transport sent on: its span attributes and its metric attributes (weak too).
+        # An entry here means the transport is in _pooled too (both are set together).
         self._attributes: dict[int, tuple[weakref.ref[Any], dict[str, Any], dict[str, Any]]] = {}
         self._pooled_lock = threading.Lock()
         self._connections = meter.create_observable_up_down_counter(
@@ -227,11 +228,9 @@ class OpenTelemetryHooks(MailerHooks):
 
     def on_send(self, event: SendStarted) -> None:
         key = id(event.transport)
-        seen = self._pooled.get(key)
-        if seen is None or seen() is not event.transport:  # new (or a reused id)
-            self._watch_connections(event.transport)
         known = self._attributes.get(key)
-        if known is None or known[0]() is not event.transport:
+        if known is None or known[0]() is not event.transport:  # new (or a reused id)
+            self._watch_connections(event.transport)
             # Worked out once per transport: its name and address do not change.
             attributes_of = _transport_attributes(event.transport)
             metric_of = {
